@@ -1,0 +1,100 @@
+"""The in-memory data set record and the split shared by every loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Dataset:
+    """Images as float32 NCHW tensors in [0, 1] (no normalisation: models carry their own)."""
+
+    name: str
+    classes: list[str]
+    bands: list[str]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    synthetic: bool
+    source: str
+    skipped_files: list[str] = field(default_factory=list)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[-1])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training split (what the models normalise with)."""
+        mean = self.x_train.mean(dim=(0, 2, 3))
+        std = self.x_train.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "synthetic": self.synthetic,
+            "source": self.source,
+            "classes": self.classes,
+            "bands": self.bands,
+            "image_size": self.image_size,
+            "sizes": {"train": int(len(self.y_train)), "val": int(len(self.y_val))},
+            "skipped_files": self.skipped_files,
+        }
+
+
+def stratified_split(
+    y: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of train and validation samples, the same fraction from every class."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        n_val = min(len(idx) - 1, max(1, round(len(idx) * val_fraction)))
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.array(train)), np.sort(np.array(val))
+
+
+def make_dataset(
+    name: str, classes: list[str], bands: list[str], x: np.ndarray, y: np.ndarray,
+    val_fraction: float, seed: int, synthetic: bool, source: str, skipped: list[str] | None = None,
+) -> Dataset:
+    tr, va = stratified_split(y, val_fraction, seed)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(y.astype(np.int64))
+    return Dataset(
+        name=name, classes=classes, bands=bands,
+        x_train=xt[tr], y_train=yt[tr], x_val=xt[va], y_val=yt[va],
+        synthetic=synthetic, source=source, skipped_files=skipped or [],
+    )
+
+
+def load_dataset(
+    data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
+    samples_per_class: int, max_samples_per_class: int | None,
+) -> Dataset:
+    """The demo set when `data` is None, else the image folder at `data`."""
+    if data is None:
+        from .synthetic import generate_demo
+
+        return generate_demo(
+            samples_per_class=samples_per_class, image_size=image_size or 32,
+            seed=seed, val_fraction=val_fraction,
+        )
+    from .folder import load_image_folder
+
+    return load_image_folder(
+        data, image_size=image_size or 64, seed=seed, val_fraction=val_fraction,
+        max_per_class=max_samples_per_class,
+    )

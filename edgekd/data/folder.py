@@ -1,0 +1,70 @@
+"""Image-folder data sets: one sub-folder per class (EuroSAT RGB, UC Merced, RSSCN7 layout)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+from .dataset import Dataset, make_dataset
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _read_image(path: Path, size: int) -> np.ndarray | None:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def load_image_folder(
+    root: Path, *, image_size: int, seed: int, val_fraction: float, max_per_class: int | None = None
+) -> Dataset:
+    """Read every image under root/CLASS/, resized to image_size x image_size RGB in [0, 1].
+
+    Unreadable files are skipped and listed in the data set summary; a class with no readable
+    image is an error."""
+    fix = "pass --data DIR with one sub-folder of images per class (e.g. DIR/Forest/*.jpg)"
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist; {fix}")
+    if not root.is_dir():
+        raise DataError(f"--data {root} is not a folder; {fix}")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"data folder {root} has no class sub-folders; {fix}")
+    if len(class_dirs) < 2:
+        raise DataError(f"data folder {root} has only one class folder ({class_dirs[0].name}); "
+                        "a classifier needs at least two classes")
+    rng = np.random.default_rng(seed)
+    xs, ys, skipped = [], [], []
+    for label, cdir in enumerate(class_dirs):
+        files = sorted(p for p in cdir.iterdir() if p.is_file() and not p.name.startswith("."))
+        if max_per_class is not None and len(files) > max_per_class:
+            files = sorted(rng.choice(np.array(files, dtype=object), max_per_class, replace=False))
+        n_ok = 0
+        for f in files:
+            img = _read_image(f, image_size) if f.suffix.lower() in IMAGE_SUFFIXES else None
+            if img is None:
+                skipped.append(str(f))
+                continue
+            xs.append(img)
+            ys.append(label)
+            n_ok += 1
+        if n_ok == 0:
+            raise DataError(f"class folder {cdir} has no readable images ({len(files)} files); "
+                            f"add {', '.join(sorted(IMAGE_SUFFIXES))} images or remove the folder")
+        if n_ok < 2:
+            raise DataError(f"class folder {cdir} has only one readable image; "
+                            "each class needs at least two (one for training, one for validation)")
+    return make_dataset(
+        name=root.name, classes=[d.name for d in class_dirs], bands=["R", "G", "B"],
+        x=np.stack(xs), y=np.array(ys), val_fraction=val_fraction, seed=seed,
+        synthetic=False, source=str(root.resolve()), skipped=skipped,
+    )

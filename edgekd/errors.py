@@ -1,0 +1,34 @@
+"""Errors a user can cause. Each message names the input and the fix; the CLI prints it on one
+line and exits with code 2. Anything else is a bug and keeps its traceback."""
+
+
+class EdgeKDError(Exception):
+    """Base class of every user-facing error."""
+
+
+class ConfigError(EdgeKDError):
+    """A flag or configuration value is invalid."""
+
+
+class TargetError(EdgeKDError):
+    """The target device is unknown or its description is invalid."""
+
+
+class DataError(EdgeKDError):
+    """The data set is missing, empty or unreadable."""
+
+
+class CheckpointError(EdgeKDError):
+    """A checkpoint cannot be read or does not fit the data."""
+
+
+class RunDirError(EdgeKDError):
+    """The run directory cannot be used."""
+
+
+class ProfilingError(EdgeKDError):
+    """A model could not be profiled."""
+
+
+class ExportError(EdgeKDError):
+    """A model could not be exported, or its export disagrees with the PyTorch model."""

@@ -1,0 +1,47 @@
+"""ONNX export: opset 17, dynamic batch axis, checked, with edgekd metadata embedded."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from ..errors import ExportError
+from .base import EXPORTERS, ExportContext, _first_line
+
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata: dict[str, str] | None = None) -> Path:
+    """Write `model` as ONNX at `path`; the batch axis is dynamic."""
+    model.eval()
+    tmp = path.with_suffix(".tmp.onnx")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                model, (torch.zeros(input_shape),), str(tmp), dynamo=False, opset_version=OPSET,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+        proto = onnx.load(str(tmp))
+        for key, value in (metadata or {}).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(path))
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporter raises many types, e.g. for an unsupported operator
+        raise ExportError(f"ONNX export to {path} failed: {_first_line(exc)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@EXPORTERS.register("onnx")
+def export_onnx(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
+    return to_onnx(model, path, ctx.input_shape, ctx.metadata)

@@ -1,0 +1,1 @@
+"""Teacher and student networks: one parametric family, counting, and safe checkpoint I/O."""

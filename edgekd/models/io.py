@@ -1,0 +1,69 @@
+"""Checkpoints edgekd writes and reads: plain tensors and primitives, loaded with
+`torch.load(weights_only=True)` so that a checkpoint can never run code."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..config import ArchSpec
+from ..errors import CheckpointError
+from .family import EdgeNet, build_model
+
+FORMAT = "edgekd-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: Path, model: EdgeNet, *, classes: list[str], bands: list[str],
+                    image_size: int, dataset: str, role: str, metrics: dict[str, Any] | None = None) -> None:
+    mean = model.normalize.mean.flatten().tolist()
+    std = model.normalize.std.flatten().tolist()
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "edgekd_version": __version__,
+        "role": role,
+        "arch": model.arch.model_dump(),
+        "classes": list(classes),
+        "bands": list(bands),
+        "in_channels": len(bands),
+        "image_size": int(image_size),
+        "normalization": {"mean": mean, "std": std},
+        "dataset": dataset,
+        "metrics": metrics or {},
+        "state_dict": model.state_dict(),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint behind
+
+
+def load_checkpoint(path: Path) -> tuple[EdgeNet, dict[str, Any]]:
+    """The model and the checkpoint's metadata; clear errors for anything that is not ours."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a file written by edgekd (e.g. RUN_DIR/teacher.pt)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"checkpoint {path} cannot be read safely ({first}); "
+                              "pass a checkpoint written by edgekd") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an edgekd checkpoint; pass a file written by edgekd "
+                              "(RUN_DIR/teacher.pt or RUN_DIR/candidates/NAME/student.pt)")
+    try:
+        arch = ArchSpec.model_validate(payload["arch"])
+        model = build_model(arch, int(payload["in_channels"]), len(payload["classes"]),
+                            payload["normalization"]["mean"], payload["normalization"]["std"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"checkpoint {path} is damaged or from an incompatible edgekd ({first})") from None
+    model.eval()
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, meta

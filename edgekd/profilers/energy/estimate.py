@@ -1,0 +1,31 @@
+"""No sensor: energy estimated as the target's power figure x mean latency (labelled predicted)."""
+
+from __future__ import annotations
+
+from ...targets import Target
+from . import METERS, EnergyResult
+
+
+class PowerEstimate:
+    name = "estimate"
+
+    def __init__(self, target: Target, watts: float):
+        self.target = target
+        self.watts = watts
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, *, runs: int, timed_seconds: float, mean_latency_s: float) -> EnergyResult:
+        return EnergyResult(
+            energy_mj=self.watts * mean_latency_s * 1000, mean_power_w=self.watts,
+            meter="estimate", source="predicted",
+            note=f"energy estimated: {self.watts:g} W ({self.target.name} power figure) x measured mean "
+                 "latency; no energy sensor was readable",
+        )
+
+
+@METERS.register("estimate")
+def _open(target: Target) -> PowerEstimate | None:
+    watts = target.power_w()
+    return PowerEstimate(target, watts) if watts else None

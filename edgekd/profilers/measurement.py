@@ -1,0 +1,61 @@
+"""The `Measurement` record (DESIGN.md section 4) and latency statistics (pure functions)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+Source = Literal["measured", "remote", "predicted", "cached"]
+
+
+class LatencyStats(BaseModel):
+    """Latency distribution of `n` timed runs after `warmup` untimed ones, in milliseconds."""
+
+    n: int
+    warmup: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    p50: float
+    p90: float
+    p99: float
+    cv: float  # coefficient of variation, std / mean
+    total_s: float
+
+
+def latency_stats(samples_ms: list[float] | np.ndarray, warmup: int) -> LatencyStats:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("no latency samples")
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    p50, p90, p99 = (float(v) for v in np.percentile(a, [50, 90, 99]))
+    return LatencyStats(
+        n=int(a.size), warmup=warmup, mean=mean, std=std, min=float(a.min()), max=float(a.max()),
+        p50=p50, p90=p90, p99=p99, cv=std / mean if mean > 0 else 0.0, total_s=float(a.sum() / 1000),
+    )
+
+
+class Measurement(BaseModel):
+    """One model profiled on one target with one runtime, with the source of every figure."""
+
+    target: str
+    runtime: str
+    runtime_version: str
+    device: str
+    precision: str
+    batch: int
+    input_shape: list[int]
+    threads: int
+    latency_ms: LatencyStats
+    peak_memory_mb: float | None
+    model_size_mb: float
+    energy_mj: float | None
+    mean_power_w: float | None
+    idle_power_w: float | None = None
+    energy_meter: str
+    source: dict[str, Source]
+    notes: list[str] = []

@@ -1,0 +1,1 @@
+"""Candidate generation, the objective J and selection."""

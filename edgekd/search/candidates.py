@@ -1,0 +1,39 @@
+"""Candidate students: the search space of the family and the per-candidate record."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from ..config import ArchSpec
+from ..profilers.measurement import Measurement
+from .objective import HardwareCost
+
+
+class Candidate(BaseModel):
+    """One student: architecture, size, training outcome, measurement and score."""
+
+    name: str
+    arch: ArchSpec
+    params: int
+    macs: int
+    checkpoint: str
+    onnx: str
+    val_accuracy: float
+    val_kd_loss: float
+    val_cross_entropy: float
+    train_seconds: float
+    train_loss: list[float]
+    measurement: Measurement
+    hardware_cost: HardwareCost
+    c_hw: float
+    penalty: float
+    meets_budget: bool
+    objective: float
+
+
+def unique_archs(archs: list[ArchSpec]) -> list[ArchSpec]:
+    """The candidates in the order given, each architecture once."""
+    seen: dict[str, ArchSpec] = {}
+    for a in archs:
+        seen.setdefault(a.name, a)
+    return list(seen.values())
