@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import platform
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -87,9 +88,14 @@ def prepare_run_dir(cfg: RunConfig, target: Target) -> Path:
         raise RunDirError(f"run directory {out} already holds files; pass a new --out folder "
                           "(or --overwrite to write over the run in it)")
     probe_dir = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise RunDirError(f"cannot write to {probe_dir} (for the run directory {out}); "
-                          "pass --out in a folder you can write to")
+    if not probe_dir.is_dir():
+        raise RunDirError(f"--out {out} lies under the file {probe_dir}; pass a folder path for the run directory")
+    try:  # a real write: permission bits do not tell the whole story (read-only mounts, root)
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as exc:
+        raise RunDirError(f"cannot write to {probe_dir} for the run directory {out} ({exc.strerror}); "
+                          "pass --out in a folder you can write to") from None
     return out
 
 

@@ -1,0 +1,167 @@
+"""Integration: the real CLI on --preset smoke, and every bad input of `optimize`."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import pytest
+import torch
+
+from edgekd.config import ArchSpec
+from edgekd.models.family import build_model
+from edgekd.models.io import load_checkpoint, save_checkpoint
+
+from .conftest import RSSCN7, run_cli
+from .data.test_folder import make_folder
+
+pytestmark = pytest.mark.slow
+
+
+def test_smoke_run_report_has_the_promised_keys(smoke_run: Path):
+    r = json.loads((smoke_run / "report.json").read_text())
+    assert r["schema_version"] == 1 and r["target"]["name"] == "cpu"
+    assert r["budget_ms"] == 33.3
+    assert set(r["objective"]) >= {"lambda", "gamma", "delta"}
+    ds = r["dataset"]
+    assert ds["synthetic"] is True and len(ds["classes"]) == 7 and ds["sizes"]["train"] > 0
+    assert 0 <= r["teacher"]["val_accuracy"] <= 1
+    assert r["teacher"]["measurement"]["source"]["latency"] == "measured"
+    names = [c["name"] for c in r["candidates"]]
+    assert len(names) == 3 and r["selected"] in names and r["selection_reason"]
+    for c in r["candidates"]:
+        m = c["measurement"]
+        lat = m["latency_ms"]
+        assert lat["n"] >= 50 and lat["p50"] <= lat["p90"] <= lat["p99"] and lat["mean"] > 0 and lat["std"] >= 0
+        assert m["peak_memory_mb"] > 0 and m["model_size_mb"] > 0 and m["threads"] >= 1
+        assert m["source"]["latency"] == "measured"
+        # no RAPL here: the energy figure must say it is an estimate
+        assert m["source"]["energy"] in ("measured", "predicted")
+        assert c["params"] > 0 and c["macs"] > 0 and "val_kd_loss" in c
+        assert c["penalty"] == 0.0  # every smoke student meets 33 ms on a CPU
+        assert c["objective"] == pytest.approx(
+            c["val_kd_loss"] + r["objective"]["lambda"] * c["c_hw"] + c["penalty"]
+            + r["objective"]["delta"] * (c["measurement"]["energy_mj"] or 0))
+    best = min((c for c in r["candidates"] if c["meets_budget"]), key=lambda c: c["objective"])
+    assert r["selected"] == best["name"]
+    assert {e["format"] for e in r["exports"]} == {"onnx", "openvino"}
+    for e in r["exports"]:
+        assert e["parity"]["top1_agreement"] >= 0.99 and e["parity"]["max_abs_diff"] < 1e-3
+    assert set(r["stage_seconds"]) >= {"data", "teacher", "kd_training", "profiling", "export", "total"}
+    assert "onnxruntime" in r["software"] and "openvino" in r["software"]
+    for f in ("config.yaml", "teacher.pt", "report.md"):
+        assert (smoke_run / f).is_file()
+    md = (smoke_run / "report.md").read_text()
+    assert "synthetic" in md and r["selected"] in md
+
+
+def test_exports_run_in_onnxruntime_and_openvino_and_match_the_student(smoke_run: Path):
+    r = json.loads((smoke_run / "report.json").read_text())
+    student, meta = load_checkpoint(smoke_run / "candidates" / r["selected"] / "student.pt")
+    x = np.random.default_rng(0).random((3, 4, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        ref = student(torch.from_numpy(x)).numpy()
+    paths = {e["format"]: Path(e["path"]) for e in r["exports"]}
+    sess = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref, atol=1e-4)
+    props = sess.get_modelmeta().custom_metadata_map
+    assert props["classes"].split(",") == meta["classes"] and props["run_id"] == r["run_id"]
+    compiled = ov.Core().compile_model(str(paths["openvino"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_allclose(compiled([x])[0], ref, atol=1e-4)
+
+
+def test_given_teacher_is_reused_and_an_impossible_budget_is_reported(smoke_run: Path, tmp_path: Path):
+    out = tmp_path / "run2"
+    proc = run_cli("optimize", "--preset", "smoke", "--seed", "1", "--teacher", str(smoke_run / "teacher.pt"),
+                   "--budget-ms", "0.0001", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # --quiet
+    r = json.loads((out / "report.json").read_text())
+    first = json.loads((smoke_run / "report.json").read_text())
+    assert r["teacher"]["origin"].startswith("given")
+    assert r["teacher"]["val_accuracy"] == first["teacher"]["val_accuracy"]
+    assert all(c["penalty"] == 10.0 and not c["meets_budget"] for c in r["candidates"])
+    assert r["selection_reason"].startswith("no candidate meets the 0.0001 ms budget")
+    assert r["selected"] == min(r["candidates"], key=lambda c: c["objective"])["name"]
+    assert "**no**" in (out / "report.md").read_text()
+
+
+@pytest.mark.skipif(not RSSCN7.is_dir(), reason="real data ../shared/data/rsscn7-64 is not present")
+def test_real_image_folder_run(tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_samples_per_class: 20\ncandidates:\n  - {width: 0.25, depth: 1}\n  - {width: 0.5, depth: 1}\n")
+    proc = run_cli("optimize", "--preset", "smoke", "--data", str(RSSCN7), "--config", str(cfg),
+                   "--out", str(tmp_path / "run"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert r["dataset"]["synthetic"] is False and r["dataset"]["classes"][0] == "Field"
+    assert r["dataset"]["sizes"]["train"] + r["dataset"]["sizes"]["val"] == 140
+    assert len(r["candidates"]) == 2
+
+
+def _foreign_teacher(path: Path) -> Path:
+    m = build_model(ArchSpec(width=0.25, depth=1), 3, 2)
+    save_checkpoint(path, m, classes=["x", "y"], bands=["R", "G", "B"], image_size=32, dataset="other", role="teacher")
+    return path
+
+
+BAD_INPUTS = {
+    "unknown target": (lambda d: ["--target", "toaster"], "unknown target 'toaster'"),
+    "zero budget": (lambda d: ["--budget-ms", "0"], "--budget-ms"),
+    "negative budget": (lambda d: ["--budget-ms", "-5"], "positive"),
+    "missing data": (lambda d: ["--data", str(d / "nowhere")], "does not exist"),
+    "empty data": (lambda d: ["--data", str((d / "empty")).strip()], "no class sub-folders"),
+    "unreadable class": (lambda d: ["--data", str(d / "badclass")], "has no readable images"),
+    "garbage teacher": (lambda d: ["--teacher", str(d / "garbage.pt")], "cannot be read safely"),
+    "foreign teacher": (lambda d: ["--teacher", str(d / "foreign.pt")], "trained on classes"),
+    "unwritable out": (lambda d: ["--out", "/sys/edgekd-run"], "cannot write"),
+    "out under a file": (lambda d: ["--out", str(d / "garbage.pt" / "run")], "file"),
+}
+
+
+@pytest.fixture()
+def bad_inputs(tmp_path: Path) -> Path:
+    (tmp_path / "empty").mkdir()
+    make_folder(tmp_path / "badclass")
+    (tmp_path / "badclass" / "Void").mkdir()
+    (tmp_path / "badclass" / "Void" / "x.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00" * 64)
+    _foreign_teacher(tmp_path / "foreign.pt")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_one_line_exit_2_and_existing_run_untouched(bad_inputs: Path, case: str):
+    args_of, message = BAD_INPUTS[case]
+    args = args_of(bad_inputs)
+    run_dir = bad_inputs / "existing-run"
+    run_dir.mkdir()
+    (run_dir / "report.json").write_text('{"keep": true}')
+    if "--out" not in args:
+        args += ["--out", str(run_dir), "--overwrite"]
+    proc = run_cli("optimize", "--preset", "smoke", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (run_dir / "report.json").read_text() == '{"keep": true}'
+    assert sorted(p.name for p in run_dir.iterdir()) == ["report.json"]
+
+
+def test_existing_run_directory_is_not_overwritten_without_flag(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "teacher.pt").write_text("precious")
+    proc = run_cli("optimize", "--preset", "smoke", "--out", str(run_dir))
+    assert proc.returncode == 2 and "already holds files" in proc.stderr and "--overwrite" in proc.stderr
+    assert (run_dir / "teacher.pt").read_text() == "precious"
+
+
+def test_help_explains_the_options():
+    proc = run_cli("optimize", "--help")
+    assert proc.returncode == 0
+    for flag in ("--target", "--data", "--teacher", "--budget-ms", "--lambda", "--gamma", "--delta", "--preset",
+                 "--out", "--seed", "--config"):
+        assert flag in proc.stdout
+    assert shutil.which("edgekd") is None or run_cli("--version").stdout.startswith("edgekd ")
