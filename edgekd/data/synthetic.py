@@ -36,7 +36,7 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return up[0, 0].numpy()
 
 
-def _spectrum(rng: np.random.Generator, key: str, jitter: float = 0.15) -> np.ndarray:
+def _spectrum(rng: np.random.Generator, key: str, jitter: float = 0.25) -> np.ndarray:
     base = np.array(SPECTRA[key], dtype=np.float32)
     return base * (1 + jitter * rng.uniform(-1, 1, size=4).astype(np.float32))
 
@@ -91,21 +91,21 @@ def _paint(rng: np.random.Generator, cls: str, s: int) -> np.ndarray:
 
 def _augment(rng: np.random.Generator, img: np.ndarray, label: int, s: int) -> np.ndarray:
     cloud = CLASSES.index("cloud")
-    if label != cloud and rng.random() < 0.3:  # a patch of another class (mixed pixels)
+    if label != cloud and rng.random() < 0.5:  # a patch of another class (mixed pixels)
         other = int(rng.integers(0, len(CLASSES) - 1))
         if other != label:
-            ph, pw = rng.integers(s // 4, s // 2 + 1, size=2)
+            ph, pw = rng.integers(s // 4, (3 * s) // 5 + 1, size=2)
             y0, x0 = rng.integers(0, s - ph + 1), rng.integers(0, s - pw + 1)
             img[:, y0:y0 + ph, x0:x0 + pw] = _paint(rng, CLASSES[other], s)[:, y0:y0 + ph, x0:x0 + pw]
-    if label != cloud and rng.random() < 0.25:  # thin haze, which looks a little like cloud
-        alpha = rng.uniform(0.1, 0.35)
+    if label != cloud and rng.random() < 0.4:  # thin haze, which looks a little like cloud
+        alpha = rng.uniform(0.1, 0.45) * _smooth_noise(rng, s, 2) + 0.05
         img = img * (1 - alpha) + _spectrum(rng, "cloud", 0.1)[:, None, None] * alpha
     img = np.rot90(img, k=int(rng.integers(0, 4)), axes=(1, 2))
     if rng.random() < 0.5:
         img = img[:, :, ::-1]
-    img = img * rng.uniform(0.7, 1.3)  # illumination (sun angle, exposure)
-    img = img * (1 + 0.08 * rng.uniform(-1, 1, size=(4, 1, 1)))  # per-band calibration gain
-    img = img + rng.normal(0, rng.uniform(0.01, 0.04), size=img.shape)  # sensor noise
+    img = img * rng.uniform(0.6, 1.4)  # illumination (sun angle, exposure)
+    img = img * (1 + 0.15 * rng.uniform(-1, 1, size=(4, 1, 1)))  # per-band calibration gain
+    img = img + rng.normal(0, rng.uniform(0.01, 0.06), size=img.shape)  # sensor noise
     return np.clip(img, 0, 1).astype(np.float32)
 
 
