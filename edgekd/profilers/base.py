@@ -100,7 +100,7 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
         target=target.name, runtime=runtime, runtime_version=adapter.version(), device=adapter.device,
         precision="fp32", batch=input_shape[0], input_shape=input_shape, threads=settings.threads,
         latency_ms=stats, peak_memory_mb=None if peak is None else round(peak, 3),
-        model_size_mb=round(model_path.stat().st_size / 2**20, 4),
+        model_size_mb=model_path.stat().st_size / 2**20,
         energy_mj=energy.energy_mj, mean_power_w=energy.mean_power_w, energy_meter=energy.meter,
         source={"latency": "measured", "model_size": "measured",
                 **({"peak_memory": "measured"} if peak is not None else {}),

@@ -1,0 +1,58 @@
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgekd.config import ArchSpec
+from edgekd.errors import ExportError
+from edgekd.export import export_model
+from edgekd.export.base import ExportContext
+from edgekd.export.parity import ParityTolerance
+from edgekd.models.family import build_model
+from edgekd.profilers.onnxruntime import OnnxRuntimeAdapter
+
+
+@pytest.fixture()
+def tiny():
+    torch.manual_seed(0)
+    model = build_model(ArchSpec(width=0.25, depth=1), 4, 3).eval()
+    x = torch.rand(16, 4, 16, 16)
+    y = model(x).argmax(1)
+    return model, x, y
+
+
+def test_onnx_then_openvino_pass_parity_and_carry_metadata(tmp_path, tiny):
+    model, x, y = tiny
+    ctx = ExportContext(input_shape=[1, 4, 16, 16], metadata={"classes": "a,b,c", "run_id": "r1"})
+    tol = ParityTolerance()
+    onnx_res = export_model("onnx", model, tmp_path, "m", ctx, x, y, tol)
+    ov_res = export_model("openvino", model, tmp_path, "m", ctx, x, y, tol)
+    assert onnx_res.parity.top1_agreement == 1.0 and onnx_res.parity.max_abs_diff < 1e-4
+    assert ov_res.parity.top1_agreement == 1.0 and ov_res.parity.accuracy_delta == 0.0
+    proto = onnx.load(onnx_res.path)
+    assert {p.key: p.value for p in proto.metadata_props} == {"classes": "a,b,c", "run_id": "r1"}
+    assert proto.opset_import[0].version >= 17
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch
+    assert (tmp_path / "m.bin").is_file() and ov_res.size_mb > 0
+
+
+def test_export_that_disagrees_fails_loudly(tmp_path, tiny, monkeypatch):
+    model, x, y = tiny
+    real_load = OnnxRuntimeAdapter.load
+
+    def off_by_a_bit(path, threads):
+        run = real_load(path, threads)
+        return lambda batch: run(batch) + np.float32(0.05)  # a subtly wrong runtime
+
+    monkeypatch.setattr(OnnxRuntimeAdapter, "load", staticmethod(off_by_a_bit))
+    ctx = ExportContext(input_shape=[1, 4, 16, 16], metadata={})
+    with pytest.raises(ExportError, match=r"onnx export .* disagrees .*max \|logit difference\| 0\.05"):
+        export_model("onnx", model, tmp_path, "m", ctx, x, y, ParityTolerance(max_abs_diff=1e-3))
+
+
+def test_openvino_needs_the_onnx_export_first(tmp_path, tiny):
+    model, x, y = tiny
+    with pytest.raises(ExportError, match="export 'onnx' first"):
+        export_model("openvino", model, tmp_path, "m", ExportContext([1, 4, 16, 16], {}), x, y, ParityTolerance())
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_model("tflite", model, tmp_path, "m", ExportContext([1, 4, 16, 16], {}), x, y, ParityTolerance())
