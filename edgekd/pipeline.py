@@ -168,6 +168,7 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
                 teacher_loss: list[float] = []
             else:
                 teacher = build_model(cfg.teacher_arch, ds.in_channels, len(ds.classes), mean, std)
+                say(f"training teacher {cfg.teacher_arch.name} ({cfg.teacher_epochs} epochs)")
                 task = progress.add_task("teacher", total=steps(len(ds.y_train), cfg.batch_size, cfg.teacher_epochs),
                                          info=cfg.teacher_arch.name)
                 hist = train(teacher, ds.x_train, ds.y_train, epochs=cfg.teacher_epochs, batch_size=cfg.batch_size,
@@ -182,6 +183,7 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
 
         # -- candidates: KD training --
         archs = unique_archs(cfg.candidates)
+        say(f"distilling {len(archs)} candidates ({cfg.student_epochs} epochs each, cached teacher logits)")
         trained: list[dict[str, Any]] = []
         for arch in archs:
             with timer("kd_training"):
@@ -196,9 +198,13 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
                 cdir.mkdir(parents=True, exist_ok=True)
                 save_checkpoint(cdir / "student.pt", student, role="student", metrics=ev, **ckpt_meta)
             trained.append({"arch": arch, "model": student, "eval": ev, "hist": hist, "dir": cdir})
+            say(f"KD {arch.name}: val accuracy {ev['accuracy']:.3f}, KD loss {ev['kd_loss']:.3f} "
+                f"({sum(hist.epoch_seconds):.1f} s)")
 
         # -- profiling on the target (teacher first: it is the reference of C_hw) --
         ptask = progress.add_task("profile", total=len(trained) + 1, info=f"{PROFILE_RUNTIME}, {threads} threads")
+        say(f"profiling teacher and {len(trained)} students on {target.name} with {PROFILE_RUNTIME} "
+            f"({threads} threads, batch 1, >= {cfg.profile_min_runs} runs and >= {cfg.profile_min_seconds:g} s each)")
         with timer("profiling"):
             teacher_onnx = to_onnx(teacher, run_dir / "teacher.onnx", shape)
             teacher_meas = profile_model(teacher_onnx, target, PROFILE_RUNTIME, shape, prof)
