@@ -74,6 +74,9 @@ class RunConfig(BaseModel):
     profile_warmup: int = Field(default=10, ge=0)
     profile_min_runs: int = Field(default=50, ge=1)
     profile_min_seconds: float = Field(default=1.0, ge=0)
+    energy_meter: str = "auto"
+    no_cache: bool = False
+    cache_dir: Path | None = None
     # parity tolerances for FP32 exports
     parity_max_abs_diff: float = Field(default=1e-3, gt=0)
     parity_min_top1_agreement: float = Field(default=0.99, ge=0, le=1)

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from . import __version__
 from .config import RunConfig
+from .console import make_console
 from .data import Dataset, load_dataset
 from .distill.trainer import cached_targets, evaluate, predict_logits, steps, train
 from .errors import CheckpointError, RunDirError
@@ -36,8 +37,8 @@ from .export.parity import ParityTolerance
 from .models.family import EdgeNet, build_model
 from .models.io import load_checkpoint, save_checkpoint
 from .models.stats import count_macs, count_params
-from .profilers import profile_model
-from .profilers.base import ProfileSettings
+from .profilers import MeasurementCache, ProfileSettings, profile_model
+from .profilers.cache import default_cache_dir
 from .profilers.measurement import Measurement
 from .report import write_reports
 from .search.candidates import Candidate, unique_archs
@@ -124,9 +125,7 @@ def _input_shape(ds: Dataset) -> list[int]:
 
 def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
     """Run the whole loop; returns the run directory holding report.json."""
-    console = console or Console(quiet=cfg.quiet)
-    if not console.is_terminal:
-        console.width = max(console.width, 140)  # logs: keep the candidate table readable
+    console = console or make_console(cfg.quiet)
     say = (lambda *a, **k: None) if cfg.quiet else console.print
     t_start = time.perf_counter()
     timer = StageTimer()
@@ -157,7 +156,9 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
     shape = _input_shape(ds)
     ckpt_meta = dict(classes=ds.classes, bands=ds.bands, image_size=ds.image_size, dataset=ds.name)
     prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
-                           min_seconds=cfg.profile_min_seconds, seed=cfg.seed)
+                           min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
+    cache = None if cfg.no_cache else MeasurementCache(
+        (cfg.cache_dir or default_cache_dir()) / "measurements.sqlite")
     train_threads = torch.get_num_threads()
 
     with _progress(console, cfg.quiet) as progress:
@@ -207,12 +208,12 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
             f"({threads} threads, batch 1, >= {cfg.profile_min_runs} runs and >= {cfg.profile_min_seconds:g} s each)")
         with timer("profiling"):
             teacher_onnx = to_onnx(teacher, run_dir / "teacher.onnx", shape)
-            teacher_meas = profile_model(teacher_onnx, target, PROFILE_RUNTIME, shape, prof)
+            teacher_meas = profile_model(teacher_onnx, target, PROFILE_RUNTIME, shape, prof, cache)
             progress.advance(ptask)
             for item in trained:
                 onnx_path = to_onnx(item["model"], item["dir"] / "model.onnx", shape)
                 item["onnx"] = onnx_path
-                item["measurement"] = profile_model(onnx_path, target, PROFILE_RUNTIME, shape, prof)
+                item["measurement"] = profile_model(onnx_path, target, PROFILE_RUNTIME, shape, prof, cache)
                 progress.advance(ptask)
 
     # -- objective and selection --

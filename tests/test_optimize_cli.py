@@ -82,6 +82,11 @@ def test_given_teacher_is_reused_and_an_impossible_budget_is_reported(smoke_run:
     first = json.loads((smoke_run / "report.json").read_text())
     assert r["teacher"]["origin"].startswith("given")
     assert r["teacher"]["val_accuracy"] == first["teacher"]["val_accuracy"]
+    # the same teacher bytes on the same target and runtime: answered by the measurement cache
+    tm = r["teacher"]["measurement"]
+    assert tm["source"]["latency"] == "cached" and tm["cached_from"]
+    assert tm["latency_ms"] == first["teacher"]["measurement"]["latency_ms"]
+    assert tm["source"]["energy"] == "predicted"  # a cached estimate is still an estimate
     assert all(c["penalty"] == 10.0 and not c["meets_budget"] for c in r["candidates"])
     assert r["selection_reason"].startswith("no candidate meets the 0.0001 ms budget")
     assert r["selected"] == min(r["candidates"], key=lambda c: c["objective"])["name"]

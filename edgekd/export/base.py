@@ -10,7 +10,7 @@ import torch
 from pydantic import BaseModel
 
 from ..errors import ExportError
-from ..profilers import PROFILERS
+from ..profilers import load_runtime
 from ..registry import Registry
 from .parity import Parity, ParityTolerance, check_parity
 
@@ -68,8 +68,11 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
     path = EXPORTERS.get(fmt)(model, out_dir / f"{stem}{spec.suffix}", ctx)
     if fmt == "onnx":
         ctx.onnx_path = path
-    run = PROFILERS.get(spec.runtime).load(path, threads)
-    parity = check_parity(model, run, x_val, y_val)
+    loaded = load_runtime(spec.runtime, path, threads, "fp32", ctx.input_shape)
+    try:
+        parity = check_parity(model, loaded.run, x_val, y_val)
+    finally:
+        loaded.close()
     problems = parity.violations(tol)
     if problems:
         raise ExportError(f"{fmt} export {path} disagrees with the PyTorch model: {'; '.join(problems)}")

@@ -1,6 +1,7 @@
 """The measurement method shared by every runtime: warm-up, then timed runs until both a
 minimum count and a minimum duration are reached; peak memory in a fresh child process;
-energy from a meter over the timed window. Runtimes only say how to load and run once."""
+energy from a meter over the timed window; identical requests answered from the cache.
+Runtimes only say how to load a model and run it once (NNCF-style thin backends)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -21,19 +22,34 @@ from .energy import open_meter
 from .measurement import Measurement, latency_stats
 
 
-class RuntimeAdapter(Protocol):
-    """What a runtime contributes: its version, and a loader returning a callable that runs
-    one batch and returns the model's first output as a numpy array."""
+@dataclass
+class LoadedModel:
+    """A model ready to run: `run` takes one input batch and returns the first output.
+    Runtimes with a device clock give `timed_run` (ms by device events) as well."""
 
+    run: Callable[[np.ndarray], np.ndarray]
+    timed_run: Callable[[np.ndarray], float] | None = None
+    device_memory_mb: float | None = None
+    artifact_size_mb: float | None = None  # e.g. a TensorRT engine built from the ONNX
+    notes: list[str] = field(default_factory=list)
+    close: Callable[[], None] = lambda: None
+
+
+class Runtime(Protocol):
     name: str
     device: str
+    precisions: tuple[str, ...]
+
+    def unavailable(self) -> str | None:
+        """None when this runtime can run here, else the reason it cannot."""
 
     def version(self) -> str: ...
 
-    def load(self, model_path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]: ...
+    def load(self, model_path: Path, threads: int, precision: str = "fp32",
+             shape: list[int] | None = None) -> LoadedModel: ...
 
 
-PROFILERS: Registry[RuntimeAdapter] = Registry("runtime")
+PROFILERS: Registry[Runtime] = Registry("runtime")
 
 
 @dataclass(frozen=True)
@@ -42,15 +58,21 @@ class ProfileSettings:
     warmup: int = 10
     min_runs: int = 50
     min_seconds: float = 1.0
+    precision: str = "fp32"
     measure_memory: bool = True
     energy_meter: str = "auto"
+    idle_seconds: float = 0.0  # > 0: measure idle power for that long before the warm-up
     seed: int = 0
 
+    def cache_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "seed"}
 
-def time_runs(run_once: Callable[[], Any], *, warmup: int, min_runs: int, min_seconds: float,
+
+def time_runs(run_once: Callable[[], float | None], *, warmup: int, min_runs: int, min_seconds: float,
               on_start: Callable[[], None] | None = None) -> list[float]:
     """Latencies in ms: `warmup` untimed runs, then (after `on_start`) timed runs until
-    n >= min_runs and the timed total >= min_seconds."""
+    n >= min_runs and the timed total >= min_seconds. A `run_once` that returns a number
+    reports its own latency (a device clock); otherwise the host clock times it."""
     for _ in range(warmup):
         run_once()
     if on_start:
@@ -59,18 +81,22 @@ def time_runs(run_once: Callable[[], Any], *, warmup: int, min_runs: int, min_se
     elapsed = 0.0
     while len(samples) < min_runs or elapsed < min_seconds:
         t0 = time.perf_counter()
-        run_once()
-        dt = time.perf_counter() - t0
-        samples.append(dt * 1000)
-        elapsed += dt
+        own = run_once()
+        ms = own if isinstance(own, float) else (time.perf_counter() - t0) * 1000
+        samples.append(ms)
+        elapsed += ms / 1000
     return samples
 
 
-def peak_memory_child(runtime: str, model_path: Path, shape: list[int], threads: int, runs: int = 10) -> float:
+def peak_memory_child(runtime: str, model_path: Path, shape: list[int], threads: int, precision: str,
+                      runs: int = 10) -> float:
     """Peak resident memory (MB) that loading and running the model adds to a fresh process."""
     cmd = [sys.executable, "-m", "edgekd.profilers.memory_probe", runtime, str(model_path),
-           ",".join(map(str, shape)), str(threads), str(runs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+           ",".join(map(str, shape)), str(threads), str(runs), precision]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise ProfilingError(f"the memory probe for {model_path} with {runtime} took over 600 s") from None
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise ProfilingError(f"the memory probe for {model_path} with {runtime} failed: {tail}")
@@ -78,32 +104,71 @@ def peak_memory_child(runtime: str, model_path: Path, shape: list[int], threads:
     return max(0.0, res["peak_mb"] - res["baseline_mb"])
 
 
-def profile_model(model_path: Path, target: Target, runtime: str, input_shape: list[int],
-                  settings: ProfileSettings) -> Measurement:
-    """Measure `model_path` (ONNX) with `runtime` on this host, for `target`."""
+def load_runtime(runtime: str, model_path: Path, threads: int, precision: str,
+                 shape: list[int] | None = None) -> LoadedModel:
+    """Load with a clear error: unknown runtime, runtime missing here, precision or model refused."""
     adapter = PROFILERS.get(runtime)
+    reason = adapter.unavailable()
+    if reason:
+        raise ProfilingError(f"runtime {runtime} is not available here: {reason}")
+    if precision not in adapter.precisions:
+        raise ProfilingError(f"runtime {runtime} runs {', '.join(adapter.precisions)} models, not {precision}; "
+                             "export a model of that precision instead")
     try:
-        run = adapter.load(model_path, settings.threads)
+        return adapter.load(model_path, threads, precision, shape)
     except ProfilingError:
         raise
     except Exception as exc:  # runtimes raise their own exception types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ProfilingError(f"{runtime} cannot load {model_path}: {first}") from None
-    x = np.random.default_rng(settings.seed).random(input_shape, dtype=np.float32)
-    meter = open_meter(settings.energy_meter, target)
-    samples = time_runs(lambda: run(x), warmup=settings.warmup, min_runs=settings.min_runs,
-                        min_seconds=settings.min_seconds, on_start=meter.start)
-    stats = latency_stats(samples, settings.warmup)
-    energy = meter.stop(runs=stats.n, timed_seconds=stats.total_s, mean_latency_s=stats.mean / 1000)
-    peak = peak_memory_child(runtime, model_path, input_shape, settings.threads) if settings.measure_memory else None
-    return Measurement(
+
+
+def profile_model(model_path: Path, target: Target, runtime: str, input_shape: list[int],
+                  settings: ProfileSettings, cache: "MeasurementCache | None" = None) -> Measurement:
+    """Measure `model_path` with `runtime` on this host, for `target`; with a cache, identical
+    model bytes and conditions are measured once and later answered as `cached`."""
+    adapter = PROFILERS.get(runtime)
+    key = None
+    if cache is not None and adapter.unavailable() is None:
+        key = cache.key(model_path, target.name, runtime, adapter.version(), input_shape, settings)
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+    loaded = load_runtime(runtime, model_path, settings.threads, settings.precision, input_shape)
+    try:
+        x = np.random.default_rng(settings.seed).random(input_shape, dtype=np.float32)
+        meter = open_meter(settings.energy_meter, target)
+        idle_w = meter.idle_power_w(settings.idle_seconds) if settings.idle_seconds > 0 else None
+        once: Callable[[], Any] = (lambda: loaded.timed_run(x)) if loaded.timed_run else (lambda: loaded.run(x))
+        samples = time_runs(once, warmup=settings.warmup, min_runs=settings.min_runs,
+                            min_seconds=settings.min_seconds, on_start=meter.start)
+        stats = latency_stats(samples, settings.warmup)
+        energy = meter.stop(runs=stats.n, timed_seconds=stats.total_s, mean_latency_s=stats.mean / 1000)
+    finally:
+        loaded.close()
+    peak = (peak_memory_child(runtime, model_path, input_shape, settings.threads, settings.precision)
+            if settings.measure_memory else None)
+    dynamic = None
+    if energy.energy_mj is not None and idle_w is not None and energy.window_s:
+        dynamic = energy.energy_mj - idle_w * energy.window_s / stats.n * 1000
+    size_mb = loaded.artifact_size_mb if loaded.artifact_size_mb is not None else model_path.stat().st_size / 2**20
+    m = Measurement(
         target=target.name, runtime=runtime, runtime_version=adapter.version(), device=adapter.device,
-        precision="fp32", batch=input_shape[0], input_shape=input_shape, threads=settings.threads,
+        precision=settings.precision, batch=input_shape[0], input_shape=input_shape, threads=settings.threads,
         latency_ms=stats, peak_memory_mb=None if peak is None else round(peak, 3),
-        model_size_mb=model_path.stat().st_size / 2**20,
-        energy_mj=energy.energy_mj, mean_power_w=energy.mean_power_w, energy_meter=energy.meter,
+        device_memory_mb=loaded.device_memory_mb, model_size_mb=size_mb,
+        energy_mj=energy.energy_mj, dynamic_energy_mj=dynamic, mean_power_w=energy.mean_power_w,
+        idle_power_w=idle_w, energy_meter=energy.meter,
         source={"latency": "measured", "model_size": "measured",
                 **({"peak_memory": "measured"} if peak is not None else {}),
+                **({"device_memory": "measured"} if loaded.device_memory_mb is not None else {}),
                 **({"energy": energy.source} if energy.energy_mj is not None else {})},
-        notes=[energy.note] if energy.note else [],
+        timing=("device events (CUDA)" if loaded.timed_run else "host clock (perf_counter)"),
+        notes=[n for n in [energy.note, *loaded.notes] if n],
     )
+    if cache is not None and key is not None:
+        cache.put(key, m)
+    return m
+
+
+from .cache import MeasurementCache  # noqa: E402  (cache imports Measurement from this package)

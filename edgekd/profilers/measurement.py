@@ -51,11 +51,15 @@ class Measurement(BaseModel):
     input_shape: list[int]
     threads: int
     latency_ms: LatencyStats
+    timing: str = "host clock (perf_counter)"
     peak_memory_mb: float | None
+    device_memory_mb: float | None = None
     model_size_mb: float
     energy_mj: float | None
+    dynamic_energy_mj: float | None = None  # energy above idle power, per inference
     mean_power_w: float | None
     idle_power_w: float | None = None
     energy_meter: str
     source: dict[str, Source]
+    cached_from: str | None = None  # when answered from the cache: when it was measured
     notes: list[str] = []

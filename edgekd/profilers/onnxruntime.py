@@ -1,19 +1,33 @@
-"""ONNX Runtime on the CPU execution provider."""
+"""ONNX Runtime: the CPU execution provider, and the CUDA and TensorRT providers where the
+installed onnxruntime build has them (onnxruntime-gpu)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
-
-from .base import PROFILERS
+from .base import PROFILERS, LoadedModel
 
 
-@PROFILERS.register("onnxruntime")
-class OnnxRuntimeAdapter:
-    name = "onnxruntime"
-    device = "CPUExecutionProvider"
+@dataclass(frozen=True)
+class OnnxRuntime:
+    name: str
+    provider: str
+    precisions: tuple[str, ...] = ("fp32",)  # the model runs at the precision it was exported in
+
+    @property
+    def device(self) -> str:
+        return self.provider
+
+    def unavailable(self) -> str | None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        if self.provider not in ort.get_available_providers():
+            return (f"this onnxruntime build has no {self.provider} "
+                    f"(it has {', '.join(ort.get_available_providers())}; install onnxruntime-gpu)")
+        return None
 
     @staticmethod
     def version() -> str:
@@ -21,8 +35,8 @@ class OnnxRuntimeAdapter:
 
         return onnxruntime.__version__
 
-    @staticmethod
-    def load(model_path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    def load(self, model_path: Path, threads: int, precision: str = "fp32",
+             shape: list[int] | None = None) -> LoadedModel:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -30,6 +44,13 @@ class OnnxRuntimeAdapter:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        providers = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
+        sess = ort.InferenceSession(str(model_path), opts, providers=providers)
         name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: x})[0]
+        return LoadedModel(run=lambda x: sess.run(None, {name: x})[0])
+
+
+for _rt in (OnnxRuntime("onnxruntime", "CPUExecutionProvider"),
+            OnnxRuntime("onnxruntime-cuda", "CUDAExecutionProvider"),
+            OnnxRuntime("onnxruntime-tensorrt", "TensorrtExecutionProvider")):
+    PROFILERS.register(_rt.name)(_rt)

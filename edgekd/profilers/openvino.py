@@ -1,19 +1,29 @@
-"""OpenVINO on the CPU device, latency hint, fixed thread count."""
+"""OpenVINO: the CPU device, and GPU / NPU where OpenVINO reports them; latency hint, one
+stream, fixed thread count."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
-
-from .base import PROFILERS
+from .base import PROFILERS, LoadedModel
 
 
-@PROFILERS.register("openvino")
-class OpenVINOAdapter:
-    name = "openvino"
-    device = "CPU"
+@dataclass(frozen=True)
+class OpenVINORuntime:
+    name: str
+    device: str
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def unavailable(self) -> str | None:
+        try:
+            import openvino as ov
+        except ImportError:
+            return "openvino is not installed (pip install openvino)"
+        devices = ov.Core().available_devices
+        if not any(d.split(".")[0] == self.device for d in devices):
+            return f"OpenVINO reports no {self.device} device here (it has {', '.join(devices) or 'none'})"
+        return None
 
     @staticmethod
     def version() -> str:
@@ -21,15 +31,20 @@ class OpenVINOAdapter:
 
         return openvino.get_version()
 
-    @staticmethod
-    def load(model_path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    def load(self, model_path: Path, threads: int, precision: str = "fp32",
+             shape: list[int] | None = None) -> LoadedModel:
         import openvino as ov
 
-        core = ov.Core()
-        compiled = core.compile_model(str(model_path), "CPU", {
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if self.device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
             # an FP32 model runs in FP32: without this, CPUs with bf16/AMX units silently use bf16
-            "INFERENCE_PRECISION_HINT": "f32",
-        })
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = ov.Core().compile_model(str(model_path), self.device, config)
         request = compiled.create_infer_request()
-        return lambda x: request.infer([x])[0]
+        return LoadedModel(run=lambda x: request.infer([x])[0])
+
+
+for _rt in (OpenVINORuntime("openvino", "CPU"), OpenVINORuntime("openvino-gpu", "GPU"),
+            OpenVINORuntime("openvino-npu", "NPU")):
+    PROFILERS.register(_rt.name)(_rt)

@@ -9,7 +9,7 @@ from edgekd.export import export_model
 from edgekd.export.base import ExportContext
 from edgekd.export.parity import ParityTolerance
 from edgekd.models.family import build_model
-from edgekd.profilers.onnxruntime import OnnxRuntimeAdapter
+import edgekd.export.base as export_base
 
 
 @pytest.fixture()
@@ -38,13 +38,15 @@ def test_onnx_then_openvino_pass_parity_and_carry_metadata(tmp_path, tiny):
 
 def test_export_that_disagrees_fails_loudly(tmp_path, tiny, monkeypatch):
     model, x, y = tiny
-    real_load = OnnxRuntimeAdapter.load
+    real_load = export_base.load_runtime
 
-    def off_by_a_bit(path, threads):
-        run = real_load(path, threads)
-        return lambda batch: run(batch) + np.float32(0.05)  # a subtly wrong runtime
+    def off_by_a_bit(*args):
+        loaded = real_load(*args)
+        good = loaded.run
+        loaded.run = lambda batch: good(batch) + np.float32(0.05)  # a subtly wrong runtime
+        return loaded
 
-    monkeypatch.setattr(OnnxRuntimeAdapter, "load", staticmethod(off_by_a_bit))
+    monkeypatch.setattr(export_base, "load_runtime", off_by_a_bit)
     ctx = ExportContext(input_shape=[1, 4, 16, 16], metadata={})
     with pytest.raises(ExportError, match=r"onnx export .* disagrees .*max \|logit difference\| 0\.05"):
         export_model("onnx", model, tmp_path, "m", ctx, x, y, ParityTolerance(max_abs_diff=1e-3))

@@ -1,5 +1,17 @@
 """Energy meters, registered by name. A meter brackets the timed window of a measurement:
-`start()` after warm-up, `stop(...)` after the last timed run, giving energy per inference."""
+`start()` after warm-up, `stop(...)` after the last timed run, giving energy per inference;
+`idle_power_w(seconds)` reads the power with nothing running, so dynamic energy can be shown.
+
+| meter    | sensor                                       | update period      | source    |
+|----------|----------------------------------------------|--------------------|-----------|
+| rapl     | /sys/class/powercap/intel-rapl* energy_uj    | about 1 ms         | measured  |
+| nvml     | NVML total-energy counter, else power samples| ~10-100 ms (board) | measured  |
+| ina3221  | Jetson INA3221 rails via hwmon (V x I)       | sampled every 20 ms| measured  |
+| estimate | the target's power figure x mean latency     | -                  | predicted |
+| none     | nothing                                      | -                  | -         |
+
+Windows shorter than a meter's update period give meaningless energy: keep the profiler's
+minimum duration at 1 s (the default) or more when a sensor is read."""
 
 from __future__ import annotations
 
@@ -20,10 +32,13 @@ class EnergyResult:
     meter: str
     source: str  # "measured" or "predicted"
     note: str = ""
+    window_s: float | None = None  # wall time of the metered window
 
 
 class Meter(Protocol):
     name: str
+
+    def idle_power_w(self, seconds: float) -> float | None: ...
 
     def start(self) -> None: ...
 
@@ -32,7 +47,7 @@ class Meter(Protocol):
 
 # a factory returns None when its sensor is absent or unreadable here
 METERS: Registry[Callable[[Target], Meter | None]] = Registry("energy meter")
-AUTO_ORDER = ["rapl", "estimate"]
+AUTO_ORDER = ["ina3221", "nvml", "rapl", "estimate"]
 
 
 def sysfs_root() -> Path:
@@ -46,11 +61,12 @@ def open_meter(name: str, target: Target) -> Meter:
             meter = METERS.get(candidate)(target)
             if meter is not None:
                 return meter
-        raise ProfilingError("no energy meter works here; use --energy-meter none")
+        return METERS.get("none")(target)
     meter = METERS.get(name)(target)
     if meter is None:
-        raise ProfilingError(f"energy meter {name!r} is not available on this machine; use --energy-meter auto")
+        raise ProfilingError(f"energy meter {name!r} is not available on this machine "
+                             "(no readable sensor); use --energy-meter auto")
     return meter
 
 
-from . import estimate, none, rapl  # noqa: E402,F401  (register the meters)
+from . import estimate, ina3221, none, nvml, rapl  # noqa: E402,F401  (register the meters)

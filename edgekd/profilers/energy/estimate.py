@@ -13,6 +13,9 @@ class PowerEstimate:
         self.target = target
         self.watts = watts
 
+    def idle_power_w(self, seconds: float) -> float | None:
+        return None  # nothing is read: no idle figure to report
+
     def start(self) -> None:
         pass
 

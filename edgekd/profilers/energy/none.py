@@ -9,6 +9,9 @@ from . import METERS, EnergyResult
 class NoMeter:
     name = "none"
 
+    def idle_power_w(self, seconds: float) -> float | None:
+        return None
+
     def start(self) -> None:
         pass
 
