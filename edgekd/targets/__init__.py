@@ -12,11 +12,12 @@ from typing import Literal
 
 import psutil
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ..errors import TargetError
 
 _BUILTIN_DIR = Path(__file__).parent
+LOCAL_TARGETS = ("cpu", "nvidia-gpu")
 
 
 class PowerMode(BaseModel):
@@ -40,6 +41,18 @@ class Target(BaseModel):
     default_budget_ms: float = Field(gt=0)
     sources: list[str] = []
     host: dict[str, object] = {}  # filled in for the local host: cores, memory, ISA
+
+    @model_validator(mode="after")
+    def _power_mode_exists(self) -> "Target":
+        names = [m.name for m in self.power_modes]
+        if self.default_power_mode is not None and self.default_power_mode not in names:
+            raise ValueError(f"default_power_mode {self.default_power_mode!r} is not one of the power modes {names}")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        """Targets measured on this machine itself; the others need an agent on the device."""
+        return self.name in LOCAL_TARGETS
 
     def power_w(self) -> float | None:
         """Power of the default power mode (the first one when none is named), or None."""
@@ -76,21 +89,73 @@ def catalogue() -> dict[str, Target]:
     return found
 
 
+def _cpu_mhz() -> float | None:
+    freq = psutil.cpu_freq()
+    if freq and (freq.max or freq.current):
+        return float(freq.max or freq.current)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def fp32_flops_per_cycle(isa: list[str]) -> int:
+    """Peak fp32 FLOP per cycle per core: two FMA pipes of the widest vector unit."""
+    if "avx512f" in isa:
+        return 64
+    if "avx2" in isa or "fma" in isa:
+        return 32
+    if "asimd" in isa or "neon" in isa:
+        return 16
+    return 8
+
+
 def _detect_host(target: Target) -> Target:
     mem = psutil.virtual_memory()
+    isa = _cpu_flags()
+    cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+    mhz = _cpu_mhz()
     host = {
         "machine": platform.machine(),
         "processor": platform.processor() or None,
-        "physical_cores": psutil.cpu_count(logical=False),
+        "physical_cores": cores,
         "logical_cores": psutil.cpu_count(logical=True),
         "memory_total_mb": round(mem.total / 2**20),
-        "isa_features": _cpu_flags(),
+        "isa_features": isa,
+        "cpu_mhz": mhz,
     }
     update: dict[str, object] = {"host": host}
     if target.memory_budget_mb is None:
         # a model may use at most half of what is free now: the rest belongs to the application
         update["memory_budget_mb"] = round(mem.available / 2**20 / 2)
+    if "fp32" not in target.peak_gflops and mhz:
+        fpc = fp32_flops_per_cycle(isa)
+        update["peak_gflops"] = {**target.peak_gflops, "fp32": round(cores * mhz / 1000 * fpc, 1)}
+        update["sources"] = [*target.sources, f"peak fp32 detected: {cores} cores x {mhz:.0f} MHz x {fpc} FLOP/cycle"]
     return target.model_copy(update=update)
+
+
+def _detect_gpu(target: Target) -> Target:
+    """Fill in the local NVIDIA GPU's name, memory and power limit from NVML, when there is one."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(int(os.environ.get("EDGEKD_GPU_INDEX", "0")))
+        name = pynvml.nvmlDeviceGetName(h)
+        total_mb = pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**20
+        watts = pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1000
+    except Exception:  # no nvidia-ml-py, no driver, no GPU
+        return target
+    return target.model_copy(update={
+        "description": f"{name} (detected)",
+        "memory_budget_mb": target.memory_budget_mb or round(total_mb * 0.8),
+        "power_modes": target.power_modes or [PowerMode(name="power-limit", watts=watts)],
+        "host": {"gpu": name if isinstance(name, str) else name.decode(), "memory_total_mb": round(total_mb)},
+    })
 
 
 def _cpu_flags() -> list[str]:
@@ -110,7 +175,8 @@ def get_target(name: str) -> Target:
     targets = catalogue()
     for target in targets.values():
         if name == target.name or name in target.aliases:
-            return _detect_host(target) if target.name == "cpu" else target
+            detect = {"cpu": _detect_host, "nvidia-gpu": _detect_gpu}.get(target.name)
+            return detect(target) if detect else target
     known = ", ".join(sorted(targets))
     raise TargetError(
         f"unknown target {name!r}; choose one of: {known} "
