@@ -172,19 +172,147 @@ def _print_profile(console: Console, model: Path, shape: list[int], meter: str, 
         console.print(f"[yellow]{u.runtime}: unavailable[/] — {escape(u.reason)}", highlight=False)
 
 
-@app.command()
+targets_app = typer.Typer(help="The target devices: list them, or show one.", invoke_without_command=True,
+                          no_args_is_help=False)
+app.add_typer(targets_app, name="targets")
+
+
+@targets_app.callback()
 @user_errors
-def targets() -> None:
-    """List the known target devices."""
+def targets(ctx: typer.Context) -> None:
+    """List the known target devices (built-in and from EDGEKD_TARGETS_PATH)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from .targets import catalogue
 
-    t = Table(title="targets")
-    for col in ("name", "class", "aliases", "runtimes", "budget ms", "power W", "description"):
+    t = Table(title="targets (add your own: NAME.yaml in a folder listed in EDGEKD_TARGETS_PATH)")
+    for col in ("name", "class", "aliases", "runtimes", "budget ms", "power W", "fp32 GFLOP/s", "GB/s", "description"):
         t.add_column(col)
     for tg in catalogue().values():
         t.add_row(tg.name, tg.device_class, ", ".join(tg.aliases), ", ".join(tg.runtimes),
-                  f"{tg.default_budget_ms:g}", "" if tg.power_w() is None else f"{tg.power_w():g}", tg.description)
+                  f"{tg.default_budget_ms:g}", "" if tg.power_w() is None else f"{tg.power_w():g}",
+                  f"{tg.peak_gflops['fp32']:g}" if "fp32" in tg.peak_gflops else "detected" if tg.is_local else "",
+                  f"{tg.memory_bandwidth_gbps:g}" if tg.memory_bandwidth_gbps else "", tg.description)
     make_console().print(t)
+
+
+@targets_app.command("show")
+@user_errors
+def targets_show(name: str = typer.Argument(..., help="Target name or alias.")) -> None:
+    """Print one target: class, runtimes, memory, power modes, peak figures and their sources."""
+    import yaml
+
+    from .targets import get_target
+
+    tg = get_target(name)
+    data = tg.model_dump(mode="json")
+    data["local"] = tg.is_local
+    print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+
+
+@app.command()
+@user_errors
+def predict(
+    model: Path = typer.Argument(..., help="ONNX model."),
+    target: str = typer.Option(..., "--target", "-t", help="Target device."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="Runtime the prediction is for. [default: the target's first]"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8."),
+    shape: Optional[str] = typer.Option(None, "--shape", help="Input shape (needed for dynamic axes besides batch)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the prediction as JSON here."),
+) -> None:
+    """Predict latency, peak memory and energy of a model on a target from its graph."""
+    from .profilers.inputs import onnx_input_shape, parse_shape
+    from .profilers.predictor import predict_model
+    from .targets import get_target
+
+    tg = get_target(target)
+    rt = runtime or tg.runtimes[0]
+    inp_shape = onnx_input_shape(model, parse_shape(shape) if shape else None, 1)
+    m = predict_model(model, tg, inp_shape, rt, precision)
+    console = make_console()
+    t = Table(title=f"{model.name} on {tg.name} ({rt}, {precision}): PREDICTED, not measured")
+    for col in ("p50 ms", "peak memory MB", "energy mJ", "power W", "calibration"):
+        t.add_column(col)
+    t.add_row(f"{m.latency_ms.p50:.4f}", f"{m.peak_memory_mb:.1f}", "-" if m.energy_mj is None else f"{m.energy_mj:.4f}",
+              "-" if m.mean_power_w is None else f"{m.mean_power_w:g}", escape(m.notes[0].split(";")[0]))
+    console.print(t)
+    if json_out:
+        json_out.write_text(m.model_dump_json(indent=2))
+
+
+@app.command()
+@user_errors
+def calibrate(
+    target: str = typer.Option(..., "--target", "-t", help="Target to calibrate."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="Runtime to measure with. [default: the target's first]"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8."),
+    device_url: Optional[str] = typer.Option(None, "--device-url", help="Agent on the device (needed for targets other than this host)."),
+    device_token_file: Optional[Path] = typer.Option(None, "--device-token-file", help="Bearer token of the agent."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads. [default: physical cores]"),
+    min_seconds: float = typer.Option(0.5, "--min-seconds", min=0, help="Minimum timed duration per model, s."),
+) -> None:
+    """Fit the device model to real measurements of 32 calibration models on the target."""
+    from .pipeline import default_threads
+    from .profilers import ProfileSettings, profile_model
+    from .profilers.predictor.calibrate import calibrate as run_calibration, calibration_set
+    from .profilers.predictor.calibration import calibration_dir
+    from .targets import get_target
+
+    tg = get_target(target)
+    rt = runtime or tg.runtimes[0]
+    n_threads = threads or default_threads()
+    if device_url:
+        from .agent.client import AgentClient, read_token
+        from .agent.protocol import ProfileRequest
+
+        client = AgentClient(device_url, read_token(device_token_file))
+        req = ProfileRequest(runtime=rt, precision=precision, min_seconds=min_seconds, threads=threads)
+        measure = lambda path, shape: client.profile(path, req.model_copy(update={"shape": shape}))  # noqa: E731
+    elif tg.is_local:
+        settings = ProfileSettings(threads=n_threads, min_seconds=min_seconds, precision=precision, energy_meter="none")
+        measure = lambda path, shape: profile_model(path, tg, rt, shape, settings)  # noqa: E731
+    else:
+        raise EdgeKDError(f"target {tg.name} is not this machine: pass --device-url of the edgekd agent running on it")
+    console = make_console()
+    n = len(calibration_set())
+    with console.status(f"calibrating {tg.name}/{rt}/{precision} on {n} models") as status:
+        done = [0]
+
+        def tick(name: str) -> None:
+            done[0] += 1
+            status.update(f"calibrating {tg.name}/{rt}/{precision}: {done[0]}/{n} ({name})")
+
+        cal = run_calibration(tg, rt, precision, measure, on_model=tick)
+    console.print(f"{cal.describe()}; stored in {calibration_dir()} and used by predictions from now on")
+
+
+@app.command()
+@user_errors
+def agent(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 exposes the agent to the network."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding the bearer token (else EDGEKD_AGENT_TOKEN)."),
+    target: str = typer.Option("cpu", "--target", "-t", help="What this device is (a target name)."),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request accepted, MB."),
+    job_timeout: float = typer.Option(300.0, "--job-timeout", help="Time limit of one profiling job, s."),
+    queue: int = typer.Option(4, "--queue", min=0, help="Jobs that may wait while one runs; more get 429."),
+) -> None:
+    """Run the on-device agent: an authenticated HTTP service that profiles submitted ONNX models."""
+    import uvicorn
+
+    from .agent.client import read_token
+    from .agent.server import AgentConfig, create_app
+    from .targets import get_target
+
+    get_target(target)  # an unknown target is an error before the port opens
+    token = read_token(token_file)
+    if len(token) < 16:
+        raise EdgeKDError("the agent token is shorter than 16 characters; make one with: "
+                          "python -c 'import secrets; print(secrets.token_hex(32))' > agent.token")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]note:[/] the agent listens on {host}: reachable from the network, token required")
+    cfg = AgentConfig(token=token, target=target, max_body_mb=max_body_mb, job_timeout_s=job_timeout, queue_size=queue)
+    uvicorn.run(create_app(cfg), host=host, port=port, log_level="info")
 
 
 def main() -> None:

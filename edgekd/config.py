@@ -77,6 +77,8 @@ class RunConfig(BaseModel):
     energy_meter: str = "auto"
     no_cache: bool = False
     cache_dir: Path | None = None
+    device_url: str | None = None
+    device_token_file: Path | None = None
     # parity tolerances for FP32 exports
     parity_max_abs_diff: float = Field(default=1e-3, gt=0)
     parity_min_top1_agreement: float = Field(default=0.99, ge=0, le=1)

@@ -29,7 +29,7 @@ from .config import RunConfig
 from .console import make_console
 from .data import Dataset, load_dataset
 from .distill.trainer import cached_targets, evaluate, predict_logits, steps, train
-from .errors import CheckpointError, RunDirError
+from .errors import CheckpointError, ConfigError, RunDirError
 from .export import ExportResult, export_model
 from .export.base import ExportContext
 from .export.onnx import to_onnx
@@ -39,6 +39,7 @@ from .models.io import load_checkpoint, save_checkpoint
 from .models.stats import count_macs, count_params
 from .profilers import MeasurementCache, ProfileSettings, profile_model
 from .profilers.cache import default_cache_dir
+from .profilers.where import measurer_for
 from .profilers.measurement import Measurement
 from .report import write_reports
 from .search.candidates import Candidate, unique_archs
@@ -46,7 +47,6 @@ from .search.objective import Costs, CostWeights, Scored, hardware_cost, objecti
 from .targets import Target, get_target
 
 SCHEMA_VERSION = 1
-PROFILE_RUNTIME = "onnxruntime"
 
 
 class StageTimer:
@@ -143,6 +143,11 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
         given_teacher, meta = load_checkpoint(cfg.teacher)
         _teacher_matches(meta, ds, cfg.teacher)
     threads = cfg.threads or default_threads()
+    prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
+                           min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
+    cache = None if cfg.no_cache else MeasurementCache(
+        (cfg.cache_dir or default_cache_dir()) / "measurements.sqlite")
+    measurer = measurer_for(target, prof, cache, cfg.device_url, cfg.device_token_file)
     run_id = uuid.uuid4().hex[:12]
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -155,10 +160,6 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
     mean, std = ds.channel_stats()
     shape = _input_shape(ds)
     ckpt_meta = dict(classes=ds.classes, bands=ds.bands, image_size=ds.image_size, dataset=ds.name)
-    prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
-                           min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
-    cache = None if cfg.no_cache else MeasurementCache(
-        (cfg.cache_dir or default_cache_dir()) / "measurements.sqlite")
     train_threads = torch.get_num_threads()
 
     with _progress(console, cfg.quiet) as progress:
@@ -203,17 +204,18 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
                 f"({sum(hist.epoch_seconds):.1f} s)")
 
         # -- profiling on the target (teacher first: it is the reference of C_hw) --
-        ptask = progress.add_task("profile", total=len(trained) + 1, info=f"{PROFILE_RUNTIME}, {threads} threads")
-        say(f"profiling teacher and {len(trained)} students on {target.name} with {PROFILE_RUNTIME} "
-            f"({threads} threads, batch 1, >= {cfg.profile_min_runs} runs and >= {cfg.profile_min_seconds:g} s each)")
+        ptask = progress.add_task("profile", total=len(trained) + 1, info=measurer.mode)
+        say(f"teacher and {len(trained)} students: {measurer.describe}"
+            + (f" (batch 1, >= {cfg.profile_min_runs} runs and >= {cfg.profile_min_seconds:g} s each)"
+               if measurer.mode != "predicted" else ""), style="bold yellow" if measurer.mode == "predicted" else None)
         with timer("profiling"):
             teacher_onnx = to_onnx(teacher, run_dir / "teacher.onnx", shape)
-            teacher_meas = profile_model(teacher_onnx, target, PROFILE_RUNTIME, shape, prof, cache)
+            teacher_meas = measurer(teacher_onnx, shape)
             progress.advance(ptask)
             for item in trained:
                 onnx_path = to_onnx(item["model"], item["dir"] / "model.onnx", shape)
                 item["onnx"] = onnx_path
-                item["measurement"] = profile_model(onnx_path, target, PROFILE_RUNTIME, shape, prof, cache)
+                item["measurement"] = measurer(onnx_path, shape)
                 progress.advance(ptask)
 
     # -- objective and selection --
@@ -231,10 +233,15 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
             val_cross_entropy=item["eval"]["cross_entropy"], train_seconds=round(sum(item["hist"].epoch_seconds), 3),
             train_loss=item["hist"].epoch_loss, measurement=m, hardware_cost=hw, c_hw=hw.c_hw, penalty=pen,
             meets_budget=m.latency_ms.p90 <= budget_ms,
+            fits_memory=_fits(m, target),
             objective=objective(item["eval"]["kd_loss"], hw.c_hw, pen, m.energy_mj, cfg.lambda_, cfg.delta),
         ))
-    selected, reason = select([Scored(c.name, c.objective, c.meets_budget, c.measurement.latency_ms.p90)
-                               for c in candidates], budget_ms)
+    try:
+        selected, reason = select([Scored(c.name, c.objective, c.meets_budget, c.measurement.latency_ms.p90,
+                                          c.fits_memory) for c in candidates], budget_ms)
+    except ValueError:
+        raise ConfigError(f"no candidate fits the memory budget of {target.name} ({target.memory_budget_mb:g} MB); "
+                          "add smaller candidates or raise memory_budget_mb in a target file") from None
     _print_candidates(console, cfg.quiet, candidates, selected, teacher_meas)
     say(f"selected [bold green]{selected}[/]: {reason}")
 
@@ -264,6 +271,7 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
         "target": target.model_dump(mode="json"),
         "budget_ms": budget_ms,
         "budget_source": "--budget-ms" if cfg.budget_ms is not None else f"default of target {target.name}",
+        "measurement": {"mode": measurer.mode, "runtime": measurer.runtime, "how": measurer.describe},
         "objective": {
             "lambda": cfg.lambda_, "gamma": cfg.gamma, "delta": cfg.delta, "delta_unit": "per mJ per inference",
             "weights": {"latency": weights.latency, "memory": weights.memory, "energy": weights.energy},
@@ -298,6 +306,13 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
     return run_dir
 
 
+def _fits(m: Measurement, target: Target) -> bool:
+    """Hard constraint: peak memory within the target's budget (unknown memory counts as fitting)."""
+    if m.peak_memory_mb is None or target.memory_budget_mb is None:
+        return True
+    return m.peak_memory_mb <= target.memory_budget_mb
+
+
 def _costs(m: Measurement) -> Costs:
     return Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj)
 
@@ -306,7 +321,9 @@ def _print_candidates(console: Console, quiet: bool, cands: list[Candidate], sel
     if quiet:
         return
     m0 = teacher
-    t = Table(title=f"candidates: latency measured ({m0.runtime}, {m0.threads} threads, batch {m0.batch}), "
+    how = m0.source["latency"]
+    cond = f"{m0.runtime}, batch {m0.batch}" + (f", {m0.threads} threads" if how != "predicted" else "")
+    t = Table(title=f"candidates: latency {how.upper() if how == 'predicted' else how} ({cond}), "
                     f"energy {m0.source.get('energy', 'not measured')}")
     for col in ("name", "params", "MMACs", "val acc", "KD loss", "p50 ms", "p90 ms", "peak MB",
                 "mJ", "C_hw", "P_rt", "J"):

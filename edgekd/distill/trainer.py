@@ -64,8 +64,30 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
                 on_step()
         hist.epoch_loss.append(total / seen)
         hist.epoch_seconds.append(time.perf_counter() - t0)
+    recalibrate_batchnorm(model, x, batch_size)
     model.eval()
     return hist
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over `x` with the final weights.
+
+    The running averages kept during training lag behind the weights (momentum 0.1); after a
+    short training they are far off and the model in eval mode predicts one class. One forward
+    pass over the training images fixes that."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches below
+    model.train()
+    for i in range(0, len(x), batch_size):
+        model(x[i:i + batch_size])
+    for bn, mom in zip(bns, saved):
+        bn.momentum = mom
 
 
 @torch.no_grad()

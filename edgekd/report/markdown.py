@@ -34,6 +34,11 @@ def render_markdown(r: dict[str, Any]) -> str:
     bm = best["measurement"]
     speedup = tm["latency_ms"]["p50"] / bm["latency_ms"]["p50"] if bm["latency_ms"]["p50"] > 0 else None
     out = [f"# edgekd report — {r['target']['name']}, budget {r['budget_ms']:g} ms", ""]
+    mode = r.get("measurement", {}).get("mode", "measured")
+    if mode == "predicted":
+        out += [f"> **Latency, memory and energy are PREDICTED, not measured.** {r['measurement']['how']}.", ""]
+    elif mode == "remote":
+        out += [f"> Figures measured on the device: {r['measurement']['how']}.", ""]
     if ds["synthetic"]:
         out += [f"> **Data set: synthetic.** {ds['source']}. Accuracy figures describe this generated data, "
                 "not real imagery.", ""]

@@ -28,6 +28,7 @@ class Candidate(BaseModel):
     c_hw: float
     penalty: float
     meets_budget: bool
+    fits_memory: bool
     objective: float
 
 

@@ -68,13 +68,18 @@ class Scored:
     objective: float
     meets_budget: bool
     p90_ms: float
+    fits_memory: bool = True
 
 
 def select(scored: list[Scored], budget_ms: float) -> tuple[str, str]:
-    """argmin J over the candidates that meet the budget; only when none does, argmin J over
-    all, and the reason says so."""
+    """argmin J over the candidates that fit the device's memory and meet the budget; only when
+    none meets the budget, argmin J over those that fit, and the reason says so. Memory is a hard
+    constraint: when nothing fits, nothing is selected (ValueError)."""
     if not scored:
         raise ValueError("no candidates to select from")
+    if not any(s.fits_memory for s in scored):
+        raise ValueError("no candidate fits the device's memory budget")
+    scored = [s for s in scored if s.fits_memory]
     within = [s for s in scored if s.meets_budget]
     if within:
         best = min(within, key=lambda s: s.objective)

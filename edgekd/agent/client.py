@@ -1,0 +1,93 @@
+"""The host's side of the agent protocol: retries transient failures with backoff and says
+clearly when the agent is unreachable or refuses the token."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+
+from ..errors import EdgeKDError
+from ..profilers.measurement import Measurement
+from .protocol import API_VERSION, ProfileRequest, ProfileResponse
+
+TRANSIENT = {429, 502, 503}
+
+
+class AgentError(EdgeKDError):
+    """The device agent could not be reached, refused us, or failed the job."""
+
+
+def read_token(token_file: Path | None) -> str:
+    """The bearer token: from a file, else EDGEKD_AGENT_TOKEN."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise AgentError(f"cannot read the token file {token_file} ({exc.strerror}); "
+                             "pass the file the agent was started with") from None
+    else:
+        token = os.environ.get("EDGEKD_AGENT_TOKEN", "").strip()
+    if not token:
+        raise AgentError("no agent token: pass --device-token-file FILE (or set EDGEKD_AGENT_TOKEN)")
+    return token
+
+
+class AgentClient:
+    def __init__(self, url: str, token: str, *, retries: int = 4, backoff_s: float = 0.5, timeout_s: float = 900.0,
+                 transport: httpx.BaseTransport | None = None):
+        self.url = url.rstrip("/")
+        self.retries, self.backoff_s = retries, backoff_s
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
+                                 timeout=httpx.Timeout(timeout_s, connect=10.0), transport=transport)
+
+    def _send(self, method: str, path: str, **kw) -> httpx.Response:
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                r = self.http.request(method, f"/{API_VERSION}{path}", **kw)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if r.status_code == 401:
+                    raise AgentError(f"the agent at {self.url} refused the token (401); pass the token file the "
+                                     "agent was started with (--device-token-file)")
+                if r.status_code not in TRANSIENT:
+                    return r
+                last = f"HTTP {r.status_code}: {_detail(r)}"
+            if attempt < self.retries:
+                time.sleep(self.backoff_s * 2**attempt)
+        raise AgentError(f"cannot reach the device agent at {self.url} after {self.retries + 1} tries ({last}); "
+                         "is `edgekd agent` running there, and is the port reachable from here?")
+
+    def info(self) -> dict:
+        r = self._send("GET", "/info")
+        if r.status_code != 200:
+            raise AgentError(f"the agent at {self.url} answered {r.status_code}: {_detail(r)}")
+        return r.json()
+
+    def profile(self, model_path: Path, request: ProfileRequest) -> Measurement:
+        """Profile `model_path` (ONNX) on the device; every measured figure comes back `remote`."""
+        files = {"model": (model_path.name, model_path.read_bytes(), "application/octet-stream")}
+        r = self._send("POST", "/profile", files=files, data={"request": request.model_dump_json()})
+        if r.status_code != 200:
+            raise AgentError(f"the agent at {self.url} could not profile {model_path.name} "
+                             f"(HTTP {r.status_code}): {_detail(r)}")
+        resp = ProfileResponse.model_validate(r.json())
+        m = Measurement.model_validate(resp.measurement)
+        source = {k: ("remote" if v == "measured" else v) for k, v in m.source.items()}
+        return m.model_copy(update={"source": source,
+                                    "notes": [*m.notes, f"measured by the edgekd agent at {self.url}"]})
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("detail", r.text))[:300]
+    except (json.JSONDecodeError, AttributeError):
+        return r.text[:300]
