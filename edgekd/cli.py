@@ -74,6 +74,8 @@ def optimize(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with the same keys as these flags (budget_ms, lambda, ...); flags win."),
     energy_meter: Optional[str] = typer.Option(None, "--energy-meter", help="auto, rapl, nvml, ina3221, estimate or none. [default: auto]"),
     no_cache: Optional[bool] = typer.Option(None, "--no-cache", help="Measure every model even if the measurement cache holds it."),
+    device_url: Optional[str] = typer.Option(None, "--device-url", help="URL of `edgekd agent` on the target device: every candidate is measured there (source: remote)."),
+    device_token_file: Optional[Path] = typer.Option(None, "--device-token-file", help="File with the agent's bearer token (else EDGEKD_AGENT_TOKEN)."),
     quiet: Optional[bool] = typer.Option(None, "--quiet", "-q", help="No progress bars or tables; errors only."),
 ) -> None:
     """Distil, measure, select, export and report: the whole loop for one target."""
@@ -83,7 +85,8 @@ def optimize(
     flags = dict(target=target, data=data, teacher=teacher, budget_ms=budget_ms, gamma=gamma, delta=delta,
                  preset=preset, out=out, overwrite=overwrite, seed=seed, threads=threads,
                  teacher_epochs=teacher_epochs, student_epochs=student_epochs, image_size=image_size, quiet=quiet,
-                 energy_meter=energy_meter, no_cache=no_cache)
+                 energy_meter=energy_meter, no_cache=no_cache, device_url=device_url,
+                 device_token_file=device_token_file)
     flags["lambda"] = lambda_
     cfg = build_config(flags, config)
     run_optimize(cfg)
@@ -187,7 +190,7 @@ def targets(ctx: typer.Context) -> None:
 
     t = Table(title="targets (add your own: NAME.yaml in a folder listed in EDGEKD_TARGETS_PATH)")
     for col in ("name", "class", "aliases", "runtimes", "budget ms", "power W", "fp32 GFLOP/s", "GB/s", "description"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "name")
     for tg in catalogue().values():
         t.add_row(tg.name, tg.device_class, ", ".join(tg.aliases), ", ".join(tg.runtimes),
                   f"{tg.default_budget_ms:g}", "" if tg.power_w() is None else f"{tg.power_w():g}",
