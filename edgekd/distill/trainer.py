@@ -84,8 +84,11 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 2
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches below
     model.train()
+    # mixed batches: the averaged per-batch variance misses the between-batch part, so batches
+    # must look like the data set (a class-sorted order would shrink the variance)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     for i in range(0, len(x), batch_size):
-        model(x[i:i + batch_size])
+        model(x[order[i:i + batch_size]])
     for bn, mom in zip(bns, saved):
         bn.momentum = mom
 
