@@ -73,6 +73,8 @@ def optimize(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input resolution. [default: 32 demo, 64 image folders]"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with the same keys as these flags (budget_ms, lambda, ...); flags win."),
     energy_meter: Optional[str] = typer.Option(None, "--energy-meter", help="auto, rapl, nvml, ina3221, estimate or none. [default: auto]"),
+    precisions: Optional[str] = typer.Option(None, "--precisions", help="Precisions searched: fp32 or fp32,int8 (INT8 students scored by measured INT8 latency and post-quantization accuracy). [default: fp32]"),
+    export_formats: Optional[str] = typer.Option(None, "--export-formats", help="Formats of the selected student (see `edgekd export --help`). [default: onnx,openvino]"),
     no_cache: Optional[bool] = typer.Option(None, "--no-cache", help="Measure every model even if the measurement cache holds it."),
     device_url: Optional[str] = typer.Option(None, "--device-url", help="URL of `edgekd agent` on the target device: every candidate is measured there (source: remote)."),
     device_token_file: Optional[Path] = typer.Option(None, "--device-token-file", help="File with the agent's bearer token (else EDGEKD_AGENT_TOKEN)."),
@@ -86,6 +88,8 @@ def optimize(
                  preset=preset, out=out, overwrite=overwrite, seed=seed, threads=threads,
                  teacher_epochs=teacher_epochs, student_epochs=student_epochs, image_size=image_size, quiet=quiet,
                  energy_meter=energy_meter, no_cache=no_cache, device_url=device_url,
+                 precisions=precisions.split(",") if precisions else None,
+                 export_formats=export_formats.split(",") if export_formats else None,
                  device_token_file=device_token_file)
     flags["lambda"] = lambda_
     cfg = build_config(flags, config)
@@ -173,6 +177,55 @@ def _print_profile(console: Console, model: Path, shape: list[int], meter: str, 
     console.print(t)
     for u in skipped:
         console.print(f"[yellow]{u.runtime}: unavailable[/] — {escape(u.reason)}", highlight=False)
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by edgekd (RUN_DIR/candidates/NAME/student.pt, teacher.pt)."),
+    formats: str = typer.Option("onnx,openvino", "--formats", "-f",
+                                help="Comma-separated: onnx, onnx-int8, openvino, openvino-fp16, openvino-int8, "
+                                     "tensorrt-fp16, tensorrt-int8 (TensorRT on the NVIDIA device itself)."),
+    out: Path = typer.Option(Path("exports"), "--out", "-o", help="Folder for the exported files and export.json."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Image folder for calibration and validation. [default: the data set the checkpoint names]"),
+    calibration_size: int = typer.Option(300, "--calibration-size", min=1, help="INT8 calibration images drawn from the training split."),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="openvino-int8: accuracy-controlled quantization keeping the drop below this (0.01 = 1 point)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads for the parity runs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+) -> None:
+    """Export a checkpoint to deployment formats; every export is checked against PyTorch on the validation split."""
+    import json
+
+    from .config import ArchSpec
+    from .data import dataset_from_source
+    from .errors import DataError
+    from .export.run import export_formats, export_metadata
+    from .models.io import load_checkpoint
+    from .pipeline import default_threads
+
+    model, meta = load_checkpoint(checkpoint)
+    if not meta.get("data_source") and data is None:
+        raise DataError(f"{checkpoint} does not name its data set (written by an older edgekd); pass --data DIR")
+    ds = dataset_from_source(meta.get("data_source") or {"seed": 0, "val_fraction": 0.2, "image_size": meta["image_size"],
+                                                          "samples_per_class": 0, "max_samples_per_class": None}, data)
+    if ds.classes != meta["classes"]:
+        raise DataError(f"the data set has classes {ds.classes}, the checkpoint {meta['classes']}; pass the --data it was trained on")
+    console = make_console(quiet)
+    mean = model.normalize.mean.flatten().tolist()
+    std = model.normalize.std.flatten().tolist()
+
+    def done(r) -> None:
+        console.print(f"{r.format}: {r.path} ({r.size_mb:.3f} MB) top-1 agreement {r.parity.top1_agreement:.4f}, "
+                      f"accuracy {r.parity.accuracy_export:.4f} (PyTorch {r.parity.accuracy_torch:.4f}), "
+                      f"max |Δlogit| {r.parity.max_abs_diff:.2e}", highlight=False)
+
+    with console.status(f"exporting {checkpoint.name}: {formats}"):
+        arch = ArchSpec.model_validate(meta["arch"]).name
+        results = export_formats(model, ds, formats, out, checkpoint.stem, export_metadata(ds, arch, "export", mean, std),
+            calibration_size=calibration_size, max_accuracy_drop=max_accuracy_drop,
+            threads=threads or default_threads(), on_done=done)
+    (out / "export.json").write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": ds.summary(),
+                                                 "exports": [r.model_dump(mode="json") for r in results]}, indent=2))
 
 
 targets_app = typer.Typer(help="The target devices: list them, or show one.", invoke_without_command=True,

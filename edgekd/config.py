@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .export.parity import DEFAULT_TOLERANCES, ParityTolerance
 
 
 class ArchSpec(BaseModel):
@@ -79,9 +80,13 @@ class RunConfig(BaseModel):
     cache_dir: Path | None = None
     device_url: str | None = None
     device_token_file: Path | None = None
-    # parity tolerances for FP32 exports
-    parity_max_abs_diff: float = Field(default=1e-3, gt=0)
-    parity_min_top1_agreement: float = Field(default=0.99, ge=0, le=1)
+    precisions: list[Literal["fp32", "int8"]] = Field(default=["fp32"], description="precisions searched")
+    # exports of the selected student, each checked against PyTorch
+    export_formats: list[str] = ["onnx", "openvino"]
+    calibration_size: int = Field(default=300, ge=1, description="INT8 calibration images")
+    max_accuracy_drop: float | None = Field(default=None, gt=0, lt=1, description="accuracy-controlled INT8")
+    parity: dict[str, ParityTolerance] = Field(default_factory=lambda: dict(DEFAULT_TOLERANCES),
+                                               description="tolerance per precision: fp32, fp16, int8")
     quiet: bool = False
 
     @field_validator("budget_ms")
@@ -111,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "profile_warmup": 5,
         "profile_min_runs": 50,
         "profile_min_seconds": 0.1,
-        "parity_min_top1_agreement": 0.95,
+        "calibration_size": 64,
     },
 }
 

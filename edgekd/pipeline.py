@@ -27,13 +27,13 @@ from rich.table import Table
 from . import __version__
 from .config import RunConfig
 from .console import make_console
-from .data import Dataset, load_dataset
+from .data import Dataset, data_source, load_dataset
 from .distill.trainer import cached_targets, evaluate, predict_logits, steps, train
 from .errors import CheckpointError, ConfigError, RunDirError
-from .export import ExportResult, export_model
-from .export.base import ExportContext
+from .export import FORMATS
 from .export.onnx import to_onnx
-from .export.parity import ParityTolerance
+from .export.onnx_int8 import calibration_batches, quantize_qdq
+from .export.run import calibration_subset, export_formats, export_metadata
 from .models.family import EdgeNet, build_model
 from .models.io import load_checkpoint, save_checkpoint
 from .models.stats import count_macs, count_params
@@ -159,7 +159,10 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
 
     mean, std = ds.channel_stats()
     shape = _input_shape(ds)
-    ckpt_meta = dict(classes=ds.classes, bands=ds.bands, image_size=ds.image_size, dataset=ds.name)
+    ckpt_meta = dict(classes=ds.classes, bands=ds.bands, image_size=ds.image_size, dataset=ds.name,
+                     data_source=data_source(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                                             image_size=cfg.image_size, samples_per_class=cfg.samples_per_class,
+                                             max_samples_per_class=cfg.max_samples_per_class))
     train_threads = torch.get_num_threads()
 
     with _progress(console, cfg.quiet) as progress:
@@ -218,16 +221,33 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
                 item["measurement"] = measurer(onnx_path, shape)
                 progress.advance(ptask)
 
+        # -- precision as a search dimension: INT8 variants scored by measured INT8 latency and
+        #    post-quantization accuracy --
+        variants = [dict(item, precision="fp32", name=item["arch"].name) for item in trained]
+        if "int8" in cfg.precisions:
+            say(f"INT8 variants: static Q/DQ quantization calibrated on {cfg.calibration_size} training images")
+            calib = calibration_batches(calibration_subset(ds, cfg.calibration_size, cfg.seed), [1, *shape[1:]])
+            qtask = progress.add_task("INT8", total=len(trained), info=measurer.mode)
+            with timer("quantization"):
+                for item in trained:
+                    q_path = quantize_qdq(item["onnx"], item["dir"] / "model.int8.onnx", calib,
+                                          symmetric=measurer.runtime == "tensorrt")
+                    q_logits = onnx_logits(q_path, ds.x_val, threads)
+                    ev = evaluate(q_logits, ds.y_val, t_val, cfg.kd_alpha, cfg.kd_temperature)
+                    variants.append(dict(item, precision="int8", name=f"{item['arch'].name}@int8", onnx=q_path,
+                                         eval=ev, measurement=measurer(q_path, shape, "int8")))
+                    progress.advance(qtask)
+
     # -- objective and selection --
     weights = CostWeights(cfg.w_latency, cfg.w_memory, cfg.w_energy)
     ref = _costs(teacher_meas)
     candidates: list[Candidate] = []
-    for item in trained:
+    for item in variants:
         m: Measurement = item["measurement"]
         hw = hardware_cost(_costs(m), ref, weights)
         pen = realtime_penalty(m.latency_ms.p90, budget_ms, cfg.gamma)
         candidates.append(Candidate(
-            name=item["arch"].name, arch=item["arch"], params=count_params(item["model"]),
+            name=item["name"], precision=item["precision"], arch=item["arch"], params=count_params(item["model"]),
             macs=count_macs(item["model"], tuple(shape)), checkpoint=str(item["dir"] / "student.pt"),
             onnx=str(item["onnx"]), val_accuracy=item["eval"]["accuracy"], val_kd_loss=item["eval"]["kd_loss"],
             val_cross_entropy=item["eval"]["cross_entropy"], train_seconds=round(sum(item["hist"].epoch_seconds), 3),
@@ -246,19 +266,15 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
     say(f"selected [bold green]{selected}[/]: {reason}")
 
     # -- export the selected student, each format checked against PyTorch --
-    best = next(i for i in trained if i["arch"].name == selected)
-    tol = ParityTolerance(max_abs_diff=cfg.parity_max_abs_diff, min_top1_agreement=cfg.parity_min_top1_agreement)
-    ctx = ExportContext(input_shape=shape, metadata={
-        "edgekd_version": __version__, "run_id": run_id, "classes": ",".join(ds.classes),
-        "input_layout": "NCHW", "input_range": "0..1 (normalisation is inside the model)",
-        "bands": ",".join(ds.bands), "normalization_mean": ",".join(map(str, mean)),
-        "normalization_std": ",".join(map(str, std)), "dataset": ds.name, "arch": selected,
-    })
-    exports: list[ExportResult] = []
+    best = next(i for i in variants if i["name"] == selected)
+    formats = list(cfg.export_formats)
+    if best["precision"] == "int8" and not any(FORMATS[f].precision == "int8" for f in formats if f in FORMATS):
+        formats.append("onnx-int8")  # the selected student is its INT8 version: ship that
     with timer("export"):
-        for fmt in ("onnx", "openvino"):
-            exports.append(export_model(fmt, best["model"], run_dir / "exports", f"student-{selected}", ctx,
-                                        ds.x_val, ds.y_val, tol, threads=threads))
+        exports = export_formats(best["model"], ds, formats, run_dir / "exports", f"student-{best['arch'].name}",
+                                 export_metadata(ds, selected, run_id, mean, std),
+                                 calibration_size=cfg.calibration_size, max_accuracy_drop=cfg.max_accuracy_drop,
+                                 tolerances=cfg.parity, threads=threads, seed=cfg.seed)
     for e in exports:
         say(f"export {e.format}: {e.path} (top-1 agreement {e.parity.top1_agreement:.4f}, "
             f"max |diff| {e.parity.max_abs_diff:.2e})")
@@ -304,6 +320,18 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
     say(f"report: {run_dir / 'report.md'} and {run_dir / 'report.json'} "
         f"(total {report['stage_seconds']['total']:.1f} s)")
     return run_dir
+
+
+def onnx_logits(path: Path, x: torch.Tensor, threads: int, batch_size: int = 64) -> torch.Tensor:
+    """Logits of an ONNX model (e.g. its INT8 version) on `x`, from ONNX Runtime on this CPU."""
+    from .profilers import load_runtime
+
+    loaded = load_runtime("onnxruntime", path, threads, "int8")
+    try:
+        return torch.cat([torch.from_numpy(loaded.run(x[i:i + batch_size].numpy()))
+                          for i in range(0, len(x), batch_size)])
+    finally:
+        loaded.close()
 
 
 def _fits(m: Measurement, target: Target) -> bool:

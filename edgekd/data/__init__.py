@@ -1,5 +1,5 @@
 """Data sets: the built-in synthetic demo set and image folders (EuroSAT / UC Merced layout)."""
 
-from .dataset import Dataset, load_dataset
+from .dataset import Dataset, data_source, dataset_from_source, load_dataset
 
-__all__ = ["Dataset", "load_dataset"]
+__all__ = ["Dataset", "data_source", "dataset_from_source", "load_dataset"]

@@ -80,6 +80,21 @@ def make_dataset(
     )
 
 
+def data_source(data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
+                samples_per_class: int, max_samples_per_class: int | None) -> dict:
+    """What `load_dataset` was called with, as plain values a checkpoint can carry."""
+    return {"data": None if data is None else str(Path(data).resolve()), "seed": seed, "val_fraction": val_fraction,
+            "image_size": image_size, "samples_per_class": samples_per_class,
+            "max_samples_per_class": max_samples_per_class}
+
+
+def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
+    """The same data set (and split) a checkpoint was trained on; `data` overrides the folder."""
+    kw = {k: source[k] for k in ("seed", "val_fraction", "image_size", "samples_per_class", "max_samples_per_class")}
+    folder = data if data is not None else (Path(source["data"]) if source.get("data") else None)
+    return load_dataset(folder, **kw)
+
+
 def load_dataset(
     data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
     samples_per_class: int, max_samples_per_class: int | None,

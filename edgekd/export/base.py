@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from pydantic import BaseModel
 
 from ..errors import ExportError
 from ..profilers import load_runtime
 from ..registry import Registry
-from .parity import Parity, ParityTolerance, check_parity
+from .parity import Parity, ParityTolerance, check_parity, default_tolerance
 
 
 @dataclass(frozen=True)
@@ -22,25 +23,40 @@ class ExportFormat:
     runtime: str  # the runtime that loads it for parity and profiling
     precision: str
     needs_gpu: bool = False
+    needs_calibration: bool = False
+    description: str = ""
 
 
-# One table lists every format; exporters and the benchmark walk it (the Ultralytics idea).
+# One table lists every format; exporters, `edgekd export --help` and the benchmark walk it.
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in [
-        ExportFormat("onnx", ".onnx", "onnxruntime", "fp32"),
-        ExportFormat("openvino", ".xml", "openvino", "fp32"),
+        ExportFormat("onnx", ".onnx", "onnxruntime", "fp32", description="ONNX opset 17, dynamic batch, onnxslim"),
+        ExportFormat("onnx-int8", ".int8.onnx", "onnxruntime", "int8", needs_calibration=True,
+                     description="ONNX Runtime static quantization (QDQ)"),
+        ExportFormat("openvino", ".xml", "openvino", "fp32", description="OpenVINO IR"),
+        ExportFormat("openvino-fp16", ".fp16.xml", "openvino", "fp16", description="OpenVINO IR, FP16 weights"),
+        ExportFormat("openvino-int8", ".int8.xml", "openvino", "int8", needs_calibration=True,
+                     description="NNCF post-training quantization"),
+        ExportFormat("tensorrt-fp16", ".fp16.engine", "tensorrt", "fp16", needs_gpu=True,
+                     description="TensorRT engine, built on the device it runs on"),
+        ExportFormat("tensorrt-int8", ".int8.engine", "tensorrt", "int8", needs_gpu=True, needs_calibration=True,
+                     description="TensorRT engine, explicit Q/DQ INT8"),
     ]
 }
 
 
 @dataclass
 class ExportContext:
-    """What an exporter may need besides the model: metadata and the ONNX file it builds on."""
+    """What an exporter may need besides the model."""
 
     input_shape: list[int]
     metadata: dict[str, str]
-    onnx_path: Path | None = None
+    onnx_path: Path | None = None  # the ONNX export the other formats are built from
+    calibration: np.ndarray | None = None  # images for INT8 calibration (N, C, H, W)
+    validation: tuple[np.ndarray, np.ndarray] | None = None  # for accuracy-controlled quantization
+    max_accuracy_drop: float | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 # exporter(model, out_path, ctx) -> path written
@@ -55,33 +71,56 @@ class ExportResult(BaseModel):
     precision: str
     size_mb: float
     parity: Parity
+    tolerance: ParityTolerance
+    notes: list[str] = []
+
+
+def parse_formats(text: str) -> list[str]:
+    """Formats in build order; `onnx` comes first whenever another format is built from it."""
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise ExportError(f"unknown export format {', '.join(unknown) or '(none)'}; choose from: {', '.join(FORMATS)}")
+    if "onnx" not in names:
+        names.insert(0, "onnx")
+    return ["onnx"] + [n for n in dict.fromkeys(names) if n != "onnx"]
 
 
 def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx: ExportContext,
-                 x_val: torch.Tensor, y_val: torch.Tensor, tol: ParityTolerance, threads: int = 1) -> ExportResult:
+                 x_val: torch.Tensor, y_val: torch.Tensor, tol: ParityTolerance | None = None,
+                 threads: int = 1) -> ExportResult:
     """Export `model` to `fmt`, then check its outputs against PyTorch on the validation split;
-    an export beyond `tol` raises ExportError naming the format and the figures."""
+    an export beyond the tolerance of its precision raises ExportError naming the format and
+    the figures."""
     spec = FORMATS.get(fmt)
     if spec is None:
         raise ExportError(f"unknown export format {fmt!r}; choose from: {', '.join(FORMATS)}")
+    if fmt != "onnx" and ctx.onnx_path is None:
+        raise ExportError(f"the {fmt} export is built from the ONNX export; export 'onnx' first")
+    if spec.needs_calibration and ctx.calibration is None:
+        raise ExportError(f"{fmt} needs calibration images; pass --data (or export from a checkpoint that names "
+                          "its data set)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    ctx.notes = []
     path = EXPORTERS.get(fmt)(model, out_dir / f"{stem}{spec.suffix}", ctx)
     if fmt == "onnx":
         ctx.onnx_path = path
-    loaded = load_runtime(spec.runtime, path, threads, "fp32", ctx.input_shape)
+    tol = tol or default_tolerance(spec.precision)
+    loaded = load_runtime(spec.runtime, path, threads, spec.precision, ctx.input_shape)
     try:
-        parity = check_parity(model, loaded.run, x_val, y_val)
+        parity = check_parity(model, loaded.run, x_val, y_val, batch_size=ctx.input_shape[0] if spec.needs_gpu else 64)
     finally:
         loaded.close()
     problems = parity.violations(tol)
     if problems:
-        raise ExportError(f"{fmt} export {path} disagrees with the PyTorch model: {'; '.join(problems)}")
-    size = sum(p.stat().st_size for p in _files_of(path)) / 2**20
+        raise ExportError(f"{fmt} export {path} disagrees with the PyTorch model beyond the {spec.precision} "
+                          f"tolerance: {'; '.join(problems)}")
+    size = sum(p.stat().st_size for p in files_of(path)) / 2**20
     return ExportResult(format=fmt, path=str(path), runtime=spec.runtime, precision=spec.precision,
-                        size_mb=round(size, 4), parity=parity)
+                        size_mb=round(size, 4), parity=parity, tolerance=tol, notes=list(ctx.notes))
 
 
-def _files_of(path: Path) -> list[Path]:
+def files_of(path: Path) -> list[Path]:
     """The model file plus its weights file where the format has one (OpenVINO .xml + .bin)."""
     weights = path.with_suffix(".bin")
     return [path, weights] if path.suffix == ".xml" and weights.exists() else [path]

@@ -1,7 +1,10 @@
-"""ONNX export: opset 17, dynamic batch axis, checked, with edgekd metadata embedded."""
+"""ONNX export: opset 17, dynamic batch axis, simplified with onnxslim, checked, with edgekd
+metadata embedded in metadata_props."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from pathlib import Path
 
@@ -15,12 +18,14 @@ OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata: dict[str, str] | None = None) -> Path:
-    """Write `model` as ONNX at `path`; the batch axis is dynamic."""
+def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata: dict[str, str] | None = None,
+            simplify: bool = False) -> Path:
+    """Write `model` as ONNX at `path`; the batch axis is dynamic. A model that cannot be
+    exported (an operator ONNX has no equivalent for) raises ExportError naming the operator."""
     model.eval()
     tmp = path.with_suffix(".tmp.onnx")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
                 model, (torch.zeros(input_shape),), str(tmp), dynamo=False, opset_version=OPSET,
@@ -28,6 +33,10 @@ def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
         proto = onnx.load(str(tmp))
+        if simplify:
+            import onnxslim
+
+            proto = onnxslim.slim(proto)
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -44,4 +53,4 @@ def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata
 
 @EXPORTERS.register("onnx")
 def export_onnx(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
-    return to_onnx(model, path, ctx.input_shape, ctx.metadata)
+    return to_onnx(model, path, ctx.input_shape, ctx.metadata, simplify=True)

@@ -1,26 +1,72 @@
-"""OpenVINO IR (FP32) converted from the ONNX export."""
+"""OpenVINO IR from the ONNX export: FP32, FP16 weights, and INT8 with NNCF post-training
+quantization (optionally accuracy-controlled)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import ExportError
 from .base import EXPORTERS, ExportContext, _first_line
 
 
-@EXPORTERS.register("openvino")
-def export_openvino(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
+def _convert(ctx: ExportContext):
     import openvino as ov
 
-    if ctx.onnx_path is None:
-        raise ExportError("the openvino export converts the ONNX export; export 'onnx' first")
     try:
         ov_model = ov.convert_model(str(ctx.onnx_path))
-        for key, value in ctx.metadata.items():
-            ov_model.set_rt_info(value, ["model_info", key])
-        ov.save_model(ov_model, str(path), compress_to_fp16=False)
     except Exception as exc:  # OpenVINO raises its own exception types
         raise ExportError(f"OpenVINO conversion of {ctx.onnx_path} failed: {_first_line(exc)}") from None
+    for key, value in ctx.metadata.items():
+        ov_model.set_rt_info(value, ["model_info", key])
+    return ov_model
+
+
+def _save(ov_model, path: Path, fp16: bool) -> Path:
+    import openvino as ov
+
+    ov.save_model(ov_model, str(path), compress_to_fp16=fp16)
     return path
+
+
+@EXPORTERS.register("openvino")
+def export_openvino(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
+    return _save(_convert(ctx), path, fp16=False)
+
+
+@EXPORTERS.register("openvino-fp16")
+def export_openvino_fp16(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
+    ctx.notes.append("FP16 weights; the CPU plugin computes in its default inference precision "
+                     "(bf16 on CPUs with AMX/avx512_bf16, else f32)")
+    return _save(_convert(ctx), path, fp16=True)
+
+
+@EXPORTERS.register("openvino-int8")
+def export_openvino_int8(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
+    import nncf
+
+    assert ctx.calibration is not None
+    calib = nncf.Dataset([ctx.calibration[i:i + 1] for i in range(len(ctx.calibration))])
+    ov_model = _convert(ctx)
+    try:
+        if ctx.max_accuracy_drop is not None and ctx.validation is not None:
+            xv, yv = ctx.validation
+            val = nncf.Dataset([(xv[i:i + 1], int(yv[i])) for i in range(len(yv))], lambda item: item[0])
+
+            def accuracy(compiled, items) -> tuple[float, None]:
+                hits = [int(np.argmax(compiled([x])[0])) == y for x, y in items]
+                return float(np.mean(hits)), None
+
+            q = nncf.quantize_with_accuracy_control(ov_model, calib, val, accuracy, max_drop=ctx.max_accuracy_drop,
+                                                    subset_size=len(ctx.calibration))
+            ctx.notes.append(f"NNCF accuracy-controlled quantization, max drop {ctx.max_accuracy_drop:g}")
+        else:
+            q = nncf.quantize(ov_model, calib, subset_size=len(ctx.calibration))
+            ctx.notes.append(f"NNCF post-training quantization on {len(ctx.calibration)} calibration images")
+    except ExportError:
+        raise
+    except Exception as exc:  # NNCF raises its own types
+        raise ExportError(f"NNCF INT8 quantization failed: {_first_line(exc)}") from None
+    return _save(q, path, fp16=False)

@@ -10,8 +10,22 @@ from pydantic import BaseModel
 
 
 class ParityTolerance(BaseModel):
-    max_abs_diff: float = 1e-3
+    max_abs_diff: float | None = 1e-3  # None: not checked (quantized formats)
     min_top1_agreement: float = 0.99
+    max_accuracy_drop: float | None = None  # in accuracy units (0.01 = 1 point)
+
+
+# per precision: FP32 must match to rounding; FP16 to half precision; INT8 is judged by agreement
+# and accuracy, since its logits differ by design
+DEFAULT_TOLERANCES = {
+    "fp32": ParityTolerance(max_abs_diff=1e-3, min_top1_agreement=0.99),
+    "fp16": ParityTolerance(max_abs_diff=0.1, min_top1_agreement=0.97),
+    "int8": ParityTolerance(max_abs_diff=None, min_top1_agreement=0.85, max_accuracy_drop=0.05),
+}
+
+
+def default_tolerance(precision: str) -> ParityTolerance:
+    return DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"]).model_copy()
 
 
 class Parity(BaseModel):
@@ -25,10 +39,12 @@ class Parity(BaseModel):
 
     def violations(self, tol: ParityTolerance) -> list[str]:
         out = []
-        if self.max_abs_diff > tol.max_abs_diff:
+        if tol.max_abs_diff is not None and self.max_abs_diff > tol.max_abs_diff:
             out.append(f"max |logit difference| {self.max_abs_diff:.3g} > tolerance {tol.max_abs_diff:.3g}")
         if self.top1_agreement < tol.min_top1_agreement:
             out.append(f"top-1 agreement {self.top1_agreement:.4f} < required {tol.min_top1_agreement:.4f}")
+        if tol.max_accuracy_drop is not None and -self.accuracy_delta > tol.max_accuracy_drop:
+            out.append(f"accuracy drop {-self.accuracy_delta:.4f} > allowed {tol.max_accuracy_drop:.4f}")
         return out
 
 
@@ -51,5 +67,5 @@ def check_parity(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray]
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
         ref.append(model(xb).numpy())
-        got.append(np.asarray(run(xb.numpy())))
+        got.append(np.asarray(run(xb.numpy()), dtype=np.float32))
     return compare_logits(np.concatenate(ref), np.concatenate(got), y.numpy())

@@ -20,7 +20,10 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: Path, model: EdgeNet, *, classes: list[str], bands: list[str],
-                    image_size: int, dataset: str, role: str, metrics: dict[str, Any] | None = None) -> None:
+                    image_size: int, dataset: str, role: str, metrics: dict[str, Any] | None = None,
+                    data_source: dict[str, Any] | None = None) -> None:
+    """`data_source` says how to load the data set again (see edgekd.data.dataset_from_source),
+    so that `edgekd export CHECKPOINT` finds calibration and validation images by itself."""
     mean = model.normalize.mean.flatten().tolist()
     std = model.normalize.std.flatten().tolist()
     payload = {
@@ -36,6 +39,7 @@ def save_checkpoint(path: Path, model: EdgeNet, *, classes: list[str], bands: li
         "normalization": {"mean": mean, "std": std},
         "dataset": dataset,
         "metrics": metrics or {},
+        "data_source": data_source or {},
         "state_dict": model.state_dict(),
     }
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -13,7 +13,7 @@ from .base import PROFILERS, LoadedModel
 class OnnxRuntime:
     name: str
     provider: str
-    precisions: tuple[str, ...] = ("fp32",)  # the model runs at the precision it was exported in
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")  # the model runs at the precision it was exported in
 
     @property
     def device(self) -> str:

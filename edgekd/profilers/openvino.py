@@ -13,7 +13,7 @@ from .base import PROFILERS, LoadedModel
 class OpenVINORuntime:
     name: str
     device: str
-    precisions: tuple[str, ...] = ("fp32",)
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")  # the precision the IR was exported in
 
     def unavailable(self) -> str | None:
         try:
@@ -38,6 +38,7 @@ class OpenVINORuntime:
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if self.device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
+        if precision == "fp32":
             # an FP32 model runs in FP32: without this, CPUs with bf16/AMX units silently use bf16
             config["INFERENCE_PRECISION_HINT"] = "f32"
         compiled = ov.Core().compile_model(str(model_path), self.device, config)

@@ -78,36 +78,6 @@ def engine_cache_name(onnx_bytes: bytes, precision: str, trt_version: str, gpu_n
     return f"{h.hexdigest()[:16]}.{precision}.engine"
 
 
-def calibration_batches(data: np.ndarray | None, shape: list[int], n: int = 32, seed: int = 0) -> list[np.ndarray]:
-    """Batches for INT8 calibration: the given data in input-shaped batches, else uniform noise."""
-    if data is None:
-        rng = np.random.default_rng(seed)
-        return [rng.random(shape, dtype=np.float32) for _ in range(n)]
-    b = shape[0]
-    return [np.ascontiguousarray(data[i:i + b], dtype=np.float32) for i in range(0, len(data) - b + 1, b)][:n]
-
-
-def quantize_qdq(onnx_path: Path, out_path: Path, batches: list[np.ndarray]) -> Path:
-    """Explicit INT8 quantization (QDQ, symmetric, per-channel weights) with ONNX Runtime."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    input_name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(batches)
-
-        def get_next(self) -> dict | None:
-            x = next(self.it, None)
-            return None if x is None else {input_name: x}
-
-    quantize_static(str(onnx_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-    return out_path
-
-
 def convert_fp16(onnx_path: Path, out_path: Path) -> Path:
     """FP16 weights and compute, FP32 inputs/outputs (what strong typing builds as FP16)."""
     import onnx
@@ -174,6 +144,7 @@ class Int8EntropyCalibrator:
 def build_engine(onnx_path: Path, shape: list[int], precision: str, *, calibrator: bool = False,
                  calib_data: np.ndarray | None = None, cache_dir: Path | None = None) -> tuple[bytes, list[str]]:
     """Serialized engine bytes (from the engine cache when present) and notes on how it was built."""
+    import onnx
     import tensorrt as trt
 
     cudart = _cuda()
@@ -190,10 +161,14 @@ def build_engine(onnx_path: Path, shape: list[int], precision: str, *, calibrato
     if engine_file.exists():
         return engine_file.read_bytes(), notes + [f"engine reused from {engine_file}"]
 
+    from ..export.onnx_int8 import calibration_batches, has_qdq, quantize_qdq
+
     source = onnx_path
-    if plan.onnx_transform == "qdq":
-        batches = calibration_batches(calib_data, shape)
-        source = quantize_qdq(onnx_path, cache_dir / f"{engine_file.stem}.qdq.onnx", batches)
+    if plan.onnx_transform == "qdq" and has_qdq(onnx.load(str(onnx_path), load_external_data=False)):
+        notes.append("the ONNX already carries Q/DQ nodes: built as quantized")
+    elif plan.onnx_transform == "qdq":
+        batches = calibration_batches(calib_data, [1, *shape[1:]])
+        source = quantize_qdq(onnx_path, cache_dir / f"{engine_file.stem}.qdq.onnx", batches, symmetric=True)
         if calib_data is None:
             notes.append("INT8 scales calibrated on random data: latency is representative, accuracy is not")
     elif plan.onnx_transform == "fp16":
@@ -223,7 +198,7 @@ def build_engine(onnx_path: Path, shape: list[int], precision: str, *, calibrato
             config.set_calibration_profile(profile)
     if plan.calibrator:
         config.int8_calibrator = Int8EntropyCalibrator.make(
-            trt, calibration_batches(calib_data, shape), cache_dir / f"{engine_file.stem}.calib")
+            trt, calibration_batches(calib_data, [1, *shape[1:]]), cache_dir / f"{engine_file.stem}.calib")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ProfilingError(f"TensorRT could not build a {precision} engine from {onnx_path} (see its log above)")
@@ -342,10 +317,15 @@ class TensorRTRuntime:
              shape: list[int] | None = None) -> LoadedModel:
         import onnx
 
-        if shape is None:
-            dims = onnx.load(str(model_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-            shape = [d.dim_value if d.dim_value > 0 else 1 for d in dims]
-        engine, notes = build_engine(model_path, shape, precision, calib_data=cls.calibration_data)
+        if model_path.suffix == ".engine":  # an engine exported earlier on this device
+            engine, notes = model_path.read_bytes(), [f"engine file {model_path.name}"]
+            if shape is None:
+                raise ProfilingError("give the input shape to run a TensorRT engine file")
+        else:
+            if shape is None:
+                dims = onnx.load(str(model_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+                shape = [d.dim_value if d.dim_value > 0 else 1 for d in dims]
+            engine, notes = build_engine(model_path, shape, precision, calib_data=cls.calibration_data)
         session = TrtSession(engine, shape)
         notes.append("latency by CUDA events around host-to-device copy, inference and device-to-host copy")
         return LoadedModel(run=session.run, timed_run=session.timed_run, device_memory_mb=session.device_memory_mb,

@@ -3,7 +3,7 @@ machine, on the device through its agent, or — with neither — predicted by t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,10 +18,10 @@ class Measurer:
     mode: str  # "measured" | "remote" | "predicted"
     runtime: str
     describe: str
-    measure: Callable[[Path, list[int]], Measurement]
+    measure: Callable[[Path, list[int], str], Measurement]
 
-    def __call__(self, onnx_path: Path, shape: list[int]) -> Measurement:
-        return self.measure(onnx_path, shape)
+    def __call__(self, onnx_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
+        return self.measure(onnx_path, shape, precision)
 
 
 def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCache | None,
@@ -39,10 +39,12 @@ def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCa
                              energy_meter=settings.energy_meter, measure_memory=settings.measure_memory)
         return Measurer("remote", rt, f"measured on the device by the agent at {device_url} "
                                       f"({info['target']['name']}, {rt})",
-                        lambda path, shape: client.profile(path, req.model_copy(update={"shape": shape})))
+                        lambda path, shape, p: client.profile(path, req.model_copy(update={"shape": shape,
+                                                                                             "precision": p})))
     if target.is_local:
         return Measurer("measured", rt, f"measured on this machine ({rt}, {settings.threads} threads)",
-                        lambda path, shape: profile_model(path, target, rt, shape, settings, cache))
+                        lambda path, shape, p: profile_model(path, target, rt, shape, replace(settings, precision=p),
+                                                             cache))
     from .predictor import predict_model
     from .predictor.calibration import load_calibration
 
@@ -51,4 +53,5 @@ def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCa
                     f"PREDICTED by the device model for {target.name} ({rt}); no device was reached "
                     f"(pass --device-url to measure on the board); "
                     + (cal.describe() if cal else "uncalibrated (edgekd calibrate --target ... improves it)"),
-                    lambda path, shape: predict_model(path, target, shape, rt, settings.precision, cal))
+                    lambda path, shape, p: predict_model(path, target, shape, rt, p,
+                                                         cal if p == settings.precision else None))

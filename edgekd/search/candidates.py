@@ -13,6 +13,7 @@ class Candidate(BaseModel):
     """One student: architecture, size, training outcome, measurement and score."""
 
     name: str
+    precision: str = "fp32"
     arch: ArchSpec
     params: int
     macs: int

@@ -22,6 +22,7 @@ def test_kd_training_learns_and_cached_equals_live_targets():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(120, 3, 8, 8, generator=g)
     y = (x[:, 0].mean(dim=(1, 2)) > x[:, 1].mean(dim=(1, 2))).long()  # learnable from the pixels
+    torch.manual_seed(0)
     teacher = build_model(ArchSpec(width=0.25, depth=1), 3, 2)
     train(teacher, x, y, epochs=15, batch_size=32, lr=1e-2, seed=0)
     t_logits = predict_logits(teacher, x)

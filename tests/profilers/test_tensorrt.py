@@ -12,8 +12,9 @@ from edgekd.errors import ProfilingError
 from edgekd.export.onnx import to_onnx
 from edgekd.models.family import build_model
 from edgekd.profilers import PROFILERS, ProfileSettings, profile_model
-from edgekd.profilers.tensorrt import (build_plan, calibration_batches, engine_cache_name, network_flags,
-                                       optimization_shapes, quantize_qdq, unavailable_reason)
+from edgekd.export.onnx_int8 import calibration_batches, quantize_qdq
+from edgekd.profilers.tensorrt import (build_plan, engine_cache_name, network_flags, optimization_shapes,
+                                       unavailable_reason)
 from edgekd.targets import get_target
 
 SHAPE = [1, 3, 16, 16]
@@ -70,7 +71,7 @@ def test_calibration_batches_from_data_or_noise():
 
 def test_int8_qdq_model_has_quantize_nodes_and_still_runs(tmp_path):
     src = to_onnx(build_model(ArchSpec(width=0.25, depth=1), 3, 4), tmp_path / "m.onnx", SHAPE)
-    out = quantize_qdq(src, tmp_path / "m.qdq.onnx", calibration_batches(None, SHAPE, n=8))
+    out = quantize_qdq(src, tmp_path / "m.qdq.onnx", calibration_batches(None, SHAPE, n=8), symmetric=True)
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     import onnxruntime as ort

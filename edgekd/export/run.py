@@ -1,0 +1,51 @@
+"""Export one model to several formats, each verified: used by `edgekd export` and by
+`edgekd optimize` for the selected student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data import Dataset
+from .base import FORMATS, ExportContext, ExportResult, export_model, parse_formats
+from .parity import ParityTolerance
+
+
+def calibration_subset(ds: Dataset, n: int, seed: int = 0) -> np.ndarray:
+    """`n` training images drawn at random (never validation images) for INT8 calibration."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds.y_train), generator=g)[:n]
+    return ds.x_train[idx].numpy()
+
+
+def export_metadata(ds: Dataset, arch: str, run_id: str, mean: list[float], std: list[float]) -> dict[str, str]:
+    return {
+        "edgekd_version": __version__, "run_id": run_id, "arch": arch, "dataset": ds.name,
+        "classes": ",".join(ds.classes), "bands": ",".join(ds.bands), "input_layout": "NCHW",
+        "input_range": "0..1 (normalisation is inside the model)",
+        "normalization_mean": ",".join(map(str, mean)), "normalization_std": ",".join(map(str, std)),
+    }
+
+
+def export_formats(model: torch.nn.Module, ds: Dataset, formats: str | list[str], out_dir: Path, stem: str,
+                   metadata: dict[str, str], *, calibration_size: int = 300, max_accuracy_drop: float | None = None,
+                   tolerances: dict[str, ParityTolerance] | None = None, threads: int = 1, seed: int = 0,
+                   on_done: Callable[[ExportResult], None] = lambda _: None) -> list[ExportResult]:
+    names = parse_formats(formats if isinstance(formats, str) else ",".join(formats))
+    shape = [1, ds.in_channels, ds.image_size, ds.image_size]
+    needs_calib = any(FORMATS[n].needs_calibration for n in names)
+    ctx = ExportContext(
+        input_shape=shape, metadata=metadata,
+        calibration=calibration_subset(ds, calibration_size, seed) if needs_calib else None,
+        validation=(ds.x_val.numpy(), ds.y_val.numpy()), max_accuracy_drop=max_accuracy_drop)
+    results = []
+    for name in names:
+        tol = (tolerances or {}).get(FORMATS[name].precision)
+        res = export_model(name, model, out_dir, stem, ctx, ds.x_val, ds.y_val, tol, threads=threads)
+        results.append(res)
+        on_done(res)
+    return results
