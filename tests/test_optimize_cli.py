@@ -170,3 +170,22 @@ def test_help_explains_the_options():
                  "--out", "--seed", "--config"):
         assert flag in proc.stdout
     assert shutil.which("edgekd") is None or run_cli("--version").stdout.startswith("edgekd ")
+
+
+def test_int8_is_a_search_dimension(tmp_path: Path):
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("candidates:\n  - {width: 0.5, depth: 1}\nprecisions: [fp32, int8]\nexport_formats: [onnx]\n"
+                   "budget_ms: 0.0001\n")
+    proc = run_cli("optimize", "--preset", "smoke", "--config", str(cfg), "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    by = {c["name"]: c for c in r["candidates"]}
+    assert set(by) == {"w0.5-d1-e2-k3", "w0.5-d1-e2-k3@int8"}
+    q = by["w0.5-d1-e2-k3@int8"]
+    assert q["precision"] == "int8" and q["measurement"]["precision"] == "int8"
+    assert q["onnx"].endswith("model.int8.onnx") and q["measurement"]["source"]["latency"] == "measured"
+    # scored with its own post-quantization accuracy, not the FP32 student's
+    assert q["val_kd_loss"] != by["w0.5-d1-e2-k3"]["val_kd_loss"]
+    if r["selected"].endswith("@int8"):  # the INT8 student is what ships: its INT8 file is exported
+        assert any(e["precision"] == "int8" for e in r["exports"])
