@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -80,7 +81,8 @@ def main() -> None:
         "benchmark": "optimize_default",
         "command": "python benchmarks/optimize_default.py",
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": torch.get_num_threads(), "torch_threads": torch.get_num_threads()},
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_average_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()]},
         "software": report["software"],
         "dataset": report["dataset"],
         "selected": report["selected"],
@@ -107,7 +109,9 @@ def main() -> None:
 def render(r: dict) -> str:
     lines = [
         "# optimize --preset default on the demo set", "",
-        f"Command: `{r['command']}`. Machine: {r['machine']['platform']}, {r['machine']['torch_threads']} torch threads.",
+        f"Command: `{r['command']}`. Machine: {r['machine']['platform']}, {r['machine']['torch_threads']} torch threads, "
+        f"load average at the end {r['machine'].get('load_average_1_5_15_at_end')} (above ~2 means other work shared "
+        "the 2 cores and stage times are inflated).",
         f"Data: {r['dataset']['name']} (synthetic), {r['dataset']['sizes']}. Epochs: teacher "
         f"{r['epochs']['teacher']}, students {r['epochs']['student']}.",
         f"Latency: measured, {r['latency_conditions']['runtime']} {r['latency_conditions']['runtime_version']}, "
