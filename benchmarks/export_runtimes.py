@@ -43,7 +43,9 @@ def main() -> None:
     rows = []
     for role, ckpt in models.items():
         model, meta = load_checkpoint(ckpt)
-        ds = dataset_from_source(meta["data_source"])
+        cfg = report["config"]  # runs from before checkpoints named their data set: rebuild it from the config
+        ds = dataset_from_source(meta.get("data_source") or {k: cfg[k] for k in (
+            "data", "seed", "val_fraction", "image_size", "samples_per_class", "max_samples_per_class")})
         shape = [1, ds.in_channels, ds.image_size, ds.image_size]
         mean, std = model.normalize.mean.flatten().tolist(), model.normalize.std.flatten().tolist()
         exports = export_formats(model, ds, FORMATS, work / role, role, export_metadata(ds, role, "bench", mean, std),

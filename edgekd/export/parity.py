@@ -19,7 +19,8 @@ class ParityTolerance(BaseModel):
 # and accuracy, since its logits differ by design
 DEFAULT_TOLERANCES = {
     "fp32": ParityTolerance(max_abs_diff=1e-3, min_top1_agreement=0.99),
-    "fp16": ParityTolerance(max_abs_diff=0.1, min_top1_agreement=0.97),
+    # FP16 files may run in bf16 (CPUs with AMX): 8 mantissa bits, |Δlogit| up to a few tenths
+    "fp16": ParityTolerance(max_abs_diff=0.5, min_top1_agreement=0.97, max_accuracy_drop=0.01),
     "int8": ParityTolerance(max_abs_diff=None, min_top1_agreement=0.85, max_accuracy_drop=0.05),
 }
 
