@@ -1,27 +1,180 @@
-"""KD losses, registered by name (plain functions of tensors)."""
+"""KD losses, registered by name, as plain functions of tensors (DESIGN.md section 1).
+
+A training objective is a weighted sum of registered terms (`--kd response:1,feature:0.5`);
+each term reads what it needs from a `KDInputs` batch."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ..errors import ConfigError
 from ..registry import Registry
 
-KDLoss = Callable[..., torch.Tensor]
-KD_LOSSES: Registry[KDLoss] = Registry("KD loss")
+
+# -- the math, term by term ---------------------------------------------------------------
+
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """tau^2 * KL(softmax(z_T/tau) || softmax(z_S/tau)), averaged over the batch."""
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    return temperature**2 * F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
 
 
-@KD_LOSSES.register("response")
 def response_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                      *, alpha: float, temperature: float) -> torch.Tensor:
     """Hinton et al. soft-target loss, averaged over the batch:
 
     L_KD = alpha * CE(y, softmax(z_S)) + (1 - alpha) * tau^2 * KL(softmax(z_T/tau) || softmax(z_S/tau))
     """
-    ce = F.cross_entropy(student_logits, labels)
-    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
-    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
-    return alpha * ce + (1 - alpha) * temperature**2 * kl
+    return alpha * F.cross_entropy(student_logits, labels) + (1 - alpha) * soft_kl(student_logits, teacher_logits,
+                                                                                   temperature)
+
+
+def multi_teacher_kd_loss(student_logits: torch.Tensor, teacher_logits: list[torch.Tensor], labels: torch.Tensor,
+                          weights: list[float], *, alpha: float, temperature: float) -> torch.Tensor:
+    """sum_i w_i * L_KD(T_i, S), the weights normalised to sum to 1."""
+    total = sum(weights)
+    return sum(w / total * response_kd_loss(student_logits, t, labels, alpha=alpha, temperature=temperature)
+               for w, t in zip(weights, teacher_logits))
+
+
+def robust_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, rho: float) -> torch.Tensor:
+    """Per-sample weight of the label term: w_i = min(1, p_T(y_i) / rho).
+
+    A label the teacher finds plausible (probability >= rho) keeps full weight; a label the
+    teacher strongly disagrees with is down-weighted in proportion to the teacher's belief in it."""
+    p_label = F.softmax(teacher_logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+    return torch.clamp(p_label / rho, max=1.0)
+
+
+def robust_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                   *, alpha: float, temperature: float, rho: float = 0.5) -> torch.Tensor:
+    """alpha * mean_i(w_i * CE_i) + (1 - alpha) * tau^2 * KL, with w from `robust_weights`."""
+    w = robust_weights(teacher_logits, labels, rho).detach()
+    ce = F.cross_entropy(student_logits, labels, reduction="none")
+    return alpha * (w * ce).mean() + (1 - alpha) * soft_kl(student_logits, teacher_logits, temperature)
+
+
+def feature_kd_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor], adapters: nn.ModuleList,
+                    weights: list[float] | None = None, distance: str = "mse") -> torch.Tensor:
+    """sum_l w_l * D(adapter_l(S_l), T_l): a 1x1 adapter maps student channels to teacher channels,
+    then the result is resized (bilinear) to the teacher map's size. D is MSE or 1 - cosine
+    similarity (over channels, averaged over positions)."""
+    weights = weights or [1.0] * len(student_feats)
+    total = student_feats[0].new_zeros(())
+    for w, s, t, adapter in zip(weights, student_feats, teacher_feats, adapters):
+        a = adapter(s)
+        if a.shape[-2:] != t.shape[-2:]:
+            a = F.interpolate(a, size=t.shape[-2:], mode="bilinear", align_corners=False)
+        if distance == "mse":
+            d = F.mse_loss(a, t)
+        elif distance == "cosine":
+            d = (1 - F.cosine_similarity(a, t, dim=1)).mean()
+        else:
+            raise ConfigError(f"feature distance must be mse or cosine, not {distance!r}")
+        total = total + w * d
+    return total
+
+
+def _pairwise_distances(e: torch.Tensor) -> torch.Tensor:
+    d = torch.cdist(e, e)
+    mean = d[d > 0].mean() if (d > 0).any() else d.new_ones(())
+    return d / mean
+
+
+def _angles(e: torch.Tensor) -> torch.Tensor:
+    diff = F.normalize(e[None, :, :] - e[:, None, :], p=2, dim=2)  # diff[i, j] = unit(e_j - e_i)
+    return torch.bmm(diff, diff.transpose(1, 2))  # [i, j, k] = cos of the angle at i between j and k
+
+
+def relation_kd_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, *, w_distance: float = 1.0,
+                     w_angle: float = 2.0) -> torch.Tensor:
+    """Relational KD (Park et al. 2019): Huber loss between the students' and the teachers'
+    mean-normalised pairwise distances, plus between the angles of every triplet in the batch."""
+    dist = F.smooth_l1_loss(_pairwise_distances(student_emb), _pairwise_distances(teacher_emb))
+    angle = F.smooth_l1_loss(_angles(student_emb), _angles(teacher_emb))
+    return w_distance * dist + w_angle * angle
+
+
+# -- terms of a training objective ---------------------------------------------------------
+
+@dataclass
+class KDInputs:
+    """One batch as the KD terms see it. Teacher tensors come from the teacher-output cache."""
+
+    student_logits: torch.Tensor
+    labels: torch.Tensor
+    teacher_logits: list[torch.Tensor]  # one per teacher; the first is the main teacher
+    student_feats: list[torch.Tensor] = field(default_factory=list)
+    teacher_feats: list[torch.Tensor] = field(default_factory=list)
+    student_emb: torch.Tensor | None = None
+    teacher_emb: torch.Tensor | None = None
+    adapters: nn.ModuleList | None = None
+    unlabeled_student_logits: torch.Tensor | None = None
+    unlabeled_teacher_logits: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class KDSettings:
+    alpha: float = 0.5
+    temperature: float = 4.0
+    teacher_weights: tuple[float, ...] = (1.0,)
+    robust_rho: float = 0.5
+    feature_distance: str = "mse"
+    semi_alpha: float = 0.5  # weight of the labelled part in the semi-supervised term
+
+
+@dataclass(frozen=True)
+class KDTerm:
+    fn: Callable[[KDInputs, KDSettings], torch.Tensor]
+    needs: frozenset[str] = frozenset()  # "features", "embedding", "unlabeled", "teachers"
+
+
+KD_LOSSES: Registry[KDTerm] = Registry("KD loss")
+KD_LOSSES.register("response")(KDTerm(lambda b, s: response_kd_loss(
+    b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature)))
+KD_LOSSES.register("feature")(KDTerm(lambda b, s: feature_kd_loss(
+    b.student_feats, b.teacher_feats, b.adapters, distance=s.feature_distance), frozenset({"features"})))
+KD_LOSSES.register("relation")(KDTerm(lambda b, s: relation_kd_loss(b.student_emb, b.teacher_emb),
+                                      frozenset({"embedding"})))
+KD_LOSSES.register("multi-teacher")(KDTerm(lambda b, s: multi_teacher_kd_loss(
+    b.student_logits, b.teacher_logits, b.labels, list(s.teacher_weights), alpha=s.alpha,
+    temperature=s.temperature), frozenset({"teachers"})))
+KD_LOSSES.register("robust")(KDTerm(lambda b, s: robust_kd_loss(
+    b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature, rho=s.robust_rho)))
+KD_LOSSES.register("semi-supervised")(KDTerm(lambda b, s: s.semi_alpha * response_kd_loss(
+    b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature)
+    + (1 - s.semi_alpha) * soft_kl(b.unlabeled_student_logits, b.unlabeled_teacher_logits, s.temperature),
+    frozenset({"unlabeled"})))
+
+
+def parse_kd(spec: str | list[str]) -> list[tuple[str, float]]:
+    """'response:1,feature:0.5' -> [("response", 1.0), ("feature", 0.5)]; a missing weight is 1."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for item in (i.strip() for i in items if i.strip()):
+        name, _, w = item.partition(":")
+        KD_LOSSES.get(name)  # unknown names fail here, naming the choices
+        try:
+            out.append((name, float(w) if w else 1.0))
+        except ValueError:
+            raise ConfigError(f"--kd weight {w!r} of {name} is not a number; write e.g. --kd response:1,feature:0.5") from None
+    if not out:
+        raise ConfigError("--kd names no loss; write e.g. --kd response or --kd response:1,relation:0.5")
+    return out
+
+
+def combined_loss(terms: list[tuple[str, float]], batch: KDInputs, settings: KDSettings) -> torch.Tensor:
+    return sum(w * KD_LOSSES.get(name).fn(batch, settings) for name, w in terms)
+
+
+def needs(terms: list[tuple[str, float]]) -> frozenset[str]:
+    out: set[str] = set()
+    for name, _ in terms:
+        out |= KD_LOSSES.get(name).needs
+    return frozenset(out)

@@ -9,6 +9,7 @@ export takes the same input the user has."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ArchSpec
@@ -65,20 +66,43 @@ class EdgeNet(nn.Module):
         std = std if std is not None else [1.0] * in_channels
         self.normalize = Normalize(mean, std)
         widths = [_round_channels(c * arch.width) for c in STAGE_CHANNELS]
+        self.stage_channels = widths
         self.stem = _conv_bn(in_channels, widths[0], 3)
         blocks: list[nn.Module] = []
+        self.stage_ends: list[int] = []  # index of each stage's last block in `features`
         cin = widths[0]
-        for cout in widths:
-            for i in range(arch.depth):
+        for cout, depth in zip(widths, arch.stage_depths):
+            for i in range(depth):
                 blocks.append(InvertedResidual(cin, cout, 2 if i == 0 else 1, arch.expansion, arch.kernel))
                 cin = cout
+            self.stage_ends.append(len(blocks) - 1)
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(cin, num_classes)
+        self.embedding_dim = cin
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        r = self.arch.resolution
+        if r is not None and (x.shape[-2] != r or x.shape[-1] != r):
+            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+        return self.stem(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(self.stem(self.normalize(x)))
+        x = self.features(self._input(x))
         return self.classifier(torch.flatten(self.pool(x), 1))
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """(logits, the output of each stage, the pooled embedding) — what feature and relation
+        distillation compare."""
+        x = self._input(x)
+        stages = []
+        for i, block in enumerate(self.features):
+            x = block(x)
+            if i in self.stage_ends:
+                stages.append(x)
+        emb = torch.flatten(self.pool(x), 1)
+        return self.classifier(emb), stages, emb
 
 
 def build_model(arch: ArchSpec, in_channels: int, num_classes: int,
