@@ -75,6 +75,15 @@ def optimize(
     energy_meter: Optional[str] = typer.Option(None, "--energy-meter", help="auto, rapl, nvml, ina3221, estimate or none. [default: auto]"),
     precisions: Optional[str] = typer.Option(None, "--precisions", help="Precisions searched: fp32 or fp32,int8 (INT8 students scored by measured INT8 latency and post-quantization accuracy). [default: fp32]"),
     export_formats: Optional[str] = typer.Option(None, "--export-formats", help="Formats of the selected student (see `edgekd export --help`). [default: onnx,openvino]"),
+    kd: Optional[str] = typer.Option(None, "--kd", help="KD terms NAME[:WEIGHT],...: response, feature, relation, multi-teacher, semi-supervised, robust. [default: response]"),
+    teacher_extra: Optional[list[Path]] = typer.Option(None, "--teacher-extra", help="More teachers for --kd multi-teacher (repeatable)."),
+    unlabeled: Optional[Path] = typer.Option(None, "--unlabeled", help="Folder of unlabelled images for --kd semi-supervised."),
+    teacher_views: Optional[int] = typer.Option(None, "--teacher-views", help="Dihedral views (rotations/flips) of each training image whose teacher outputs are cached: 1 = no augmentation, up to 8. [default: 1]"),
+    search: Optional[str] = typer.Option(None, "--search", help="grid (the configured candidates), tpe (Optuna TPE on J) or nsga2 (accuracy vs p90). [default: grid]"),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Proposals of a tpe/nsga2 search. [default: 16]"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop proposing and training after this long; select among what finished."),
+    no_screen: Optional[bool] = typer.Option(None, "--no-screen", help="Train every proposal, even those far over the budget."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a stopped run in this run directory (its config.yaml); finished work is not redone."),
     no_cache: Optional[bool] = typer.Option(None, "--no-cache", help="Measure every model even if the measurement cache holds it."),
     device_url: Optional[str] = typer.Option(None, "--device-url", help="URL of `edgekd agent` on the target device: every candidate is measured there (source: remote)."),
     device_token_file: Optional[Path] = typer.Option(None, "--device-token-file", help="File with the agent's bearer token (else EDGEKD_AGENT_TOKEN)."),
@@ -84,12 +93,22 @@ def optimize(
     from .config import build_config
     from .pipeline import run_optimize
 
+    if resume is not None:
+        if not (resume / "config.yaml").is_file():
+            raise EdgeKDError(f"--resume {resume} holds no config.yaml; pass the run directory of an edgekd optimize run")
+        cfg = build_config({"out": resume, "quiet": bool(quiet), "device_url": device_url,
+                            "device_token_file": device_token_file}, resume / "config.yaml")
+        run_optimize(cfg, resume=True)
+        return
     flags = dict(target=target, data=data, teacher=teacher, budget_ms=budget_ms, gamma=gamma, delta=delta,
                  preset=preset, out=out, overwrite=overwrite, seed=seed, threads=threads,
                  teacher_epochs=teacher_epochs, student_epochs=student_epochs, image_size=image_size, quiet=quiet,
                  energy_meter=energy_meter, no_cache=no_cache, device_url=device_url,
                  precisions=precisions.split(",") if precisions else None,
                  export_formats=export_formats.split(",") if export_formats else None,
+                 kd=kd.split(",") if kd else None, teachers=teacher_extra or None, unlabeled=unlabeled,
+                 teacher_views=teacher_views, search=search, trials=trials, max_minutes=max_minutes,
+                 screen=False if no_screen else None,
                  device_token_file=device_token_file)
     flags["lambda"] = lambda_
     cfg = build_config(flags, config)

@@ -97,6 +97,26 @@ class RunConfig(BaseModel):
     device_url: str | None = None
     device_token_file: Path | None = None
     precisions: list[Literal["fp32", "int8"]] = Field(default=["fp32"], description="precisions searched")
+    # distillation
+    kd: list[str] = Field(default=["response"], description="KD terms NAME[:WEIGHT]: response, feature, relation, "
+                                                            "multi-teacher, semi-supervised, robust")
+    teachers: list[Path] = Field(default=[], description="extra teachers for multi-teacher KD")
+    teacher_weights: list[float] = []
+    unlabeled: Path | None = None
+    teacher_views: int = Field(default=1, ge=1, le=8, description="dihedral views cached per training image")
+    feature_pairs: list[tuple[int, int]] | None = None
+    robust_rho: float = Field(default=0.5, gt=0, le=1)
+    feature_distance: Literal["mse", "cosine"] = "mse"
+    # search
+    search: Literal["grid", "tpe", "nsga2"] = "grid"
+    trials: int = Field(default=16, ge=1)
+    bracket_size: int = Field(default=8, ge=1)
+    rungs: int = Field(default=3, ge=1, le=6)
+    eta: int = Field(default=2, ge=2)
+    screen: bool = True
+    screen_slack: float = Field(default=1.5, gt=0, description="drop proposals whose screened p90 > slack x budget")
+    max_minutes: float | None = Field(default=None, gt=0)
+    search_space: "SearchSpace" = Field(default_factory=lambda: _default_space())
     # exports of the selected student, each checked against PyTorch
     export_formats: list[str] = ["onnx", "openvino"]
     calibration_size: int = Field(default=300, ge=1, description="INT8 calibration images")
@@ -112,6 +132,16 @@ class RunConfig(BaseModel):
             raise ValueError("must be a positive number of milliseconds, e.g. --budget-ms 20")
         return v
 
+
+def _default_space():
+    from .search.space import SearchSpace
+
+    return SearchSpace()
+
+
+from .search.space import SearchSpace  # noqa: E402  (space imports ArchSpec from this module)
+
+RunConfig.model_rebuild()
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {

@@ -1,8 +1,8 @@
-"""`edgekd optimize`: the distiller loop of DESIGN.md section 2, once through.
+"""`edgekd optimize`: the distiller loop of DESIGN.md section 2.
 
-teacher (load or train) -> teacher logits cached once -> KD-train every candidate ->
-export each to ONNX and profile it on the target -> C_hw, P_rt, J -> select ->
-export the selected student (ONNX, OpenVINO IR) with parity checks -> report."""
+teacher (load or train) -> teacher outputs cached once (memory-mapped) -> the search
+(proposals, screening, KD training by successive halving, each rung exported, profiled on the
+target and scored by J) -> select -> export the selected student with parity checks -> report."""
 
 from __future__ import annotations
 
@@ -28,12 +28,14 @@ from . import __version__
 from .config import RunConfig
 from .console import make_console
 from .data import Dataset, data_source, load_dataset
-from .distill.trainer import cached_targets, evaluate, predict_logits, steps, train
-from .errors import CheckpointError, ConfigError, RunDirError
+from .distill.losses import KDSettings, parse_kd
+from .distill.losses import needs as kd_needs
+from .distill.teacher import TeacherOutputs
+from .distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
+from .errors import CheckpointError, ConfigError, DataError, RunDirError
 from .export import FORMATS
 from .export.onnx import to_onnx
-from .export.onnx_int8 import calibration_batches, quantize_qdq
-from .export.run import calibration_subset, export_formats, export_metadata
+from .export.run import export_formats, export_metadata
 from .models.family import EdgeNet, build_model
 from .models.io import load_checkpoint, save_checkpoint
 from .models.stats import count_macs, count_params
@@ -42,8 +44,10 @@ from .profilers.cache import default_cache_dir
 from .profilers.where import measurer_for
 from .profilers.measurement import Measurement
 from .report import write_reports
-from .search.candidates import Candidate, unique_archs
-from .search.objective import Costs, CostWeights, Scored, hardware_cost, objective, realtime_penalty, select
+from .search.candidates import Candidate
+from .search.engine import Search, SearchContext, finalize_checkpoint, macs_params
+from .search.objective import Costs, Scored, select
+from .search.pareto import pareto_front
 from .targets import Target, get_target
 
 SCHEMA_VERSION = 1
@@ -123,8 +127,28 @@ def _input_shape(ds: Dataset) -> list[int]:
     return [1, ds.in_channels, ds.image_size, ds.image_size]
 
 
-def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
-    """Run the whole loop; returns the run directory holding report.json."""
+def _load_teachers(cfg: RunConfig, ds: Dataset, run_dir: Path, resume: bool) -> tuple[EdgeNet | None, str, list[EdgeNet]]:
+    """(the given or resumed main teacher or None, its origin, extra teachers); all checked
+    against the data set before anything is written."""
+    main, origin = None, ""
+    path = cfg.teacher
+    if resume and (run_dir / "teacher.pt").exists():
+        path, origin = run_dir / "teacher.pt", "resumed from the run directory"
+    if path is not None:
+        main, meta = load_checkpoint(path)
+        _teacher_matches(meta, ds, path)
+        origin = origin or f"given: {path}"
+    extra = []
+    for p in cfg.teachers:
+        m, meta = load_checkpoint(p)
+        _teacher_matches(meta, ds, p)
+        extra.append(m)
+    return main, origin, extra
+
+
+def run_optimize(cfg: RunConfig, console: Console | None = None, resume: bool = False) -> Path:
+    """Run the whole loop; returns the run directory holding report.json. With `resume`, the
+    run directory of a stopped run is continued: finished work is read back, not redone."""
     console = console or make_console(cfg.quiet)
     say = (lambda *a, **k: None) if cfg.quiet else console.print
     t_start = time.perf_counter()
@@ -134,14 +158,18 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
     # -- everything a user can get wrong is checked before anything is written --
     target = get_target(cfg.target)
     budget_ms = cfg.budget_ms if cfg.budget_ms is not None else target.default_budget_ms
-    run_dir = prepare_run_dir(cfg, target)
+    terms = parse_kd(cfg.kd)
+    want = kd_needs(terms)
+    if "teachers" in want and not cfg.teachers:
+        raise ConfigError("--kd multi-teacher needs more teachers: add --teacher-extra PATH (one or more)")
+    if "unlabeled" in want and cfg.unlabeled is None:
+        raise ConfigError("--kd semi-supervised needs unlabelled images: pass --unlabeled DIR")
+    run_dir = cfg.out if resume else prepare_run_dir(cfg, target)
     with timer("data"):
         ds = load_dataset(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, image_size=cfg.image_size,
                           samples_per_class=cfg.samples_per_class, max_samples_per_class=cfg.max_samples_per_class)
-    given_teacher: EdgeNet | None = None
-    if cfg.teacher is not None:
-        given_teacher, meta = load_checkpoint(cfg.teacher)
-        _teacher_matches(meta, ds, cfg.teacher)
+        unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
+    given_teacher, teacher_origin, extra_teachers = _load_teachers(cfg, ds, run_dir, resume)
     threads = cfg.threads or default_threads()
     prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
                            min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
@@ -151,8 +179,11 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
     run_id = uuid.uuid4().hex[:12]
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
-    say(f"[bold]edgekd optimize[/] target [cyan]{target.name}[/] budget {budget_ms:g} ms -> {run_dir}")
+    if not resume:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True),
+                                                            sort_keys=False))
+    say(f"[bold]edgekd optimize[/] target [cyan]{target.name}[/] budget {budget_ms:g} ms -> {run_dir}"
+        + (" (resumed)" if resume else ""))
     say(f"data: {ds.name} ({'synthetic' if ds.synthetic else 'image folder'}), {len(ds.classes)} classes, "
         f"{len(ds.y_train)} train / {len(ds.y_val)} val, {ds.in_channels}x{ds.image_size}x{ds.image_size}"
         + (f", {len(ds.skipped_files)} unreadable files skipped" if ds.skipped_files else ""))
@@ -164,12 +195,15 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
                                              image_size=cfg.image_size, samples_per_class=cfg.samples_per_class,
                                              max_samples_per_class=cfg.max_samples_per_class))
     train_threads = torch.get_num_threads()
+    kd_settings = KDSettings(alpha=cfg.kd_alpha, temperature=cfg.kd_temperature,
+                             teacher_weights=tuple(cfg.teacher_weights or [1.0] * (1 + len(extra_teachers))),
+                             robust_rho=cfg.robust_rho, feature_distance=cfg.feature_distance)
 
     with _progress(console, cfg.quiet) as progress:
         # -- teacher --
         with timer("teacher"):
             if given_teacher is not None:
-                teacher, teacher_origin = given_teacher, f"given: {cfg.teacher}"
+                teacher = given_teacher
                 teacher_loss: list[float] = []
             else:
                 teacher = build_model(cfg.teacher_arch, ds.in_channels, len(ds.classes), mean, std)
@@ -179,99 +213,84 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
                 hist = train(teacher, ds.x_train, ds.y_train, epochs=cfg.teacher_epochs, batch_size=cfg.batch_size,
                              lr=cfg.lr, seed=cfg.seed, on_step=lambda: progress.advance(task))
                 teacher_origin, teacher_loss = "trained by this run", hist.epoch_loss
-            save_checkpoint(run_dir / "teacher.pt", teacher, role="teacher", **ckpt_meta)
-        with timer("teacher_logits"):
-            t_train = predict_logits(teacher, ds.x_train)  # computed once, shared by every candidate
+            if not (run_dir / "teacher.pt").exists() or not resume:
+                save_checkpoint(run_dir / "teacher.pt", teacher, role="teacher", **ckpt_meta)
+        with timer("teacher_outputs"):
+            # computed once, memory-mapped, shared by every candidate and rung
+            teachers = [teacher, *extra_teachers]
+            outputs = TeacherOutputs.build(run_dir / "teacher_cache", teachers, ds.x_train, views=cfg.teacher_views,
+                                           features="features" in want, embedding="embedding" in want)
+            unlabeled = None
+            if unl_x is not None:
+                unlabeled = Unlabeled(unl_x, TeacherOutputs.build(run_dir / "teacher_cache", [teacher], unl_x,
+                                                                  views=cfg.teacher_views))
             t_val = predict_logits(teacher, ds.x_val)
         teacher_eval = evaluate(t_val, ds.y_val)
         say(f"teacher {teacher.arch.name} ({teacher_origin}): val accuracy {teacher_eval['accuracy']:.3f}")
 
-        # -- candidates: KD training --
-        archs = unique_archs(cfg.candidates)
-        say(f"distilling {len(archs)} candidates ({cfg.student_epochs} epochs each, cached teacher logits)")
-        trained: list[dict[str, Any]] = []
-        for arch in archs:
-            with timer("kd_training"):
-                student = build_model(arch, ds.in_channels, len(ds.classes), mean, std)
-                task = progress.add_task(f"KD {arch.name}", total=steps(len(ds.y_train), cfg.batch_size, cfg.student_epochs),
-                                         info=f"{count_params(student):,} params")
-                hist = train(student, ds.x_train, ds.y_train, epochs=cfg.student_epochs, batch_size=cfg.batch_size,
-                             lr=cfg.lr, seed=cfg.seed, soft_targets=cached_targets(t_train), alpha=cfg.kd_alpha,
-                             temperature=cfg.kd_temperature, on_step=lambda: progress.advance(task))
-                ev = evaluate(predict_logits(student, ds.x_val), ds.y_val, t_val, cfg.kd_alpha, cfg.kd_temperature)
-                cdir = run_dir / "candidates" / arch.name
-                cdir.mkdir(parents=True, exist_ok=True)
-                save_checkpoint(cdir / "student.pt", student, role="student", metrics=ev, **ckpt_meta)
-            trained.append({"arch": arch, "model": student, "eval": ev, "hist": hist, "dir": cdir})
-            say(f"KD {arch.name}: val accuracy {ev['accuracy']:.3f}, KD loss {ev['kd_loss']:.3f} "
-                f"({sum(hist.epoch_seconds):.1f} s)")
-
-        # -- profiling on the target (teacher first: it is the reference of C_hw) --
-        ptask = progress.add_task("profile", total=len(trained) + 1, info=measurer.mode)
-        say(f"teacher and {len(trained)} students: {measurer.describe}"
+        # -- the teacher on the target: the reference of C_hw --
+        say(f"measurements: {measurer.describe}"
             + (f" (batch 1, >= {cfg.profile_min_runs} runs and >= {cfg.profile_min_seconds:g} s each)"
                if measurer.mode != "predicted" else ""), style="bold yellow" if measurer.mode == "predicted" else None)
         with timer("profiling"):
-            teacher_onnx = to_onnx(teacher, run_dir / "teacher.onnx", shape)
-            teacher_meas = measurer(teacher_onnx, shape)
-            progress.advance(ptask)
-            for item in trained:
-                onnx_path = to_onnx(item["model"], item["dir"] / "model.onnx", shape)
-                item["onnx"] = onnx_path
-                item["measurement"] = measurer(onnx_path, shape)
-                progress.advance(ptask)
+            teacher_meas_file = run_dir / "teacher_measurement.json"
+            if resume and teacher_meas_file.exists():
+                teacher_meas = Measurement.model_validate_json(teacher_meas_file.read_text())
+            else:
+                teacher_onnx = to_onnx(teacher, run_dir / "teacher.onnx", shape)
+                teacher_meas = measurer(teacher_onnx, shape)
+                teacher_meas_file.write_text(teacher_meas.model_dump_json())
 
-        # -- precision as a search dimension: INT8 variants scored by measured INT8 latency and
-        #    post-quantization accuracy --
-        variants = [dict(item, precision="fp32", name=item["arch"].name) for item in trained]
-        if "int8" in cfg.precisions:
-            say(f"INT8 variants: static Q/DQ quantization calibrated on {cfg.calibration_size} training images")
-            calib = calibration_batches(calibration_subset(ds, cfg.calibration_size, cfg.seed), [1, *shape[1:]])
-            qtask = progress.add_task("INT8", total=len(trained), info=measurer.mode)
-            with timer("quantization"):
-                for item in trained:
-                    q_path = quantize_qdq(item["onnx"], item["dir"] / "model.int8.onnx", calib,
-                                          symmetric=measurer.runtime == "tensorrt")
-                    q_logits = onnx_logits(q_path, ds.x_val, threads)
-                    ev = evaluate(q_logits, ds.y_val, t_val, cfg.kd_alpha, cfg.kd_temperature)
-                    variants.append(dict(item, precision="int8", name=f"{item['arch'].name}@int8", onnx=q_path,
-                                         eval=ev, measurement=measurer(q_path, shape, "int8")))
-                    progress.advance(qtask)
+        # -- the search: proposals, screening, KD training by successive halving --
+        ctx = SearchContext(
+            cfg=cfg, ds=ds, mean=mean, std=std, teacher=outputs, teacher_channels=teacher.stage_channels, t_val=t_val,
+            terms=terms, kd=kd_settings, unlabeled=unlabeled, measurer=measurer, shape=shape, target=target,
+            budget_ms=budget_ms, reference=_costs(teacher_meas), run_dir=run_dir, ckpt_meta=ckpt_meta,
+            threads=threads, say=say, progress=progress,
+            deadline=None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes)
+        trials = Search(ctx).run()
+        for stage, sec in ctx.seconds.items():
+            timer.seconds[stage] = round(timer.seconds.get(stage, 0.0) + sec, 3)
 
-    # -- objective and selection --
-    weights = CostWeights(cfg.w_latency, cfg.w_memory, cfg.w_energy)
-    ref = _costs(teacher_meas)
+    # -- candidates: every trial that completed at least one rung, scored by its last rung --
     candidates: list[Candidate] = []
-    for item in variants:
-        m: Measurement = item["measurement"]
-        hw = hardware_cost(_costs(m), ref, weights)
-        pen = realtime_penalty(m.latency_ms.p90, budget_ms, cfg.gamma)
+    for t in trials:
+        last = t.last
+        if last is None or t.status.startswith("duplicate"):
+            continue
+        params, macs = macs_params(t.arch, ds, shape)
         candidates.append(Candidate(
-            name=item["name"], precision=item["precision"], arch=item["arch"], params=count_params(item["model"]),
-            macs=count_macs(item["model"], tuple(shape)), checkpoint=str(item["dir"] / "student.pt"),
-            onnx=str(item["onnx"]), val_accuracy=item["eval"]["accuracy"], val_kd_loss=item["eval"]["kd_loss"],
-            val_cross_entropy=item["eval"]["cross_entropy"], train_seconds=round(sum(item["hist"].epoch_seconds), 3),
-            train_loss=item["hist"].epoch_loss, measurement=m, hardware_cost=hw, c_hw=hw.c_hw, penalty=pen,
-            meets_budget=m.latency_ms.p90 <= budget_ms,
-            fits_memory=_fits(m, target),
-            objective=objective(item["eval"]["kd_loss"], hw.c_hw, pen, m.energy_mj, cfg.lambda_, cfg.delta),
-        ))
+            name=t.name, precision=t.precision, arch=t.arch, params=params, macs=macs,
+            checkpoint=str(run_dir / "candidates" / t.arch.name / f"rung{last.rung}.pt"), onnx=last.onnx,
+            val_accuracy=last.val_accuracy, val_kd_loss=last.val_kd_loss, val_cross_entropy=last.val_cross_entropy,
+            train_seconds=sum(r.train_seconds for r in t.rungs), train_loss=[], measurement=last.measurement,
+            hardware_cost=last.hardware_cost, c_hw=last.hardware_cost.c_hw, penalty=last.penalty,
+            meets_budget=last.meets_budget, fits_memory=last.fits_memory, objective=last.objective,
+            status=t.status, epochs=last.epochs))
+    if not candidates:
+        raise ConfigError("no candidate was trained: every proposal was screened out or the time budget ran out; "
+                          "raise --budget-ms, add smaller candidates, or give --max-minutes more time")
     try:
         selected, reason = select([Scored(c.name, c.objective, c.meets_budget, c.measurement.latency_ms.p90,
                                           c.fits_memory) for c in candidates], budget_ms)
     except ValueError:
         raise ConfigError(f"no candidate fits the memory budget of {target.name} ({target.memory_budget_mb:g} MB); "
                           "add smaller candidates or raise memory_budget_mb in a target file") from None
+    front = [candidates[i].name for i in pareto_front(
+        [(-c.val_accuracy, c.measurement.latency_ms.p90, c.measurement.energy_mj or 0.0) for c in candidates])]
     _print_candidates(console, cfg.quiet, candidates, selected, teacher_meas)
     say(f"selected [bold green]{selected}[/]: {reason}")
 
     # -- export the selected student, each format checked against PyTorch --
-    best = next(i for i in variants if i["name"] == selected)
+    best = next(c for c in candidates if c.name == selected)
+    best_rung = int(Path(best.checkpoint).stem.removeprefix("rung"))
+    student_ckpt = finalize_checkpoint(run_dir, best.arch, best_rung)
+    student, _ = load_checkpoint(student_ckpt)
     formats = list(cfg.export_formats)
-    if best["precision"] == "int8" and not any(FORMATS[f].precision == "int8" for f in formats if f in FORMATS):
+    if best.precision == "int8" and not any(FORMATS[f].precision == "int8" for f in formats if f in FORMATS):
         formats.append("onnx-int8")  # the selected student is its INT8 version: ship that
     with timer("export"):
-        exports = export_formats(best["model"], ds, formats, run_dir / "exports", f"student-{best['arch'].name}",
+        exports = export_formats(student, ds, formats, run_dir / "exports", f"student-{best.arch.name}",
                                  export_metadata(ds, selected, run_id, mean, std),
                                  calibration_size=cfg.calibration_size, max_accuracy_drop=cfg.max_accuracy_drop,
                                  tolerances=cfg.parity, threads=threads, seed=cfg.seed)
@@ -279,22 +298,25 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
         say(f"export {e.format}: {e.path} (top-1 agreement {e.parity.top1_agreement:.4f}, "
             f"max |diff| {e.parity.max_abs_diff:.2e})")
 
+    wasted = sum(r.train_seconds for t in trials for r in t.rungs if t.last is not None and not t.last.meets_budget)
     report = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "resumed": resume,
         "target": target.model_dump(mode="json"),
         "budget_ms": budget_ms,
         "budget_source": "--budget-ms" if cfg.budget_ms is not None else f"default of target {target.name}",
         "measurement": {"mode": measurer.mode, "runtime": measurer.runtime, "how": measurer.describe},
         "objective": {
             "lambda": cfg.lambda_, "gamma": cfg.gamma, "delta": cfg.delta, "delta_unit": "per mJ per inference",
-            "weights": {"latency": weights.latency, "memory": weights.memory, "energy": weights.energy},
+            "weights": {"latency": cfg.w_latency, "memory": cfg.w_memory, "energy": cfg.w_energy},
             "reference": "teacher measured on the same target and runtime",
             "latency_statistic": "p50 in C_hw; p90 in the real-time penalty",
             "penalty": "indicator: gamma * 1[p90 > budget_ms]",
-            "kd": {"loss": "response", "alpha": cfg.kd_alpha, "temperature": cfg.kd_temperature},
+            "kd": {"terms": [{"name": n, "weight": w} for n, w in terms], "alpha": cfg.kd_alpha,
+                   "temperature": cfg.kd_temperature, "teacher_views": cfg.teacher_views},
         },
         "dataset": ds.summary(),
         "teacher": {
@@ -306,8 +328,16 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
         },
         "training": {"epochs_teacher": cfg.teacher_epochs, "epochs_student": cfg.student_epochs,
                      "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "torch_threads": train_threads,
-                     "teacher_logits": "computed once for the training and validation sets, reused by every candidate"},
+                     "teacher_outputs": f"computed once for {cfg.teacher_views} dihedral view(s) of every training "
+                                        "image, memory-mapped under teacher_cache/, shared by every candidate"},
+        "search": {"mode": cfg.search, "rung_epochs": Search(ctx).epochs, "eta": cfg.eta,
+                   "proposals": len(trials), "screened_out": sum(t.status.startswith("screened") for t in trials),
+                   "screen": {"on": cfg.screen, "slack": cfg.screen_slack},
+                   "train_seconds_total": round(sum(r.train_seconds for t in trials for r in t.rungs), 2),
+                   "train_seconds_on_over_budget_students": round(wasted, 2)},
         "candidates": [c.model_dump(mode="json") for c in candidates],
+        "trials": [t.model_dump(mode="json", exclude={"rungs": {"__all__": {"measurement"}}}) for t in trials],
+        "pareto_front": front,
         "selected": selected,
         "selection_reason": reason,
         "exports": [e.model_dump(mode="json") for e in exports],
@@ -320,6 +350,16 @@ def run_optimize(cfg: RunConfig, console: Console | None = None) -> Path:
     say(f"report: {run_dir / 'report.md'} and {run_dir / 'report.json'} "
         f"(total {report['stage_seconds']['total']:.1f} s)")
     return run_dir
+
+
+def load_unlabeled(folder: Path, ds: Dataset) -> torch.Tensor:
+    """Images of a folder (any depth, no labels needed) at the data set's size and bands."""
+    from .data.folder import unlabeled_images
+
+    x = unlabeled_images(folder, ds.image_size)
+    if x.shape[1] != ds.in_channels:
+        raise DataError(f"unlabelled images in {folder} have {x.shape[1]} bands, the data set {ds.in_channels}")
+    return x
 
 
 def onnx_logits(path: Path, x: torch.Tensor, threads: int, batch_size: int = 64) -> torch.Tensor:

@@ -68,3 +68,16 @@ def load_image_folder(
         x=np.stack(xs), y=np.array(ys), val_fraction=val_fraction, seed=seed,
         synthetic=False, source=str(root.resolve()), skipped=skipped,
     )
+
+
+def unlabeled_images(root: Path, image_size: int) -> "torch.Tensor":
+    """Every readable image under `root` (any depth; no class folders needed) as RGB in [0, 1]."""
+    import torch
+
+    if not root.is_dir():
+        raise DataError(f"--unlabeled {root} is not a folder of images; pass a folder (any layout)")
+    imgs = [im for f in sorted(root.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            for im in [_read_image(f, image_size)] if im is not None]
+    if not imgs:
+        raise DataError(f"--unlabeled {root} holds no readable images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return torch.from_numpy(np.stack(imgs))

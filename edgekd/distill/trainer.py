@@ -1,4 +1,4 @@
-"""Training loops: the teacher (cross-entropy) and students (KD from teacher logits)."""
+"""Training loops: the teacher (cross-entropy) and students (KD from a teacher source)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import response_kd_loss
-
-# Given the batch's sample indices and images, the teacher's logits for that batch.
-SoftTargets = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .losses import KDInputs, KDSettings, combined_loss, needs
+from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
 
 
 @dataclass
 class TrainHistory:
     epoch_loss: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Unlabeled:
+    """Unlabelled images and the teacher's outputs for them (the semi-supervised term)."""
+
+    x: torch.Tensor
+    teacher: TeacherSource
 
 
 def _flip_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -32,14 +38,40 @@ def _flip_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(v[:, None, None, None], x.flip(2), x)
 
 
+def feature_pairs(student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
+    """(student feature map, teacher feature map) pairs by relative depth: each student map is
+    guided by the teacher map at the nearest relative depth (a deeper teacher layer may guide a
+    shallower student layer)."""
+    return [(s, min(range(teacher_depth), key=lambda t: abs((t + 1) / teacher_depth - (s + 1) / student_depth)))
+            for s in range(student_depth)]
+
+
+def make_adapters(student_channels: list[int], teacher_channels: list[int], pairs: list[tuple[int, int]]) -> nn.ModuleList:
+    """A learned 1x1 convolution per pair, mapping student channels to teacher channels."""
+    return nn.ModuleList(nn.Conv2d(student_channels[s], teacher_channels[t], 1, bias=False) for s, t in pairs)
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-          seed: int, soft_targets: SoftTargets | None = None, alpha: float = 0.5, temperature: float = 4.0,
+          seed: int, teacher: TeacherSource | None = None, terms: list[tuple[str, float]] | None = None,
+          kd: KDSettings | None = None, pairs: list[tuple[int, int]] | None = None,
+          teacher_channels: list[int] | None = None, unlabeled: Unlabeled | None = None,
           on_step: Callable[[], None] | None = None) -> TrainHistory:
-    """AdamW with a cosine schedule. With `soft_targets` the loss is the response KD loss and
-    images are not augmented (cached teacher logits belong to the unaugmented images); without,
-    plain cross-entropy with random flips."""
+    """AdamW with a one-cycle schedule.
+
+    Without a teacher: cross-entropy with random flips (how the teacher is trained). With one:
+    the weighted KD `terms` (default: the response loss), each batch seen in a random one of the
+    teacher source's cached views, so every target belongs to exactly the image the student sees."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    terms = terms or [("response", 1.0)]
+    kd = kd or KDSettings()
+    want = needs(terms) if teacher is not None else frozenset()
+    adapters = None
+    params = list(model.parameters())
+    if "features" in want:
+        pairs = pairs or feature_pairs(len(model.stage_channels), len(teacher_channels or []))
+        adapters = make_adapters(model.stage_channels, teacher_channels, pairs)
+        params += list(adapters.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(y) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     hist = TrainHistory()
@@ -49,11 +81,28 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
         order = torch.randperm(len(y), generator=gen)
         for start in range(0, len(y), batch_size):
             idx = order[start:start + batch_size]
-            xb, yb = x[idx], y[idx]
-            if soft_targets is None:
-                loss = F.cross_entropy(model(_flip_augment(xb, gen)), yb)
+            yb = y[idx]
+            if teacher is None:
+                loss = F.cross_entropy(model(_flip_augment(x[idx], gen)), yb)
             else:
-                loss = response_kd_loss(model(xb), soft_targets(idx, xb), yb, alpha=alpha, temperature=temperature)
+                view = int(torch.randint(teacher.views, (1,), generator=gen))
+                xb = apply_view(x[idx], view)
+                tb = teacher.batch(idx, view, xb)
+                if want & {"features", "embedding"}:
+                    s_logits, s_feats, s_emb = model.forward_features(xb)
+                else:
+                    s_logits, s_feats, s_emb = model(xb), [], None
+                batch = KDInputs(student_logits=s_logits, labels=yb, teacher_logits=tb.logits, adapters=adapters,
+                                 student_feats=[s_feats[s] for s, _ in pairs] if adapters is not None else [],
+                                 teacher_feats=[tb.feats[t] for _, t in pairs] if adapters is not None else [],
+                                 student_emb=s_emb, teacher_emb=tb.emb)
+                if unlabeled is not None and "unlabeled" in want:
+                    uidx = torch.randint(len(unlabeled.x), (len(idx),), generator=gen)
+                    uview = int(torch.randint(unlabeled.teacher.views, (1,), generator=gen))
+                    ux = apply_view(unlabeled.x[uidx], uview)
+                    batch.unlabeled_student_logits = model(ux)
+                    batch.unlabeled_teacher_logits = unlabeled.teacher.batch(uidx, uview, ux).logits[0]
+                loss = combined_loss(terms, batch, kd)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -99,20 +148,14 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> 
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def cached_targets(logits: torch.Tensor) -> SoftTargets:
-    """Soft targets looked up from teacher logits computed once for the whole training set."""
-    return lambda idx, _xb: logits[idx]
+def cached_targets(logits: torch.Tensor) -> InMemoryTeacher:
+    """Teacher logits computed once for the whole training set (one view)."""
+    return InMemoryTeacher(logits)
 
 
-def live_targets(teacher: nn.Module) -> SoftTargets:
-    """Soft targets from a teacher forward pass on every batch (the slow path, for comparison)."""
-    teacher.eval()
-
-    def run(_idx: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return teacher(xb)
-
-    return run
+def live_targets(teacher: nn.Module) -> LiveTeacher:
+    """A teacher forward pass on every batch (the slow path, for comparison)."""
+    return LiveTeacher([teacher])
 
 
 def steps(n_samples: int, batch_size: int, epochs: int) -> int:
@@ -123,6 +166,8 @@ def steps(n_samples: int, batch_size: int, epochs: int) -> int:
 def evaluate(logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None = None,
              alpha: float = 0.5, temperature: float = 4.0) -> dict[str, float]:
     """Accuracy, cross-entropy and (with teacher logits) the response KD loss of given logits."""
+    from .losses import response_kd_loss
+
     out = {
         "accuracy": float((logits.argmax(1) == y).float().mean()),
         "cross_entropy": float(F.cross_entropy(logits, y)),

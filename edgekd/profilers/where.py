@@ -19,6 +19,9 @@ class Measurer:
     runtime: str
     describe: str
     measure: Callable[[Path, list[int], str], Measurement]
+    # the cheap signal for screening proposals before training: a short local measurement, or
+    # the device model (calibrated when a calibration exists)
+    screen: Callable[[Path, list[int], str], Measurement] | None = None
 
     def __call__(self, onnx_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
         return self.measure(onnx_path, shape, precision)
@@ -28,6 +31,12 @@ def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCa
                  device_url: str | None = None, token_file: Path | None = None,
                  runtime: str | None = None) -> Measurer:
     rt = runtime or target.runtimes[0]
+    from .predictor import predict_model
+    from .predictor.calibration import load_calibration
+
+    def predicted(path: Path, shape: list[int], p: str) -> Measurement:
+        return predict_model(path, target, shape, rt, p, load_calibration(target.name, rt, p))
+
     if device_url:
         from ..agent.client import AgentClient, read_token
         from ..agent.protocol import ProfileRequest
@@ -40,18 +49,18 @@ def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCa
         return Measurer("remote", rt, f"measured on the device by the agent at {device_url} "
                                       f"({info['target']['name']}, {rt})",
                         lambda path, shape, p: client.profile(path, req.model_copy(update={"shape": shape,
-                                                                                             "precision": p})))
+                                                                                             "precision": p})),
+                        screen=predicted)
     if target.is_local:
+        quick = replace(settings, warmup=3, min_runs=20, min_seconds=0.0, measure_memory=False, energy_meter="none")
         return Measurer("measured", rt, f"measured on this machine ({rt}, {settings.threads} threads)",
                         lambda path, shape, p: profile_model(path, target, rt, shape, replace(settings, precision=p),
-                                                             cache))
-    from .predictor import predict_model
-    from .predictor.calibration import load_calibration
-
+                                                             cache),
+                        screen=lambda path, shape, p: profile_model(path, target, rt, shape,
+                                                                    replace(quick, precision=p)))
     cal = load_calibration(target.name, rt, settings.precision)
     return Measurer("predicted", rt,
                     f"PREDICTED by the device model for {target.name} ({rt}); no device was reached "
                     f"(pass --device-url to measure on the board); "
                     + (cal.describe() if cal else "uncalibrated (edgekd calibrate --target ... improves it)"),
-                    lambda path, shape, p: predict_model(path, target, shape, rt, p,
-                                                         cal if p == settings.precision else None))
+                    predicted, screen=predicted)

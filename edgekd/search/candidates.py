@@ -31,6 +31,8 @@ class Candidate(BaseModel):
     meets_budget: bool
     fits_memory: bool
     objective: float
+    status: str = "finished"
+    epochs: int | None = None
 
 
 def unique_archs(archs: list[ArchSpec]) -> list[ArchSpec]:

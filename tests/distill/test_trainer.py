@@ -31,7 +31,7 @@ def test_kd_training_learns_and_cached_equals_live_targets():
     for targets in (cached_targets(t_logits), live_targets(teacher)):
         torch.manual_seed(1)
         s = build_model(ArchSpec(width=0.25, depth=1), 3, 2)
-        hist = train(s, x, y, epochs=3, batch_size=32, lr=1e-2, seed=0, soft_targets=targets)
+        hist = train(s, x, y, epochs=3, batch_size=32, lr=1e-2, seed=0, teacher=targets)
         students.append((s, hist))
     # the cached path gives the same training as running the teacher on every batch
     assert students[0][1].epoch_loss == pytest_approx(students[1][1].epoch_loss)

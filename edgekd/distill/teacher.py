@@ -1,0 +1,147 @@
+"""Teacher outputs for KD: computed once per data set and view, stored on disk as memory-mapped
+arrays, shared by every candidate and round — or, for comparison, computed live every batch.
+
+Augmentation: a random view of each batch, one of the 8 dihedral transforms (rotations by 90
+degrees, with or without a flip), which preserve every label of top-down imagery. The cache
+holds the teacher's outputs for the first `views` transforms (1 = no augmentation), so a cached
+target always belongs to exactly the image the student sees."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+MAX_VIEWS = 8
+
+
+def apply_view(x: torch.Tensor, view: int) -> torch.Tensor:
+    """Dihedral transform `view` (0 = identity): rot90 k = view % 4, then a horizontal flip if view >= 4."""
+    y = torch.rot90(x, k=view % 4, dims=(-2, -1))
+    return y.flip(-1) if view >= 4 else y
+
+
+@dataclass
+class TeacherBatch:
+    logits: list[torch.Tensor]  # one per teacher
+    feats: list[torch.Tensor] = field(default_factory=list)
+    emb: torch.Tensor | None = None
+
+
+class TeacherSource(Protocol):
+    views: int
+
+    def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch: ...
+
+
+def _forward(teacher: nn.Module, xb: torch.Tensor, want_feats: bool) -> tuple[torch.Tensor, list, torch.Tensor | None]:
+    if want_feats and hasattr(teacher, "forward_features"):
+        logits, feats, emb = teacher.forward_features(xb)
+        return logits, feats, emb
+    return teacher(xb), [], None
+
+
+class LiveTeacher:
+    """Runs the teacher(s) on every batch: the slow path the cache is measured against."""
+
+    def __init__(self, teachers: list[nn.Module], views: int = 1, features: bool = False):
+        self.teachers, self.views, self.features = teachers, views, features
+        for t in teachers:
+            t.eval()
+
+    @torch.no_grad()
+    def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch:
+        logits, feats, emb = _forward(self.teachers[0], xb, self.features)
+        return TeacherBatch([logits] + [t(xb) for t in self.teachers[1:]], feats, emb)
+
+
+class TeacherOutputs:
+    """Memory-mapped teacher outputs: logits[t] of shape (views, N, classes), optional stage
+    features[l] of shape (views, N, C, H, W) and embedding (views, N, D) of the main teacher."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.meta = json.loads((folder / "meta.json").read_text())
+        self.views = int(self.meta["views"])
+        self.logits = [np.load(folder / f"logits{t}.npy", mmap_mode="r") for t in range(self.meta["teachers"])]
+        self.feats = [np.load(folder / f"features{l}.npy", mmap_mode="r") for l in range(self.meta["feature_maps"])]
+        self.emb = np.load(folder / "embedding.npy", mmap_mode="r") if self.meta["embedding"] else None
+
+    def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch:
+        i = idx.numpy()
+        return TeacherBatch([torch.from_numpy(np.asarray(a[view][i])) for a in self.logits],
+                            [torch.from_numpy(np.asarray(f[view][i])) for f in self.feats],
+                            None if self.emb is None else torch.from_numpy(np.asarray(self.emb[view][i])))
+
+    def logits_view0(self) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.logits[0][0]))
+
+    @staticmethod
+    def key(teachers: list[nn.Module], x: torch.Tensor, views: int, features: bool, embedding: bool) -> str:
+        h = hashlib.sha256()
+        for t in teachers:
+            for k, v in t.state_dict().items():
+                h.update(k.encode())
+                h.update(v.detach().cpu().numpy().tobytes())
+        h.update(x.numpy().tobytes())
+        h.update(f"{views}|{features}|{embedding}".encode())
+        return h.hexdigest()[:16]
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, root: Path, teachers: list[nn.Module], x: torch.Tensor, *, views: int = 1,
+              features: bool = False, embedding: bool = False, batch_size: int = 256) -> "TeacherOutputs":
+        """Compute (or reuse, when the same teachers, images and settings were cached before)."""
+        if not 1 <= views <= MAX_VIEWS:
+            raise ValueError(f"views must be 1..{MAX_VIEWS}")
+        folder = root / cls.key(teachers, x, views, features, embedding)
+        if (folder / "meta.json").exists():
+            return cls(folder)
+        tmp = folder.with_suffix(".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for t in teachers:
+            t.eval()
+        n = len(x)
+        logits_arrays, feat_arrays, emb_array = [], [], None
+        for v in range(views):
+            for start in range(0, n, batch_size):
+                xb = apply_view(x[start:start + batch_size], v)
+                main, feats, emb = _forward(teachers[0], xb, features or embedding)
+                outs = [main] + [t(xb) for t in teachers[1:]]
+                if not logits_arrays:
+                    logits_arrays = [np.lib.format.open_memmap(tmp / f"logits{i}.npy", "w+", np.float32,
+                                                               (views, n, o.shape[1])) for i, o in enumerate(outs)]
+                    if features:
+                        feat_arrays = [np.lib.format.open_memmap(tmp / f"features{l}.npy", "w+", np.float32,
+                                                                 (views, n, *f.shape[1:])) for l, f in enumerate(feats)]
+                    if embedding:
+                        emb_array = np.lib.format.open_memmap(tmp / "embedding.npy", "w+", np.float32,
+                                                              (views, n, emb.shape[1]))
+                for arr, o in zip(logits_arrays, outs):
+                    arr[v, start:start + len(xb)] = o.numpy()
+                for arr, f in zip(feat_arrays, feats):
+                    arr[v, start:start + len(xb)] = f.numpy()
+                if emb_array is not None:
+                    emb_array[v, start:start + len(xb)] = emb.numpy()
+        for arr in [*logits_arrays, *feat_arrays, *([emb_array] if emb_array is not None else [])]:
+            arr.flush()
+        (tmp / "meta.json").write_text(json.dumps({"views": views, "teachers": len(teachers), "n": n,
+                                                   "feature_maps": len(feat_arrays), "embedding": embedding}))
+        tmp.replace(folder)  # complete or absent: a killed build is recomputed, never half-read
+        return cls(folder)
+
+
+class InMemoryTeacher:
+    """Teacher logits already in memory (one view): for tests and benchmarks."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits, self.views = logits, 1
+
+    def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch:
+        return TeacherBatch([self.logits[idx]])

@@ -1,0 +1,29 @@
+"""The student search space (elastic dimensions) and how a sampler draws from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ..config import ArchSpec
+
+
+class SearchSpace(BaseModel):
+    widths: list[float] = [0.25, 0.375, 0.5, 0.75, 1.0, 1.25]
+    stage_depths: list[int] = [1, 2, 3]
+    kernels: list[int] = [3, 5]
+    expansions: list[int] = [2, 3, 4]
+    resolutions: list[int | None] = Field(default=[None], description="None: the data's resolution")
+    precisions: list[str] = ["fp32"]
+
+    def sample(self, trial: Any) -> tuple[ArchSpec, str]:
+        """Draw one (architecture, precision) with an Optuna trial (TPE or NSGA-II decide how)."""
+        depths = tuple(trial.suggest_categorical(f"depth{i}", self.stage_depths) for i in range(3))
+        res = trial.suggest_categorical("resolution", [r or 0 for r in self.resolutions])
+        arch = ArchSpec(width=trial.suggest_categorical("width", self.widths),
+                        depths=depths if len(set(depths)) > 1 else None, depth=depths[0],
+                        kernel=trial.suggest_categorical("kernel", self.kernels),
+                        expansion=trial.suggest_categorical("expansion", self.expansions),
+                        resolution=res or None)
+        return arch, trial.suggest_categorical("precision", self.precisions)
