@@ -53,7 +53,6 @@ def main() -> None:
                       max_samples_per_class=None)
     mean, std = ds.channel_stats()
     teacher, _ = load_checkpoint(args.run / "teacher.pt")
-    t_val = predict_logits(teacher, ds.x_val)
     work = Path(tempfile.mkdtemp(prefix="edgekd-distill-bench-"))
     out = TeacherOutputs.build(work, [teacher], ds.x_train, features=True, embedding=True)
 

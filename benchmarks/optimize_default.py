@@ -50,7 +50,6 @@ def main() -> None:
     mean, std = ds.channel_stats()
     teacher, _ = load_checkpoint(run_dir / "teacher.pt")
     t_train = predict_logits(teacher, ds.x_train)
-    t_val = predict_logits(teacher, ds.x_val)
 
     rows = []
     for c in report["candidates"]:

@@ -39,7 +39,7 @@ from .export.run import export_formats, export_metadata
 from .models.family import EdgeNet, build_model
 from .models.io import load_checkpoint, save_checkpoint
 from .models.stats import count_macs, count_params
-from .profilers import MeasurementCache, ProfileSettings, profile_model
+from .profilers import MeasurementCache, ProfileSettings
 from .profilers.cache import default_cache_dir
 from .profilers.where import measurer_for
 from .profilers.measurement import Measurement
@@ -360,25 +360,6 @@ def load_unlabeled(folder: Path, ds: Dataset) -> torch.Tensor:
     if x.shape[1] != ds.in_channels:
         raise DataError(f"unlabelled images in {folder} have {x.shape[1]} bands, the data set {ds.in_channels}")
     return x
-
-
-def onnx_logits(path: Path, x: torch.Tensor, threads: int, batch_size: int = 64) -> torch.Tensor:
-    """Logits of an ONNX model (e.g. its INT8 version) on `x`, from ONNX Runtime on this CPU."""
-    from .profilers import load_runtime
-
-    loaded = load_runtime("onnxruntime", path, threads, "int8")
-    try:
-        return torch.cat([torch.from_numpy(loaded.run(x[i:i + batch_size].numpy()))
-                          for i in range(0, len(x), batch_size)])
-    finally:
-        loaded.close()
-
-
-def _fits(m: Measurement, target: Target) -> bool:
-    """Hard constraint: peak memory within the target's budget (unknown memory counts as fitting)."""
-    if m.peak_memory_mb is None or target.memory_budget_mb is None:
-        return True
-    return m.peak_memory_mb <= target.memory_budget_mb
 
 
 def _costs(m: Measurement) -> Costs:

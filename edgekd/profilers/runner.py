@@ -42,3 +42,17 @@ def profile_runtimes(model: ModelInput, target: Target, runtimes: list[str], set
                 skipped.append(Unavailable(name, str(exc)))
         on_done(name)
     return measured, skipped
+
+
+def onnx_logits(path, x, threads: int, batch_size: int = 64):
+    """Logits of an ONNX model (e.g. its INT8 version) on images `x`, from ONNX Runtime here."""
+    import torch
+
+    from .base import load_runtime
+
+    loaded = load_runtime("onnxruntime", path, threads, "int8")
+    try:
+        return torch.cat([torch.from_numpy(loaded.run(x[i:i + batch_size].numpy()))
+                          for i in range(0, len(x), batch_size)])
+    finally:
+        loaded.close()

@@ -171,7 +171,7 @@ class Search:
         if precision == "int8":
             onnx_path = quantize_qdq(onnx_path, d / f"rung{rung}.int8.onnx", self._calibration(),
                                      symmetric=c.measurer.runtime == "tensorrt")
-            from ..pipeline import onnx_logits
+            from ..profilers.runner import onnx_logits
 
             logits = onnx_logits(onnx_path, c.ds.x_val, c.threads)
         else:

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from edgekd.config import ArchSpec
 from edgekd.errors import ProfilingError
