@@ -291,7 +291,11 @@ class Search:
                         t.status = f"screened out: {t.screen.reason}"
             state["brackets"][b] = [t.model_dump(mode="json") for t in bracket]
             self._save_state(state)
-            active = [t for t in bracket if t.screen is not None and t.screen.passed and t.status == "proposed"]
+            active = [t for t in bracket if t.status == "proposed"]
+            if not active:
+                active = self._fastest_when_all_too_slow(bracket)
+                state["brackets"][b] = [t.model_dump(mode="json") for t in bracket]
+                self._save_state(state)
             screened = sum(1 for t in bracket if t.status.startswith("screened out"))
             c.say(f"bracket {b + 1}/{n_brackets}: {len(bracket)} proposals, {screened} screened out, "
                   f"{len(active)} trained (rungs at {self.epochs} epochs)")
@@ -321,6 +325,16 @@ class Search:
                 self._tell(study, bracket)
             records += bracket
         return records
+
+    def _fastest_when_all_too_slow(self, bracket: list[TrialRecord]) -> list[TrialRecord]:
+        """When every proposal is over the latency budget, train the fastest ones anyway (a
+        selection must exist; the report says none meets the budget). Memory misfits stay out."""
+        slow = [t for t in bracket if t.screen is not None and not t.screen.passed and "p90" in t.screen.reason]
+        keep = sorted(slow, key=lambda t: t.screen.p90_ms)[:max(1, math.ceil(len(slow) / self.ctx.cfg.eta))]
+        for t in keep:
+            t.status = "proposed"
+            t.screen.reason += "; trained anyway: every proposal is over the budget, the fastest are kept"
+        return keep
 
     def _tell(self, study, bracket: list[TrialRecord]) -> None:
         import optuna
