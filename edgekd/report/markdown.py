@@ -74,6 +74,22 @@ def render_markdown(r: dict[str, Any]) -> str:
               ", ".join(f"{k}: {v}" for k, v in c["measurement"]["source"].items())]
              for c in sorted(cands, key=lambda c: c["objective"])],
         ), "",
+    ]
+    if "search" in r:
+        se = r["search"]
+        out += [
+            "## Search", "",
+            f"Mode {se['mode']}, rungs at {se['rung_epochs']} epochs (eta {se['eta']}); {se['proposals']} proposals, "
+            f"{se['screened_out']} screened out before training; {se['train_seconds_total']:.1f} s of KD training, "
+            f"{se['train_seconds_on_over_budget_students']:.1f} s of it on students that ended over the budget. "
+            f"Pareto front (accuracy, p90, energy): {', '.join(r.get('pareto_front', [])) or '–'}.", "",
+            _table(["trial", "precision", "status", "screen p90 ms", "rungs (epochs: val acc, J)"],
+                   [[t["name"], t["precision"], t["status"],
+                     _f(t["screen"]["p90_ms"]) if t.get("screen") else "–",
+                     "; ".join(f"{g['epochs']}: {g['val_accuracy']:.3f}, {g['objective']:.3f}" for g in t["rungs"]) or "–"]
+                    for t in r.get("trials", [])]), "",
+        ]
+    out += [
         "## Teacher", "",
         f"{teacher['name']} ({teacher['origin']}): {teacher['params']:,} params, {teacher['macs'] / 1e6:.2f} MMACs, "
         f"val accuracy {teacher['val_accuracy']:.3f}; p50 {tm['latency_ms']['p50']:.3f} ms, "

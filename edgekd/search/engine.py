@@ -268,6 +268,7 @@ class Search:
         study = None if cfg.search == "grid" else self._study()
         n_brackets = 1 if cfg.search == "grid" else math.ceil(cfg.trials / cfg.bracket_size)
         records: list[TrialRecord] = []
+        seen: dict[str, TrialRecord] = {}  # a re-proposed point shares the work of its first proposal
         for b in range(n_brackets):
             if b < len(state["brackets"]):  # resumed: the same proposals as before the stop
                 bracket = [TrialRecord.model_validate(t) for t in state["brackets"][b]]
@@ -278,8 +279,6 @@ class Search:
                 bracket = self._propose(b, study)
                 state["brackets"].append([t.model_dump(mode="json") for t in bracket])
                 self._save_state(state)
-            # duplicates (TPE may propose the same point twice) share the work of the first
-            seen: dict[str, TrialRecord] = {}
             for t in bracket:
                 if t.name in seen:
                     t.status = f"duplicate of {t.name}"
@@ -322,7 +321,7 @@ class Search:
             for t in active:
                 t.status = "finished"
             if study is not None:
-                self._tell(study, bracket)
+                self._tell(study, bracket, seen)
             records += bracket
         return records
 
@@ -336,7 +335,7 @@ class Search:
             t.screen.reason += "; trained anyway: every proposal is over the budget, the fastest are kept"
         return keep
 
-    def _tell(self, study, bracket: list[TrialRecord]) -> None:
+    def _tell(self, study, bracket: list[TrialRecord], seen: dict[str, TrialRecord]) -> None:
         import optuna
 
         for t in bracket:
@@ -345,12 +344,14 @@ class Search:
             frozen = study.trials[t.optuna_number]
             if frozen.state != optuna.trial.TrialState.RUNNING:
                 continue  # told before the stop
-            if t.last is None:
-                study.tell(t.optuna_number, state=optuna.trial.TrialState.PRUNED)
+            number = t.optuna_number
+            src = seen[t.name] if t.status.startswith("duplicate") else t  # a re-proposal learns the first's outcome
+            if src.last is None:
+                study.tell(number, state=optuna.trial.TrialState.PRUNED)
             elif self.ctx.cfg.search == "nsga2":
-                study.tell(t.optuna_number, [1 - t.last.val_accuracy, t.last.measurement.latency_ms.p90])
+                study.tell(number, [1 - src.last.val_accuracy, src.last.measurement.latency_ms.p90])
             else:
-                study.tell(t.optuna_number, t.last.objective)
+                study.tell(number, src.last.objective)
 
 
 def finalize_checkpoint(run_dir: Path, arch: ArchSpec, rung: int) -> Path:
