@@ -247,6 +247,71 @@ def export_cmd(
                                                  "exports": [r.model_dump(mode="json") for r in results]}, indent=2))
 
 
+@app.command("benchmark")
+@user_errors
+def benchmark_cmd(
+    source: Path = typer.Argument(..., help="A run directory (every export in it) or one ONNX model."),
+    targets: str = typer.Option("cpu", "--targets", help="Comma-separated targets, e.g. cpu,jetson-orin-nano."),
+    runtimes: Optional[str] = typer.Option(None, "--runtimes", help="Runtimes for ONNX files (others use their format's runtime)."),
+    runs: int = typer.Option(100, "--runs", min=1, help="Minimum timed runs."),
+    min_seconds: float = typer.Option(1.0, "--min-seconds", min=0, help="Minimum timed duration, s."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads. [default: physical cores]"),
+    device_url: Optional[str] = typer.Option(None, "--device-url", help="Agent on the device (figures: remote)."),
+    device_token_file: Optional[Path] = typer.Option(None, "--device-token-file", help="The agent's bearer token."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for benchmark.json and benchmark.md. [default: the run directory, or next to the model]"),
+) -> None:
+    """Benchmark every export of a run (or one model) on every named target and runtime."""
+    import json
+
+    from .pipeline import default_threads
+    from .profilers import ProfileSettings
+    from .report.benchmark import benchmark, render_markdown
+
+    settings = ProfileSettings(threads=threads or default_threads(), min_runs=runs, min_seconds=min_seconds)
+    rows = benchmark(source, [t.strip() for t in targets.split(",") if t.strip()],
+                     [r.strip() for r in runtimes.split(",")] if runtimes else None, settings, device_url,
+                     device_token_file)
+    folder = out or (source if source.is_dir() else source.parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "benchmark.json").write_text(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+    md = render_markdown(rows)
+    (folder / "benchmark.md").write_text(md)
+    t = Table(title="edgekd benchmark (PREDICTED rows come from the device model, not a device)")
+    for col in ("model", "format", "target", "runtime", "p50 ms", "p90 ms", "inf/s", "peak MB", "mJ", "accuracy", "source"):
+        t.add_column(col)
+    for r in rows:
+        src = r.source.upper() if r.source == "predicted" else r.source
+        t.add_row(r.model, r.format, r.target, r.runtime, *(("-" if v is None else f"{v:.3f}") for v in (r.p50_ms, r.p90_ms)),
+                  "-" if r.throughput_ips is None else f"{r.throughput_ips:.0f}",
+                  "-" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.1f}",
+                  "-" if r.energy_mj is None else f"{r.energy_mj:.4f}",
+                  "-" if r.accuracy is None else f"{r.accuracy:.4f}",
+                  escape(f"unavailable: {r.reason}") if r.reason else src)
+    make_console().print(t)
+    make_console().print(f"wrote {folder / 'benchmark.json'} and {folder / 'benchmark.md'}")
+
+
+@app.command()
+@user_errors
+def report(run_dir: Path = typer.Argument(..., help="A run directory written by `edgekd optimize`.")) -> None:
+    """Regenerate report.md and report.html from RUN_DIR/report.json."""
+    import json
+
+    from .report import write_reports
+
+    path = run_dir / "report.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EdgeKDError(f"{path} does not exist; pass the run directory of an edgekd optimize run") from None
+    except json.JSONDecodeError as exc:
+        raise EdgeKDError(f"{path} is not valid JSON (line {exc.lineno}); it was edited or cut short") from None
+    if data.get("schema_version") != 1:
+        raise EdgeKDError(f"{path} has schema_version {data.get('schema_version')!r}; this edgekd reads version 1")
+    write_reports(run_dir, data)
+    make_console().print(f"wrote {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+
+
 targets_app = typer.Typer(help="The target devices: list them, or show one.", invoke_without_command=True,
                           no_args_is_help=False)
 app.add_typer(targets_app, name="targets")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .html import render_html
 from .markdown import render_markdown
 
 
@@ -18,3 +19,4 @@ def _write(path: Path, text: str) -> None:
 def write_reports(run_dir: Path, report: dict[str, Any]) -> None:
     _write(run_dir / "report.json", json.dumps(report, indent=2))
     _write(run_dir / "report.md", render_markdown(report))
+    _write(run_dir / "report.html", render_html(report))

@@ -1,0 +1,125 @@
+"""report.html: one self-contained page (plots embedded as data URIs, no scripts, no network),
+readable on a phone and on a laptop."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import yaml
+
+from . import plots
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d232a}
+main{max-width:1100px;margin:0 auto;padding:12px}
+h1{font-size:1.4rem;margin:.6rem 0}h2{font-size:1.1rem;margin:1.4rem 0 .5rem}
+.banner{padding:.6rem .8rem;border-radius:6px;margin:.5rem 0;font-weight:600}
+.warn{background:#fdecea;border:1px solid #e6a39a}.info{background:#eef4fb;border:1px solid #a9c3e3}
+.cards{display:flex;flex-wrap:wrap;gap:8px}
+.card{background:#fff;border:1px solid #dde2e8;border-radius:8px;padding:.6rem .8rem;flex:1 1 150px;min-width:140px}
+.card b{display:block;font-size:1.15rem}.card span{font-size:.8rem;color:#5b6672}
+.ok{color:#1b7f3b}.bad{color:#c0392b}
+figure{background:#fff;border:1px solid #dde2e8;border-radius:8px;margin:8px 0;padding:6px}
+figure img{width:100%;height:auto}figcaption{font-size:.8rem;color:#5b6672}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:8px}
+.scroll{overflow-x:auto}table{border-collapse:collapse;background:#fff;font-size:.82rem;width:100%}
+th,td{border:1px solid #dde2e8;padding:3px 6px;text-align:right;white-space:nowrap}th{background:#eef1f5}
+td:first-child,th:first-child{text-align:left}tr.sel{background:#e8f5ec;font-weight:600}
+pre{background:#fff;border:1px solid #dde2e8;padding:8px;overflow-x:auto;font-size:.75rem}
+"""
+
+
+def _e(v: Any) -> str:
+    return html.escape(str(v))
+
+
+def _f(v: Any, d: int = 3) -> str:
+    return "–" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else _e(v))
+
+
+def _table(header: list[str], rows: list[list[str]], selected_rows: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(f"<tr{' class=sel' if i in selected_rows else ''}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
+                   for i, row in enumerate(rows))
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def summary(r: dict[str, Any]) -> dict[str, Any]:
+    """The facts of the summary card, computed once so the page and the tests agree."""
+    best = next(c for c in r["candidates"] if c["name"] == r["selected"])
+    t = r["teacher"]
+    tp50, bp50 = t["measurement"]["latency_ms"]["p50"], best["measurement"]["latency_ms"]["p50"]
+    return {"target": r["target"]["name"], "budget_ms": r["budget_ms"], "selected": r["selected"],
+            "student_accuracy": best["val_accuracy"], "teacher_accuracy": t["val_accuracy"],
+            "speedup": tp50 / bp50 if bp50 > 0 else None, "budget_met": best["meets_budget"],
+            "energy_mj": best["measurement"]["energy_mj"], "energy_source": best["measurement"]["source"].get("energy"),
+            "latency_source": best["measurement"]["source"]["latency"],
+            "p90_ms": best["measurement"]["latency_ms"]["p90"], "dataset": r["dataset"]["name"],
+            "synthetic": r["dataset"]["synthetic"]}
+
+
+def render_html(r: dict[str, Any]) -> str:
+    s = summary(r)
+    mode = r.get("measurement", {}).get("mode", "measured")
+    banners = []
+    if mode == "predicted":
+        banners.append('<div class="banner warn">Latency, memory and energy are PREDICTED by the device model, '
+                       f"not measured. {_e(r['measurement']['how'])}</div>")
+    elif mode == "remote":
+        banners.append(f'<div class="banner info">Measured on the device: {_e(r["measurement"]["how"])}</div>')
+    if s["synthetic"]:
+        banners.append(f'<div class="banner info">Data set: synthetic ({_e(r["dataset"]["source"])}).</div>')
+    cards = [
+        ("target", s["target"], f"budget p90 ≤ {s['budget_ms']:g} ms"),
+        ("selected student", s["selected"], _e(r["selection_reason"])[:140]),
+        ("accuracy", f"{s['student_accuracy']:.3f}", f"teacher {s['teacher_accuracy']:.3f}"),
+        ("speed-up vs teacher", "–" if s["speedup"] is None else f"{s['speedup']:.1f}x", f"p50, {s['latency_source']}"),
+        ("budget", '<span class="ok">met</span>' if s["budget_met"] else '<span class="bad">not met</span>',
+         f"p90 {s['p90_ms']:.3f} ms"),
+        ("energy / inference", "–" if s["energy_mj"] is None else f"{s['energy_mj']:.3f} mJ", _e(s["energy_source"])),
+        ("data set", _e(s["dataset"]), "synthetic" if s["synthetic"] else "real"),
+    ]
+    card_html = "".join(f'<div class="card"><span>{_e(k)}</span><b>{v}</b><span>{sub}</span></div>'
+                        for k, v, sub in cards)
+    figs = {name: fn(r) for name, fn in plots.ALL.items()}
+    captions = {"pareto": "Pareto view: accuracy against p90 latency, the budget line and the selected student.",
+                "latency": "Latency distribution of every model (min to p99, p50 dot, p90 tick).",
+                "hardware_cost": "C_hw breakdown: the weighted latency, memory and energy terms.",
+                "energy": "Energy per inference (its source is on the axis).",
+                "training": "Training curves: the teacher's loss; each student's accuracy at each rung."}
+    fig_html = "".join(f'<figure id="plot-{k}"><img alt="{_e(k)} plot" src="{v}"><figcaption>{_e(captions[k])}'
+                       "</figcaption></figure>" for k, v in figs.items())
+    cands = sorted(r["candidates"], key=lambda c: c["objective"])
+    cand_rows = [[_e(c["name"]), _e(c.get("precision", "fp32")), f"{c['params']:,}", _f(c["val_accuracy"]),
+                  _f(c["val_kd_loss"]), _f(c["measurement"]["latency_ms"]["p50"]),
+                  _f(c["measurement"]["latency_ms"]["p90"]), _f(c["measurement"]["peak_memory_mb"], 1),
+                  _f(c["measurement"]["energy_mj"], 4), _f(c["c_hw"]), _f(c["penalty"], 1), _f(c["objective"]),
+                  _e(", ".join(f"{k}: {v}" for k, v in c["measurement"]["source"].items()))] for c in cands]
+    sel_idx = {i for i, c in enumerate(cands) if c["name"] == r["selected"]}
+    exports = _table(["format", "precision", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "file"],
+                     [[_e(e["format"]), _e(e["precision"]), _f(e["size_mb"]), _f(e["parity"]["top1_agreement"], 4),
+                       _f(e["parity"]["accuracy_delta"], 4), f"{e['parity']['max_abs_diff']:.2e}", _e(e["path"])]
+                      for e in r["exports"]])
+    m = r["teacher"]["measurement"]
+    conditions = (f"{m['runtime']} {m['runtime_version']} on {m['device']}, batch {m['batch']}, "
+                  f"input {'x'.join(map(str, m['input_shape']))}, {m['threads']} threads, "
+                  f"{m['latency_ms']['warmup']} warm-up + ≥{m['latency_ms']['n']} runs")
+    versions = _table(["package", "version"], [[_e(k), _e(v)] for k, v in r["software"].items()])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>edgekd report: {_e(s['target'])}, {_e(s['selected'])}</title><style>{CSS}</style></head>
+<body><main>
+<h1>edgekd report — {_e(s['target'])}, budget {s['budget_ms']:g} ms</h1>
+{''.join(banners)}
+<section id="summary"><h2>Summary</h2><div class="cards">{card_html}</div>
+<p style="font-size:.8rem">Measurement conditions: {_e(conditions)}.</p></section>
+<section id="plots"><h2>Plots</h2><div class="grid">{fig_html}</div></section>
+<section id="candidates"><h2>Candidates</h2>
+{_table(["candidate", "precision", "params", "val acc", "KD loss", "p50 ms", "p90 ms", "peak MB", "mJ", "C_hw", "P_rt", "J", "sources"], cand_rows, sel_idx)}
+</section>
+<section id="exports"><h2>Exports and parity</h2>{exports}</section>
+<section id="config"><h2>Configuration and software</h2>{versions}
+<pre>{_e(yaml.safe_dump(r.get("config", {}), sort_keys=False))}</pre></section>
+</main></body></html>
+"""
