@@ -191,3 +191,15 @@ def test_optimize_with_an_unreachable_agent_fails_before_training(tmp_path):
                    f"http://127.0.0.1:{free_port()}", "--device-token-file", str(tok), "--out", str(tmp_path / "run"))
     assert proc.returncode == 2 and "cannot reach the device agent" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_benchmark_through_the_loopback_agent(agent, smoke_run, tmp_path):
+    out = tmp_path / "bench"
+    proc = run_cli("benchmark", str(smoke_run), "--targets", "cpu", "--device-url", agent["url"],
+                   "--device-token-file", str(agent["token_file"]), "--runs", "10", "--min-seconds", "0",
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["format"]: r for r in json.loads((out / "benchmark.json").read_text())}
+    assert rows["onnx"]["source"] == "remote" and rows["onnx"]["p50_ms"] > 0
+    assert "the agent profiles ONNX models" in rows["openvino"]["reason"]
