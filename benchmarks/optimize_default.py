@@ -24,6 +24,7 @@ import torch
 
 from edgekd.config import build_config
 from edgekd.data import load_dataset
+from edgekd.distill.losses import KDSettings
 from edgekd.distill.trainer import cached_targets, evaluate, live_targets, predict_logits, train
 from edgekd.models.family import build_model
 from edgekd.models.io import load_checkpoint
@@ -57,7 +58,8 @@ def main() -> None:
         plain = build_model(arch, ds.in_channels, len(ds.classes), mean, std)
         # alpha = 1: the KD loss reduces to cross-entropy; everything else is the KD run's
         train(plain, ds.x_train, ds.y_train, epochs=cfg.student_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-              seed=cfg.seed, teacher=cached_targets(t_train), alpha=1.0, temperature=cfg.kd_temperature)
+              seed=cfg.seed, teacher=cached_targets(t_train),
+              kd=KDSettings(alpha=1.0, temperature=cfg.kd_temperature))
         no_kd = evaluate(predict_logits(plain, ds.x_val), ds.y_val)["accuracy"]
         m = c["measurement"]["latency_ms"]
         rows.append({"name": c["name"], "params": c["params"], "macs": c["macs"],
@@ -72,7 +74,8 @@ def main() -> None:
         student = build_model(arch, ds.in_channels, len(ds.classes), mean, std)
         t = time.perf_counter()
         train(student, ds.x_train, ds.y_train, epochs=args.cache_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-              seed=cfg.seed, teacher=targets, alpha=cfg.kd_alpha, temperature=cfg.kd_temperature)
+              seed=cfg.seed, teacher=targets,
+              kd=KDSettings(alpha=cfg.kd_alpha, temperature=cfg.kd_temperature))
         timings[label] = time.perf_counter() - t
 
     tm = report["teacher"]["measurement"]
