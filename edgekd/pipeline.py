@@ -248,7 +248,8 @@ def run_optimize(cfg: RunConfig, console: Console | None = None, resume: bool = 
             budget_ms=budget_ms, reference=_costs(teacher_meas), run_dir=run_dir, ckpt_meta=ckpt_meta,
             threads=threads, say=say, progress=progress,
             deadline=None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes)
-        trials = Search(ctx).run()
+        search = Search(ctx)
+        trials = search.run()
         for stage, sec in ctx.seconds.items():
             timer.seconds[stage] = round(timer.seconds.get(stage, 0.0) + sec, 3)
 
@@ -263,7 +264,7 @@ def run_optimize(cfg: RunConfig, console: Console | None = None, resume: bool = 
             name=t.name, precision=t.precision, arch=t.arch, params=params, macs=macs,
             checkpoint=str(run_dir / "candidates" / t.arch.name / f"rung{last.rung}.pt"), onnx=last.onnx,
             val_accuracy=last.val_accuracy, val_kd_loss=last.val_kd_loss, val_cross_entropy=last.val_cross_entropy,
-            train_seconds=sum(r.train_seconds for r in t.rungs), train_loss=[], measurement=last.measurement,
+            train_seconds=sum(r.train_seconds for r in t.rungs), train_loss=[v for r in t.rungs for v in r.train_loss], measurement=last.measurement,
             hardware_cost=last.hardware_cost, c_hw=last.hardware_cost.c_hw, penalty=last.penalty,
             meets_budget=last.meets_budget, fits_memory=last.fits_memory, objective=last.objective,
             status=t.status, epochs=last.epochs))
@@ -330,7 +331,7 @@ def run_optimize(cfg: RunConfig, console: Console | None = None, resume: bool = 
                      "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "torch_threads": train_threads,
                      "teacher_outputs": f"computed once for {cfg.teacher_views} dihedral view(s) of every training "
                                         "image, memory-mapped under teacher_cache/, shared by every candidate"},
-        "search": {"mode": cfg.search, "rung_epochs": Search(ctx).epochs, "eta": cfg.eta,
+        "search": {"mode": cfg.search, "rung_epochs": search.epochs, "eta": cfg.eta,
                    "proposals": len(trials), "screened_out": sum(t.status.startswith("screened") for t in trials),
                    "screen": {"on": cfg.screen, "slack": cfg.screen_slack},
                    "train_seconds_total": round(sum(r.train_seconds for t in trials for r in t.rungs), 2),

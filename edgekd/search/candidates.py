@@ -34,10 +34,3 @@ class Candidate(BaseModel):
     status: str = "finished"
     epochs: int | None = None
 
-
-def unique_archs(archs: list[ArchSpec]) -> list[ArchSpec]:
-    """The candidates in the order given, each architecture once."""
-    seen: dict[str, ArchSpec] = {}
-    for a in archs:
-        seen.setdefault(a.name, a)
-    return list(seen.values())

@@ -43,6 +43,7 @@ class RungResult(BaseModel):
     rung: int
     epochs: int
     train_seconds: float  # this rung's training of the architecture
+    train_loss: list[float] = []  # per epoch of this rung
     val_accuracy: float
     val_kd_loss: float
     val_cross_entropy: float
@@ -181,7 +182,8 @@ class Search:
         hw = hardware_cost(Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj), c.reference, self.weights)
         pen = realtime_penalty(m.latency_ms.p90, c.budget_ms, c.cfg.gamma)
         res = RungResult(
-            rung=rung, epochs=info["epochs"], train_seconds=info["train_seconds"], val_accuracy=ev["accuracy"],
+            rung=rung, epochs=info["epochs"], train_seconds=info["train_seconds"], train_loss=info["train_loss"],
+            val_accuracy=ev["accuracy"],
             val_kd_loss=ev["kd_loss"], val_cross_entropy=ev["cross_entropy"], onnx=str(onnx_path), measurement=m,
             hardware_cost=hw, penalty=pen, meets_budget=m.latency_ms.p90 <= c.budget_ms,
             fits_memory=m.peak_memory_mb is None or c.target.memory_budget_mb is None

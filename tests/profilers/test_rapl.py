@@ -26,7 +26,7 @@ def test_rapl_energy_with_wraparound(tmp_path, monkeypatch):
     meter = RaplMeter(doms)
     meter.start()
     (p0 / "energy_uj").write_text("500\n")  # wrapped: 999_000 -> 999_999 -> 0 -> 500 = 1_500 uJ
-    (p1 / "energy_uj").write_text("2_100\n".replace("_", ""))  # +2_000 uJ
+    (p1 / "energy_uj").write_text("2100\n")  # +2000 uJ
     res = meter.stop(runs=10, timed_seconds=0.01, mean_latency_s=0.001)
     assert res.source == "measured" and res.meter == "rapl"
     assert res.energy_mj == pytest.approx(3_500 / 1e6 / 10 * 1000)  # 0.35 mJ per inference
