@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from edgekd.config import ArchSpec, build_config
+from edgekd.config import build_config
+from edgekd.models.arch import ArchSpec
 from edgekd.data import load_dataset
 from edgekd.data.synthetic import generate_tiles
 from edgekd.distill.losses import KDSettings

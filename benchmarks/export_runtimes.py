@@ -19,7 +19,7 @@ from pathlib import Path
 from edgekd.data import dataset_from_source
 from edgekd.export.run import export_formats, export_metadata
 from edgekd.models.io import load_checkpoint
-from edgekd.pipeline import default_threads
+from edgekd.host import default_threads
 from edgekd.profilers import ProfileSettings, profile_model
 from edgekd.targets import get_target
 

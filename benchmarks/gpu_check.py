@@ -15,8 +15,8 @@ import platform
 import tempfile
 from pathlib import Path
 
-from edgekd.config import ArchSpec
-from edgekd.export.onnx import to_onnx
+from edgekd.models.arch import ArchSpec
+from edgekd.convert.onnx import to_onnx
 from edgekd.models.family import build_model
 from edgekd.profilers import PROFILERS, ProfileSettings, profile_model
 from edgekd.targets import get_target

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from edgekd.pipeline import default_threads
+from edgekd.host import default_threads
 from edgekd.profilers import ProfileSettings, profile_model
 from edgekd.profilers.predictor import graph_costs, predict
 from edgekd.profilers.predictor.calibrate import calibrate, export_set, holdout_set

@@ -28,10 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgekd.config import ArchSpec, RunConfig
+from edgekd.config import RunConfig
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.models.io import save_checkpoint
-from edgekd.pipeline import default_threads
+from edgekd.host import default_threads
 from edgekd.profilers import MeasurementCache, ProfileSettings, profile_model
 from edgekd.profilers.inputs import resolve_model
 from edgekd.targets import get_target

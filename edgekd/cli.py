@@ -141,7 +141,7 @@ def profile(
     """Measure one model's latency, memory and energy with each runtime on this machine."""
     import json
 
-    from .pipeline import default_threads
+    from .host import default_threads
     from .profilers import MeasurementCache, ProfileSettings
     from .profilers.cache import default_cache_dir
     from .profilers.energy import open_meter
@@ -215,12 +215,12 @@ def export_cmd(
     """Export a checkpoint to deployment formats; every export is checked against PyTorch on the validation split."""
     import json
 
-    from .config import ArchSpec
+    from .models.arch import ArchSpec
     from .data import dataset_from_source
     from .errors import DataError
     from .export.run import export_formats, export_metadata
     from .models.io import load_checkpoint
-    from .pipeline import default_threads
+    from .host import default_threads
 
     model, meta = load_checkpoint(checkpoint)
     if not meta.get("data_source") and data is None:
@@ -263,9 +263,9 @@ def benchmark_cmd(
     """Benchmark every export of a run (or one model) on every named target and runtime."""
     import json
 
-    from .pipeline import default_threads
+    from .host import default_threads
     from .profilers import ProfileSettings
-    from .report.benchmark import benchmark, render_markdown
+    from .benchmark import benchmark, render_markdown
 
     settings = ProfileSettings(threads=threads or default_threads(), min_runs=runs, min_seconds=min_seconds)
     rows = benchmark(source, [t.strip() for t in targets.split(",") if t.strip()],
@@ -392,27 +392,21 @@ def calibrate(
     min_seconds: float = typer.Option(0.5, "--min-seconds", min=0, help="Minimum timed duration per model, s."),
 ) -> None:
     """Fit the device model to real measurements of 32 calibration models on the target."""
-    from .pipeline import default_threads
-    from .profilers import ProfileSettings, profile_model
+    from .host import default_threads
+    from .measurers import measurer_for
+    from .profilers import ProfileSettings
     from .profilers.predictor.calibrate import calibrate as run_calibration, calibration_set
     from .profilers.predictor.calibration import calibration_dir
     from .targets import get_target
 
     tg = get_target(target)
     rt = runtime or tg.runtimes[0]
-    n_threads = threads or default_threads()
-    if device_url:
-        from .agent.client import AgentClient, read_token
-        from .agent.protocol import ProfileRequest
-
-        client = AgentClient(device_url, read_token(device_token_file))
-        req = ProfileRequest(runtime=rt, precision=precision, min_seconds=min_seconds, threads=threads)
-        measure = lambda path, shape: client.profile(path, req.model_copy(update={"shape": shape}))  # noqa: E731
-    elif tg.is_local:
-        settings = ProfileSettings(threads=n_threads, min_seconds=min_seconds, precision=precision, energy_meter="none")
-        measure = lambda path, shape: profile_model(path, tg, rt, shape, settings)  # noqa: E731
-    else:
+    settings = ProfileSettings(threads=threads or default_threads(), min_seconds=min_seconds, precision=precision,
+                               energy_meter="none")
+    measurer = measurer_for(tg, settings, None, device_url, device_token_file, runtime=rt, device_threads=threads)
+    if measurer.mode == "predicted":
         raise EdgeKDError(f"target {tg.name} is not this machine: pass --device-url of the edgekd agent running on it")
+    measure = lambda path, shape: measurer.measure(path, shape, precision)  # noqa: E731
     console = make_console()
     n = len(calibration_set())
     with console.status(f"calibrating {tg.name}/{rt}/{precision} on {n} models") as status:

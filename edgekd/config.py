@@ -13,44 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .export.parity import DEFAULT_TOLERANCES, ParityTolerance
-
-
-class ArchSpec(BaseModel):
-    """One member of the student/teacher family (see edgekd.models.family)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    width: float = Field(gt=0, le=8, description="channel width multiplier")
-    depth: int = Field(default=1, ge=1, le=8, description="blocks per stage (when depths is not given)")
-    depths: tuple[int, int, int] | None = Field(default=None, description="blocks in each of the 3 stages")
-    expansion: int = Field(default=2, ge=1, le=8, description="inverted-residual expansion ratio")
-    kernel: int = Field(default=3, description="depthwise kernel size")
-    resolution: int | None = Field(default=None, ge=8, le=1024,
-                                   description="input resolution the network runs at (resized inside)")
-
-    @field_validator("depths")
-    @classmethod
-    def _depths_in_range(cls, v: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
-        if v is not None and not all(1 <= d <= 8 for d in v):
-            raise ValueError("each stage depth must be 1..8")
-        return v
-
-    @property
-    def stage_depths(self) -> tuple[int, int, int]:
-        return self.depths or (self.depth,) * 3
-
-    @field_validator("kernel")
-    @classmethod
-    def _odd_kernel(cls, v: int) -> int:
-        if v not in (3, 5, 7):
-            raise ValueError("kernel must be 3, 5 or 7")
-        return v
-
-    @property
-    def name(self) -> str:
-        d = "-".join(map(str, self.depths)) if self.depths and len(set(self.depths)) > 1 else str(self.stage_depths[0])
-        return (f"w{self.width:g}-d{d}-e{self.expansion}-k{self.kernel}"
-                + (f"-r{self.resolution}" if self.resolution else ""))
+from .models.arch import ArchSpec
+from .models.space import SearchSpace
 
 
 class RunConfig(BaseModel):
@@ -116,7 +80,7 @@ class RunConfig(BaseModel):
     screen: bool = True
     screen_slack: float = Field(default=1.5, gt=0, description="drop proposals whose screened p90 > slack x budget")
     max_minutes: float | None = Field(default=None, gt=0)
-    search_space: "SearchSpace" = Field(default_factory=lambda: _default_space())
+    search_space: SearchSpace = SearchSpace()
     # exports of the selected student, each checked against PyTorch
     export_formats: list[str] = ["onnx", "openvino"]
     calibration_size: int = Field(default=300, ge=1, description="INT8 calibration images")
@@ -131,17 +95,6 @@ class RunConfig(BaseModel):
         if v is not None and v <= 0:
             raise ValueError("must be a positive number of milliseconds, e.g. --budget-ms 20")
         return v
-
-
-def _default_space():
-    from .search.space import SearchSpace
-
-    return SearchSpace()
-
-
-from .search.space import SearchSpace  # noqa: E402  (space imports ArchSpec from this module)
-
-RunConfig.model_rebuild()
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {

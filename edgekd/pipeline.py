@@ -26,6 +26,7 @@ from rich.table import Table
 
 from . import __version__
 from .config import RunConfig
+from .host import default_threads, software_versions
 from .console import make_console
 from .data import Dataset, data_source, load_dataset
 from .distill.losses import KDSettings, parse_kd
@@ -34,14 +35,14 @@ from .distill.teacher import TeacherOutputs
 from .distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
 from .errors import CheckpointError, ConfigError, DataError, RunDirError
 from .export import FORMATS
-from .export.onnx import to_onnx
+from .convert.onnx import to_onnx
 from .export.run import export_formats, export_metadata
 from .models.family import EdgeNet, build_model
 from .models.io import load_checkpoint, save_checkpoint
 from .models.stats import count_macs, count_params
 from .profilers import MeasurementCache, ProfileSettings
 from .profilers.cache import default_cache_dir
-from .profilers.where import measurer_for
+from .measurers import measurer_for
 from .profilers.measurement import Measurement
 from .report import write_reports
 from .search.candidates import Candidate
@@ -64,23 +65,6 @@ class StageTimer:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
-
-
-def default_threads() -> int:
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
-def software_versions() -> dict[str, str]:
-    import numpy
-    import onnx
-    import onnxruntime
-    import openvino
-
-    return {
-        "edgekd": __version__, "python": platform.python_version(), "platform": platform.platform(),
-        "torch": torch.__version__, "numpy": numpy.__version__, "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__, "openvino": openvino.get_version(),
-    }
 
 
 def prepare_run_dir(cfg: RunConfig, target: Target) -> Path:
@@ -238,7 +222,7 @@ def run_optimize(cfg: RunConfig, console: Console | None = None, resume: bool = 
                 teacher_meas = Measurement.model_validate_json(teacher_meas_file.read_text())
             else:
                 teacher_onnx = to_onnx(teacher, run_dir / "teacher.onnx", shape)
-                teacher_meas = measurer(teacher_onnx, shape)
+                teacher_meas = measurer.measure(teacher_onnx, shape)
                 teacher_meas_file.write_text(teacher_meas.model_dump_json())
 
         # -- the search: proposals, screening, KD training by successive halving --

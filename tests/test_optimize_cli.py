@@ -10,7 +10,7 @@ import openvino as ov
 import pytest
 import torch
 
-from edgekd.config import ArchSpec
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.models.io import load_checkpoint, save_checkpoint
 

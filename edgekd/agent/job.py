@@ -13,7 +13,7 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     job_dir, target_name = Path(argv[0]), argv[1]
     from edgekd.errors import EdgeKDError
-    from edgekd.pipeline import default_threads
+    from edgekd.host import default_threads
     from edgekd.profilers import ProfileSettings, profile_model
     from edgekd.profilers.inputs import onnx_input_shape
     from edgekd.targets import get_target

@@ -21,6 +21,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from pydantic import ValidationError
 
+from ..files import first_line
 from .. import __version__
 from .protocol import API_VERSION, JobTiming, ProfileRequest, ProfileResponse
 
@@ -91,7 +92,7 @@ def validate_onnx(data: bytes) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        first = (str(exc).strip().splitlines() or ["invalid"])[0][:200]
+        first = first_line(exc, default="invalid")
         raise HTTPException(400, f"the ONNX model is malformed: {first}")
 
 

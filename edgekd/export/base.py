@@ -125,6 +125,3 @@ def files_of(path: Path) -> list[Path]:
     weights = path.with_suffix(".bin")
     return [path, weights] if path.suffix == ".xml" and weights.exists() else [path]
 
-
-def _first_line(exc: BaseException) -> Any:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from ..errors import ExportError
-from .base import EXPORTERS, ExportContext, _first_line
+from ..files import first_line
+from .base import EXPORTERS, ExportContext
 
 
 def _convert(ctx: ExportContext):
@@ -18,7 +19,7 @@ def _convert(ctx: ExportContext):
     try:
         ov_model = ov.convert_model(str(ctx.onnx_path))
     except Exception as exc:  # OpenVINO raises its own exception types
-        raise ExportError(f"OpenVINO conversion of {ctx.onnx_path} failed: {_first_line(exc)}") from None
+        raise ExportError(f"OpenVINO conversion of {ctx.onnx_path} failed: {first_line(exc, 240)}") from None
     for key, value in ctx.metadata.items():
         ov_model.set_rt_info(value, ["model_info", key])
     return ov_model
@@ -68,5 +69,5 @@ def export_openvino_int8(model: torch.nn.Module, path: Path, ctx: ExportContext)
     except ExportError:
         raise
     except Exception as exc:  # NNCF raises its own types
-        raise ExportError(f"NNCF INT8 quantization failed: {_first_line(exc)}") from None
+        raise ExportError(f"NNCF INT8 quantization failed: {first_line(exc, 240)}") from None
     return _save(q, path, fp16=False)

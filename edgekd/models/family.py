@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ArchSpec
+from .arch import ArchSpec
 
 STAGE_CHANNELS = (24, 48, 96)
 

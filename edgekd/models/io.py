@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from ..files import first_line
 from .. import __version__
-from ..config import ArchSpec
+from .arch import ArchSpec
 from ..errors import CheckpointError
 from .family import EdgeNet, build_model
 
@@ -54,7 +55,7 @@ def load_checkpoint(path: Path) -> tuple[EdgeNet, dict[str, Any]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc, 160)
         raise CheckpointError(f"checkpoint {path} cannot be read safely ({first}); "
                               "pass a checkpoint written by edgekd") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -66,7 +67,7 @@ def load_checkpoint(path: Path) -> tuple[EdgeNet, dict[str, Any]]:
                             payload["normalization"]["mean"], payload["normalization"]["std"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        first = first_line(exc, 160)
         raise CheckpointError(f"checkpoint {path} is damaged or from an incompatible edgekd ({first})") from None
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}

@@ -15,11 +15,14 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from ..files import first_line
 from ..errors import ProfilingError
 from ..registry import Registry
 from ..targets import Target
+from .cache import MeasurementCache
 from .energy import open_meter
 from .measurement import Measurement, latency_stats
+from .settings import ProfileSettings
 
 
 @dataclass
@@ -50,22 +53,6 @@ class Runtime(Protocol):
 
 
 PROFILERS: Registry[Runtime] = Registry("runtime")
-
-
-@dataclass(frozen=True)
-class ProfileSettings:
-    threads: int
-    warmup: int = 10
-    min_runs: int = 50
-    min_seconds: float = 1.0
-    precision: str = "fp32"
-    measure_memory: bool = True
-    energy_meter: str = "auto"
-    idle_seconds: float = 0.0  # > 0: measure idle power for that long before the warm-up
-    seed: int = 0
-
-    def cache_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "seed"}
 
 
 def time_runs(run_once: Callable[[], float | None], *, warmup: int, min_runs: int, min_seconds: float,
@@ -119,12 +106,11 @@ def load_runtime(runtime: str, model_path: Path, threads: int, precision: str,
     except ProfilingError:
         raise
     except Exception as exc:  # runtimes raise their own exception types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ProfilingError(f"{runtime} cannot load {model_path}: {first}") from None
+        raise ProfilingError(f"{runtime} cannot load {model_path}: {first_line(exc)}") from None
 
 
 def profile_model(model_path: Path, target: Target, runtime: str, input_shape: list[int],
-                  settings: ProfileSettings, cache: "MeasurementCache | None" = None) -> Measurement:
+                  settings: ProfileSettings, cache: MeasurementCache | None = None) -> Measurement:
     """Measure `model_path` with `runtime` on this host, for `target`; with a cache, identical
     model bytes and conditions are measured once and later answered as `cached`."""
     adapter = PROFILERS.get(runtime)
@@ -169,6 +155,3 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
     if cache is not None and key is not None:
         cache.put(key, m)
     return m
-
-
-from .cache import MeasurementCache  # noqa: E402  (cache imports Measurement from this package)

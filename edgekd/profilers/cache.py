@@ -14,12 +14,10 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .measurement import Measurement
-
-if TYPE_CHECKING:
-    from .base import ProfileSettings
+from .settings import ProfileSettings
 
 
 def default_cache_dir() -> Path:
@@ -63,12 +61,12 @@ class MeasurementCache:
 
     @staticmethod
     def conditions(model_path: Path, target: str, runtime: str, runtime_version: str,
-                   input_shape: list[int], settings: "ProfileSettings") -> dict:
+                   input_shape: list[int], settings: ProfileSettings) -> dict:
         return {"model_sha256": file_sha256(model_path), "target": target, "runtime": runtime,
                 "runtime_version": runtime_version, "input_shape": list(input_shape), **settings.cache_fields()}
 
     def key(self, model_path: Path, target: str, runtime: str, runtime_version: str,
-            input_shape: list[int], settings: "ProfileSettings") -> CacheKey:
+            input_shape: list[int], settings: ProfileSettings) -> CacheKey:
         cond = json.dumps(self.conditions(model_path, target, runtime, runtime_version, input_shape, settings),
                           sort_keys=True)
         return CacheKey(hashlib.sha256(cond.encode()).hexdigest(), cond)

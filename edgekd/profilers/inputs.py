@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import first_line
 from ..errors import ProfilingError
 
 
@@ -43,7 +44,7 @@ def onnx_input_shape(path: Path, shape: list[int] | None, batch: int) -> list[in
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        first = (str(exc).strip().splitlines() or ["invalid"])[0][:160]
+        first = first_line(exc, 160, default="invalid")
         raise ProfilingError(f"{path} is not a valid ONNX model (truncated or damaged?): {first}") from None
     if not model.graph.input:
         raise ProfilingError(f"{path} is not a valid ONNX model: its graph has no input (truncated or damaged?)")
@@ -69,7 +70,7 @@ def onnx_input_shape(path: Path, shape: list[int] | None, batch: int) -> list[in
 
 def resolve_model(path: Path, shape: list[int] | None, batch: int, work_dir: Path) -> ModelInput:
     if path.suffix == ".pt":
-        from ..export.onnx import to_onnx
+        from ..convert.onnx import to_onnx
         from ..models.io import load_checkpoint
         from .cache import file_sha256
 

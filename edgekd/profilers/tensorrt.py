@@ -161,7 +161,7 @@ def build_engine(onnx_path: Path, shape: list[int], precision: str, *, calibrato
     if engine_file.exists():
         return engine_file.read_bytes(), notes + [f"engine reused from {engine_file}"]
 
-    from ..export.onnx_int8 import calibration_batches, has_qdq, quantize_qdq
+    from ..convert.qdq import calibration_batches, has_qdq, quantize_qdq
 
     source = onnx_path
     if plan.onnx_transform == "qdq" and has_qdq(onnx.load(str(onnx_path), load_external_data=False)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ..config import ArchSpec
+from ..models.arch import ArchSpec
 from ..profilers.measurement import Measurement
 from .objective import HardwareCost
 

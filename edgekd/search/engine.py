@@ -15,18 +15,20 @@ from typing import Any, Callable
 import torch
 from pydantic import BaseModel
 
-from ..config import ArchSpec, RunConfig
+from ..files import atomic_write
+from ..config import RunConfig
+from ..models.arch import ArchSpec
 from ..data import Dataset
 from ..distill.losses import KDSettings
 from ..distill.teacher import TeacherSource
 from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
-from ..export.onnx import to_onnx
-from ..export.onnx_int8 import calibration_batches, quantize_qdq
+from ..convert.onnx import to_onnx
+from ..convert.qdq import calibration_batches, quantize_qdq
 from ..models.family import build_model
 from ..models.io import load_checkpoint, save_checkpoint
 from ..models.stats import count_macs, count_params
 from ..profilers.measurement import Measurement
-from ..profilers.where import Measurer
+from ..measurers import Measurer
 from ..targets import Target
 from .objective import Costs, CostWeights, HardwareCost, hardware_cost, objective, realtime_penalty
 
@@ -178,7 +180,7 @@ class Search:
         else:
             logits = predict_logits(model, c.ds.x_val)
         ev = evaluate(logits, c.ds.y_val, c.t_val, c.kd.alpha, c.kd.temperature)
-        m = c.measurer(onnx_path, c.shape, precision)
+        m = c.measurer.measure(onnx_path, c.shape, precision)
         hw = hardware_cost(Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj), c.reference, self.weights)
         pen = realtime_penalty(m.latency_ms.p90, c.budget_ms, c.cfg.gamma)
         res = RungResult(
@@ -232,9 +234,7 @@ class Search:
         return json.loads(self.state_file.read_text()) if self.state_file.exists() else {"brackets": []}
 
     def _save_state(self, state: dict) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(self.state_file)
+        atomic_write(self.state_file, json.dumps(state, indent=1))
 
     def _study(self):
         import optuna

@@ -3,7 +3,7 @@ import onnx
 import pytest
 import torch
 
-from edgekd.config import ArchSpec
+from edgekd.models.arch import ArchSpec
 from edgekd.errors import ExportError
 from edgekd.export import export_model
 from edgekd.export.base import ExportContext

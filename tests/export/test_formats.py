@@ -9,11 +9,11 @@ import openvino as ov
 import pytest
 import torch
 
-from edgekd.config import ArchSpec
+from edgekd.models.arch import ArchSpec
 from edgekd.data.dataset import make_dataset
 from edgekd.errors import ExportError
 from edgekd.export import FORMATS, parse_formats
-from edgekd.export.onnx import to_onnx
+from edgekd.convert.onnx import to_onnx
 from edgekd.export.run import export_formats
 from edgekd.models.family import build_model
 from edgekd.models.io import save_checkpoint

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from edgekd.config import ArchSpec
+from edgekd.models.arch import ArchSpec
 from edgekd.errors import CheckpointError
 from edgekd.models.family import build_model
 from edgekd.models.io import load_checkpoint, save_checkpoint

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from edgekd.config import ArchSpec
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.models.stats import count_macs, count_params
 

@@ -5,9 +5,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.config import ArchSpec
+from edgekd.models.arch import ArchSpec
 from edgekd.errors import TargetError
-from edgekd.export.onnx import to_onnx
+from edgekd.convert.onnx import to_onnx
 from edgekd.models.family import build_model
 from edgekd.profilers.predictor import fit_factors, graph_costs, predict, predict_model
 from edgekd.profilers.predictor.calibration import (Calibration, default_factors, load_calibration, now,

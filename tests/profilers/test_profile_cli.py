@@ -4,8 +4,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgekd.config import ArchSpec
-from edgekd.export.onnx import to_onnx
+from edgekd.models.arch import ArchSpec
+from edgekd.convert.onnx import to_onnx
 from edgekd.models.family import build_model
 from edgekd.models.io import save_checkpoint
 

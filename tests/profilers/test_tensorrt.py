@@ -7,12 +7,12 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekd.config import ArchSpec
+from edgekd.models.arch import ArchSpec
 from edgekd.errors import ProfilingError
-from edgekd.export.onnx import to_onnx
+from edgekd.convert.onnx import to_onnx
 from edgekd.models.family import build_model
 from edgekd.profilers import PROFILERS, ProfileSettings, profile_model
-from edgekd.export.onnx_int8 import calibration_batches, quantize_qdq
+from edgekd.convert.qdq import calibration_batches, quantize_qdq
 from edgekd.profilers.tensorrt import (build_plan, engine_cache_name, network_flags, optimization_shapes,
                                        unavailable_reason)
 from edgekd.targets import get_target

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.config import ArchSpec
+from edgekd.models.arch import ArchSpec
 from edgekd.distill.teacher import TeacherOutputs, apply_view
 from edgekd.distill.trainer import feature_pairs
 from edgekd.models.family import build_model

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ...config import ArchSpec
+from ...models.arch import ArchSpec
 from ...targets import Target
 from ..measurement import Measurement
 from .calibration import Calibration, fit_factors, now, save_calibration
@@ -34,7 +34,7 @@ def holdout_set() -> list[tuple[ArchSpec, int]]:
 
 
 def export_set(pairs: list[tuple[ArchSpec, int]], folder: Path) -> list[tuple[Path, list[int]]]:
-    from ...export.onnx import to_onnx
+    from ...convert.onnx import to_onnx
     from ...models.family import build_model
 
     out = []

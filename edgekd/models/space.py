@@ -1,4 +1,5 @@
-"""The student search space (elastic dimensions) and how a sampler draws from it."""
+"""The search space of the elastic family (which widths, depths, kernels, expansions,
+resolutions and precisions a search may propose) and how a sampler draws from it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..config import ArchSpec
+from .arch import ArchSpec
 
 
 class SearchSpace(BaseModel):

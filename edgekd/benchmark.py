@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from ..errors import EdgeKDError
-from ..export import FORMATS
-from ..profilers import PROFILERS, ProfileSettings, profile_model
-from ..profilers.inputs import onnx_input_shape
-from ..targets import get_target
+from .errors import EdgeKDError
+from .export import FORMATS
+from .measurers import Measurer, measurer_for
+from .profilers import ProfileSettings
+from .profilers.inputs import onnx_input_shape
+from .targets import Target, get_target
 
 
 class BenchRow(BaseModel):
@@ -54,60 +55,50 @@ def models_of(path: Path) -> tuple[list[dict[str, Any]], list[int] | None]:
 
 def benchmark(path: Path, targets: list[str], runtimes: list[str] | None, settings: ProfileSettings,
               device_url: str | None = None, token_file: Path | None = None) -> list[BenchRow]:
+    """One row per model x target x runtime; a row that cannot be measured carries the reason."""
     models, shape = models_of(path)
     rows: list[BenchRow] = []
     for tname in targets:
         target = get_target(tname)
+        measurers: dict[str, Measurer | EdgeKDError] = {}  # one per runtime: an agent is asked once
+
+        def measurer(rt: str) -> Measurer:
+            if rt not in measurers:
+                try:
+                    measurers[rt] = measurer_for(target, settings, None, device_url, token_file, runtime=rt)
+                except EdgeKDError as exc:
+                    measurers[rt] = exc
+            found = measurers[rt]
+            if isinstance(found, EdgeKDError):
+                raise found
+            return found
+
         for m in models:
             spec = FORMATS.get(m["format"])
             rts = runtimes if (runtimes and m["format"] == "onnx") else [spec.runtime if spec else "onnxruntime"]
-            for rt in rts:
-                row = BenchRow(model=m["path"].name, format=m["format"], precision=m["precision"], target=target.name,
-                               runtime=rt, size_mb=m["path"].stat().st_size / 2**20 if m["path"].exists() else None,
-                               accuracy=m["accuracy"])
-                if rt not in target.runtimes:
-                    rows.append(row.model_copy(update={"reason": f"{target.name} does not run {rt} "
-                                                                 f"(its runtimes: {', '.join(target.runtimes)})"}))
-                    continue
-                try:
-                    inp = shape or onnx_input_shape(m["path"], None, 1)
-                    meas = _measure(m, inp, target, rt, settings, device_url, token_file)
-                except EdgeKDError as exc:
-                    row.reason = str(exc)
-                    rows.append(row)
-                    continue
-                lat = meas.latency_ms
-                rows.append(row.model_copy(update={
-                    "p50_ms": lat.p50, "p90_ms": lat.p90, "p99_ms": lat.p99,
-                    "throughput_ips": 1000 * meas.batch / lat.mean if lat.mean > 0 else None,
-                    "peak_memory_mb": meas.peak_memory_mb, "energy_mj": meas.energy_mj, "power_w": meas.mean_power_w,
-                    "source": meas.source["latency"], "measurement": meas.model_dump(mode="json")}))
+            rows += [_row(m, target, rt, shape, measurer) for rt in rts]
     return rows
 
 
-def _measure(m: dict, shape: list[int], target, runtime: str, settings: ProfileSettings, device_url: str | None,
-             token_file: Path | None):
-    from dataclasses import replace
-
-    if device_url:
-        from ..agent.client import AgentClient, read_token
-        from ..agent.protocol import ProfileRequest
-
-        if m["path"].suffix != ".onnx":
-            raise EdgeKDError(f"the agent profiles ONNX models; {m['format']} files are measured where they were built")
-        client = AgentClient(device_url, read_token(token_file), retries=1)
-        return client.profile(m["path"], ProfileRequest(runtime=runtime, precision=m["precision"], shape=shape,
-                                                        runs=settings.min_runs, min_seconds=settings.min_seconds))
-    if target.is_local:
-        reason = PROFILERS.get(runtime).unavailable()
-        if reason:
-            raise EdgeKDError(f"{runtime} is not available here: {reason}")
-        return profile_model(m["path"], target, runtime, shape, replace(settings, precision=m["precision"]))
-    if m["path"].suffix != ".onnx":
-        raise EdgeKDError(f"no device reached and the device model reads ONNX graphs, not {m['format']} files")
-    from ..profilers.predictor import predict_model
-
-    return predict_model(m["path"], target, shape, runtime, m["precision"])
+def _row(m: dict[str, Any], target: Target, rt: str, shape: list[int] | None,
+         measurer: Callable[[str], Measurer]) -> BenchRow:
+    row = BenchRow(model=m["path"].name, format=m["format"], precision=m["precision"], target=target.name,
+                   runtime=rt, size_mb=m["path"].stat().st_size / 2**20 if m["path"].exists() else None,
+                   accuracy=m["accuracy"])
+    if rt not in target.runtimes:
+        return row.model_copy(update={"reason": f"{target.name} does not run {rt} "
+                                                f"(its runtimes: {', '.join(target.runtimes)})"})
+    try:
+        inp = shape or onnx_input_shape(m["path"], None, 1)
+        meas = measurer(rt).measure(m["path"], inp, m["precision"])
+    except EdgeKDError as exc:
+        return row.model_copy(update={"reason": str(exc)})
+    lat = meas.latency_ms
+    return row.model_copy(update={
+        "p50_ms": lat.p50, "p90_ms": lat.p90, "p99_ms": lat.p99,
+        "throughput_ips": 1000 * meas.batch / lat.mean if lat.mean > 0 else None,
+        "peak_memory_mb": meas.peak_memory_mb, "energy_mj": meas.energy_mj, "power_w": meas.mean_power_w,
+        "source": meas.source["latency"], "measurement": meas.model_dump(mode="json")})
 
 
 def render_markdown(rows: list[BenchRow]) -> str:

@@ -1,0 +1,156 @@
+"""Where a model is measured, decided once (Olive's "system" idea): on this machine, on the
+device through its agent, or — with neither — predicted by the device model.
+
+`measurer_for` picks one of three `Measurer`s; `optimize`, `benchmark` and `calibrate` all call
+it and never decide again. Every measurer returns a `Measurement` whose `source` says which of
+the three it came from (measured / remote / predicted, or cached for a cache hit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, Protocol
+
+from .errors import EdgeKDError, ProfilingError
+from .profilers import PROFILERS, MeasurementCache, ProfileSettings, profile_model
+from .profilers.measurement import Measurement
+from .targets import Target
+
+Mode = Literal["measured", "remote", "predicted"]
+
+
+class Measurer(Protocol):
+    """Measures ONNX models (other formats: only `LocalMeasurer`) for one target and runtime.
+
+    `measure` is the figure that enters J and the report; `screen` is the cheap signal used to
+    drop proposals before training (a short local run, or the device model). Both raise an
+    EdgeKDError naming the problem when the model cannot be measured; neither changes the model
+    file. `mode` is the source the latency figure will carry; `describe` says it in words."""
+
+    mode: Mode
+    runtime: str
+    describe: str
+
+    def measure(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement: ...
+
+    def screen(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement: ...
+
+
+@dataclass
+class PredictedMeasurer:
+    """The device model: FLOPs and bytes per node against the target's roofline (calibrated when
+    a calibration for the target, runtime and precision exists). Figures are `predicted`."""
+
+    target: Target
+    runtime: str
+    precision: str = "fp32"
+    mode: Mode = "predicted"
+
+    @property
+    def describe(self) -> str:
+        from .profilers.predictor.calibration import load_calibration
+
+        cal = load_calibration(self.target.name, self.runtime, self.precision)
+        return (f"PREDICTED by the device model for {self.target.name} ({self.runtime}); no device was reached "
+                "(pass --device-url to measure on the board); "
+                + (cal.describe() if cal else "uncalibrated (edgekd calibrate --target ... improves it)"))
+
+    def measure(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
+        from .profilers.predictor import predict_model
+        from .profilers.predictor.calibration import load_calibration
+
+        if model_path.suffix != ".onnx":
+            raise ProfilingError(f"no device reached and the device model reads ONNX graphs, not {model_path.name}")
+        return predict_model(model_path, self.target, shape, self.runtime, precision,
+                             load_calibration(self.target.name, self.runtime, precision))
+
+    screen = measure
+
+
+@dataclass
+class LocalMeasurer:
+    """This machine, with the shared method of edgekd.profilers.base; identical requests are
+    answered from the cache. Screening is a short run without memory or energy."""
+
+    target: Target
+    runtime: str
+    settings: ProfileSettings
+    cache: MeasurementCache | None = None
+    mode: Mode = "measured"
+
+    @property
+    def describe(self) -> str:
+        return f"measured on this machine ({self.runtime}, {self.settings.threads} threads)"
+
+    def _check(self) -> None:
+        reason = PROFILERS.get(self.runtime).unavailable()
+        if reason:
+            raise ProfilingError(f"{self.runtime} is not available here: {reason}")
+
+    def measure(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
+        self._check()
+        return profile_model(model_path, self.target, self.runtime, shape, replace(self.settings, precision=precision),
+                             self.cache)
+
+    def screen(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
+        self._check()
+        quick = replace(self.settings, warmup=3, min_runs=20, min_seconds=0.0, measure_memory=False,
+                        energy_meter="none", precision=precision)
+        return profile_model(model_path, self.target, self.runtime, shape, quick)
+
+
+@dataclass
+class AgentMeasurer:
+    """The board itself, through `edgekd agent` (figures: `remote`). Screening uses the device
+    model, so proposals are not shipped to the board before they are worth training."""
+
+    target: Target
+    runtime: str
+    settings: ProfileSettings
+    url: str
+    token: str
+    threads: int | None = None  # sent only when the user chose them; else the agent's default
+    mode: Mode = "remote"
+    _board: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        from .agent.client import AgentClient
+
+        self.client = AgentClient(self.url, self.token)
+
+    def connect(self) -> AgentMeasurer:
+        """Ask the agent who it is: an unreachable agent or a wrong token fails here, before any work."""
+        self._board = self.client.info()["target"]["name"]
+        return self
+
+    @property
+    def describe(self) -> str:
+        return f"measured on the device by the agent at {self.url} ({self._board or self.target.name}, {self.runtime})"
+
+    def measure(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
+        from .agent.protocol import ProfileRequest
+
+        if model_path.suffix != ".onnx":
+            raise EdgeKDError(f"the agent profiles ONNX models; {model_path.name} is measured where it was built")
+        s = self.settings
+        return self.client.profile(model_path, ProfileRequest(
+            runtime=self.runtime, precision=precision, shape=shape, runs=s.min_runs, min_seconds=s.min_seconds,
+            warmup=s.warmup, threads=self.threads, energy_meter=s.energy_meter, measure_memory=s.measure_memory))
+
+    def screen(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
+        return PredictedMeasurer(self.target, self.runtime).measure(model_path, shape, precision)
+
+
+def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCache | None = None,
+                 device_url: str | None = None, token_file: Path | None = None, runtime: str | None = None,
+                 device_threads: int | None = None) -> Measurer:
+    """The one decision: an agent URL means the board (checked now: reachable, token accepted);
+    else a target that is this machine is measured here; else the device model predicts."""
+    rt = runtime or target.runtimes[0]
+    if device_url:
+        from .agent.client import read_token
+
+        return AgentMeasurer(target, rt, settings, device_url, read_token(token_file), device_threads).connect()
+    if target.is_local:
+        return LocalMeasurer(target, rt, settings, cache)
+    return PredictedMeasurer(target, rt, settings.precision)
