@@ -4,7 +4,6 @@ measured say why; predicted rows are marked."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,6 +14,7 @@ from .export import FORMATS
 from .measurers import Measurer, measurer_for
 from .profilers import ProfileSettings
 from .profilers.inputs import onnx_input_shape
+from .report.model import Report
 from .targets import Target, get_target
 
 
@@ -44,10 +44,10 @@ def models_of(path: Path) -> tuple[list[dict[str, Any]], list[int] | None]:
         report_file = path / "report.json"
         if not report_file.is_file():
             raise EdgeKDError(f"{path} holds no report.json; pass a run directory of edgekd optimize or an ONNX file")
-        r = json.loads(report_file.read_text())
-        shape = r["candidates"][0]["measurement"]["input_shape"]
-        return [{"path": Path(e["path"]), "format": e["format"], "precision": e["precision"],
-                 "accuracy": e["parity"]["accuracy_export"]} for e in r["exports"]], shape
+        r = Report.model_validate_json(report_file.read_text())
+        shape = r.candidates[0].measurement.input_shape
+        return [{"path": path / e.path, "format": e.format, "precision": e.precision,
+                 "accuracy": e.parity.accuracy_export} for e in r.exports], shape
     if not path.is_file():
         raise EdgeKDError(f"{path} does not exist; pass a run directory or an ONNX file")
     return [{"path": path, "format": "onnx", "precision": "fp32", "accuracy": None}], None

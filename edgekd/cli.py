@@ -297,7 +297,9 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
     """Regenerate report.md and report.html from RUN_DIR/report.json."""
     import json
 
-    from .report import write_reports
+    from pydantic import ValidationError
+
+    from .report import Report, write_reports
 
     path = run_dir / "report.json"
     try:
@@ -308,7 +310,14 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
         raise EdgeKDError(f"{path} is not valid JSON (line {exc.lineno}); it was edited or cut short") from None
     if data.get("schema_version") != 1:
         raise EdgeKDError(f"{path} has schema_version {data.get('schema_version')!r}; this edgekd reads version 1")
-    write_reports(run_dir, data)
+    try:
+        report = Report.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise EdgeKDError(f"{path} does not match the report schema at {where}: {err['msg']}; "
+                          "it was edited or written by another edgekd version") from None
+    write_reports(run_dir, report)
     make_console().print(f"wrote {run_dir / 'report.md'} and {run_dir / 'report.html'}")
 
 

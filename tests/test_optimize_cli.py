@@ -63,7 +63,7 @@ def test_exports_run_in_onnxruntime_and_openvino_and_match_the_student(smoke_run
     x = np.random.default_rng(0).random((3, 4, 32, 32), dtype=np.float32)
     with torch.no_grad():
         ref = student(torch.from_numpy(x)).numpy()
-    paths = {e["format"]: Path(e["path"]) for e in r["exports"]}
+    paths = {e["format"]: smoke_run / e["path"] for e in r["exports"]}
     sess = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref, atol=1e-4)
     props = sess.get_modelmeta().custom_metadata_map

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 from . import plots
+from .markdown import conditions
+from .model import Report
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d232a}
@@ -38,41 +40,49 @@ def _f(v: Any, d: int = 3) -> str:
     return "–" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else _e(v))
 
 
-def _table(header: list[str], rows: list[list[str]], selected_rows: set[int] = frozenset()) -> str:
+def _table(header: list[str], rows: list[list[str]], selected_rows: frozenset[int] | set[int] = frozenset()) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(f"<tr{' class=sel' if i in selected_rows else ''}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
                    for i, row in enumerate(rows))
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def summary(r: dict[str, Any]) -> dict[str, Any]:
+def summary(r: Report) -> dict[str, Any]:
     """The facts of the summary card, computed once so the page and the tests agree."""
-    best = next(c for c in r["candidates"] if c["name"] == r["selected"])
-    t = r["teacher"]
-    tp50, bp50 = t["measurement"]["latency_ms"]["p50"], best["measurement"]["latency_ms"]["p50"]
-    return {"target": r["target"]["name"], "budget_ms": r["budget_ms"], "selected": r["selected"],
-            "student_accuracy": best["val_accuracy"], "teacher_accuracy": t["val_accuracy"],
-            "speedup": tp50 / bp50 if bp50 > 0 else None, "budget_met": best["meets_budget"],
-            "energy_mj": best["measurement"]["energy_mj"], "energy_source": best["measurement"]["source"].get("energy"),
-            "latency_source": best["measurement"]["source"]["latency"],
-            "p90_ms": best["measurement"]["latency_ms"]["p90"], "dataset": r["dataset"]["name"],
-            "synthetic": r["dataset"]["synthetic"]}
+    best, t = r.best, r.teacher
+    tp50, bp50 = t.measurement.latency_ms.p50, best.measurement.latency_ms.p50
+    return {"target": r.target.name, "budget_ms": r.budget_ms, "selected": r.selected,
+            "student_accuracy": best.val_accuracy, "teacher_accuracy": t.val_accuracy,
+            "speedup": tp50 / bp50 if bp50 > 0 else None, "budget_met": best.meets_budget,
+            "energy_mj": best.measurement.energy_mj, "energy_source": best.measurement.source.get("energy"),
+            "latency_source": best.measurement.source["latency"],
+            "p90_ms": best.measurement.latency_ms.p90, "dataset": r.dataset.name,
+            "synthetic": r.dataset.synthetic}
 
 
-def render_html(r: dict[str, Any]) -> str:
-    s = summary(r)
-    mode = r.get("measurement", {}).get("mode", "measured")
+CAPTIONS = {"pareto": "Pareto view: accuracy against p90 latency, the budget line and the selected student.",
+            "latency": "Latency distribution of every model (min to p99, p50 dot, p90 tick).",
+            "hardware_cost": "C_hw breakdown: the weighted latency, memory and energy terms.",
+            "energy": "Energy per inference (its source is on the axis).",
+            "training": "Training curves: the teacher's loss; each student's accuracy at each rung."}
+
+
+def _banners(r: Report) -> str:
     banners = []
-    if mode == "predicted":
+    if r.measurement.mode == "predicted":
         banners.append('<div class="banner warn">Latency, memory and energy are PREDICTED by the device model, '
-                       f"not measured. {_e(r['measurement']['how'])}</div>")
-    elif mode == "remote":
-        banners.append(f'<div class="banner info">Measured on the device: {_e(r["measurement"]["how"])}</div>')
-    if s["synthetic"]:
-        banners.append(f'<div class="banner info">Data set: synthetic ({_e(r["dataset"]["source"])}).</div>')
+                       f"not measured. {_e(r.measurement.how)}</div>")
+    elif r.measurement.mode == "remote":
+        banners.append(f'<div class="banner info">Measured on the device: {_e(r.measurement.how)}</div>')
+    if r.dataset.synthetic:
+        banners.append(f'<div class="banner info">Data set: synthetic ({_e(r.dataset.source)}).</div>')
+    return "".join(banners)
+
+
+def _cards(r: Report, s: dict[str, Any]) -> str:
     cards = [
         ("target", s["target"], f"budget p90 ≤ {s['budget_ms']:g} ms"),
-        ("selected student", s["selected"], _e(r["selection_reason"])[:140]),
+        ("selected student", s["selected"], _e(r.selection_reason)[:140]),
         ("accuracy", f"{s['student_accuracy']:.3f}", f"teacher {s['teacher_accuracy']:.3f}"),
         ("speed-up vs teacher", "–" if s["speedup"] is None else f"{s['speedup']:.1f}x", f"p50, {s['latency_source']}"),
         ("budget", '<span class="ok">met</span>' if s["budget_met"] else '<span class="bad">not met</span>',
@@ -80,46 +90,45 @@ def render_html(r: dict[str, Any]) -> str:
         ("energy / inference", "–" if s["energy_mj"] is None else f"{s['energy_mj']:.3f} mJ", _e(s["energy_source"])),
         ("data set", _e(s["dataset"]), "synthetic" if s["synthetic"] else "real"),
     ]
-    card_html = "".join(f'<div class="card"><span>{_e(k)}</span><b>{v}</b><span>{sub}</span></div>'
-                        for k, v, sub in cards)
-    figs = {name: fn(r) for name, fn in plots.ALL.items()}
-    captions = {"pareto": "Pareto view: accuracy against p90 latency, the budget line and the selected student.",
-                "latency": "Latency distribution of every model (min to p99, p50 dot, p90 tick).",
-                "hardware_cost": "C_hw breakdown: the weighted latency, memory and energy terms.",
-                "energy": "Energy per inference (its source is on the axis).",
-                "training": "Training curves: the teacher's loss; each student's accuracy at each rung."}
-    fig_html = "".join(f'<figure id="plot-{k}"><img alt="{_e(k)} plot" src="{v}"><figcaption>{_e(captions[k])}'
-                       "</figcaption></figure>" for k, v in figs.items())
-    cands = sorted(r["candidates"], key=lambda c: c["objective"])
-    cand_rows = [[_e(c["name"]), _e(c.get("precision", "fp32")), f"{c['params']:,}", _f(c["val_accuracy"]),
-                  _f(c["val_kd_loss"]), _f(c["measurement"]["latency_ms"]["p50"]),
-                  _f(c["measurement"]["latency_ms"]["p90"]), _f(c["measurement"]["peak_memory_mb"], 1),
-                  _f(c["measurement"]["energy_mj"], 4), _f(c["c_hw"]), _f(c["penalty"], 1), _f(c["objective"]),
-                  _e(", ".join(f"{k}: {v}" for k, v in c["measurement"]["source"].items()))] for c in cands]
-    sel_idx = {i for i, c in enumerate(cands) if c["name"] == r["selected"]}
-    exports = _table(["format", "precision", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "file"],
-                     [[_e(e["format"]), _e(e["precision"]), _f(e["size_mb"]), _f(e["parity"]["top1_agreement"], 4),
-                       _f(e["parity"]["accuracy_delta"], 4), f"{e['parity']['max_abs_diff']:.2e}", _e(e["path"])]
-                      for e in r["exports"]])
-    m = r["teacher"]["measurement"]
-    conditions = (f"{m['runtime']} {m['runtime_version']} on {m['device']}, batch {m['batch']}, "
-                  f"input {'x'.join(map(str, m['input_shape']))}, {m['threads']} threads, "
-                  f"{m['latency_ms']['warmup']} warm-up + ≥{m['latency_ms']['n']} runs")
-    versions = _table(["package", "version"], [[_e(k), _e(v)] for k, v in r["software"].items()])
+    return "".join(f'<div class="card"><span>{_e(k)}</span><b>{v}</b><span>{sub}</span></div>' for k, v, sub in cards)
+
+
+def _candidates(r: Report) -> str:
+    cands = sorted(r.candidates, key=lambda c: c.objective)
+    rows = [[_e(c.name), _e(c.precision), f"{c.params:,}", _f(c.val_accuracy), _f(c.val_kd_loss),
+             _f(c.measurement.latency_ms.p50), _f(c.measurement.latency_ms.p90), _f(c.measurement.peak_memory_mb, 1),
+             _f(c.measurement.energy_mj, 4), _f(c.c_hw), _f(c.penalty, 1), _f(c.objective),
+             _e(", ".join(f"{k}: {v}" for k, v in c.measurement.source.items()))] for c in cands]
+    selected = {i for i, c in enumerate(cands) if c.name == r.selected}
+    return _table(["candidate", "precision", "params", "val acc", "KD loss", "p50 ms", "p90 ms", "peak MB", "mJ",
+                   "C_hw", "P_rt", "J", "sources"], rows, selected)
+
+
+def _exports(r: Report) -> str:
+    return _table(["format", "precision", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "file"],
+                  [[_e(e.format), _e(e.precision), _f(e.size_mb), _f(e.parity.top1_agreement, 4),
+                    _f(e.parity.accuracy_delta, 4), f"{e.parity.max_abs_diff:.2e}", _e(e.path)] for e in r.exports])
+
+
+def render_html(r: Report) -> str:
+    s = summary(r)
+    figs = "".join(f'<figure id="plot-{k}"><img alt="{_e(k)} plot" src="{fn(r)}"><figcaption>{_e(CAPTIONS[k])}'
+                   "</figcaption></figure>" for k, fn in plots.ALL.items())
+    versions = _table(["package", "version"], [[_e(k), _e(v)] for k, v in r.software.items()])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>edgekd report: {_e(s['target'])}, {_e(s['selected'])}</title><style>{CSS}</style></head>
 <body><main>
 <h1>edgekd report — {_e(s['target'])}, budget {s['budget_ms']:g} ms</h1>
-{''.join(banners)}
-<section id="summary"><h2>Summary</h2><div class="cards">{card_html}</div>
-<p style="font-size:.8rem">Measurement conditions: {_e(conditions)}.</p></section>
-<section id="plots"><h2>Plots</h2><div class="grid">{fig_html}</div></section>
+{_banners(r)}
+<section id="summary"><h2>Summary</h2><div class="cards">{_cards(r, s)}</div>
+<p style="font-size:.8rem">Measurement conditions: {_e(conditions(r.teacher.measurement))}.</p></section>
+<section id="plots"><h2>Plots</h2><div class="grid">{figs}</div></section>
 <section id="candidates"><h2>Candidates</h2>
-{_table(["candidate", "precision", "params", "val acc", "KD loss", "p50 ms", "p90 ms", "peak MB", "mJ", "C_hw", "P_rt", "J", "sources"], cand_rows, sel_idx)}
+{_candidates(r)}
 </section>
-<section id="exports"><h2>Exports and parity</h2>{exports}</section>
+<section id="exports"><h2>Exports and parity</h2>{_exports(r)}</section>
 <section id="config"><h2>Configuration and software</h2>{versions}
-<pre>{_e(yaml.safe_dump(r.get("config", {}), sort_keys=False))}</pre></section>
+<pre>{_e(yaml.safe_dump(r.config, sort_keys=False))}</pre></section>
 </main></body></html>
 """

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Any
+from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .model import Report  # noqa: E402
 
 SELECTED, OTHER, TEACHER, BUDGET = "#1b7f3b", "#4a6fa5", "#8c5a2b", "#c0392b"
 
 
-def _uri(fig) -> str:
+def _uri(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
@@ -23,19 +26,19 @@ def _uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def pareto(r: dict[str, Any]) -> str:
+def pareto(r: Report) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    front = set(r.get("pareto_front", []))
-    for c in r["candidates"]:
-        p90 = c["measurement"]["latency_ms"]["p90"]
-        sel = c["name"] == r["selected"]
-        ax.scatter(p90, c["val_accuracy"], s=70 if sel else 36, zorder=3,
-                   color=SELECTED if sel else OTHER, marker="*" if sel else ("o" if c["name"] in front else "x"))
-        ax.annotate(c["name"], (p90, c["val_accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    t = r["teacher"]
-    ax.scatter(t["measurement"]["latency_ms"]["p90"], t["val_accuracy"], color=TEACHER, marker="s", label="teacher")
-    ax.axvline(r["budget_ms"], color=BUDGET, linestyle="--", label=f"budget {r['budget_ms']:g} ms")
-    ax.set_xlabel(f"p90 latency, ms ({r['teacher']['measurement']['source']['latency']})")
+    front = set(r.pareto_front)
+    for c in r.candidates:
+        p90 = c.measurement.latency_ms.p90
+        sel = c.name == r.selected
+        ax.scatter(p90, c.val_accuracy, s=70 if sel else 36, zorder=3,
+                   color=SELECTED if sel else OTHER, marker="*" if sel else ("o" if c.name in front else "x"))
+        ax.annotate(c.name, (p90, c.val_accuracy), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    t = r.teacher
+    ax.scatter(t.measurement.latency_ms.p90, t.val_accuracy, color=TEACHER, marker="s", label="teacher")
+    ax.axvline(r.budget_ms, color=BUDGET, linestyle="--", label=f"budget {r.budget_ms:g} ms")
+    ax.set_xlabel(f"p90 latency, ms ({r.teacher.measurement.source['latency']})")
     ax.set_ylabel("validation accuracy")
     ax.set_title("accuracy vs p90 latency (star: selected, o: Pareto front)")
     ax.legend(fontsize=8)
@@ -43,61 +46,61 @@ def pareto(r: dict[str, Any]) -> str:
     return _uri(fig)
 
 
-def latency(r: dict[str, Any]) -> str:
-    rows = [("teacher", r["teacher"]["measurement"])] + [(c["name"], c["measurement"]) for c in r["candidates"]]
+def latency(r: Report) -> str:
+    rows = [("teacher", r.teacher.measurement)] + [(c.name, c.measurement) for c in r.candidates]
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.2))
     for i, (name, m) in enumerate(rows):
-        lat = m["latency_ms"]
-        ax.plot([lat["min"], lat["p99"]], [i, i], color="#999", lw=2)
-        ax.plot([lat["p50"]], [i], "o", color=SELECTED if name == r["selected"] else OTHER)
-        ax.plot([lat["p90"]], [i], "|", color=BUDGET, markersize=12)
-    ax.axvline(r["budget_ms"], color=BUDGET, linestyle="--", lw=1)
+        lat = m.latency_ms
+        ax.plot([lat.min, lat.p99], [i, i], color="#999", lw=2)
+        ax.plot([lat.p50], [i], "o", color=SELECTED if name == r.selected else OTHER)
+        ax.plot([lat.p90], [i], "|", color=BUDGET, markersize=12)
+    ax.axvline(r.budget_ms, color=BUDGET, linestyle="--", lw=1)
     ax.set_xscale("log")  # the teacher and the students differ by an order of magnitude
     ax.set_yticks(range(len(rows)), [n for n, _ in rows], fontsize=8)
-    ax.set_xlabel(f"latency, ms — line min..p99, dot p50, tick p90 ({rows[0][1]['runtime']})")
+    ax.set_xlabel(f"latency, ms — line min..p99, dot p50, tick p90 ({rows[0][1].runtime})")
     ax.set_title("latency distributions")
     ax.grid(axis="x", alpha=0.3)
     return _uri(fig)
 
 
-def hardware_cost(r: dict[str, Any]) -> str:
-    cands = r["candidates"]
+def hardware_cost(r: Report) -> str:
+    cands = r.candidates
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     bottom = [0.0] * len(cands)
     for key, color in (("latency", "#4a6fa5"), ("memory", "#8fb3de"), ("energy", "#e3a857")):
-        vals = [c["hardware_cost"]["terms"].get(key) or 0.0 for c in cands]
+        vals = [c.hardware_cost.terms.get(key) or 0.0 for c in cands]
         ax.bar(range(len(cands)), vals, bottom=bottom, color=color, label=key)
         bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.set_xticks(range(len(cands)), [c["name"] for c in cands], rotation=35, ha="right", fontsize=7)
+    ax.set_xticks(range(len(cands)), [c.name for c in cands], rotation=35, ha="right", fontsize=7)
     ax.set_ylabel("weighted term of C_hw (teacher = reference)")
     ax.set_title("hardware cost C_hw per candidate")
     ax.legend(fontsize=8)
     return _uri(fig)
 
 
-def energy(r: dict[str, Any]) -> str:
-    cands = r["candidates"]
-    vals = [c["measurement"]["energy_mj"] or 0.0 for c in cands]
+def energy(r: Report) -> str:
+    cands = r.candidates
+    vals = [c.measurement.energy_mj or 0.0 for c in cands]
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    ax.bar(range(len(cands)), vals, color=[SELECTED if c["name"] == r["selected"] else OTHER for c in cands])
-    ax.set_xticks(range(len(cands)), [c["name"] for c in cands], rotation=35, ha="right", fontsize=7)
-    src = {c["measurement"]["source"].get("energy", "not measured") for c in cands}
+    ax.bar(range(len(cands)), vals, color=[SELECTED if c.name == r.selected else OTHER for c in cands])
+    ax.set_xticks(range(len(cands)), [c.name for c in cands], rotation=35, ha="right", fontsize=7)
+    src = {c.measurement.source.get("energy", "not measured") for c in cands}
     ax.set_ylabel(f"mJ per inference ({', '.join(sorted(src))})")
     ax.set_title("energy per inference")
     return _uri(fig)
 
 
-def training(r: dict[str, Any]) -> str:
+def training(r: Report) -> str:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(7.2, 3.2))
-    loss = r["teacher"].get("train_loss") or []
+    loss = r.teacher.train_loss
     if loss:
         a1.plot(range(1, len(loss) + 1), loss, marker="o", color=TEACHER)
     a1.set_title("teacher training loss")
     a1.set_xlabel("epoch")
-    for t in r.get("trials", []):
-        if t["rungs"]:
-            a2.plot([g["epochs"] for g in t["rungs"]], [g["val_accuracy"] for g in t["rungs"]], marker="o",
-                    color=SELECTED if t["name"] == r["selected"] else OTHER, alpha=0.8, lw=1)
+    for t in r.trials:
+        if t.rungs:
+            a2.plot([g.epochs for g in t.rungs], [g.val_accuracy for g in t.rungs], marker="o",
+                    color=SELECTED if t.name == r.selected else OTHER, alpha=0.8, lw=1)
     a2.set_title("students: validation accuracy per rung")
     a2.set_xlabel("epochs")
     for a in (a1, a2):
@@ -105,4 +108,4 @@ def training(r: dict[str, Any]) -> str:
     return _uri(fig)
 
 
-ALL = {"pareto": pareto, "latency": latency, "hardware_cost": hardware_cost, "energy": energy, "training": training}
+ALL: dict[str, Callable[[Report], str]] = {"pareto": pareto, "latency": latency, "hardware_cost": hardware_cost, "energy": energy, "training": training}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from ..files import atomic_write
 from .html import render_html
 from .markdown import render_markdown
+from .model import Report
 
 
-def write_reports(run_dir: Path, report: dict[str, Any]) -> None:
-    atomic_write(run_dir / "report.json", json.dumps(report, indent=2))
+def write_reports(run_dir: Path, report: Report) -> None:
+    atomic_write(run_dir / "report.json", report.to_json())
     atomic_write(run_dir / "report.md", render_markdown(report))
     atomic_write(run_dir / "report.html", render_html(report))

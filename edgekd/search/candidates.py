@@ -1,36 +1,120 @@
-"""Candidate students: the search space of the family and the per-candidate record."""
+"""The search's records: what screening found, what each rung of training gave, the state of
+every trial (an enum, with the human text kept apart), and the candidate students derived from
+the trials that trained."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, computed_field
 
 from ..models.arch import ArchSpec
 from ..profilers.measurement import Measurement
-from .objective import HardwareCost
+from .objective import Score
 
 
-class Candidate(BaseModel):
-    """One student: architecture, size, training outcome, measurement and score."""
+class TrialStatus(str, Enum):
+    """Where a trial stands (Optuna's TrialState idea); `TrialRecord.detail` says it in words."""
+
+    PROPOSED = "proposed"  # proposed and, once screened, to be trained
+    DUPLICATE = "duplicate"  # the same point as an earlier proposal, which did the work
+    SCREENED_OUT = "screened_out"  # dropped before any training (latency or memory)
+    STOPPED_AT_RUNG = "stopped_at_rung"  # successive halving stopped it after a rung
+    OUT_OF_TIME = "out_of_time"  # --max-minutes ran out before it finished
+    FINISHED = "finished"  # trained through the last rung
+
+
+class Screen(BaseModel):
+    """The cheap check before training: latency from a short run or the device model, memory fit."""
+
+    passed: bool
+    reason_kind: Literal["latency", "memory", "ok", "off"]  # which constraint failed, or none
+    reason: str
+    signal: str  # how latency was estimated: "measured (onnxruntime)", "predicted (tensorrt)", ...
+    p90_ms: float
+    peak_memory_mb: float | None
+
+
+class RungOutcome(Score):
+    """One rung of one trial: training so far, validation figures and the score J."""
+
+    rung: int
+    epochs: int  # cumulative epochs at the end of this rung
+    train_seconds: float  # this rung's training of the architecture
+    train_loss: list[float] = []  # per epoch of this rung
+    val_accuracy: float
+    val_kd_loss: float
+    val_cross_entropy: float
+    onnx: str  # relative to the run directory
+
+
+class RungResult(RungOutcome):
+    measurement: Measurement
+
+
+class TrialBase(BaseModel):
+    name: str
+    arch: ArchSpec
+    precision: str
+    bracket: int
+    optuna_number: int | None = None
+    screen: Screen | None = None
+    status: TrialStatus = TrialStatus.PROPOSED
+    detail: str = ""
+
+
+class TrialRecord(TrialBase):
+    """A proposal and everything that happened to it; the unit the search state file stores."""
+
+    rungs: list[RungResult] = []
+
+    @property
+    def last(self) -> RungResult | None:
+        return self.rungs[-1] if self.rungs else None
+
+    def set(self, status: TrialStatus, detail: str = "") -> None:
+        self.status, self.detail = status, detail
+
+    def summary(self) -> TrialSummary:
+        data = self.model_dump(exclude={"rungs": {"__all__": {"measurement"}}})
+        return TrialSummary.model_validate(data)
+
+
+class TrialSummary(TrialBase):
+    """A trial as the report lists it: its rungs without their measurements (the candidates
+    carry the measurement that counts)."""
+
+    rungs: list[RungOutcome] = []
+
+
+class Candidate(RungResult):
+    """A student that completed at least one rung: its last rung, plus what the trial adds
+    (name, size, status, the training of every rung)."""
 
     name: str
     precision: str = "fp32"
     arch: ArchSpec
     params: int
     macs: int
-    checkpoint: str
-    onnx: str
-    val_accuracy: float
-    val_kd_loss: float
-    val_cross_entropy: float
-    train_seconds: float
-    train_loss: list[float]
-    measurement: Measurement
-    hardware_cost: HardwareCost
-    c_hw: float
-    penalty: float
-    meets_budget: bool
-    fits_memory: bool
-    objective: float
-    status: str = "finished"
-    epochs: int | None = None
+    checkpoint: str  # the last rung's checkpoint, relative to the run directory
+    status: TrialStatus
+    detail: str = ""
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def c_hw(self) -> float:
+        return self.hardware_cost.c_hw
+
+    @classmethod
+    def from_trial(cls, trial: TrialRecord, params: int, macs: int) -> Candidate:
+        last = trial.last
+        if last is None:
+            raise ValueError(f"trial {trial.name} has no completed rung")
+        return cls(**last.model_dump(exclude={"train_seconds", "train_loss", "measurement"}),
+                   measurement=last.measurement,
+                   train_seconds=round(sum(r.train_seconds for r in trial.rungs), 3),
+                   train_loss=[v for r in trial.rungs for v in r.train_loss],
+                   name=trial.name, precision=trial.precision, arch=trial.arch, params=params, macs=macs,
+                   checkpoint=f"candidates/{trial.arch.name}/rung{last.rung}.pt", status=trial.status,
+                   detail=trial.detail)

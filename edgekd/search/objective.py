@@ -62,6 +62,38 @@ def objective(kd_loss: float, c_hw: float, penalty: float, energy_mj: float | No
     return kd_loss + lam * c_hw + penalty + (delta * energy_mj if energy_mj is not None else 0.0)
 
 
+class Score(BaseModel):
+    """What the objective says of one measured, validated student."""
+
+    hardware_cost: HardwareCost
+    penalty: float
+    meets_budget: bool  # p90 <= budget
+    fits_memory: bool  # peak memory within the target's budget (or either unknown)
+    objective: float  # J
+
+
+@dataclass(frozen=True)
+class Objective:
+    """J with its weights, budget and reference (the teacher measured the same way): the one
+    record the search scores with and the report describes."""
+
+    lam: float
+    gamma: float
+    delta: float
+    weights: CostWeights
+    budget_ms: float
+    reference: Costs
+    memory_budget_mb: float | None = None
+
+    def score(self, kd_loss: float, costs: Costs, p90_ms: float) -> Score:
+        hw = hardware_cost(costs, self.reference, self.weights)
+        pen = realtime_penalty(p90_ms, self.budget_ms, self.gamma)
+        mem, budget = costs.peak_memory_mb, self.memory_budget_mb
+        return Score(hardware_cost=hw, penalty=pen, meets_budget=p90_ms <= self.budget_ms,
+                     fits_memory=mem is None or budget is None or mem <= budget,
+                     objective=objective(kd_loss, hw.c_hw, pen, costs.energy_mj, self.lam, self.delta))
+
+
 @dataclass(frozen=True)
 class Scored:
     name: str

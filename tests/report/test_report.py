@@ -11,8 +11,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from edgekd.report import Report
 from edgekd.report.html import render_html, summary
 from edgekd.report.markdown import render_markdown
+from edgekd.report.schema import SCHEMA_FILE, schema_text
 
 from ..conftest import run_cli
 
@@ -24,6 +26,10 @@ def report(smoke_run: Path) -> dict:
     return json.loads((smoke_run / "report.json").read_text())
 
 
+def test_shipped_schema_is_the_one_the_model_generates():
+    assert SCHEMA_FILE.read_text() == schema_text(), "run: python -m edgekd.report.schema"
+
+
 def test_report_json_validates_against_the_shipped_schema(report):
     schema = json.loads(resources.files("edgekd.report").joinpath("report.schema.json").read_text())
     jsonschema.validate(report, schema)
@@ -31,16 +37,33 @@ def test_report_json_validates_against_the_shipped_schema(report):
     broken["candidates"][0]["measurement"]["source"]["latency"] = "guessed"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+    broken = json.loads(json.dumps(report))
+    broken["trials"][0]["status"] = "screened out: p90 too high"  # states are an enum, not prose
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_report_paths_resolve_from_the_run_directory(smoke_run, report, tmp_path):
+    paths = [report["teacher"]["checkpoint"]] + [e["path"] for e in report["exports"]]
+    paths += [p for c in report["candidates"] for p in (c["checkpoint"], c["onnx"])]
+    for p in paths:
+        assert not Path(p).is_absolute() and (smoke_run / p).is_file(), p
+    moved = tmp_path / "moved"  # a moved run directory still works: benchmark reads its exports
+    shutil.copytree(smoke_run, moved)
+    proc = run_cli("benchmark", str(moved), "--targets", "jetson", "--out", str(tmp_path / "b"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "b" / "benchmark.json").read_text())
+    assert all(r["size_mb"] for r in rows)
 
 
 def test_html_has_every_section_and_the_json_numbers(report):
-    page = render_html(report)
+    page = render_html(Report.model_validate(report))
     for section in ("summary", "plots", "candidates", "exports", "config"):
         assert f'id="{section}"' in page
     for plot in ("pareto", "latency", "hardware_cost", "energy", "training"):
         assert re.search(rf'id="plot-{plot}"><img alt="[^"]+" src="data:image/png;base64,', page)
     assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained
-    s = summary(report)
+    s = summary(Report.model_validate(report))
     assert s["selected"] == report["selected"]
     best = next(c for c in report["candidates"] if c["name"] == report["selected"])
     assert f"{best['val_accuracy']:.3f}" in page and f"{report['teacher']['val_accuracy']:.3f}" in page
@@ -54,9 +77,9 @@ def test_html_has_every_section_and_the_json_numbers(report):
 def test_predicted_runs_say_so_at_the_top(report):
     pred = json.loads(json.dumps(report))
     pred["measurement"] = {"mode": "predicted", "runtime": "tensorrt", "how": "PREDICTED by the device model"}
-    page = render_html(pred)
+    page = render_html(Report.model_validate(pred))
     assert page.index("PREDICTED by the device model") < page.index('id="summary"')
-    assert render_markdown(pred).splitlines()[2].startswith("> **Latency, memory and energy are PREDICTED")
+    assert render_markdown(Report.model_validate(pred)).splitlines()[2].startswith("> **Latency, memory and energy are PREDICTED")
 
 
 def test_report_command_regenerates_and_refuses_bad_input(smoke_run, tmp_path):
@@ -71,6 +94,11 @@ def test_report_command_regenerates_and_refuses_bad_input(smoke_run, tmp_path):
     (run / "report.json").write_text('{"schema_version": 1, "cut": ')
     bad = run_cli("report", str(run))
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+    edited = json.loads((smoke_run / "report.json").read_text())
+    edited["candidates"][0]["measurement"]["latency_ms"]["p90"] = "fast"
+    (run / "report.json").write_text(json.dumps(edited))
+    bad = run_cli("report", str(run))
+    assert bad.returncode == 2 and "does not match the report schema at candidates.0.measurement" in bad.stderr
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

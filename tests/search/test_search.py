@@ -81,10 +81,11 @@ def test_tpe_search_screens_halves_and_records_every_trial(tmp_path):
     assert len(r["trials"]) == 6
     statuses = [t["status"] for t in r["trials"]]
     for t in r["trials"]:
-        if t["status"].startswith("screened out"):
+        if t["status"] == "screened_out":
             assert t["rungs"] == [] and t["screen"]["p90_ms"] > 0.12 * 1.5  # no training spent on it
+            assert t["screen"]["reason_kind"] == "latency" and t["detail"].startswith("screened out: p90")
     # successive halving: of each bracket's trained trials, only the better half reaches rung 1
-    assert any(s.startswith("stopped at rung 0") for s in statuses) or sum(s == "finished" for s in statuses) <= 4
+    assert "stopped_at_rung" in statuses or statuses.count("finished") <= 4
     assert r["selected"] in [c["name"] for c in r["candidates"]]
     assert set(r["pareto_front"]) <= {c["name"] for c in r["candidates"]} and r["pareto_front"]
     assert (tmp_path / "run" / "optuna.db").is_file()

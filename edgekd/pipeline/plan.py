@@ -1,0 +1,193 @@
+"""Resolving a run: everything a user can get wrong (target, budget, KD terms and their inputs,
+data, teachers, run directory, where models are measured) is checked here, before anything is
+written. The result is a `RunPlan` that every stage reads."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..config import RunConfig
+from ..data import Dataset, data_source, load_dataset
+from ..distill.losses import KDSettings, parse_kd
+from ..distill.losses import needs as kd_needs
+from ..errors import CheckpointError, ConfigError, DataError, RunDirError
+from ..host import default_threads
+from ..measurers import Measurer, measurer_for
+from ..models.family import EdgeNet
+from ..models.io import load_checkpoint
+from ..profilers import MeasurementCache, ProfileSettings
+from ..profilers.cache import default_cache_dir
+from ..search.objective import Costs, CostWeights, Objective
+from ..targets import Target, get_target
+
+
+class StageTimer:
+    """Seconds per stage, summed over every time a stage runs."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t0)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 3)
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.start, 3)
+
+
+@dataclass
+class Teachers:
+    """The teachers a run was given (checked against the data set), or none: then one is trained."""
+
+    main: EdgeNet | None
+    origin: str
+    extra: list[EdgeNet]
+
+
+@dataclass
+class RunPlan:
+    """A run, resolved and checked; nothing of it has been written yet."""
+
+    cfg: RunConfig
+    resume: bool
+    target: Target
+    budget_ms: float
+    budget_source: str
+    terms: list[tuple[str, float]]
+    needs: frozenset[str]
+    run_dir: Path
+    measurer: Measurer
+    threads: int
+    ds: Dataset
+    unlabeled_x: torch.Tensor | None
+    teachers: Teachers
+    kd: KDSettings
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    deadline: float | None = None
+
+    @property
+    def input_shape(self) -> list[int]:
+        return [1, self.ds.in_channels, self.ds.image_size, self.ds.image_size]
+
+    @property
+    def checkpoint_meta(self) -> dict[str, Any]:
+        c = self.cfg
+        return dict(classes=self.ds.classes, bands=self.ds.bands, image_size=self.ds.image_size, dataset=self.ds.name,
+                    data_source=data_source(c.data, seed=c.seed, val_fraction=c.val_fraction, image_size=c.image_size,
+                                            samples_per_class=c.samples_per_class,
+                                            max_samples_per_class=c.max_samples_per_class))
+
+    def objective(self, reference: Costs) -> Objective:
+        c = self.cfg
+        return Objective(lam=c.lambda_, gamma=c.gamma, delta=c.delta,
+                         weights=CostWeights(c.w_latency, c.w_memory, c.w_energy), budget_ms=self.budget_ms,
+                         reference=reference, memory_budget_mb=self.target.memory_budget_mb)
+
+
+def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
+    """Check every input and decide every setting; raises an EdgeKDError naming the fix."""
+    target = get_target(cfg.target)
+    terms = parse_kd(cfg.kd)
+    want = kd_needs(terms)
+    if "teachers" in want and not cfg.teachers:
+        raise ConfigError("--kd multi-teacher needs more teachers: add --teacher-extra PATH (one or more)")
+    if "unlabeled" in want and cfg.unlabeled is None:
+        raise ConfigError("--kd semi-supervised needs unlabelled images: pass --unlabeled DIR")
+    run_dir = cfg.out if resume and cfg.out is not None else prepare_run_dir(cfg, target)
+    with timer("data"):
+        ds = load_dataset(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, image_size=cfg.image_size,
+                          samples_per_class=cfg.samples_per_class, max_samples_per_class=cfg.max_samples_per_class)
+        unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
+    teachers = load_teachers(cfg, ds, run_dir, resume)
+    threads = cfg.threads or default_threads()
+    prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
+                           min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
+    cache = None if cfg.no_cache else MeasurementCache((cfg.cache_dir or default_cache_dir()) / "measurements.sqlite")
+    measurer = measurer_for(target, prof, cache, cfg.device_url, cfg.device_token_file, device_threads=cfg.threads)
+    kd = KDSettings(alpha=cfg.kd_alpha, temperature=cfg.kd_temperature,
+                    teacher_weights=tuple(cfg.teacher_weights or [1.0] * (1 + len(teachers.extra))),
+                    robust_rho=cfg.robust_rho, feature_distance=cfg.feature_distance)
+    budget_ms = cfg.budget_ms if cfg.budget_ms is not None else target.default_budget_ms
+    return RunPlan(cfg=cfg, resume=resume, target=target, budget_ms=budget_ms,
+                   budget_source="--budget-ms" if cfg.budget_ms is not None else f"default of target {target.name}",
+                   terms=terms, needs=want, run_dir=run_dir, measurer=measurer, threads=threads, ds=ds,
+                   unlabeled_x=unl_x, teachers=teachers, kd=kd,
+                   deadline=None if cfg.max_minutes is None else timer.start + 60 * cfg.max_minutes)
+
+
+def prepare_run_dir(cfg: RunConfig, target: Target) -> Path:
+    """The run directory, checked but not yet written: a non-empty folder is refused unless
+    --overwrite; an unwritable place is refused before any work is done."""
+    out = cfg.out or Path("runs") / f"{target.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file; pass a folder path for the run directory")
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise RunDirError(f"run directory {out} already holds files; pass a new --out folder "
+                          "(or --overwrite to write over the run in it)")
+    probe_dir = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
+    if not probe_dir.is_dir():
+        raise RunDirError(f"--out {out} lies under the file {probe_dir}; pass a folder path for the run directory")
+    try:  # a real write: permission bits do not tell the whole story (read-only mounts, root)
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as exc:
+        raise RunDirError(f"cannot write to {probe_dir} for the run directory {out} ({exc.strerror}); "
+                          "pass --out in a folder you can write to") from None
+    return out
+
+
+def _teacher_matches(meta: dict[str, Any], ds: Dataset, path: Path) -> None:
+    if meta["classes"] != ds.classes:
+        raise CheckpointError(
+            f"teacher {path} was trained on classes {meta['classes']}, but the data set has "
+            f"{ds.classes}; pass a teacher trained on this data set, or leave out --teacher to train one")
+    if int(meta["in_channels"]) != ds.in_channels:
+        raise CheckpointError(
+            f"teacher {path} takes {meta['in_channels']} input bands, the data set has {ds.in_channels} "
+            f"({', '.join(ds.bands)}); pass a matching teacher or leave out --teacher")
+
+
+def load_teachers(cfg: RunConfig, ds: Dataset, run_dir: Path, resume: bool) -> Teachers:
+    """The given or resumed main teacher (or None: train one) and the extra teachers, all
+    checked against the data set before anything is written."""
+    main, origin = None, ""
+    path = cfg.teacher
+    if resume and (run_dir / "teacher.pt").exists():
+        path, origin = run_dir / "teacher.pt", "resumed from the run directory"
+    if path is not None:
+        main, meta = load_checkpoint(path)
+        _teacher_matches(meta, ds, path)
+        origin = origin or f"given: {path}"
+    extra = []
+    for p in cfg.teachers:
+        m, meta = load_checkpoint(p)
+        _teacher_matches(meta, ds, p)
+        extra.append(m)
+    return Teachers(main, origin, extra)
+
+
+def load_unlabeled(folder: Path, ds: Dataset) -> torch.Tensor:
+    """Images of a folder (any depth, no labels needed) at the data set's size and bands."""
+    from ..data.folder import unlabeled_images
+
+    x = unlabeled_images(folder, ds.image_size)
+    if x.shape[1] != ds.in_channels:
+        raise DataError(f"unlabelled images in {folder} have {x.shape[1]} bands, the data set {ds.in_channels}")
+    return x

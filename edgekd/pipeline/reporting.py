@@ -1,0 +1,68 @@
+"""The report of a run, built from the records the stages returned (edgekd.report.model.Report)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import torch
+
+from ..host import software_versions
+from ..models.stats import count_macs, count_params
+from ..report.model import (DatasetSummary, KDSummary, KDTermWeight, MeasurementMode, ObjectiveSummary, Report,
+                            ScreenSettings, SearchSummary, TeacherSummary, TrainingSummary)
+from ..search.candidates import TrialStatus
+from ..export import ExportResult
+from .plan import RunPlan, StageTimer
+from .stages import SearchResult, Selection, TeacherResult
+
+
+def _objective(plan: RunPlan, search: SearchResult) -> ObjectiveSummary:
+    cfg, o = plan.cfg, search.objective
+    return ObjectiveSummary(
+        lambda_=o.lam, gamma=o.gamma, delta=o.delta,
+        weights={"latency": o.weights.latency, "memory": o.weights.memory, "energy": o.weights.energy},
+        kd=KDSummary(terms=[KDTermWeight(name=n, weight=w) for n, w in plan.terms], alpha=cfg.kd_alpha,
+                     temperature=cfg.kd_temperature, teacher_views=cfg.teacher_views))
+
+
+def _teacher(plan: RunPlan, teacher: TeacherResult) -> TeacherSummary:
+    t = teacher.model
+    return TeacherSummary(name=t.arch.name, arch=t.arch, origin=teacher.origin, params=count_params(t),
+                          macs=count_macs(t, tuple(plan.input_shape)), checkpoint="teacher.pt",
+                          val_accuracy=teacher.accuracy, val_cross_entropy=teacher.cross_entropy,
+                          train_loss=teacher.train_loss, measurement=teacher.measurement)
+
+
+def _search(plan: RunPlan, search: SearchResult) -> SearchSummary:
+    trials = search.trials
+    wasted = sum(r.train_seconds for t in trials for r in t.rungs if t.last is not None and not t.last.meets_budget)
+    return SearchSummary(
+        mode=plan.cfg.search, rung_epochs=search.rung_epochs, eta=plan.cfg.eta, proposals=len(trials),
+        screened_out=sum(t.status == TrialStatus.SCREENED_OUT for t in trials),
+        screen=ScreenSettings(on=plan.cfg.screen, slack=plan.cfg.screen_slack),
+        train_seconds_total=round(sum(r.train_seconds for t in trials for r in t.rungs), 2),
+        train_seconds_on_over_budget_students=round(wasted, 2))
+
+
+def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, choice: Selection,
+                 exports: list[ExportResult], timer: StageTimer) -> Report:
+    cfg = plan.cfg
+    m = plan.measurer
+    return Report(
+        run_id=plan.run_id, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]), resumed=plan.resume, target=plan.target,
+        budget_ms=plan.budget_ms, budget_source=plan.budget_source,
+        measurement=MeasurementMode(mode=m.mode, runtime=m.runtime, how=m.describe),
+        objective=_objective(plan, search), dataset=DatasetSummary.model_validate(plan.ds.summary()),
+        teacher=_teacher(plan, teacher),
+        training=TrainingSummary(
+            epochs_teacher=cfg.teacher_epochs, epochs_student=cfg.student_epochs, batch_size=cfg.batch_size,
+            lr=cfg.lr, seed=cfg.seed, torch_threads=torch.get_num_threads(),
+            teacher_outputs=f"computed once for {cfg.teacher_views} dihedral view(s) of every training image, "
+                            "memory-mapped under teacher_cache/, shared by every candidate"),
+        search=_search(plan, search), candidates=choice.candidates, trials=[t.summary() for t in search.trials],
+        pareto_front=choice.pareto_front, selected=choice.selected, selection_reason=choice.reason,
+        exports=exports, software=software_versions(), stage_seconds={**timer.seconds, "total": timer.total()},
+        config=cfg.model_dump(mode="json", by_alias=True))

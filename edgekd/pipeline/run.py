@@ -1,0 +1,40 @@
+"""`edgekd optimize`: the distiller loop of DESIGN.md section 2, as a short list of stages.
+
+resolve the run -> teacher (load or train, outputs cached once, measured on the target) ->
+search (proposals, screening, KD training by successive halving, every rung exported, profiled
+and scored by J) -> select -> export the selected student with parity checks -> report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from ..console import ConsoleObserver
+from ..report import write_reports
+from .plan import StageTimer, resolve_run
+from .reporting import build_report
+from .stages import candidates_table, export_stage, search_stage, select_student, start_run_dir, teacher_stage
+
+
+def run_optimize(cfg: RunConfig, observer: ConsoleObserver | None = None, resume: bool = False) -> Path:
+    """Run the whole loop; returns the run directory holding report.json. With `resume`, the
+    run directory of a stopped run is continued: finished work is read back, not redone."""
+    observer = observer or ConsoleObserver(quiet=cfg.quiet)
+    timer = StageTimer()
+    torch.manual_seed(cfg.seed)
+    plan = resolve_run(cfg, resume, timer)  # everything a user can get wrong, checked; nothing written
+    start_run_dir(plan, observer)
+    with observer:
+        teacher = teacher_stage(plan, observer, timer)
+        search = search_stage(plan, teacher, observer, timer)
+    choice = select_student(plan, search.trials)
+    observer.show(candidates_table(choice, teacher.measurement))
+    observer.say(f"selected [bold green]{choice.selected}[/]: {choice.reason}")
+    exports = export_stage(plan, choice, observer, timer)
+    report = build_report(plan, teacher, search, choice, exports, timer)
+    write_reports(plan.run_dir, report)
+    observer.say(f"report: {plan.run_dir / 'report.md'} and {plan.run_dir / 'report.json'} "
+                 f"(total {report.stage_seconds['total']:.1f} s)")
+    return plan.run_dir

@@ -1,0 +1,229 @@
+"""The stages of `edgekd optimize` (DESIGN.md section 2), each a function of the plan and the
+records before it, returning a record: the teacher, the search, the selection, the exports."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from rich.table import Table
+
+from ..console import ConsoleObserver
+from ..convert.onnx import to_onnx
+from ..distill.teacher import TeacherOutputs
+from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
+from ..errors import ConfigError
+from ..export import FORMATS, ExportResult
+from ..export.run import export_formats, export_metadata
+from ..models.family import EdgeNet, build_model
+from ..models.io import load_checkpoint, save_checkpoint
+from ..models.stats import count_macs, count_params
+from ..profilers.measurement import Measurement
+from ..search.candidates import Candidate, TrialRecord, TrialStatus
+from ..search.engine import Search, SearchSettings, finalize_checkpoint
+from ..search.objective import Costs, Objective, Scored, select
+from ..search.pareto import pareto_front
+from ..search.students import KDTrainer
+from .plan import RunPlan, StageTimer
+
+
+@dataclass
+class TeacherResult:
+    """The teacher of the run: the model, where it came from, how well it does, its outputs
+    cached for every candidate, and its measurement on the target (the reference of C_hw)."""
+
+    model: EdgeNet
+    origin: str
+    train_loss: list[float]
+    accuracy: float
+    cross_entropy: float
+    outputs: TeacherOutputs
+    unlabeled: Unlabeled | None
+    val_logits: torch.Tensor
+    measurement: Measurement
+
+    @property
+    def costs(self) -> Costs:
+        m = self.measurement
+        return Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj)
+
+
+@dataclass
+class SearchResult:
+    trials: list[TrialRecord]
+    rung_epochs: list[int]
+    objective: Objective
+
+
+@dataclass
+class Selection:
+    """The candidates (every trial that trained), the one selected and why, and the Pareto front."""
+
+    candidates: list[Candidate]
+    selected: str
+    reason: str
+    pareto_front: list[str]
+
+    @property
+    def best(self) -> Candidate:
+        return next(c for c in self.candidates if c.name == self.selected)
+
+
+def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
+    """The first write of a run: the folder and its resolved configuration."""
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    if not plan.resume:
+        (plan.run_dir / "config.yaml").write_text(
+            yaml.safe_dump(plan.cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
+    ds = plan.ds
+    observer.say(f"[bold]edgekd optimize[/] target [cyan]{plan.target.name}[/] budget {plan.budget_ms:g} ms -> "
+                 f"{plan.run_dir}" + (" (resumed)" if plan.resume else ""))
+    observer.say(f"data: {ds.name} ({'synthetic' if ds.synthetic else 'image folder'}), {len(ds.classes)} classes, "
+                 f"{len(ds.y_train)} train / {len(ds.y_val)} val, {ds.in_channels}x{ds.image_size}x{ds.image_size}"
+                 + (f", {len(ds.skipped_files)} unreadable files skipped" if ds.skipped_files else ""))
+
+
+def _train_teacher(plan: RunPlan, observer: ConsoleObserver) -> tuple[EdgeNet, list[float]]:
+    cfg, ds = plan.cfg, plan.ds
+    mean, std = ds.channel_stats()
+    teacher = build_model(cfg.teacher_arch, ds.in_channels, len(ds.classes), mean, std)
+    observer.say(f"training teacher {cfg.teacher_arch.name} ({cfg.teacher_epochs} epochs)")
+    observer.on_rung_start("teacher", steps(len(ds.y_train), cfg.batch_size, cfg.teacher_epochs),
+                           cfg.teacher_arch.name)
+    hist = train(teacher, ds.x_train, ds.y_train, epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                 seed=cfg.seed, on_step=observer.on_step)
+    observer.on_rung_end("teacher")
+    return teacher, hist.epoch_loss
+
+
+def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -> TeacherResult:
+    """Load or train the teacher, cache its outputs once (memory-mapped), measure it on the target."""
+    cfg, ds, run_dir = plan.cfg, plan.ds, plan.run_dir
+    with timer("teacher"):
+        if plan.teachers.main is not None:
+            teacher, origin, loss = plan.teachers.main, plan.teachers.origin, []
+        else:
+            (teacher, loss), origin = _train_teacher(plan, observer), "trained by this run"
+        if not (run_dir / "teacher.pt").exists() or not plan.resume:
+            save_checkpoint(run_dir / "teacher.pt", teacher, role="teacher", **plan.checkpoint_meta)
+    with timer("teacher_outputs"):  # computed once, memory-mapped, shared by every candidate and rung
+        outputs = TeacherOutputs.build(run_dir / "teacher_cache", [teacher, *plan.teachers.extra], ds.x_train,
+                                       views=cfg.teacher_views, features="features" in plan.needs,
+                                       embedding="embedding" in plan.needs)
+        unlabeled = None
+        if plan.unlabeled_x is not None:
+            unlabeled = Unlabeled(plan.unlabeled_x, TeacherOutputs.build(
+                run_dir / "teacher_cache", [teacher], plan.unlabeled_x, views=cfg.teacher_views))
+        t_val = predict_logits(teacher, ds.x_val)
+    ev = evaluate(t_val, ds.y_val)
+    observer.say(f"teacher {teacher.arch.name} ({origin}): val accuracy {ev['accuracy']:.3f}")
+    m = plan.measurer
+    observer.say(f"measurements: {m.describe}" + (
+        f" (batch 1, >= {cfg.profile_min_runs} runs and >= {cfg.profile_min_seconds:g} s each)"
+        if m.mode != "predicted" else ""), style="bold yellow" if m.mode == "predicted" else None)
+    with timer("profiling"):
+        measurement = _teacher_measurement(plan, teacher)
+    return TeacherResult(teacher, origin, loss, ev["accuracy"], ev["cross_entropy"], outputs, unlabeled, t_val,
+                         measurement)
+
+
+def _teacher_measurement(plan: RunPlan, teacher: EdgeNet) -> Measurement:
+    path = plan.run_dir / "teacher_measurement.json"
+    if plan.resume and path.exists():
+        return Measurement.model_validate_json(path.read_text())
+    m = plan.measurer.measure(to_onnx(teacher, plan.run_dir / "teacher.onnx", plan.input_shape), plan.input_shape)
+    path.write_text(m.model_dump_json())
+    return m
+
+
+def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserver, timer: StageTimer) -> SearchResult:
+    """Proposals, screening and KD training by successive halving (edgekd.search.engine)."""
+    cfg, ds = plan.cfg, plan.ds
+    mean, std = ds.channel_stats()
+    trainer = KDTrainer(ds=ds, mean=mean, std=std, teacher=teacher.outputs, teacher_channels=teacher.model.stage_channels,
+                        t_val=teacher.val_logits, terms=plan.terms, kd=plan.kd, batch_size=cfg.batch_size, lr=cfg.lr,
+                        feature_pairs=cfg.feature_pairs, unlabeled=teacher.unlabeled,
+                        calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,
+                        symmetric_int8=plan.measurer.runtime == "tensorrt")
+    objective = plan.objective(teacher.costs)
+    search = Search(SearchSettings.from_config(cfg, plan.deadline), objective, trainer, plan.measurer, plan.run_dir,
+                    plan.input_shape, plan.checkpoint_meta, observer)
+    trials = search.run()
+    for stage, sec in search.seconds.items():
+        timer.add(stage, sec)
+    return SearchResult(trials, search.epochs, objective)
+
+
+def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
+    """Candidates are the trials that completed a rung, scored by their last rung; argmin J
+    among those that fit memory and meet the budget (see search.objective.select)."""
+    candidates = []
+    for t in trials:
+        if t.last is not None and t.status != TrialStatus.DUPLICATE:
+            m = build_model(t.arch, plan.ds.in_channels, len(plan.ds.classes))
+            candidates.append(Candidate.from_trial(t, count_params(m), count_macs(m, tuple(plan.input_shape))))
+    if not candidates:
+        raise ConfigError("no candidate was trained: every proposal was screened out or the time budget ran out; "
+                          "raise --budget-ms, add smaller candidates, or give --max-minutes more time")
+    try:
+        selected, reason = select([Scored(c.name, c.objective, c.meets_budget, c.measurement.latency_ms.p90,
+                                          c.fits_memory) for c in candidates], plan.budget_ms)
+    except ValueError:
+        raise ConfigError(f"no candidate fits the memory budget of {plan.target.name} "
+                          f"({plan.target.memory_budget_mb:g} MB); add smaller candidates or raise memory_budget_mb "
+                          "in a target file") from None
+    front = [candidates[i].name for i in pareto_front(
+        [(-c.val_accuracy, c.measurement.latency_ms.p90, c.measurement.energy_mj or 0.0) for c in candidates])]
+    return Selection(candidates, selected, reason, front)
+
+
+def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, timer: StageTimer) -> list[ExportResult]:
+    """The selected student in every requested format, each checked against PyTorch; paths in
+    the results are relative to the run directory."""
+    cfg, best = plan.cfg, choice.best
+    student, _ = load_checkpoint(finalize_checkpoint(plan.run_dir, best.arch, best.rung))
+    formats = list(cfg.export_formats)
+    if best.precision == "int8" and not any(FORMATS[f].precision == "int8" for f in formats if f in FORMATS):
+        formats.append("onnx-int8")  # the selected student is its INT8 version: ship that
+    mean, std = plan.ds.channel_stats()
+    with timer("export"):
+        exports = export_formats(student, plan.ds, formats, plan.run_dir / "exports", f"student-{best.arch.name}",
+                                 export_metadata(plan.ds, choice.selected, plan.run_id, mean, std),
+                                 calibration_size=cfg.calibration_size, max_accuracy_drop=cfg.max_accuracy_drop,
+                                 tolerances=cfg.parity, threads=plan.threads, seed=cfg.seed)
+    for e in exports:
+        observer.say(f"export {e.format}: {e.path} (top-1 agreement {e.parity.top1_agreement:.4f}, "
+                     f"max |diff| {e.parity.max_abs_diff:.2e})")
+    return [e.model_copy(update={"path": relative(e.path, plan.run_dir)}) for e in exports]
+
+
+def relative(path: str | Path, run_dir: Path) -> str:
+    """`path` relative to the run directory, in POSIX form."""
+    return Path(os.path.relpath(Path(path).resolve(), run_dir.resolve())).as_posix()
+
+
+def candidates_table(choice: Selection, teacher: Measurement) -> Table:
+    """The candidates as a rich table, best J first; the teacher is the reference row."""
+    how = teacher.source["latency"]
+    cond = f"{teacher.runtime}, batch {teacher.batch}" + (f", {teacher.threads} threads" if how != "predicted" else "")
+    t = Table(title=f"candidates: latency {how.upper() if how == 'predicted' else how} ({cond}), "
+                    f"energy {teacher.source.get('energy', 'not measured')}")
+    for col in ("name", "params", "MMACs", "val acc", "KD loss", "p50 ms", "p90 ms", "peak MB",
+                "mJ", "C_hw", "P_rt", "J"):
+        t.add_column(col, justify="left" if col == "name" else "right")
+    t.add_row("(teacher)", "", "", "", "", f"{teacher.latency_ms.p50:.3f}", f"{teacher.latency_ms.p90:.3f}",
+              _fmt(teacher.peak_memory_mb), _fmt(teacher.energy_mj, 3), "1 (ref)", "", "", style="dim")
+    for c in sorted(choice.candidates, key=lambda c: c.objective):
+        m = c.measurement
+        t.add_row(c.name, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.val_accuracy:.3f}", f"{c.val_kd_loss:.3f}",
+                  f"{m.latency_ms.p50:.3f}", f"{m.latency_ms.p90:.3f}", _fmt(m.peak_memory_mb),
+                  _fmt(m.energy_mj, 3), f"{c.c_hw:.3f}", f"{c.penalty:g}", f"{c.objective:.3f}",
+                  style="bold green" if c.name == choice.selected else None)
+    return t
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"

@@ -1,0 +1,150 @@
+"""`Report`: the typed record behind report.json. The renderers (Markdown, HTML, plots) read its
+attributes; the shipped JSON Schema (report.schema.json) is generated from it by
+`python -m edgekd.report.schema`.
+
+Every path in a report is relative to the run directory, so a run directory can be moved,
+archived or read from anywhere."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..export.base import ExportResult
+from ..models.arch import ArchSpec
+from ..profilers.measurement import Measurement
+from ..search.candidates import Candidate, TrialSummary
+from ..targets import Target
+
+SCHEMA_VERSION = 1
+
+
+class MeasurementMode(BaseModel):
+    """Where every figure of the run came from."""
+
+    mode: Literal["measured", "remote", "predicted"]
+    runtime: str
+    how: str
+
+
+class KDTermWeight(BaseModel):
+    name: str
+    weight: float
+
+
+class KDSummary(BaseModel):
+    terms: list[KDTermWeight]
+    alpha: float
+    temperature: float
+    teacher_views: int
+
+
+class ObjectiveSummary(BaseModel):
+    """J's weights, budget reference and form, as the run used them."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    lambda_: float = Field(alias="lambda")
+    gamma: float
+    delta: float
+    delta_unit: str = "per mJ per inference"
+    weights: dict[str, float]
+    reference: str = "teacher measured on the same target and runtime"
+    latency_statistic: str = "p50 in C_hw; p90 in the real-time penalty"
+    penalty: str = "indicator: gamma * 1[p90 > budget_ms]"
+    kd: KDSummary
+
+
+class DatasetSizes(BaseModel):
+    train: int
+    val: int
+
+
+class DatasetSummary(BaseModel):
+    name: str
+    synthetic: bool
+    source: str
+    classes: list[str]
+    bands: list[str]
+    image_size: int
+    sizes: DatasetSizes
+    skipped_files: list[str] = []
+
+
+class TeacherSummary(BaseModel):
+    name: str
+    arch: ArchSpec
+    origin: str
+    params: int
+    macs: int
+    checkpoint: str  # relative to the run directory
+    val_accuracy: float = Field(ge=0, le=1)
+    val_cross_entropy: float
+    train_loss: list[float] = []
+    measurement: Measurement
+
+
+class TrainingSummary(BaseModel):
+    epochs_teacher: int
+    epochs_student: int
+    batch_size: int
+    lr: float
+    seed: int
+    torch_threads: int
+    teacher_outputs: str
+
+
+class ScreenSettings(BaseModel):
+    on: bool
+    slack: float
+
+
+class SearchSummary(BaseModel):
+    mode: str
+    rung_epochs: list[int]
+    eta: int
+    proposals: int
+    screened_out: int
+    screen: ScreenSettings
+    train_seconds_total: float
+    train_seconds_on_over_budget_students: float
+
+
+class Report(BaseModel):
+    """report.json (schema_version 1). Every measured figure carries its source and conditions."""
+
+    model_config = ConfigDict(title="edgekd optimize report", populate_by_name=True,
+                              json_schema_serialization_defaults_required=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    run_id: str
+    created: str
+    command: str
+    resumed: bool = False
+    target: Target
+    budget_ms: float = Field(gt=0)
+    budget_source: str
+    measurement: MeasurementMode
+    objective: ObjectiveSummary
+    dataset: DatasetSummary
+    teacher: TeacherSummary
+    training: TrainingSummary
+    search: SearchSummary
+    candidates: list[Candidate] = Field(min_length=1)
+    trials: list[TrialSummary]
+    pareto_front: list[str]
+    selected: str
+    selection_reason: str
+    exports: list[ExportResult]
+    software: dict[str, str]
+    stage_seconds: dict[str, float]
+    config: dict[str, Any]
+
+    @property
+    def best(self) -> Candidate:
+        """The selected candidate."""
+        return next(c for c in self.candidates if c.name == self.selected)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True)

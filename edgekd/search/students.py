@@ -1,0 +1,102 @@
+"""How the search builds, trains and validates a student: the `StudentTrainer` contract the
+engine relies on, and `KDTrainer`, its implementation with edgekd's KD losses. Tests give the
+engine a fake trainer instead."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from ..data import Dataset
+from ..distill.losses import KDSettings
+from ..distill.teacher import TeacherSource
+from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
+from ..models.arch import ArchSpec
+from ..models.family import build_model
+
+
+class Validation(BaseModel):
+    """A student on the validation split."""
+
+    accuracy: float
+    kd_loss: float
+    cross_entropy: float
+
+
+class StudentTrainer(Protocol):
+    """What the search asks of training. `build` returns an untrained student of `arch`;
+    `train` continues `model` for `epochs` epochs in place (calling `on_step` after each
+    optimiser step) and returns the loss of each epoch; `validate` scores the model at
+    `precision` — for int8 it quantizes `onnx_path` next to it and validates that file —
+    and returns the figures and the ONNX file that the measurement must use."""
+
+    def build(self, arch: ArchSpec) -> torch.nn.Module: ...
+
+    def steps(self, epochs: int) -> int: ...
+
+    def train(self, model: torch.nn.Module, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]: ...
+
+    def validate(self, model: torch.nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]: ...
+
+
+@dataclass
+class KDTrainer:
+    """Students distilled from the cached teacher outputs with the run's KD terms."""
+
+    ds: Dataset
+    mean: list[float]
+    std: list[float]
+    teacher: TeacherSource
+    teacher_channels: list[int]
+    t_val: torch.Tensor
+    terms: list[tuple[str, float]]
+    kd: KDSettings
+    batch_size: int
+    lr: float
+    feature_pairs: list[tuple[int, int]] | None = None
+    unlabeled: Unlabeled | None = None
+    calibration_size: int = 300
+    seed: int = 0
+    threads: int = 1
+    symmetric_int8: bool = False  # TensorRT wants symmetric activations
+    _calib: list[np.ndarray] | None = field(default=None, repr=False)
+
+    def build(self, arch: ArchSpec) -> torch.nn.Module:
+        return build_model(arch, self.ds.in_channels, len(self.ds.classes), self.mean, self.std)
+
+    def steps(self, epochs: int) -> int:
+        return steps(len(self.ds.y_train), self.batch_size, epochs)
+
+    def train(self, model: torch.nn.Module, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]:
+        hist = train(model, self.ds.x_train, self.ds.y_train, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
+                     seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
+                     teacher_channels=self.teacher_channels, pairs=self.feature_pairs, unlabeled=self.unlabeled,
+                     on_step=on_step)
+        return hist.epoch_loss
+
+    def validate(self, model: torch.nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]:
+        if precision == "int8":
+            from ..convert.qdq import quantize_qdq
+            from ..profilers.runner import onnx_logits
+
+            onnx_path = quantize_qdq(onnx_path, onnx_path.with_suffix(".int8.onnx"), self._calibration(),
+                                     symmetric=self.symmetric_int8)
+            logits = onnx_logits(onnx_path, self.ds.x_val, self.threads)
+        else:
+            logits = predict_logits(model, self.ds.x_val)
+        ev = evaluate(logits, self.ds.y_val, self.t_val, self.kd.alpha, self.kd.temperature)
+        return Validation(accuracy=ev["accuracy"], kd_loss=ev["kd_loss"], cross_entropy=ev["cross_entropy"]), onnx_path
+
+    def _calibration(self) -> list[np.ndarray]:
+        if self._calib is None:
+            from ..convert.qdq import calibration_batches
+            from ..export.run import calibration_subset
+
+            shape = [1, self.ds.in_channels, self.ds.image_size, self.ds.image_size]
+            self._calib = calibration_batches(calibration_subset(self.ds, self.calibration_size, self.seed), shape)
+        return self._calib
