@@ -12,9 +12,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
-from .export.parity import DEFAULT_TOLERANCES, ParityTolerance
 from .models.arch import ArchSpec
 from .models.space import SearchSpace
+from .tolerances import DEFAULT_TOLERANCES, ParityTolerance
 
 
 class RunConfig(BaseModel):
@@ -22,72 +22,88 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    preset: Literal["smoke", "default"] = "default"
-    target: str = "cpu"
-    data: Path | None = None
-    teacher: Path | None = None
-    out: Path | None = None
-    overwrite: bool = False
-    seed: int = 0
-    budget_ms: float | None = Field(default=None, description="t_real-time; default: the target's")
-    lambda_: float = Field(default=0.5, alias="lambda", ge=0)
-    gamma: float = Field(default=10.0, ge=0)
-    delta: float = Field(default=0.0, ge=0, description="weight of energy per inference, per mJ")
+    preset: Literal["smoke", "default"] = Field(
+        default="default", description="smoke (about a minute: tiny data, 3 candidates, short training) or default")
+    target: str = Field(default="cpu", description="target device name or alias (see `edgekd targets`)")
+    data: Path | None = Field(default=None, description="image-folder data set, one sub-folder per class "
+                                                       "(default: the built-in synthetic demo set)")
+    teacher: Path | None = Field(default=None, description="teacher checkpoint written by edgekd "
+                                                          "(default: train one first)")
+    out: Path | None = Field(default=None, description="run directory (default: runs/TARGET-TIMESTAMP)")
+    overwrite: bool = Field(default=False, description="write into a run directory that already holds files")
+    seed: int = Field(default=0, description="seed of data generation, splits and training")
+    budget_ms: float | None = Field(default=None, description="real-time budget t_real-time for the p90 latency, ms "
+                                                             "(default: the target's, 33.3 for cpu)")
+    lambda_: float = Field(default=0.5, alias="lambda", ge=0, description="weight λ of the hardware cost C_hw in J")
+    gamma: float = Field(default=10.0, ge=0, description="real-time penalty γ added to J when p90 > budget")
+    delta: float = Field(default=0.0, ge=0, description="weight δ of energy per inference in J, per mJ")
     w_latency: float = Field(default=0.6, ge=0)
     w_memory: float = Field(default=0.2, ge=0)
     w_energy: float = Field(default=0.2, ge=0)
     # data
     samples_per_class: int = Field(default=300, ge=4, description="demo data set only")
-    image_size: int | None = Field(default=None, ge=8, le=1024)
+    image_size: int | None = Field(default=None, ge=8, le=1024,
+                                   description="input resolution (default: 32 demo, 64 image folders)")
     val_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     max_samples_per_class: int | None = Field(default=None, ge=2)
     # models and training
     teacher_arch: ArchSpec = ArchSpec(width=1.5, depth=3, expansion=4)
     candidates: list[ArchSpec] = []
-    teacher_epochs: int = Field(default=10, ge=1)
-    student_epochs: int = Field(default=8, ge=1)
+    teacher_epochs: int = Field(default=10, ge=1, description="epochs to train the teacher")
+    student_epochs: int = Field(default=8, ge=1, description="KD epochs per candidate student")
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=3e-3, gt=0)
     kd_alpha: float = Field(default=0.5, ge=0, le=1)
     kd_temperature: float = Field(default=4.0, gt=0)
     # profiling
-    threads: int | None = Field(default=None, ge=1, description="inference threads; default: physical cores")
+    threads: int | None = Field(default=None, ge=1,
+                                description="inference threads for profiling (default: physical cores)")
     profile_warmup: int = Field(default=10, ge=0)
     profile_min_runs: int = Field(default=50, ge=1)
     profile_min_seconds: float = Field(default=1.0, ge=0)
-    energy_meter: str = "auto"
-    no_cache: bool = False
+    energy_meter: str = Field(default="auto", description="auto, rapl, nvml, ina3221, estimate or none")
+    no_cache: bool = Field(default=False, description="measure every model even if the measurement cache holds it")
     cache_dir: Path | None = None
-    device_url: str | None = None
-    device_token_file: Path | None = None
-    precisions: list[Literal["fp32", "int8"]] = Field(default=["fp32"], description="precisions searched")
+    device_url: str | None = Field(default=None, description="URL of `edgekd agent` on the target device: every "
+                                                            "candidate is measured there (source: remote)")
+    device_token_file: Path | None = Field(default=None, description="file with the agent's bearer token "
+                                                                    "(else EDGEKD_AGENT_TOKEN)")
+    precisions: list[Literal["fp32", "int8"]] = Field(
+        default=["fp32"], description="precisions searched: fp32 or fp32,int8 (INT8 students scored by measured "
+                                      "INT8 latency and post-quantization accuracy)")
     # distillation
-    kd: list[str] = Field(default=["response"], description="KD terms NAME[:WEIGHT]: response, feature, relation, "
-                                                            "multi-teacher, semi-supervised, robust")
-    teachers: list[Path] = Field(default=[], description="extra teachers for multi-teacher KD")
+    kd: list[str] = Field(default=["response"], description="KD terms NAME[:WEIGHT],...: response, feature, "
+                                                            "relation, multi-teacher, semi-supervised, robust")
+    teachers: list[Path] = Field(default=[], description="more teachers for --kd multi-teacher (repeatable)")
     teacher_weights: list[float] = []
-    unlabeled: Path | None = None
-    teacher_views: int = Field(default=1, ge=1, le=8, description="dihedral views cached per training image")
+    unlabeled: Path | None = Field(default=None, description="folder of unlabelled images for --kd semi-supervised")
+    teacher_views: int = Field(default=1, ge=1, le=8, description="dihedral views (rotations/flips) of each training "
+                                                                  "image whose teacher outputs are cached, 1..8")
     feature_pairs: list[tuple[int, int]] | None = None
     robust_rho: float = Field(default=0.5, gt=0, le=1)
     feature_distance: Literal["mse", "cosine"] = "mse"
     # search
-    search: Literal["grid", "tpe", "nsga2"] = "grid"
-    trials: int = Field(default=16, ge=1)
+    search: Literal["grid", "tpe", "nsga2"] = Field(
+        default="grid", description="grid (the configured candidates), tpe (Optuna TPE on J) or nsga2 "
+                                    "(accuracy vs p90)")
+    trials: int = Field(default=16, ge=1, description="proposals of a tpe/nsga2 search")
     bracket_size: int = Field(default=8, ge=1)
     rungs: int = Field(default=3, ge=1, le=6)
     eta: int = Field(default=2, ge=2)
-    screen: bool = True
+    screen: bool = Field(default=True, description="screen proposals before training; --no-screen trains "
+                                                  "every proposal, even those far over the budget")
     screen_slack: float = Field(default=1.5, gt=0, description="drop proposals whose screened p90 > slack x budget")
-    max_minutes: float | None = Field(default=None, gt=0)
+    max_minutes: float | None = Field(default=None, gt=0, description="stop proposing and training after this "
+                                                                    "long; select among what finished")
     search_space: SearchSpace = SearchSpace()
     # exports of the selected student, each checked against PyTorch
-    export_formats: list[str] = ["onnx", "openvino"]
+    export_formats: list[str] = Field(default=["onnx", "openvino"], description="formats of the selected student "
+                                                                               "(see `edgekd export --help`)")
     calibration_size: int = Field(default=300, ge=1, description="INT8 calibration images")
     max_accuracy_drop: float | None = Field(default=None, gt=0, lt=1, description="accuracy-controlled INT8")
     parity: dict[str, ParityTolerance] = Field(default_factory=lambda: dict(DEFAULT_TOLERANCES),
                                                description="tolerance per precision: fp32, fp16, int8")
-    quiet: bool = False
+    quiet: bool = Field(default=False, description="no progress bars or tables; errors only")
 
     @field_validator("budget_ms")
     @classmethod
@@ -134,10 +150,61 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return {str(k).replace("-", "_") if k != "lambda" else k: v for k, v in raw.items()}
 
 
-def build_config(flags: dict[str, Any], config_file: Path | None = None) -> RunConfig:
+class Overrides(BaseModel):
+    """Values given on the command line; None means not given (the YAML file or the preset
+    decides). Names are RunConfig's; comma-separated lists are split here."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    preset: str | None = None
+    target: str | None = None
+    data: Path | None = None
+    teacher: Path | None = None
+    out: Path | None = None
+    overwrite: bool | None = None
+    seed: int | None = None
+    budget_ms: float | None = None
+    lambda_: float | None = Field(default=None, alias="lambda")
+    gamma: float | None = None
+    delta: float | None = None
+    threads: int | None = None
+    teacher_epochs: int | None = None
+    student_epochs: int | None = None
+    image_size: int | None = None
+    energy_meter: str | None = None
+    no_cache: bool | None = None
+    device_url: str | None = None
+    device_token_file: Path | None = None
+    precisions: list[str] | None = None
+    export_formats: list[str] | None = None
+    kd: list[str] | None = None
+    teachers: list[Path] | None = None
+    unlabeled: Path | None = None
+    teacher_views: int | None = None
+    search: str | None = None
+    trials: int | None = None
+    max_minutes: float | None = None
+    screen: bool | None = None
+    quiet: bool | None = None
+
+    @field_validator("precisions", "export_formats", "kd", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+    @field_validator("teachers", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return v or None
+
+    def given(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True, by_alias=True)
+
+
+def build_config(flags: Overrides | dict[str, Any], config_file: Path | None = None) -> RunConfig:
     """Merge preset < YAML < flags (flags that are None were not given) into a RunConfig."""
     from_file = _read_yaml(config_file) if config_file else {}
-    given = {k: v for k, v in flags.items() if v is not None}
+    given = flags.given() if isinstance(flags, Overrides) else {k: v for k, v in flags.items() if v is not None}
     preset = given.get("preset") or from_file.get("preset") or "default"
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
