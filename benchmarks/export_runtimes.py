@@ -18,8 +18,8 @@ from pathlib import Path
 
 from edgekd.data import dataset_from_source
 from edgekd.export.run import export_formats, export_metadata
-from edgekd.models.io import load_checkpoint
 from edgekd.host import default_threads
+from edgekd.models.io import load_checkpoint
 from edgekd.profilers import ProfileSettings, profile_model
 from edgekd.targets import get_target
 
@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--calibration-size", type=int, default=300)
     args = ap.parse_args()
     report = json.loads((args.run / "report.json").read_text())
-    models = {"teacher": args.run / "teacher.pt",
-              "student": Path(next(c for c in report["candidates"] if c["name"] == report["selected"])["checkpoint"])}
+    selected = next(c for c in report["candidates"] if c["name"] == report["selected"])
+    models = {"teacher": args.run / "teacher.pt", "student": args.run / selected["checkpoint"]}  # run-relative
     threads = default_threads()
     target = get_target("cpu")
     settings = ProfileSettings(threads=threads, warmup=20, min_runs=200, min_seconds=2.0, energy_meter="none",
@@ -89,14 +89,17 @@ def render(r: dict) -> str:
              f"Command: `{r['command']}`. Batch 1, input {c['input_shape']}, {c['threads']} threads, {c['warmup']} "
              f"warm-up, >= {c['min_runs']} runs and >= {c['min_seconds']} s; latency measured; accuracy on the "
              f"{c['accuracy']}.", "",
-             "| model | format | runtime | precision | p50 ms | p90 ms | size MB | accuracy |", "|---|---|---|---|---|---|---|---|"]
+             "| model | format | runtime | precision | p50 ms | p90 ms | size MB | accuracy "
+             "|", "|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
-        lines.append(f"| {row['model']} | {row['format']} | {row['runtime']} | {row['precision']} | {row['p50_ms']:.4f} | "
+        lines.append(f"| {row['model']} | {row['format']} | {row['runtime']} | {row['precision']} | "
+                     f"{row['p50_ms']:.4f} | "
                      f"{row['p90_ms']:.4f} | {row['size_mb']:.3f} | {row['accuracy']:.4f} |")
     lines += ["", "| model | OpenVINO INT8 vs FP32 (p50) | INT8 accuracy drop | fastest format | vs PyTorch eager |",
               "|---|---|---|---|---|"]
     for role, s in r["summary"].items():
-        lines.append(f"| {role} | {s['openvino_int8_speedup_vs_fp32']:.2f}x | {s['openvino_int8_accuracy_drop_points']:+.2f} pts | "
+        lines.append(f"| {role} | {s['openvino_int8_speedup_vs_fp32']:.2f}x | "
+                     f"{s['openvino_int8_accuracy_drop_points']:+.2f} pts | "
                      f"{s['best_format']} | {s['best_speedup_vs_eager']:.2f}x |")
     return "\n".join(lines) + "\n"
 

@@ -15,8 +15,8 @@ import platform
 import tempfile
 from pathlib import Path
 
-from edgekd.models.arch import ArchSpec
 from edgekd.convert.onnx import to_onnx
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers import PROFILERS, ProfileSettings, profile_model
 from edgekd.targets import get_target
@@ -34,7 +34,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgekd-gpu-"))
     target = get_target("cpu")
     rows = []
-    for label, arch in (("student", ArchSpec(width=0.5, depth=1)), ("teacher", ArchSpec(width=1.5, depth=3, expansion=4))):
+    models = (("student", ArchSpec(width=0.5, depth=1)), ("teacher", ArchSpec(width=1.5, depth=3, expansion=4)))
+    for label, arch in models:
         onnx_path = to_onnx(build_model(arch, 3, 7), work / f"{label}.onnx", SHAPE)
         for runtime, precision in (("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8"),
                                    ("onnxruntime", "fp32")):

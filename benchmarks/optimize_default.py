@@ -111,7 +111,8 @@ def main() -> None:
 def render(r: dict) -> str:
     lines = [
         "# optimize --preset default on the demo set", "",
-        f"Command: `{r['command']}`. Machine: {r['machine']['platform']}, {r['machine']['torch_threads']} torch threads, "
+        f"Command: `{r['command']}`. Machine: {r['machine']['platform']}, {r['machine']['torch_threads']} torch "
+        "threads, "
         f"load average at the end {r['machine'].get('load_average_1_5_15_at_end')} (above ~2 means other work shared "
         "the 2 cores and stage times are inflated).",
         f"Data: {r['dataset']['name']} (synthetic), {r['dataset']['sizes']}. Epochs: teacher "
@@ -120,13 +121,15 @@ def render(r: dict) -> str:
         f"{r['latency_conditions']['precision']}, batch {r['latency_conditions']['batch']}, "
         f"{r['latency_conditions']['threads']} threads.", "",
         f"Teacher {r['teacher']['name']} ({r['teacher']['params']:,} params): val accuracy "
-        f"{r['teacher']['val_accuracy']:.3f}, p50 {r['teacher']['p50_ms']:.3f} ms, p90 {r['teacher']['p90_ms']:.3f} ms.", "",
+        f"{r['teacher']['val_accuracy']:.3f}, p50 {r['teacher']['p50_ms']:.3f} ms, p90 {r['teacher']['p90_ms']:.3f} "
+        "ms.", "",
         "| student | params | MMACs | acc KD | acc no KD | KD gain (pts) | p50 ms | p90 ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for c in r["candidates"]:
         lines.append(f"| {c['name']} | {c['params']:,} | {c['macs'] / 1e6:.2f} | {c['val_accuracy_kd']:.3f} | "
-                     f"{c['val_accuracy_no_kd']:.3f} | {c['kd_gain_points']:+.1f} | {c['p50_ms']:.3f} | {c['p90_ms']:.3f} |")
+                     f"{c['val_accuracy_no_kd']:.3f} | {c['kd_gain_points']:+.1f} | {c['p50_ms']:.3f} | "
+                     f"{c['p90_ms']:.3f} |")
     tc = r["teacher_cache"]
     lines += ["", f"Selected: {r['selected']} — {r['selection_reason']}", "",
               "| stage | seconds |", "|---|---|"]

@@ -73,12 +73,15 @@ def render(r: dict) -> str:
              f"measured p50 (>= 50 runs, >= 1 s) vs predicted. Calibrated on {r['calibration']['n_models']} models "
              f"in {r['calibration']['seconds']} s (in-sample median error "
              f"{r['calibration']['in_sample_median_abs_error_pct']:.1f}%).", "",
-             "| held-out model | GFLOP | measured p50 ms | predicted ms | error | uncalibrated ms |", "|---|---|---|---|---|---|"]
+             "| held-out model | GFLOP | measured p50 ms | predicted ms | error | uncalibrated ms "
+             "|", "|---|---|---|---|---|---|"]
     for row in r["holdout"]:
         err = (row["predicted_ms"] - row["measured_p50_ms"]) / row["measured_p50_ms"] * 100
-        lines.append(f"| {row['model']} | {row['gflops']:.4f} | {row['measured_p50_ms']:.4f} | {row['predicted_ms']:.4f} | "
+        lines.append(f"| {row['model']} | {row['gflops']:.4f} | {row['measured_p50_ms']:.4f} | "
+                     f"{row['predicted_ms']:.4f} | "
                      f"{err:+.1f}% | {row['uncalibrated_ms']:.4f} |")
-    lines += ["", "| | within ±10% | within ±15% | within ±20% | median abs error | Spearman |", "|---|---|---|---|---|---|",
+    lines += ["", "| | within ±10% | within ±15% | within ±20% | median abs error | Spearman "
+                  "|", "|---|---|---|---|---|---|",
               f"| calibrated | {c['within_10pct']:.0%} | {c['within_15pct']:.0%} | {c['within_20pct']:.0%} | "
               f"{c['median_abs_error_pct']:.1f}% | {c['spearman']:.3f} |",
               f"| uncalibrated | {u['within_10pct']:.0%} | {u['within_15pct']:.0%} | {u['within_20pct']:.0%} | "

@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 from edgekd.config import RunConfig
+from edgekd.host import default_threads
 from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.models.io import save_checkpoint
-from edgekd.host import default_threads
 from edgekd.profilers import MeasurementCache, ProfileSettings, profile_model
 from edgekd.profilers.inputs import resolve_model
 from edgekd.targets import get_target
@@ -143,7 +143,8 @@ def render(r: dict) -> str:
         lines.append(f"| {k} | {v['p50']['median']:.4f} | ±{v['p50']['max_rel_dev_pct']:.1f}% | "
                      f"{v['p90']['median']:.4f} | ±{v['p90']['max_rel_dev_pct']:.1f}% | {v['cv_median']:.1%} |")
     lines += ["", "| profile call | wall s | timed runs s | overhead s |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['wall_s']} | {v['timed_s']} | {v['overhead_s']} |" for k, v in r["overhead_per_call"].items()]
+    lines += [f"| {k} | {v['wall_s']} | {v['timed_s']} | {v['overhead_s']} "
+              "|" for k, v in r["overhead_per_call"].items()]
     ca = r["cache"]
     lines += ["", f"Cache: miss {ca['miss_s']} s, hit {ca['hit_s']} s, speed-up {ca['speedup']}x.", "",
               "| model | runtime | p50 ms | p90 ms | speed-up vs torch eager (p50) |", "|---|---|---|---|---|"]

@@ -4,8 +4,9 @@ measured say why; predicted rows are marked."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -59,25 +60,33 @@ def benchmark(path: Path, targets: list[str], runtimes: list[str] | None, settin
     models, shape = models_of(path)
     rows: list[BenchRow] = []
     for tname in targets:
-        target = get_target(tname)
-        measurers: dict[str, Measurer | EdgeKDError] = {}  # one per runtime: an agent is asked once
-
-        def measurer(rt: str) -> Measurer:
-            if rt not in measurers:
-                try:
-                    measurers[rt] = measurer_for(target, settings, None, device_url, token_file, runtime=rt)
-                except EdgeKDError as exc:
-                    measurers[rt] = exc
-            found = measurers[rt]
-            if isinstance(found, EdgeKDError):
-                raise found
-            return found
-
+        measurer = _measurers(get_target(tname), settings, device_url, token_file)
         for m in models:
             spec = FORMATS.get(m["format"])
             rts = runtimes if (runtimes and m["format"] == "onnx") else [spec.runtime if spec else "onnxruntime"]
-            rows += [_row(m, target, rt, shape, measurer) for rt in rts]
+            rows += [_row(m, measurer.target, rt, shape, measurer) for rt in rts]
     return rows
+
+
+class _measurers:
+    """One measurer per runtime of a target, made when first asked (an agent is asked once);
+    a measurer that cannot be made raises its error for every row that needs it."""
+
+    def __init__(self, target: Target, settings: ProfileSettings, device_url: str | None, token_file: Path | None):
+        self.target, self.settings, self.url, self.token_file = target, settings, device_url, token_file
+        self.made: dict[str, Measurer | EdgeKDError] = {}
+
+    def __call__(self, runtime: str) -> Measurer:
+        if runtime not in self.made:
+            try:
+                self.made[runtime] = measurer_for(self.target, self.settings, None, self.url, self.token_file,
+                                                  runtime=runtime)
+            except EdgeKDError as exc:
+                self.made[runtime] = exc
+        found = self.made[runtime]
+        if isinstance(found, EdgeKDError):
+            raise found
+        return found
 
 
 def _row(m: dict[str, Any], target: Target, rt: str, shape: list[int] | None,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .models.arch import ArchSpec
 from .models.space import SearchSpace
+from .registry import close_matches
 from .tolerances import DEFAULT_TOLERANCES, ParityTolerance
 
 
@@ -142,7 +143,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} cannot be read as YAML ({exc.__class__.__name__}); fix its syntax") from None
+        raise ConfigError(f"config file {path} cannot be read as YAML ({exc.__class__.__name__}); fix its "
+                          "syntax") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -214,5 +216,9 @@ def build_config(flags: Overrides | dict[str, Any], config_file: Path | None = N
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+            keys = [f.alias or k for k, f in RunConfig.model_fields.items()]
+            raise ConfigError(f"unknown option {where!r} in the configuration; {close_matches(where, keys)}"
+                              "the keys are RunConfig's (see edgekd/config.py)") from None
         flag = "--" + where.replace("_", "-").rstrip("-")
         raise ConfigError(f"invalid value for {flag} ({where}): {err['msg']}") from None

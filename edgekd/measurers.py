@@ -27,9 +27,14 @@ class Measurer(Protocol):
     EdgeKDError naming the problem when the model cannot be measured; neither changes the model
     file. `mode` is the source the latency figure will carry; `describe` says it in words."""
 
-    mode: Mode
-    runtime: str
-    describe: str
+    @property
+    def mode(self) -> Mode: ...
+
+    @property
+    def runtime(self) -> str: ...
+
+    @property
+    def describe(self) -> str: ...
 
     def measure(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement: ...
 

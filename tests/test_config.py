@@ -37,3 +37,15 @@ def test_bad_config_files(tmp_path):
     unknown.write_text("budgett_ms: 3\n")
     with pytest.raises(ConfigError, match="budgett_ms"):
         build_config({}, unknown)
+
+
+def test_an_unknown_key_suggests_the_close_one(tmp_path):
+    import pytest
+
+    from edgekd.config import build_config
+    from edgekd.errors import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("budgt_ms: 5\n")
+    with pytest.raises(ConfigError, match="unknown option 'budgt_ms' in the configuration; did you mean 'budget_ms'"):
+        build_config({}, cfg)

@@ -117,7 +117,7 @@ BAD_INPUTS = {
     "zero budget": (lambda d: ["--budget-ms", "0"], "--budget-ms"),
     "negative budget": (lambda d: ["--budget-ms", "-5"], "positive"),
     "missing data": (lambda d: ["--data", str(d / "nowhere")], "does not exist"),
-    "empty data": (lambda d: ["--data", str((d / "empty")).strip()], "no class sub-folders"),
+    "empty data": (lambda d: ["--data", str(d / "empty").strip()], "no class sub-folders"),
     "unreadable class": (lambda d: ["--data", str(d / "badclass")], "has no readable images"),
     "garbage teacher": (lambda d: ["--teacher", str(d / "garbage.pt")], "cannot be read safely"),
     "foreign teacher": (lambda d: ["--teacher", str(d / "foreign.pt")], "trained on classes"),

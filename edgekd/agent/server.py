@@ -21,8 +21,8 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from pydantic import ValidationError
 
-from ..files import first_line
 from .. import __version__
+from ..files import first_line
 from .protocol import API_VERSION, JobTiming, ProfileRequest, ProfileResponse
 
 
@@ -83,7 +83,8 @@ def validate_onnx(data: bytes) -> None:
     try:
         model = onnx.load_from_string(data)
     except (DecodeError, ValueError, RuntimeError):
-        raise HTTPException(400, "the model part is not an ONNX model (send ONNX bytes; pickles are never accepted)")
+        raise HTTPException(400, "the model part is not an ONNX model (send ONNX bytes; pickles are never "
+                                 "accepted)") from None
     if not model.graph.node:
         raise HTTPException(400, "the model part is not an ONNX model: its graph is empty")
     for init in model.graph.initializer:
@@ -93,7 +94,7 @@ def validate_onnx(data: bytes) -> None:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         first = first_line(exc, default="invalid")
-        raise HTTPException(400, f"the ONNX model is malformed: {first}")
+        raise HTTPException(400, f"the ONNX model is malformed: {first}") from None
 
 
 def create_app(cfg: AgentConfig) -> FastAPI:
@@ -132,7 +133,8 @@ def create_app(cfg: AgentConfig) -> FastAPI:
             req = ProfileRequest.model_validate_json(request)
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise HTTPException(400, f"bad request part: {'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}")
+            raise HTTPException(400, f"bad request part: {'.'.join(map(str, err['loc'])) or 'body'}: "
+                                     f"{err['msg']}") from None
         data = await model.read()
         validate_onnx(data)
         if state["waiting"] >= cfg.queue_size:
@@ -167,7 +169,7 @@ async def _run_job(cfg: AgentConfig, data: bytes, req: ProfileRequest, t_queued:
             proc.kill()
             await proc.wait()
             raise HTTPException(504, f"the profiling job exceeded the agent's time limit of {cfg.job_timeout_s:g} s; "
-                                     "ask for fewer runs or a shorter --min-seconds")
+                                     "ask for fewer runs or a shorter --min-seconds") from None
         finished = time.time()
         if proc.returncode != 0:
             lines = err.decode(errors="replace").strip().splitlines() or ["no output"]

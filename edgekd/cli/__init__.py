@@ -3,8 +3,8 @@ report, targets, predict, calibrate, agent); shared options in options.py, table
 
 from __future__ import annotations
 
-from .app import app, err_console, user_errors
 from . import agent, benchmark, calibrate, export, optimize, predict, profile, report, targets  # noqa: F401,E402
+from .app import app, err_console, user_errors
 
 
 def main() -> None:

@@ -2,4 +2,5 @@ import sys
 
 from . import main
 
-sys.exit(main())
+main()
+sys.exit(0)

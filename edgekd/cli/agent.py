@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from ..errors import EdgeKDError
 from .app import app, err_console, user_errors
 
+
 @app.command()
 @user_errors
 def agent(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 exposes the agent to the network."),
     port: int = typer.Option(8765, "--port", help="Port to listen on."),
-    token_file: Optional[Path] = typer.Option(None, "--token-file", help="File holding the bearer token (else EDGEKD_AGENT_TOKEN)."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="File holding the bearer token (else "
+                                                                      "EDGEKD_AGENT_TOKEN)."),
     target: str = typer.Option("cpu", "--target", "-t", help="What this device is (a target name)."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request accepted, MB."),
     job_timeout: float = typer.Option(300.0, "--job-timeout", help="Time limit of one profiling job, s."),

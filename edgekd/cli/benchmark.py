@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,25 +11,28 @@ from .app import app, user_errors
 from .options import device_url_option, split, threads_option, token_file_option
 from .tables import benchmark_table
 
+
 @app.command("benchmark")
 @user_errors
 def benchmark_cmd(
     source: Path = typer.Argument(..., help="A run directory (every export in it) or one ONNX model."),
     targets: str = typer.Option("cpu", "--targets", help="Comma-separated targets, e.g. cpu,jetson-orin-nano."),
-    runtimes: Optional[str] = typer.Option(None, "--runtimes", help="Runtimes for ONNX files (others use their format's runtime)."),
+    runtimes: str | None = typer.Option(None, "--runtimes", help="Runtimes for ONNX files (others use their format's "
+                                                                 "runtime)."),
     runs: int = typer.Option(100, "--runs", min=1, help="Minimum timed runs."),
     min_seconds: float = typer.Option(1.0, "--min-seconds", min=0, help="Minimum timed duration, s."),
-    threads: Optional[int] = threads_option(),
-    device_url: Optional[str] = device_url_option(),
-    device_token_file: Optional[Path] = token_file_option(),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for benchmark.json and benchmark.md. [default: the run directory, or next to the model]"),
+    threads: int | None = threads_option(),
+    device_url: str | None = device_url_option(),
+    device_token_file: Path | None = token_file_option(),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for benchmark.json and benchmark.md. [default: "
+                                                              "the run directory, or next to the model]"),
 ) -> None:
     """Benchmark every export of a run (or one model) on every named target and runtime."""
     import json
 
+    from ..benchmark import benchmark, render_markdown
     from ..host import default_threads
     from ..profilers import ProfileSettings
-    from ..benchmark import benchmark, render_markdown
 
     settings = ProfileSettings(threads=threads or default_threads(), min_runs=runs, min_seconds=min_seconds)
     rows = benchmark(source, split(targets), split(runtimes) if runtimes else None, settings, device_url,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,22 +11,25 @@ from ..errors import EdgeKDError
 from .app import app, user_errors
 from .options import device_url_option, threads_option, token_file_option
 
+
 @app.command()
 @user_errors
 def calibrate(
     target: str = typer.Option(..., "--target", "-t", help="Target to calibrate."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="Runtime to measure with. [default: the target's first]"),
+    runtime: str | None = typer.Option(None, "--runtime", "-r", help="Runtime to measure with. [default: the target's "
+                                                                     "first]"),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8."),
-    device_url: Optional[str] = device_url_option("Agent on the device (needed for targets other than this host)."),
-    device_token_file: Optional[Path] = token_file_option(),
-    threads: Optional[int] = threads_option(),
+    device_url: str | None = device_url_option("Agent on the device (needed for targets other than this host)."),
+    device_token_file: Path | None = token_file_option(),
+    threads: int | None = threads_option(),
     min_seconds: float = typer.Option(0.5, "--min-seconds", min=0, help="Minimum timed duration per model, s."),
 ) -> None:
     """Fit the device model to real measurements of 32 calibration models on the target."""
     from ..host import default_threads
     from ..measurers import measurer_for
     from ..profilers import ProfileSettings
-    from ..profilers.predictor.calibrate import calibrate as run_calibration, calibration_set
+    from ..profilers.predictor.calibrate import calibrate as run_calibration
+    from ..profilers.predictor.calibrate import calibration_set
     from ..profilers.predictor.calibration import calibration_dir
     from ..targets import get_target
 

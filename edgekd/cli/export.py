@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,37 +10,45 @@ from ..console import make_console
 from .app import app, user_errors
 from .options import quiet_option, threads_option
 
+
 @app.command("export")
 @user_errors
 def export_cmd(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint written by edgekd (RUN_DIR/candidates/NAME/student.pt, teacher.pt)."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by edgekd (RUN_DIR/candidates/NAME/student.pt, "
+                                                "teacher.pt)."),
     formats: str = typer.Option("onnx,openvino", "--formats", "-f",
                                 help="Comma-separated: onnx, onnx-int8, openvino, openvino-fp16, openvino-int8, "
                                      "tensorrt-fp16, tensorrt-int8 (TensorRT on the NVIDIA device itself)."),
     out: Path = typer.Option(Path("exports"), "--out", "-o", help="Folder for the exported files and export.json."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Image folder for calibration and validation. [default: the data set the checkpoint names]"),
-    calibration_size: int = typer.Option(300, "--calibration-size", min=1, help="INT8 calibration images drawn from the training split."),
-    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="openvino-int8: accuracy-controlled quantization keeping the drop below this (0.01 = 1 point)."),
-    threads: Optional[int] = threads_option("Threads for the parity runs. [default: physical cores]"),
+    data: Path | None = typer.Option(None, "--data", help="Image folder for calibration and validation. [default: the "
+                                                          "data set the checkpoint names]"),
+    calibration_size: int = typer.Option(300, "--calibration-size", min=1, help="INT8 calibration images drawn from "
+                                                                                "the training split."),
+    max_accuracy_drop: float | None = typer.Option(
+        None, "--max-accuracy-drop",
+        help="openvino-int8: accuracy-controlled quantization keeping the drop below this (0.01 = 1 point)."),
+    threads: int | None = threads_option("Threads for the parity runs. [default: physical cores]"),
     quiet: bool = quiet_option("Errors only."),
 ) -> None:
     """Export a checkpoint to deployment formats; every export is checked against PyTorch on the validation split."""
     import json
 
-    from ..models.arch import ArchSpec
     from ..data import dataset_from_source
     from ..errors import DataError
     from ..export.run import export_formats, export_metadata
-    from ..models.io import load_checkpoint
     from ..host import default_threads
+    from ..models.arch import ArchSpec
+    from ..models.io import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
     if not meta.get("data_source") and data is None:
         raise DataError(f"{checkpoint} does not name its data set (written by an older edgekd); pass --data DIR")
-    ds = dataset_from_source(meta.get("data_source") or {"seed": 0, "val_fraction": 0.2, "image_size": meta["image_size"],
-                                                          "samples_per_class": 0, "max_samples_per_class": None}, data)
+    fallback = {"seed": 0, "val_fraction": 0.2, "image_size": meta["image_size"], "samples_per_class": 0,
+                "max_samples_per_class": None}
+    ds = dataset_from_source(meta.get("data_source") or fallback, data)
     if ds.classes != meta["classes"]:
-        raise DataError(f"the data set has classes {ds.classes}, the checkpoint {meta['classes']}; pass the --data it was trained on")
+        raise DataError(f"the data set has classes {ds.classes}, the checkpoint {meta['classes']}; pass the --data it "
+                        "was trained on")
     console = make_console(quiet)
     mean = model.normalize.mean.flatten().tolist()
     std = model.normalize.std.flatten().tolist()
@@ -53,8 +60,9 @@ def export_cmd(
 
     with console.status(f"exporting {checkpoint.name}: {formats}"):
         arch = ArchSpec.model_validate(meta["arch"]).name
-        results = export_formats(model, ds, formats, out, checkpoint.stem, export_metadata(ds, arch, "export", mean, std),
-            calibration_size=calibration_size, max_accuracy_drop=max_accuracy_drop,
-            threads=threads or default_threads(), on_done=done)
+        results = export_formats(model, ds, formats, out, checkpoint.stem,
+                                 export_metadata(ds, arch, "export", mean, std), calibration_size=calibration_size,
+                                 max_accuracy_drop=max_accuracy_drop, threads=threads or default_threads(),
+                                 on_done=done)
     (out / "export.json").write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": ds.summary(),
                                                  "exports": [r.model_dump(mode="json") for r in results]}, indent=2))

@@ -4,7 +4,6 @@ from RunConfig (edgekd/config.py), where each default lives once."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,41 +16,41 @@ from .options import config_option as opt
 @user_errors
 def optimize(
     ctx: typer.Context,
-    target: Optional[str] = opt("target", "--target", "-t"),
-    data: Optional[Path] = opt("data", "--data"),
-    teacher: Optional[Path] = opt("teacher", "--teacher"),
-    budget_ms: Optional[float] = opt("budget_ms", "--budget-ms"),
-    lambda_: Optional[float] = opt("lambda_", "--lambda"),
-    gamma: Optional[float] = opt("gamma", "--gamma"),
-    delta: Optional[float] = opt("delta", "--delta"),
-    preset: Optional[str] = opt("preset", "--preset"),
-    out: Optional[Path] = opt("out", "--out", "-o"),
-    overwrite: Optional[bool] = opt("overwrite", "--overwrite"),
-    seed: Optional[int] = opt("seed", "--seed"),
-    threads: Optional[int] = opt("threads", "--threads"),
-    teacher_epochs: Optional[int] = opt("teacher_epochs", "--teacher-epochs"),
-    student_epochs: Optional[int] = opt("student_epochs", "--student-epochs"),
-    image_size: Optional[int] = opt("image_size", "--image-size"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file with the same keys as these "
+    target: str | None = opt("target", "--target", "-t"),
+    data: Path | None = opt("data", "--data"),
+    teacher: Path | None = opt("teacher", "--teacher"),
+    budget_ms: float | None = opt("budget_ms", "--budget-ms"),
+    lambda_: float | None = opt("lambda_", "--lambda"),
+    gamma: float | None = opt("gamma", "--gamma"),
+    delta: float | None = opt("delta", "--delta"),
+    preset: str | None = opt("preset", "--preset"),
+    out: Path | None = opt("out", "--out", "-o"),
+    overwrite: bool | None = opt("overwrite", "--overwrite"),
+    seed: int | None = opt("seed", "--seed"),
+    threads: int | None = opt("threads", "--threads"),
+    teacher_epochs: int | None = opt("teacher_epochs", "--teacher-epochs"),
+    student_epochs: int | None = opt("student_epochs", "--student-epochs"),
+    image_size: int | None = opt("image_size", "--image-size"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML file with the same keys as these "
                                           "flags (budget_ms, lambda, ...); flags win over the file, the file over "
                                           "the preset."),
-    energy_meter: Optional[str] = opt("energy_meter", "--energy-meter"),
-    precisions: Optional[str] = opt("precisions", "--precisions"),
-    export_formats: Optional[str] = opt("export_formats", "--export-formats"),
-    kd: Optional[str] = opt("kd", "--kd"),
-    teachers: Optional[list[Path]] = opt("teachers", "--teacher-extra"),
-    unlabeled: Optional[Path] = opt("unlabeled", "--unlabeled"),
-    teacher_views: Optional[int] = opt("teacher_views", "--teacher-views"),
-    search: Optional[str] = opt("search", "--search"),
-    trials: Optional[int] = opt("trials", "--trials"),
-    max_minutes: Optional[float] = opt("max_minutes", "--max-minutes"),
-    screen: Optional[bool] = opt("screen", "--screen/--no-screen"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a stopped run in this run directory "
+    energy_meter: str | None = opt("energy_meter", "--energy-meter"),
+    precisions: str | None = opt("precisions", "--precisions"),
+    export_formats: str | None = opt("export_formats", "--export-formats"),
+    kd: str | None = opt("kd", "--kd"),
+    teachers: list[Path] | None = opt("teachers", "--teacher-extra"),
+    unlabeled: Path | None = opt("unlabeled", "--unlabeled"),
+    teacher_views: int | None = opt("teacher_views", "--teacher-views"),
+    search: str | None = opt("search", "--search"),
+    trials: int | None = opt("trials", "--trials"),
+    max_minutes: float | None = opt("max_minutes", "--max-minutes"),
+    screen: bool | None = opt("screen", "--screen/--no-screen"),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue a stopped run in this run directory "
                                           "(its config.yaml); finished work is not redone."),
-    no_cache: Optional[bool] = opt("no_cache", "--no-cache"),
-    device_url: Optional[str] = opt("device_url", "--device-url"),
-    device_token_file: Optional[Path] = opt("device_token_file", "--device-token-file"),
-    quiet: Optional[bool] = opt("quiet", "--quiet", "-q"),
+    no_cache: bool | None = opt("no_cache", "--no-cache"),
+    device_url: str | None = opt("device_url", "--device-url"),
+    device_token_file: Path | None = opt("device_token_file", "--device-token-file"),
+    quiet: bool | None = opt("quiet", "--quiet", "-q"),
 ) -> None:
     """Distil, measure, select, export and report: the whole loop for one target."""
     from ..config import Overrides, build_config
@@ -59,7 +58,8 @@ def optimize(
 
     if resume is not None:
         if not (resume / "config.yaml").is_file():
-            raise EdgeKDError(f"--resume {resume} holds no config.yaml; pass the run directory of an edgekd optimize run")
+            raise EdgeKDError(f"--resume {resume} holds no config.yaml; pass the run directory of an edgekd optimize "
+                              "run")
         cfg = build_config(Overrides(out=resume, quiet=bool(quiet), device_url=device_url,
                                      device_token_file=device_token_file), resume / "config.yaml")
         run_optimize(cfg, resume=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -11,16 +10,19 @@ from rich.table import Table
 
 from ..console import make_console
 from .app import app, user_errors
+from .tables import fmt
+
 
 @app.command()
 @user_errors
 def predict(
     model: Path = typer.Argument(..., help="ONNX model."),
     target: str = typer.Option(..., "--target", "-t", help="Target device."),
-    runtime: Optional[str] = typer.Option(None, "--runtime", "-r", help="Runtime the prediction is for. [default: the target's first]"),
+    runtime: str | None = typer.Option(None, "--runtime", "-r", help="Runtime the prediction is for. [default: the "
+                                                                     "target's first]"),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8."),
-    shape: Optional[str] = typer.Option(None, "--shape", help="Input shape (needed for dynamic axes besides batch)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the prediction as JSON here."),
+    shape: str | None = typer.Option(None, "--shape", help="Input shape (needed for dynamic axes besides batch)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the prediction as JSON here."),
 ) -> None:
     """Predict latency, peak memory and energy of a model on a target from its graph."""
     from ..profilers.inputs import onnx_input_shape, parse_shape
@@ -35,8 +37,9 @@ def predict(
     t = Table(title=f"{model.name} on {tg.name} ({rt}, {precision}): PREDICTED, not measured")
     for col in ("p50 ms", "peak memory MB", "energy mJ", "power W", "calibration"):
         t.add_column(col)
-    t.add_row(f"{m.latency_ms.p50:.4f}", f"{m.peak_memory_mb:.1f}", "-" if m.energy_mj is None else f"{m.energy_mj:.4f}",
-              "-" if m.mean_power_w is None else f"{m.mean_power_w:g}", escape(m.notes[0].split(";")[0]))
+    power = "-" if m.mean_power_w is None else f"{m.mean_power_w:g}"
+    t.add_row(f"{m.latency_ms.p50:.4f}", fmt(m.peak_memory_mb, 1), fmt(m.energy_mj, 4), power,
+              escape(m.notes[0].split(";")[0]))
     console.print(t)
     if json_out:
         json_out.write_text(m.model_dump_json(indent=2))

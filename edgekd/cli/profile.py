@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -15,6 +14,7 @@ from .app import app, user_errors
 from .options import quiet_option, split, threads_option
 from .tables import profile_table
 
+
 @app.command()
 @user_errors
 def profile(
@@ -24,18 +24,24 @@ def profile(
                                 help="Comma-separated runtimes: onnxruntime, onnxruntime-cuda, onnxruntime-tensorrt, "
                                      "openvino, openvino-gpu, openvino-npu, tensorrt, torch."),
     runs: int = typer.Option(50, "--runs", min=1, help="Minimum timed runs."),
-    min_seconds: float = typer.Option(1.0, "--min-seconds", min=0, help="Minimum timed duration, s (runs continue until both minimums are met)."),
+    min_seconds: float = typer.Option(1.0, "--min-seconds", min=0, help="Minimum timed duration, s (runs continue "
+                                                                        "until both minimums are met)."),
     warmup: int = typer.Option(10, "--warmup", min=0, help="Untimed warm-up runs."),
-    threads: Optional[int] = threads_option(),
-    shape: Optional[str] = typer.Option(None, "--shape", help="Input shape, e.g. 1,3,64,64 (needed when the model's input has dynamic axes besides batch)."),
+    threads: int | None = threads_option(),
+    shape: str | None = typer.Option(None, "--shape", help="Input shape, e.g. 1,3,64,64 (needed when the model's input "
+                                                           "has dynamic axes besides batch)."),
     batch: int = typer.Option(1, "--batch", min=1, help="Batch size for a dynamic batch axis."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32; fp16 or int8 build TensorRT engines of that precision."),
-    energy_meter: str = typer.Option("auto", "--energy-meter", help="auto, rapl, nvml, ina3221, estimate or none (auto says which it used)."),
-    idle_seconds: float = typer.Option(1.0, "--idle-seconds", min=0, help="Seconds of idle power reading before measuring (sensor meters only)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32; fp16 or int8 build TensorRT engines of that "
+                                                              "precision."),
+    energy_meter: str = typer.Option("auto", "--energy-meter", help="auto, rapl, nvml, ina3221, estimate or none (auto "
+                                                                    "says which it used)."),
+    idle_seconds: float = typer.Option(1.0, "--idle-seconds", min=0, help="Seconds of idle power reading before "
+                                                                          "measuring (sensor meters only)."),
     no_memory: bool = typer.Option(False, "--no-memory", help="Skip the peak-memory child process."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure even when the cache holds this measurement."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Measurement cache folder. [default: EDGEKD_CACHE_DIR or ~/.cache/edgekd]"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON here."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Measurement cache folder. [default: "
+                                                                    "EDGEKD_CACHE_DIR or ~/.cache/edgekd]"),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the measurements as JSON here."),
     quiet: bool = quiet_option("No table; errors only."),
 ) -> None:
     """Measure one model's latency, memory and energy with each runtime on this machine."""
@@ -56,7 +62,8 @@ def profile(
     meter = open_meter(energy_meter, tgt)  # fails early on a meter that cannot work here
     settings = ProfileSettings(threads=threads or default_threads(), warmup=warmup, min_runs=runs,
                                min_seconds=min_seconds, precision=precision, measure_memory=not no_memory,
-                               energy_meter=meter.name, idle_seconds=idle_seconds if meter.name not in ("estimate", "none") else 0.0)
+                               energy_meter=meter.name,
+                               idle_seconds=idle_seconds if meter.name not in ("estimate", "none") else 0.0)
     cache = None if no_cache else MeasurementCache(work / "measurements.sqlite")
     console = make_console(quiet)
     with console.status(f"profiling {model.name} with {', '.join(names)}") if not quiet else nullcontext():
@@ -79,21 +86,3 @@ def _nullcontext():
     import contextlib
 
     return contextlib.nullcontext()
-
-
-def _print_profile(console: Console, model: Path, shape: list[int], meter: str, measured: list, skipped: list) -> None:
-    t = Table(title=f"{model.name}, input {'x'.join(map(str, shape))}, energy meter: {meter}")
-    for col in ("runtime", "device", "prec", "threads", "n", "p50 ms", "p90 ms", "p99 ms", "CV", "peak MB",
-                "size MB", "mJ/inf", "source"):
-        t.add_column(col, justify="left" if col in ("runtime", "device", "prec", "source") else "right")
-    for m in measured:
-        lat = m.latency_ms
-        src = "cached" if "cached" in m.source.values() else "measured"
-        if m.source.get("energy") == "predicted":
-            src += ", energy predicted"
-        t.add_row(m.runtime, m.device, m.precision, str(m.threads), str(lat.n), f"{lat.p50:.3f}", f"{lat.p90:.3f}",
-                  f"{lat.p99:.3f}", f"{lat.cv:.1%}", "-" if m.peak_memory_mb is None else f"{m.peak_memory_mb:.1f}",
-                  f"{m.model_size_mb:.3f}", "-" if m.energy_mj is None else f"{m.energy_mj:.4f}", src)
-    console.print(t)
-    for u in skipped:
-        console.print(f"[yellow]{u.runtime}: unavailable[/] — {escape(u.reason)}", highlight=False)

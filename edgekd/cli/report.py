@@ -10,6 +10,7 @@ from ..console import make_console
 from ..errors import EdgeKDError
 from .app import app, user_errors
 
+
 @app.command()
 @user_errors
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `edgekd optimize`.")) -> None:

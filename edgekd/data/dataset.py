@@ -56,7 +56,8 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of train and validation samples, the same fraction from every class."""
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train: list[int] = []
+    val: list[int] = []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         rng.shuffle(idx)

@@ -74,7 +74,7 @@ def load_image_folder(
     )
 
 
-def unlabeled_images(root: Path, image_size: int) -> "torch.Tensor":
+def unlabeled_images(root: Path, image_size: int) -> torch.Tensor:
     """Every readable image under `root` (any depth; no class folders needed) as RGB in [0, 1]."""
     import torch
 

@@ -5,8 +5,8 @@ each term reads what it needs from a `KDInputs` batch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
-
 
 # -- the math, term by term ---------------------------------------------------------------
 
@@ -38,9 +37,11 @@ def response_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 def multi_teacher_kd_loss(student_logits: torch.Tensor, teacher_logits: list[torch.Tensor], labels: torch.Tensor,
                           weights: list[float], *, alpha: float, temperature: float) -> torch.Tensor:
     """sum_i w_i * L_KD(T_i, S), the weights normalised to sum to 1."""
-    total = sum(weights)
-    return sum(w / total * response_kd_loss(student_logits, t, labels, alpha=alpha, temperature=temperature)
-               for w, t in zip(weights, teacher_logits))
+    norm = sum(weights)
+    total = student_logits.new_zeros(())
+    for w, t in zip(weights, teacher_logits):
+        total = total + w / norm * response_kd_loss(student_logits, t, labels, alpha=alpha, temperature=temperature)
+    return total
 
 
 def robust_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, rho: float) -> torch.Tensor:
@@ -129,28 +130,55 @@ class KDSettings:
     semi_alpha: float = 0.5  # weight of the labelled part in the semi-supervised term
 
 
-@dataclass(frozen=True)
-class KDTerm:
-    fn: Callable[[KDInputs, KDSettings], torch.Tensor]
-    needs: frozenset[str] = frozenset()  # "features", "embedding", "unlabeled", "teachers"
+KDTermFn = Callable[[KDInputs, KDSettings], torch.Tensor]
+# a term's metadata: needs = what its batch must carry ("features", "embedding", "unlabeled", "teachers")
+KD_LOSSES: Registry[KDTermFn] = Registry("KD loss")
 
 
-KD_LOSSES: Registry[KDTerm] = Registry("KD loss")
-KD_LOSSES.register("response")(KDTerm(lambda b, s: response_kd_loss(
-    b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature)))
-KD_LOSSES.register("feature")(KDTerm(lambda b, s: feature_kd_loss(
-    b.student_feats, b.teacher_feats, b.adapters, distance=s.feature_distance), frozenset({"features"})))
-KD_LOSSES.register("relation")(KDTerm(lambda b, s: relation_kd_loss(b.student_emb, b.teacher_emb),
-                                      frozenset({"embedding"})))
-KD_LOSSES.register("multi-teacher")(KDTerm(lambda b, s: multi_teacher_kd_loss(
-    b.student_logits, b.teacher_logits, b.labels, list(s.teacher_weights), alpha=s.alpha,
-    temperature=s.temperature), frozenset({"teachers"})))
-KD_LOSSES.register("robust")(KDTerm(lambda b, s: robust_kd_loss(
-    b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature, rho=s.robust_rho)))
-KD_LOSSES.register("semi-supervised")(KDTerm(lambda b, s: s.semi_alpha * response_kd_loss(
-    b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature)
-    + (1 - s.semi_alpha) * soft_kl(b.unlabeled_student_logits, b.unlabeled_teacher_logits, s.temperature),
-    frozenset({"unlabeled"})))
+@KD_LOSSES.register("response", needs=frozenset())
+def response_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
+    """Hinton et al.: alpha * CE(y, softmax(z_S)) + (1 - alpha) * tau^2 * KL(softmax(z_T/tau) || softmax(z_S/tau))."""
+    return response_kd_loss(b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature)
+
+
+@KD_LOSSES.register("feature", needs=frozenset({"features"}))
+def feature_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
+    """FitNets-style hints: sum_l D(adapter_l(S_l), T_l), D = MSE or 1 - cosine, 1x1 adapters."""
+    if b.adapters is None:
+        raise ConfigError("the feature KD term needs adapters from the trainer")
+    return feature_kd_loss(b.student_feats, b.teacher_feats, b.adapters, distance=s.feature_distance)
+
+
+@KD_LOSSES.register("relation", needs=frozenset({"embedding"}))
+def relation_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
+    """RKD (Park et al. 2019): Huber(psi_D(S), psi_D(T)) + 2 * Huber(psi_A(S), psi_A(T)) over the batch."""
+    if b.student_emb is None or b.teacher_emb is None:
+        raise ConfigError("the relation KD term needs embeddings of the student and the teacher")
+    return relation_kd_loss(b.student_emb, b.teacher_emb)
+
+
+@KD_LOSSES.register("multi-teacher", needs=frozenset({"teachers"}))
+def multi_teacher_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
+    """sum_i (w_i / sum_j w_j) * L_KD(T_i, S): the response loss against each teacher, weighted."""
+    return multi_teacher_kd_loss(b.student_logits, b.teacher_logits, b.labels, list(s.teacher_weights),
+                                 alpha=s.alpha, temperature=s.temperature)
+
+
+@KD_LOSSES.register("robust", needs=frozenset())
+def robust_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
+    """alpha * mean_i(w_i * CE_i) + (1 - alpha) * tau^2 * KL, w_i = min(1, p_T(y_i) / rho)."""
+    return robust_kd_loss(b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature,
+                          rho=s.robust_rho)
+
+
+@KD_LOSSES.register("semi-supervised", needs=frozenset({"unlabeled"}))
+def semi_supervised_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
+    """beta * L_KD(labelled) + (1 - beta) * tau^2 * KL(T || S) on unlabelled images, beta = semi_alpha."""
+    if b.unlabeled_student_logits is None or b.unlabeled_teacher_logits is None:
+        raise ConfigError("the semi-supervised KD term needs unlabelled images (--unlabeled DIR)")
+    return (s.semi_alpha * response_kd_loss(b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha,
+                                            temperature=s.temperature)
+            + (1 - s.semi_alpha) * soft_kl(b.unlabeled_student_logits, b.unlabeled_teacher_logits, s.temperature))
 
 
 def parse_kd(spec: str | list[str]) -> list[tuple[str, float]]:
@@ -163,18 +191,23 @@ def parse_kd(spec: str | list[str]) -> list[tuple[str, float]]:
         try:
             out.append((name, float(w) if w else 1.0))
         except ValueError:
-            raise ConfigError(f"--kd weight {w!r} of {name} is not a number; write e.g. --kd response:1,feature:0.5") from None
+            raise ConfigError(f"--kd weight {w!r} of {name} is not a number; write e.g. --kd "
+                              "response:1,feature:0.5") from None
     if not out:
         raise ConfigError("--kd names no loss; write e.g. --kd response or --kd response:1,relation:0.5")
     return out
 
 
 def combined_loss(terms: list[tuple[str, float]], batch: KDInputs, settings: KDSettings) -> torch.Tensor:
-    return sum(w * KD_LOSSES.get(name).fn(batch, settings) for name, w in terms)
+    """sum_k weight_k * term_k(batch): the training objective of `--kd name:weight,...`."""
+    total = batch.student_logits.new_zeros(())
+    for name, w in terms:
+        total = total + w * KD_LOSSES.get(name)(batch, settings)
+    return total
 
 
 def needs(terms: list[tuple[str, float]]) -> frozenset[str]:
     out: set[str] = set()
     for name, _ in terms:
-        out |= KD_LOSSES.get(name).needs
+        out |= KD_LOSSES.meta(name)["needs"]
     return frozenset(out)

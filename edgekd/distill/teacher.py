@@ -41,8 +41,9 @@ class TeacherSource(Protocol):
 
 
 def _forward(teacher: nn.Module, xb: torch.Tensor, want_feats: bool) -> tuple[torch.Tensor, list, torch.Tensor | None]:
-    if want_feats and hasattr(teacher, "forward_features"):
-        logits, feats, emb = teacher.forward_features(xb)
+    forward_features = getattr(teacher, "forward_features", None)
+    if want_feats and forward_features is not None:
+        logits, feats, emb = forward_features(xb)
         return logits, feats, emb
     return teacher(xb), [], None
 
@@ -70,7 +71,7 @@ class TeacherOutputs:
         self.meta = json.loads((folder / "meta.json").read_text())
         self.views = int(self.meta["views"])
         self.logits = [np.load(folder / f"logits{t}.npy", mmap_mode="r") for t in range(self.meta["teachers"])]
-        self.feats = [np.load(folder / f"features{l}.npy", mmap_mode="r") for l in range(self.meta["feature_maps"])]
+        self.feats = [np.load(folder / f"features{i}.npy", mmap_mode="r") for i in range(self.meta["feature_maps"])]
         self.emb = np.load(folder / "embedding.npy", mmap_mode="r") if self.meta["embedding"] else None
 
     def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch:
@@ -96,7 +97,7 @@ class TeacherOutputs:
     @classmethod
     @torch.no_grad()
     def build(cls, root: Path, teachers: list[nn.Module], x: torch.Tensor, *, views: int = 1,
-              features: bool = False, embedding: bool = False, batch_size: int = 256) -> "TeacherOutputs":
+              features: bool = False, embedding: bool = False, batch_size: int = 256) -> TeacherOutputs:
         """Compute (or reuse, when the same teachers, images and settings were cached before)."""
         if not 1 <= views <= MAX_VIEWS:
             raise ValueError(f"views must be 1..{MAX_VIEWS}")
@@ -108,7 +109,9 @@ class TeacherOutputs:
         for t in teachers:
             t.eval()
         n = len(x)
-        logits_arrays, feat_arrays, emb_array = [], [], None
+        logits_arrays: list[np.ndarray] = []
+        feat_arrays: list[np.ndarray] = []
+        emb_array: np.ndarray | None = None
         for v in range(views):
             for start in range(0, n, batch_size):
                 xb = apply_view(x[start:start + batch_size], v)
@@ -118,19 +121,19 @@ class TeacherOutputs:
                     logits_arrays = [np.lib.format.open_memmap(tmp / f"logits{i}.npy", "w+", np.float32,
                                                                (views, n, o.shape[1])) for i, o in enumerate(outs)]
                     if features:
-                        feat_arrays = [np.lib.format.open_memmap(tmp / f"features{l}.npy", "w+", np.float32,
-                                                                 (views, n, *f.shape[1:])) for l, f in enumerate(feats)]
-                    if embedding:
+                        feat_arrays = [np.lib.format.open_memmap(tmp / f"features{j}.npy", "w+", np.float32,
+                                                                 (views, n, *f.shape[1:])) for j, f in enumerate(feats)]
+                    if embedding and emb is not None:
                         emb_array = np.lib.format.open_memmap(tmp / "embedding.npy", "w+", np.float32,
                                                               (views, n, emb.shape[1]))
                 for arr, o in zip(logits_arrays, outs):
                     arr[v, start:start + len(xb)] = o.numpy()
                 for arr, f in zip(feat_arrays, feats):
                     arr[v, start:start + len(xb)] = f.numpy()
-                if emb_array is not None:
+                if emb_array is not None and emb is not None:
                     emb_array[v, start:start + len(xb)] = emb.numpy()
         for arr in [*logits_arrays, *feat_arrays, *([emb_array] if emb_array is not None else [])]:
-            arr.flush()
+            arr.flush()  # type: ignore[attr-defined]  # np.memmap, typed by open_memmap as ndarray
         (tmp / "meta.json").write_text(json.dumps({"views": views, "teachers": len(teachers), "n": n,
                                                    "feature_maps": len(feat_arrays), "embedding": embedding}))
         tmp.replace(folder)  # complete or absent: a killed build is recomputed, never half-read

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.family import EdgeNet
 from .losses import KDInputs, KDSettings, combined_loss, needs
 from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
 
@@ -46,12 +47,13 @@ def feature_pairs(student_depth: int, teacher_depth: int) -> list[tuple[int, int
             for s in range(student_depth)]
 
 
-def make_adapters(student_channels: list[int], teacher_channels: list[int], pairs: list[tuple[int, int]]) -> nn.ModuleList:
+def make_adapters(student_channels: list[int], teacher_channels: list[int],
+                  pairs: list[tuple[int, int]]) -> nn.ModuleList:
     """A learned 1x1 convolution per pair, mapping student channels to teacher channels."""
     return nn.ModuleList(nn.Conv2d(student_channels[s], teacher_channels[t], 1, bias=False) for s, t in pairs)
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+def train(model: EdgeNet, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
           seed: int, teacher: TeacherSource | None = None, terms: list[tuple[str, float]] | None = None,
           kd: KDSettings | None = None, pairs: list[tuple[int, int]] | None = None,
           teacher_channels: list[int] | None = None, unlabeled: Unlabeled | None = None,
@@ -69,7 +71,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     params = list(model.parameters())
     if "features" in want:
         pairs = pairs or feature_pairs(len(model.stage_channels), len(teacher_channels or []))
-        adapters = make_adapters(model.stage_channels, teacher_channels, pairs)
+        adapters = make_adapters(model.stage_channels, teacher_channels or [], pairs)
         params += list(adapters.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(y) / batch_size)
@@ -93,8 +95,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
                 else:
                     s_logits, s_feats, s_emb = model(xb), [], None
                 batch = KDInputs(student_logits=s_logits, labels=yb, teacher_logits=tb.logits, adapters=adapters,
-                                 student_feats=[s_feats[s] for s, _ in pairs] if adapters is not None else [],
-                                 teacher_feats=[tb.feats[t] for _, t in pairs] if adapters is not None else [],
+                                 student_feats=[s_feats[s] for s, _ in pairs or []] if adapters is not None else [],
+                                 teacher_feats=[tb.feats[t] for _, t in pairs or []] if adapters is not None else [],
                                  student_emb=s_emb, teacher_emb=tb.emb)
                 if unlabeled is not None and "unlabeled" in want:
                     uidx = torch.randint(len(unlabeled.x), (len(idx),), generator=gen)

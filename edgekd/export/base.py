@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ..errors import ExportError
 from ..profilers import load_runtime
-from ..registry import Registry
+from ..registry import Registry, close_matches
 from .parity import Parity, ParityTolerance, check_parity, default_tolerance
 
 
@@ -80,7 +80,9 @@ def parse_formats(text: str) -> list[str]:
     names = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
-        raise ExportError(f"unknown export format {', '.join(unknown) or '(none)'}; choose from: {', '.join(FORMATS)}")
+        hint = close_matches(unknown[0], FORMATS) if unknown else ""
+        raise ExportError(f"unknown export format {', '.join(unknown) or '(none)'}; {hint}"
+                          f"choose from: {', '.join(FORMATS)}")
     if "onnx" not in names:
         names.insert(0, "onnx")
     return ["onnx"] + [n for n in dict.fromkeys(names) if n != "onnx"]
@@ -94,7 +96,8 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
     the figures."""
     spec = FORMATS.get(fmt)
     if spec is None:
-        raise ExportError(f"unknown export format {fmt!r}; choose from: {', '.join(FORMATS)}")
+        raise ExportError(f"unknown export format {fmt!r}; {close_matches(fmt, FORMATS)}choose from: "
+                          f"{', '.join(FORMATS)}")
     if fmt != "onnx" and ctx.onnx_path is None:
         raise ExportError(f"the {fmt} export is built from the ONNX export; export 'onnx' first")
     if spec.needs_calibration and ctx.calibration is None:

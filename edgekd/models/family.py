@@ -22,6 +22,9 @@ def _round_channels(c: float, divisor: int = 8) -> int:
 
 
 class Normalize(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: list[float], std: list[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))

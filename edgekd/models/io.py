@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from ..files import first_line
 from .. import __version__
-from .arch import ArchSpec
 from ..errors import CheckpointError
+from ..files import first_line
+from .arch import ArchSpec
 from .family import EdgeNet, build_model
 
 FORMAT = "edgekd-checkpoint"
@@ -51,7 +51,8 @@ def save_checkpoint(path: Path, model: EdgeNet, *, classes: list[str], bands: li
 def load_checkpoint(path: Path) -> tuple[EdgeNet, dict[str, Any]]:
     """The model and the checkpoint's metadata; clear errors for anything that is not ours."""
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass a file written by edgekd (e.g. RUN_DIR/teacher.pt)")
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a file written by edgekd (e.g. "
+                              "RUN_DIR/teacher.pt)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:

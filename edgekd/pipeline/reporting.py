@@ -8,12 +8,22 @@ from pathlib import Path
 
 import torch
 
+from ..export import ExportResult
 from ..host import software_versions
 from ..models.stats import count_macs, count_params
-from ..report.model import (DatasetSummary, KDSummary, KDTermWeight, MeasurementMode, ObjectiveSummary, Report,
-                            ScreenSettings, SearchSummary, TeacherSummary, TrainingSummary)
+from ..report.model import (
+    DatasetSummary,
+    KDSummary,
+    KDTermWeight,
+    MeasurementMode,
+    ObjectiveSummary,
+    Report,
+    ScreenSettings,
+    SearchSummary,
+    TeacherSummary,
+    TrainingSummary,
+)
 from ..search.candidates import TrialStatus
-from ..export import ExportResult
 from .plan import RunPlan, StageTimer
 from .stages import SearchResult, Selection, TeacherResult
 

@@ -102,9 +102,10 @@ def _train_teacher(plan: RunPlan, observer: ConsoleObserver) -> tuple[EdgeNet, l
 def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -> TeacherResult:
     """Load or train the teacher, cache its outputs once (memory-mapped), measure it on the target."""
     cfg, ds, run_dir = plan.cfg, plan.ds, plan.run_dir
+    loss: list[float] = []
     with timer("teacher"):
         if plan.teachers.main is not None:
-            teacher, origin, loss = plan.teachers.main, plan.teachers.origin, []
+            teacher, origin = plan.teachers.main, plan.teachers.origin
         else:
             (teacher, loss), origin = _train_teacher(plan, observer), "trained by this run"
         if not (run_dir / "teacher.pt").exists() or not plan.resume:
@@ -143,8 +144,9 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
     """Proposals, screening and KD training by successive halving (edgekd.search.engine)."""
     cfg, ds = plan.cfg, plan.ds
     mean, std = ds.channel_stats()
-    trainer = KDTrainer(ds=ds, mean=mean, std=std, teacher=teacher.outputs, teacher_channels=teacher.model.stage_channels,
-                        t_val=teacher.val_logits, terms=plan.terms, kd=plan.kd, batch_size=cfg.batch_size, lr=cfg.lr,
+    trainer = KDTrainer(ds=ds, mean=mean, std=std, teacher=teacher.outputs,
+                        teacher_channels=teacher.model.stage_channels, t_val=teacher.val_logits, terms=plan.terms,
+                        kd=plan.kd, batch_size=cfg.batch_size, lr=cfg.lr,
                         feature_pairs=cfg.feature_pairs, unlabeled=teacher.unlabeled,
                         calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,
                         symmetric_int8=plan.measurer.runtime == "tensorrt")

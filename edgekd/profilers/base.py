@@ -9,14 +9,15 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from ..files import first_line
 from ..errors import ProfilingError
+from ..files import first_line
 from ..registry import Registry
 from ..targets import Target
 from .cache import MeasurementCache
@@ -39,9 +40,20 @@ class LoadedModel:
 
 
 class Runtime(Protocol):
-    name: str
-    device: str
-    precisions: tuple[str, ...]
+    """How one runtime loads a model and runs it once; the measurement method is shared
+    (`profile_model`). `unavailable()` is cheap and never raises: None when the runtime can run
+    here, else the reason. `load` honours `threads` (intra-op, sequential execution), returns a
+    `LoadedModel` whose `close()` the caller calls (in a finally), and raises for a model the
+    runtime refuses. `version()` is the runtime's own version string, part of the cache key."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def precisions(self) -> tuple[str, ...]: ...
 
     def unavailable(self) -> str | None:
         """None when this runtime can run here, else the reason it cannot."""
@@ -125,7 +137,8 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
         x = np.random.default_rng(settings.seed).random(input_shape, dtype=np.float32)
         meter = open_meter(settings.energy_meter, target)
         idle_w = meter.idle_power_w(settings.idle_seconds) if settings.idle_seconds > 0 else None
-        once: Callable[[], Any] = (lambda: loaded.timed_run(x)) if loaded.timed_run else (lambda: loaded.run(x))
+        timed = loaded.timed_run
+        once: Callable[[], Any] = (lambda: timed(x)) if timed is not None else (lambda: loaded.run(x))
         samples = time_runs(once, warmup=settings.warmup, min_runs=settings.min_runs,
                             min_seconds=settings.min_seconds, on_start=meter.start)
         stats = latency_stats(samples, settings.warmup)

@@ -14,7 +14,6 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .measurement import Measurement
 from .settings import ProfileSettings

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import first_line
 from ..errors import ProfilingError
+from ..files import first_line
 
 
 @dataclass(frozen=True)

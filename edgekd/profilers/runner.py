@@ -3,8 +3,8 @@ its reason instead of stopping the others."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import ProfilingError
 from ..targets import Target
@@ -33,8 +33,8 @@ def profile_runtimes(model: ModelInput, target: Target, runtimes: list[str], set
         path = model.checkpoint if name == "torch" else model.onnx_path
         if reason is None and path is None:
             reason = "needs an edgekd checkpoint (.pt): an ONNX file carries no PyTorch module to run eagerly"
-        if reason is not None:
-            skipped.append(Unavailable(name, reason))
+        if reason is not None or path is None:
+            skipped.append(Unavailable(name, reason or "no model file for this runtime"))
         else:
             try:
                 measured.append(profile_model(path, target, name, model.input_shape, settings, cache))

@@ -17,9 +17,10 @@ with a timing cache, so a second profile of the same model does not rebuild."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -279,7 +280,8 @@ class TrtSession:
         self.cudart.cudaStreamDestroy(self.stream)
 
 
-def unavailable_reason(import_trt: Callable[[], Any] | None = None, import_cuda: Callable[[], Any] | None = None) -> str | None:
+def unavailable_reason(import_trt: Callable[[], Any] | None = None,
+                       import_cuda: Callable[[], Any] | None = None) -> str | None:
     """Why TensorRT cannot run here, or None. Importers are injectable for tests."""
     try:
         (import_trt or (lambda: __import__("tensorrt")))()
@@ -295,7 +297,6 @@ def unavailable_reason(import_trt: Callable[[], Any] | None = None, import_cuda:
     return None
 
 
-@PROFILERS.register("tensorrt")
 class TensorRTRuntime:
     name = "tensorrt"
     device = "CUDA GPU"
@@ -330,3 +331,6 @@ class TensorRTRuntime:
         notes.append("latency by CUDA events around host-to-device copy, inference and device-to-host copy")
         return LoadedModel(run=session.run, timed_run=session.timed_run, device_memory_mb=session.device_memory_mb,
                            artifact_size_mb=len(engine) / 2**20, notes=notes, close=session.close)
+
+
+PROFILERS.register("tensorrt")(TensorRTRuntime())

@@ -11,7 +11,6 @@ from ..errors import ProfilingError
 from .base import PROFILERS, LoadedModel
 
 
-@PROFILERS.register("torch")
 class TorchRuntime:
     name = "torch"
     device = "cpu (eager)"
@@ -45,3 +44,6 @@ class TorchRuntime:
                 return model(torch.from_numpy(x)).numpy()
 
         return LoadedModel(run=run, close=lambda: torch.set_num_threads(previous))
+
+
+PROFILERS.register("torch")(TorchRuntime())

@@ -117,7 +117,7 @@ class Report(BaseModel):
     model_config = ConfigDict(title="edgekd optimize report", populate_by_name=True,
                               json_schema_serialization_defaults_required=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     run_id: str
     created: str
     command: str

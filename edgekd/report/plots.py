@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import matplotlib
 
@@ -108,4 +108,5 @@ def training(r: Report) -> str:
     return _uri(fig)
 
 
-ALL: dict[str, Callable[[Report], str]] = {"pareto": pareto, "latency": latency, "hardware_cost": hardware_cost, "energy": energy, "training": training}
+ALL: dict[str, Callable[[Report], str]] = {"pareto": pareto, "latency": latency, "hardware_cost": hardware_cost,
+                                           "energy": energy, "training": training}

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
 from ..config import RunConfig
 from ..convert.onnx import to_onnx
 from ..files import atomic_write
 from ..models.arch import ArchSpec
+from ..models.family import EdgeNet
 from ..models.io import load_checkpoint, save_checkpoint
 from ..models.space import SearchSpace
 from .candidates import RungResult, Screen, TrialRecord, TrialStatus
@@ -107,7 +106,7 @@ class Search:
         return self.settings.deadline is not None and time.perf_counter() > self.settings.deadline
 
     # -- units of work -------------------------------------------------------------------------
-    def train_rung(self, arch: ArchSpec, rung: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    def train_rung(self, arch: ArchSpec, rung: int) -> tuple[EdgeNet, dict[str, Any]]:
         """The architecture trained to `self.epochs[rung]` epochs (continuing its previous rung)."""
         d = self._dir(arch)
         ckpt, info_file = d / f"rung{rung}.pt", d / f"rung{rung}.json"
@@ -129,7 +128,7 @@ class Search:
         info_file.write_text(json.dumps(info))  # written last: its presence means the rung is complete
         return model, info
 
-    def evaluate_rung(self, arch: ArchSpec, precision: str, rung: int, model: torch.nn.Module,
+    def evaluate_rung(self, arch: ArchSpec, precision: str, rung: int, model: EdgeNet,
                       info: dict[str, Any]) -> RungResult:
         d = self._dir(arch)
         out = d / f"rung{rung}-{precision}.json"
@@ -262,7 +261,7 @@ class Search:
                 for t in active:
                     t.set(TrialStatus.OUT_OF_TIME, "stopped: time budget" if t.rungs else "not trained: time budget")
                 return
-            trained: dict[str, tuple[torch.nn.Module, dict[str, Any]]] = {}
+            trained: dict[str, tuple[EdgeNet, dict[str, Any]]] = {}
             for t in active:
                 if t.arch.name not in trained:
                     trained[t.arch.name] = self.train_rung(t.arch, rung)

@@ -4,9 +4,10 @@ engine a fake trainer instead."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from ..distill.losses import KDSettings
 from ..distill.teacher import TeacherSource
 from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
 from ..models.arch import ArchSpec
-from ..models.family import build_model
+from ..models.family import EdgeNet, build_model
 
 
 class Validation(BaseModel):
@@ -35,13 +36,13 @@ class StudentTrainer(Protocol):
     `precision` — for int8 it quantizes `onnx_path` next to it and validates that file —
     and returns the figures and the ONNX file that the measurement must use."""
 
-    def build(self, arch: ArchSpec) -> torch.nn.Module: ...
+    def build(self, arch: ArchSpec) -> EdgeNet: ...
 
     def steps(self, epochs: int) -> int: ...
 
-    def train(self, model: torch.nn.Module, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]: ...
+    def train(self, model: EdgeNet, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]: ...
 
-    def validate(self, model: torch.nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]: ...
+    def validate(self, model: EdgeNet, onnx_path: Path, precision: str) -> tuple[Validation, Path]: ...
 
 
 @dataclass
@@ -66,20 +67,20 @@ class KDTrainer:
     symmetric_int8: bool = False  # TensorRT wants symmetric activations
     _calib: list[np.ndarray] | None = field(default=None, repr=False)
 
-    def build(self, arch: ArchSpec) -> torch.nn.Module:
+    def build(self, arch: ArchSpec) -> EdgeNet:
         return build_model(arch, self.ds.in_channels, len(self.ds.classes), self.mean, self.std)
 
     def steps(self, epochs: int) -> int:
         return steps(len(self.ds.y_train), self.batch_size, epochs)
 
-    def train(self, model: torch.nn.Module, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]:
+    def train(self, model: EdgeNet, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]:
         hist = train(model, self.ds.x_train, self.ds.y_train, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
                      seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
                      teacher_channels=self.teacher_channels, pairs=self.feature_pairs, unlabeled=self.unlabeled,
                      on_step=on_step)
         return hist.epoch_loss
 
-    def validate(self, model: torch.nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]:
+    def validate(self, model: EdgeNet, onnx_path: Path, precision: str) -> tuple[Validation, Path]:
         if precision == "int8":
             from ..convert.qdq import quantize_qdq
             from ..profilers.runner import onnx_logits

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ..errors import TargetError
+from ..registry import close_matches
 
 _BUILTIN_DIR = Path(__file__).parent
 LOCAL_TARGETS = ("cpu", "nvidia-gpu")
@@ -43,7 +44,7 @@ class Target(BaseModel):
     host: dict[str, object] = {}  # filled in for the local host: cores, memory, ISA
 
     @model_validator(mode="after")
-    def _power_mode_exists(self) -> "Target":
+    def _power_mode_exists(self) -> Target:
         names = [m.name for m in self.power_modes]
         if self.default_power_mode is not None and self.default_power_mode not in names:
             raise ValueError(f"default_power_mode {self.default_power_mode!r} is not one of the power modes {names}")
@@ -178,7 +179,8 @@ def get_target(name: str) -> Target:
             detect = {"cpu": _detect_host, "nvidia-gpu": _detect_gpu}.get(target.name)
             return detect(target) if detect else target
     known = ", ".join(sorted(targets))
+    names = [n for t in targets.values() for n in (t.name, *t.aliases)]
     raise TargetError(
-        f"unknown target {name!r}; choose one of: {known} "
+        f"unknown target {name!r}; {close_matches(name, names)}choose one of: {known} "
         "(or add NAME.yaml to a folder listed in EDGEKD_TARGETS_PATH)"
     )

@@ -13,8 +13,8 @@ import pytest
 
 from edgekd.agent.client import AgentClient, AgentError, read_token
 from edgekd.agent.protocol import ProfileRequest
-from edgekd.models.arch import ArchSpec
 from edgekd.convert.onnx import to_onnx
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers import ProfileSettings, profile_model
 from edgekd.targets import get_target

@@ -5,9 +5,20 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.distill.losses import (KD_LOSSES, KDInputs, KDSettings, combined_loss, feature_kd_loss,
-                                   multi_teacher_kd_loss, parse_kd, relation_kd_loss, response_kd_loss,
-                                   robust_kd_loss, robust_weights, soft_kl)
+from edgekd.distill.losses import (
+    KD_LOSSES,
+    KDInputs,
+    KDSettings,
+    combined_loss,
+    feature_kd_loss,
+    multi_teacher_kd_loss,
+    parse_kd,
+    relation_kd_loss,
+    response_kd_loss,
+    robust_kd_loss,
+    robust_weights,
+    soft_kl,
+)
 from edgekd.errors import ConfigError
 
 
@@ -75,7 +86,8 @@ def test_feature_loss_by_hand():
     # a smaller teacher map: the adapted student map is resized (bilinear, centre = mean) first
     t_small = torch.tensor([[[[5.0]]]])
     assert float(feature_kd_loss([s], [t_small], adapters)) == pytest.approx(0.0, abs=1e-9)
-    assert float(feature_kd_loss([s, s], [t, t], nn.ModuleList([adapter, adapter]), weights=[1, 3])) == pytest.approx(1.0)
+    two = feature_kd_loss([s, s], [t, t], nn.ModuleList([adapter, adapter]), weights=[1, 3])
+    assert float(two) == pytest.approx(1.0)
     assert float(feature_kd_loss([s], [t * 7], adapters, distance="cosine")) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -109,7 +121,7 @@ def test_semi_supervised_term_mixes_labelled_and_unlabelled():
                  unlabeled_student_logits=torch.tensor([[0.0, 1.0, 0.0]]), unlabeled_teacher_logits=torch.tensor([S]))
     st = KDSettings(alpha=0.5, temperature=2.0, semi_alpha=0.75)
     expected = 0.75 * (0.5 * _ce(S, Y) + 0.5 * _kl(T, S, 2.0)) + 0.25 * _kl(S, [0.0, 1.0, 0.0], 2.0)
-    assert float(KD_LOSSES.get("semi-supervised").fn(b, st)) == pytest.approx(expected, rel=1e-6)
+    assert float(KD_LOSSES.get("semi-supervised")(b, st)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_parse_and_combine():
@@ -121,6 +133,6 @@ def test_parse_and_combine():
         parse_kd("response:x")
     b = KDInputs(student_logits=torch.tensor([S]), labels=torch.tensor([Y]), teacher_logits=[torch.tensor([T])])
     st = KDSettings(alpha=0.5, temperature=2.0)
-    one = float(KD_LOSSES.get("response").fn(b, st))
+    one = float(KD_LOSSES.get("response")(b, st))
     assert float(combined_loss([("response", 2.0), ("robust", 1.0)], b, st)) == pytest.approx(
         2 * one + float(robust_kd_loss(b.student_logits, b.teacher_logits[0], b.labels, alpha=0.5, temperature=2.0)))

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from edgekd.models.arch import ArchSpec
 from edgekd.distill.trainer import cached_targets, evaluate, live_targets, predict_logits, recalibrate_batchnorm, train
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 
 

@@ -3,13 +3,13 @@ import onnx
 import pytest
 import torch
 
-from edgekd.models.arch import ArchSpec
+import edgekd.export.base as export_base
 from edgekd.errors import ExportError
 from edgekd.export import export_model
 from edgekd.export.base import ExportContext
 from edgekd.export.parity import ParityTolerance
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
-import edgekd.export.base as export_base
 
 
 @pytest.fixture()

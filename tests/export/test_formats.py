@@ -9,12 +9,12 @@ import openvino as ov
 import pytest
 import torch
 
-from edgekd.models.arch import ArchSpec
+from edgekd.convert.onnx import to_onnx
 from edgekd.data.dataset import make_dataset
 from edgekd.errors import ExportError
 from edgekd.export import FORMATS, parse_formats
-from edgekd.convert.onnx import to_onnx
 from edgekd.export.run import export_formats
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.models.io import save_checkpoint
 from edgekd.profilers import PROFILERS
@@ -31,7 +31,8 @@ def trained():
     g = np.random.default_rng(0)
     x = g.random((160, 3, 16, 16), dtype=np.float32)
     y = (x[:, 0].mean(axis=(1, 2)) > x[:, 2].mean(axis=(1, 2))).astype(np.int64)
-    ds = make_dataset("tiny", ["a", "b"], ["R", "G", "B"], x, y, val_fraction=0.25, seed=0, synthetic=True, source="test")
+    ds = make_dataset("tiny", ["a", "b"], ["R", "G", "B"], x, y, val_fraction=0.25, seed=0, synthetic=True,
+                      source="test")
     torch.manual_seed(0)
     mean, std = ds.channel_stats()
     model = build_model(ArchSpec(width=0.25, depth=1), 3, 2, mean, std)
@@ -67,7 +68,8 @@ def test_every_cpu_format_exports_loads_and_agrees(tmp_path, trained):
     ov_int8 = ov.Core().read_model(by["openvino-int8"].path)
     assert any(op.get_type_name() == "FakeQuantize" for op in ov_int8.get_ops())
     fp16 = ov.Core().read_model(by["openvino-fp16"].path)
-    assert any(op.get_output_element_type(0) == ov.Type.f16 for op in fp16.get_ops() if op.get_type_name() == "Constant")
+    constants = [op for op in fp16.get_ops() if op.get_type_name() == "Constant"]
+    assert any(op.get_output_element_type(0) == ov.Type.f16 for op in constants)
 
 
 def test_accuracy_controlled_int8(tmp_path, trained):
@@ -135,3 +137,13 @@ def test_export_command_from_a_checkpoint_alone(tmp_path, trained):
     assert bad.returncode == 2 and "unknown export format tflite" in bad.stderr
     wrong = run_cli("export", str(ckpt), "--data", str(make_folder(tmp_path / "folder")), "--out", str(out))
     assert wrong.returncode == 2 and "the data set has classes ['Forest', 'River']" in wrong.stderr
+
+
+def test_the_format_table_and_the_exporters_cannot_drift_apart():
+    from edgekd.export import EXPORTERS, FORMATS
+
+    assert set(FORMATS) == set(EXPORTERS.names())
+    with pytest.raises(Exception, match="did you mean 'openvino-int8'"):
+        from edgekd.export import parse_formats
+
+        parse_formats("onnx,openvino-int")

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from edgekd.models.arch import ArchSpec
 from edgekd.errors import CheckpointError
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.models.io import load_checkpoint, save_checkpoint
 

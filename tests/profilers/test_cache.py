@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from edgekd.models.arch import ArchSpec
 from edgekd.convert.onnx import to_onnx
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers import MeasurementCache, ProfileSettings, profile_model
 from edgekd.targets import get_target

@@ -5,13 +5,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.models.arch import ArchSpec
-from edgekd.errors import TargetError
 from edgekd.convert.onnx import to_onnx
+from edgekd.errors import TargetError
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers.predictor import fit_factors, graph_costs, predict, predict_model
-from edgekd.profilers.predictor.calibration import (Calibration, default_factors, load_calibration, now,
-                                                    save_calibration)
+from edgekd.profilers.predictor.calibration import Calibration, default_factors, load_calibration, now, save_calibration
 from edgekd.profilers.predictor.roofline import latency_s
 from edgekd.targets import Target, get_target
 

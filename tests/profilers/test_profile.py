@@ -1,8 +1,8 @@
 import pytest
 
-from edgekd.models.arch import ArchSpec
-from edgekd.errors import ProfilingError
 from edgekd.convert.onnx import to_onnx
+from edgekd.errors import ProfilingError
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers import profile_model
 from edgekd.profilers.base import ProfileSettings

@@ -4,8 +4,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgekd.models.arch import ArchSpec
 from edgekd.convert.onnx import to_onnx
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.models.io import save_checkpoint
 
@@ -40,7 +40,8 @@ def test_checkpoint_on_three_runtimes_plus_an_unavailable_one(tmp_path, checkpoi
 def test_onnx_file_with_torch_is_reported_unavailable(tmp_path, checkpoint):
     onnx_path = to_onnx(build_model(ArchSpec(width=0.25, depth=1), 3, 4), tmp_path / "m.onnx", [1, 3, 16, 16])
     out = tmp_path / "p.json"
-    proc = run_cli("profile", str(onnx_path), "--runtime", "onnxruntime,torch", *FAST, "--no-memory", "--json", str(out))
+    proc = run_cli("profile", str(onnx_path), "--runtime", "onnxruntime,torch", *FAST, "--no-memory", "--json",
+                   str(out))
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert "needs an edgekd checkpoint" in r["unavailable"][0]["reason"]

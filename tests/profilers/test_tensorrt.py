@@ -7,14 +7,19 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekd.models.arch import ArchSpec
-from edgekd.errors import ProfilingError
 from edgekd.convert.onnx import to_onnx
+from edgekd.convert.qdq import calibration_batches, quantize_qdq
+from edgekd.errors import ProfilingError
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers import PROFILERS, ProfileSettings, profile_model
-from edgekd.convert.qdq import calibration_batches, quantize_qdq
-from edgekd.profilers.tensorrt import (build_plan, engine_cache_name, network_flags, optimization_shapes,
-                                       unavailable_reason)
+from edgekd.profilers.tensorrt import (
+    build_plan,
+    engine_cache_name,
+    network_flags,
+    optimization_shapes,
+    unavailable_reason,
+)
 from edgekd.targets import get_target
 
 SHAPE = [1, 3, 16, 16]
@@ -76,7 +81,8 @@ def test_int8_qdq_model_has_quantize_nodes_and_still_runs(tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     import onnxruntime as ort
 
-    y = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": np.zeros(SHAPE, np.float32)})
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": np.zeros(SHAPE, np.float32)})
     assert y[0].shape == (1, 4)
 
 

@@ -79,7 +79,8 @@ def test_predicted_runs_say_so_at_the_top(report):
     pred["measurement"] = {"mode": "predicted", "runtime": "tensorrt", "how": "PREDICTED by the device model"}
     page = render_html(Report.model_validate(pred))
     assert page.index("PREDICTED by the device model") < page.index('id="summary"')
-    assert render_markdown(Report.model_validate(pred)).splitlines()[2].startswith("> **Latency, memory and energy are PREDICTED")
+    assert render_markdown(Report.model_validate(pred)).splitlines()[2].startswith("> **Latency, memory and energy are "
+                                                                                   "PREDICTED")
 
 
 def test_report_command_regenerates_and_refuses_bad_input(smoke_run, tmp_path):
@@ -134,6 +135,7 @@ def test_benchmark_command_local_and_predicted_rows(smoke_run, tmp_path):
     assert by[("onnx", "cpu", "tensorrt")]["reason"]  # no TensorRT here: a row with the reason
     assert by[("onnx", "jetson-orin-nano-8gb", "tensorrt")]["source"] == "predicted"
     assert "does not run openvino" in by[("openvino", "jetson-orin-nano-8gb", "openvino")]["reason"]
-    acc = {e["format"]: e["parity"]["accuracy_export"] for e in json.loads((smoke_run / "report.json").read_text())["exports"]}
+    exports = json.loads((smoke_run / "report.json").read_text())["exports"]
+    acc = {e["format"]: e["parity"]["accuracy_export"] for e in exports}
     assert by[("onnx", "cpu", "onnxruntime")]["accuracy"] == acc["onnx"]
     assert "PREDICTED" in (out / "benchmark.md").read_text()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.models.arch import ArchSpec
 from edgekd.distill.teacher import TeacherOutputs, apply_view
 from edgekd.distill.trainer import feature_pairs
+from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.search.engine import rung_epochs, survivors
 from edgekd.search.pareto import pareto_front

@@ -16,9 +16,10 @@ minimum duration at 1 s (the default) or more when a sensor is read."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from ...errors import ProfilingError
 from ...registry import Registry
@@ -61,7 +62,10 @@ def open_meter(name: str, target: Target) -> Meter:
             meter = METERS.get(candidate)(target)
             if meter is not None:
                 return meter
-        return METERS.get("none")(target)
+        fallback = METERS.get("none")(target)
+        if fallback is None:
+            raise ProfilingError("no energy meter, not even 'none', is available")
+        return fallback
     meter = METERS.get(name)(target)
     if meter is None:
         raise ProfilingError(f"energy meter {name!r} is not available on this machine "

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ...models.arch import ArchSpec
 from ...targets import Target

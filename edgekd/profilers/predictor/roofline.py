@@ -10,8 +10,10 @@ factors (pure functions).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ...targets import Target
+from ..measurement import LatencyStats, Measurement
 from .calibration import Calibration, Factors, default_factors
 from .graph import GraphCost, graph_costs
 
@@ -70,10 +72,9 @@ def predict(cost: GraphCost, target: Target, calibration: Calibration | None = N
     )
 
 
-def predict_model(onnx_path, target: Target, input_shape: list[int], runtime: str, precision: str = "fp32",
-                  calibration: Calibration | None = None):
+def predict_model(onnx_path: Path, target: Target, input_shape: list[int], runtime: str, precision: str = "fp32",
+                  calibration: Calibration | None = None) -> Measurement:
     """A `Measurement` whose every figure is labelled `predicted`, with the calibration named."""
-    from ...profilers.measurement import LatencyStats, Measurement
     from .calibration import load_calibration
 
     cal = calibration or load_calibration(target.name, runtime, precision)
