@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def test_smoke_run_report_has_the_promised_keys(smoke_run: Path):
     r = json.loads((smoke_run / "report.json").read_text())
-    assert r["schema_version"] == 1 and r["target"]["name"] == "cpu"
+    assert r["schema_version"] == 2 and r["target"]["name"] == "cpu"
     assert r["budget_ms"] == 33.3
     assert set(r["objective"]) >= {"lambda", "gamma", "delta"}
     ds = r["dataset"]

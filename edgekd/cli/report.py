@@ -20,6 +20,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
     from pydantic import ValidationError
 
     from ..report import Report, write_reports
+    from ..report.model import SCHEMA_VERSION
 
     path = run_dir / "report.json"
     try:
@@ -28,8 +29,9 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
         raise EdgeKDError(f"{path} does not exist; pass the run directory of an edgekd optimize run") from None
     except json.JSONDecodeError as exc:
         raise EdgeKDError(f"{path} is not valid JSON (line {exc.lineno}); it was edited or cut short") from None
-    if data.get("schema_version") != 1:
-        raise EdgeKDError(f"{path} has schema_version {data.get('schema_version')!r}; this edgekd reads version 1")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise EdgeKDError(f"{path} has schema_version {data.get('schema_version')!r}; this edgekd reads version "
+                          f"{SCHEMA_VERSION} (re-run the optimize that wrote it with this edgekd)")
     try:
         report = Report.model_validate(data)
     except ValidationError as exc:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 
 from .. import __version__
 from ..errors import CheckpointError
-from ..files import first_line
+from ..files import atomic_write, first_line
 from .arch import ArchSpec
 from .family import EdgeNet, build_model
 
@@ -43,9 +44,9 @@ def save_checkpoint(path: Path, model: EdgeNet, *, classes: list[str], bands: li
         "data_source": data_source or {},
         "state_dict": model.state_dict(),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint behind
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write(path, buf.getvalue())  # never leave a half-written checkpoint behind
 
 
 def load_checkpoint(path: Path) -> tuple[EdgeNet, dict[str, Any]]:

@@ -17,7 +17,8 @@ from ..profilers.measurement import Measurement
 from ..search.candidates import Candidate, TrialSummary
 from ..targets import Target
 
-SCHEMA_VERSION = 1
+# 2: trial states are an enum with a separate detail; paths are relative to the run directory
+SCHEMA_VERSION = 2
 
 
 class MeasurementMode(BaseModel):
@@ -112,12 +113,12 @@ class SearchSummary(BaseModel):
 
 
 class Report(BaseModel):
-    """report.json (schema_version 1). Every measured figure carries its source and conditions."""
+    """report.json (schema_version 2). Every measured figure carries its source and conditions."""
 
     model_config = ConfigDict(title="edgekd optimize report", populate_by_name=True,
                               json_schema_serialization_defaults_required=True)
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     run_id: str
     created: str
     command: str

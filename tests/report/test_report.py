@@ -92,7 +92,7 @@ def test_report_command_regenerates_and_refuses_bad_input(smoke_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (run / "report.html").is_file() and (run / "report.md").is_file()
     assert run_cli("report", str(tmp_path / "nowhere")).returncode == 2
-    (run / "report.json").write_text('{"schema_version": 1, "cut": ')
+    (run / "report.json").write_text('{"schema_version": 2, "cut": ')
     bad = run_cli("report", str(run))
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr
     edited = json.loads((smoke_run / "report.json").read_text())
