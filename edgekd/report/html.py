@@ -4,6 +4,7 @@ readable on a phone and on a laptop."""
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -47,17 +48,34 @@ def _table(header: list[str], rows: list[list[str]], selected_rows: frozenset[in
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def summary(r: Report) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SummaryCard:
     """The facts of the summary card, computed once so the page and the tests agree."""
+
+    target: str
+    budget_ms: float
+    selected: str
+    student_accuracy: float
+    teacher_accuracy: float
+    speedup: float | None  # teacher p50 / student p50
+    budget_met: bool
+    energy_mj: float | None
+    energy_source: str | None
+    latency_source: str
+    p90_ms: float
+    dataset: str
+    synthetic: bool
+
+
+def summary(r: Report) -> SummaryCard:
     best, t = r.best, r.teacher
     tp50, bp50 = t.measurement.latency_ms.p50, best.measurement.latency_ms.p50
-    return {"target": r.target.name, "budget_ms": r.budget_ms, "selected": r.selected,
-            "student_accuracy": best.val_accuracy, "teacher_accuracy": t.val_accuracy,
-            "speedup": tp50 / bp50 if bp50 > 0 else None, "budget_met": best.meets_budget,
-            "energy_mj": best.measurement.energy_mj, "energy_source": best.measurement.source.get("energy"),
-            "latency_source": best.measurement.source["latency"],
-            "p90_ms": best.measurement.latency_ms.p90, "dataset": r.dataset.name,
-            "synthetic": r.dataset.synthetic}
+    m = best.measurement
+    return SummaryCard(target=r.target.name, budget_ms=r.budget_ms, selected=r.selected,
+                       student_accuracy=best.val_accuracy, teacher_accuracy=t.val_accuracy,
+                       speedup=tp50 / bp50 if bp50 > 0 else None, budget_met=best.meets_budget,
+                       energy_mj=m.energy_mj, energy_source=m.source.get("energy"), latency_source=m.source["latency"],
+                       p90_ms=m.latency_ms.p90, dataset=r.dataset.name, synthetic=r.dataset.synthetic)
 
 
 CAPTIONS = {"pareto": "Pareto view: accuracy against p90 latency, the budget line and the selected student.",
@@ -79,16 +97,16 @@ def _banners(r: Report) -> str:
     return "".join(banners)
 
 
-def _cards(r: Report, s: dict[str, Any]) -> str:
+def _cards(r: Report, s: SummaryCard) -> str:
     cards = [
-        ("target", s["target"], f"budget p90 ≤ {s['budget_ms']:g} ms"),
-        ("selected student", s["selected"], _e(r.selection_reason)[:140]),
-        ("accuracy", f"{s['student_accuracy']:.3f}", f"teacher {s['teacher_accuracy']:.3f}"),
-        ("speed-up vs teacher", "–" if s["speedup"] is None else f"{s['speedup']:.1f}x", f"p50, {s['latency_source']}"),
-        ("budget", '<span class="ok">met</span>' if s["budget_met"] else '<span class="bad">not met</span>',
-         f"p90 {s['p90_ms']:.3f} ms"),
-        ("energy / inference", "–" if s["energy_mj"] is None else f"{s['energy_mj']:.3f} mJ", _e(s["energy_source"])),
-        ("data set", _e(s["dataset"]), "synthetic" if s["synthetic"] else "real"),
+        ("target", s.target, f"budget p90 ≤ {s.budget_ms:g} ms"),
+        ("selected student", s.selected, _e(r.selection_reason)[:140]),
+        ("accuracy", f"{s.student_accuracy:.3f}", f"teacher {s.teacher_accuracy:.3f}"),
+        ("speed-up vs teacher", "–" if s.speedup is None else f"{s.speedup:.1f}x", f"p50, {s.latency_source}"),
+        ("budget", '<span class="ok">met</span>' if s.budget_met else '<span class="bad">not met</span>',
+         f"p90 {s.p90_ms:.3f} ms"),
+        ("energy / inference", "–" if s.energy_mj is None else f"{s.energy_mj:.3f} mJ", _e(s.energy_source)),
+        ("data set", _e(s.dataset), "synthetic" if s.synthetic else "real"),
     ]
     return "".join(f'<div class="card"><span>{_e(k)}</span><b>{v}</b><span>{sub}</span></div>' for k, v, sub in cards)
 
@@ -117,9 +135,9 @@ def render_html(r: Report) -> str:
     versions = _table(["package", "version"], [[_e(k), _e(v)] for k, v in r.software.items()])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>edgekd report: {_e(s['target'])}, {_e(s['selected'])}</title><style>{CSS}</style></head>
+<title>edgekd report: {_e(s.target)}, {_e(s.selected)}</title><style>{CSS}</style></head>
 <body><main>
-<h1>edgekd report — {_e(s['target'])}, budget {s['budget_ms']:g} ms</h1>
+<h1>edgekd report — {_e(s.target)}, budget {s.budget_ms:g} ms</h1>
 {_banners(r)}
 <section id="summary"><h2>Summary</h2><div class="cards">{_cards(r, s)}</div>
 <p style="font-size:.8rem">Measurement conditions: {_e(conditions(r.teacher.measurement))}.</p></section>

@@ -80,7 +80,7 @@ def _candidates(r: Report) -> list[str]:
 
 def _search(r: Report) -> list[str]:
     se = r.search
-    rows = [[t.name, t.precision, t.status.value + (f": {t.detail}" if t.detail else ""),
+    rows = [[t.name, t.precision, t.detail or t.status.value,
              _f(t.screen.p90_ms) if t.screen else "–",
              "; ".join(f"{g.epochs}: {g.val_accuracy:.3f}, {g.objective:.3f}" for g in t.rungs) or "–"]
             for t in r.trials]

@@ -64,7 +64,7 @@ def test_html_has_every_section_and_the_json_numbers(report):
         assert re.search(rf'id="plot-{plot}"><img alt="[^"]+" src="data:image/png;base64,', page)
     assert "http://" not in page and "https://" not in page and "<script" not in page  # self-contained
     s = summary(Report.model_validate(report))
-    assert s["selected"] == report["selected"]
+    assert s.selected == report["selected"]
     best = next(c for c in report["candidates"] if c["name"] == report["selected"])
     assert f"{best['val_accuracy']:.3f}" in page and f"{report['teacher']['val_accuracy']:.3f}" in page
     assert f"{best['measurement']['latency_ms']['p90']:.3f}" in page
