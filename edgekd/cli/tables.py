@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
 
-from ..benchmark import BenchRow
-from ..profilers.measurement import Measurement
+if TYPE_CHECKING:  # the commands import these lazily: `edgekd --help` stays fast
+    from ..benchmark import BenchRow
+    from ..profilers.measurement import Measurement
 
 
 def fmt(v: float | None, digits: int = 3) -> str:
