@@ -28,8 +28,15 @@ class RunConfig(BaseModel):
     target: str = Field(default="cpu", description="target device name or alias (see `edgekd targets`)")
     data: Path | None = Field(default=None, description="image-folder data set, one sub-folder per class "
                                                        "(default: the built-in synthetic demo set)")
-    teacher: Path | None = Field(default=None, description="teacher checkpoint written by edgekd "
-                                                          "(default: train one first)")
+    teacher: str | None = Field(default=None, description="the teacher: an edgekd checkpoint, timm:NAME, "
+                                                         "torchvision:NAME, a TorchScript (.pt) or torch.export "
+                                                         "(.pt2) file, an ONNX file, or package.module:function "
+                                                         "(default: train an EdgeNet first)")
+    teacher_weights_file: Path | None = Field(default=None, description="state dict (.pth/.safetensors) of a "
+                                                                       "timm, torchvision or factory teacher")
+    teacher_normalization: Literal["none", "data", "imagenet"] = Field(
+        default="none", description="input normalisation of a TorchScript, torch.export or factory teacher that "
+                                    "does not record its own: none (it takes raw 0..1 images), data, imagenet")
     out: Path | None = Field(default=None, description="run directory (default: runs/TARGET-TIMESTAMP)")
     overwrite: bool = Field(default=False, description="write into a run directory that already holds files")
     seed: int = Field(default=0, description="seed of data generation, splits and training")
@@ -75,7 +82,8 @@ class RunConfig(BaseModel):
     # distillation
     kd: list[str] = Field(default=["response"], description="KD terms NAME[:WEIGHT],...: response, feature, "
                                                             "relation, multi-teacher, semi-supervised, robust")
-    teachers: list[Path] = Field(default=[], description="more teachers for --kd multi-teacher (repeatable)")
+    teachers: list[str] = Field(default=[], description="more teachers for --kd multi-teacher (repeatable; "
+                                                       "the same sources as --teacher)")
     teacher_weights: list[float] = []
     unlabeled: Path | None = Field(default=None, description="folder of unlabelled images for --kd semi-supervised")
     teacher_views: int = Field(default=1, ge=1, le=8, description="dihedral views (rotations/flips) of each training "
@@ -161,7 +169,9 @@ class Overrides(BaseModel):
     preset: str | None = None
     target: str | None = None
     data: Path | None = None
-    teacher: Path | None = None
+    teacher: str | None = None
+    teacher_weights_file: Path | None = None
+    teacher_normalization: str | None = None
     out: Path | None = None
     overwrite: bool | None = None
     seed: int | None = None
@@ -180,7 +190,7 @@ class Overrides(BaseModel):
     precisions: list[str] | None = None
     export_formats: list[str] | None = None
     kd: list[str] | None = None
-    teachers: list[Path] | None = None
+    teachers: list[str] | None = None
     unlabeled: Path | None = None
     teacher_views: int | None = None
     search: str | None = None

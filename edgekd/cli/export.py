@@ -37,7 +37,6 @@ def export_cmd(
     from ..errors import DataError
     from ..export.run import export_formats, export_metadata
     from ..host import default_threads
-    from ..models.arch import ArchSpec
     from ..models.io import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
@@ -59,10 +58,9 @@ def export_cmd(
                       f"max |Δlogit| {r.parity.max_abs_diff:.2e}", highlight=False)
 
     with console.status(f"exporting {checkpoint.name}: {formats}"):
-        arch = ArchSpec.model_validate(meta["arch"]).name
         results = export_formats(model, ds, formats, out, checkpoint.stem,
-                                 export_metadata(ds, arch, "export", mean, std), calibration_size=calibration_size,
-                                 max_accuracy_drop=max_accuracy_drop, threads=threads or default_threads(),
-                                 on_done=done)
+                                 export_metadata(ds, model.name, "export", mean, std),
+                                 calibration_size=calibration_size, max_accuracy_drop=max_accuracy_drop,
+                                 threads=threads or default_threads(), on_done=done)
     (out / "export.json").write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": ds.summary(),
                                                  "exports": [r.model_dump(mode="json") for r in results]}, indent=2))

@@ -6,12 +6,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.family import EdgeNet
 from .losses import KDInputs, KDSettings, combined_loss, needs
 from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
 
@@ -53,7 +53,7 @@ def make_adapters(student_channels: list[int], teacher_channels: list[int],
     return nn.ModuleList(nn.Conv2d(student_channels[s], teacher_channels[t], 1, bias=False) for s, t in pairs)
 
 
-def train(model: EdgeNet, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
           seed: int, teacher: TeacherSource | None = None, terms: list[tuple[str, float]] | None = None,
           kd: KDSettings | None = None, pairs: list[tuple[int, int]] | None = None,
           teacher_channels: list[int] | None = None, unlabeled: Unlabeled | None = None,
@@ -67,11 +67,13 @@ def train(model: EdgeNet, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batc
     terms = terms or [("response", 1.0)]
     kd = kd or KDSettings()
     want = needs(terms) if teacher is not None else frozenset()
+    net: Any = model  # students and teachers with stage features: EdgeNet, ExternalNet
     adapters = None
     params = list(model.parameters())
     if "features" in want:
-        pairs = pairs or feature_pairs(len(model.stage_channels), len(teacher_channels or []))
-        adapters = make_adapters(model.stage_channels, teacher_channels or [], pairs)
+        channels = list(net.stage_channels)
+        pairs = pairs or feature_pairs(len(channels), len(teacher_channels or []))
+        adapters = make_adapters(channels, teacher_channels or [], pairs)
         params += list(adapters.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(y) / batch_size)
@@ -91,7 +93,7 @@ def train(model: EdgeNet, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batc
                 xb = apply_view(x[idx], view)
                 tb = teacher.batch(idx, view, xb)
                 if want & {"features", "embedding"}:
-                    s_logits, s_feats, s_emb = model.forward_features(xb)
+                    s_logits, s_feats, s_emb = net.forward_features(xb)
                 else:
                     s_logits, s_feats, s_emb = model(xb), [], None
                 batch = KDInputs(student_logits=s_logits, labels=yb, teacher_logits=tb.logits, adapters=adapters,

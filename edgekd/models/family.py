@@ -84,6 +84,10 @@ class EdgeNet(nn.Module):
         self.classifier = nn.Linear(cin, num_classes)
         self.embedding_dim = cin
 
+    @property
+    def name(self) -> str:
+        return self.arch.name
+
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         x = self.normalize(x)
         r = self.arch.resolution

@@ -15,13 +15,16 @@ from .. import __version__
 from ..errors import CheckpointError
 from ..files import atomic_write, first_line
 from .arch import ArchSpec
+from .external import ExternalNet
 from .family import EdgeNet, build_model
+
+Net = EdgeNet | ExternalNet  # what a checkpoint holds
 
 FORMAT = "edgekd-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: Path, model: EdgeNet, *, classes: list[str], bands: list[str],
+def save_checkpoint(path: Path, model: Net, *, classes: list[str], bands: list[str],
                     image_size: int, dataset: str, role: str, metrics: dict[str, Any] | None = None,
                     data_source: dict[str, Any] | None = None) -> None:
     """`data_source` says how to load the data set again (see edgekd.data.dataset_from_source),
@@ -33,7 +36,8 @@ def save_checkpoint(path: Path, model: EdgeNet, *, classes: list[str], bands: li
         "format_version": FORMAT_VERSION,
         "edgekd_version": __version__,
         "role": role,
-        "arch": model.arch.model_dump(),
+        "arch": model.arch.model_dump() if isinstance(model, EdgeNet) else None,
+        "source": model.source if isinstance(model, ExternalNet) else None,  # rebuilt by name, never unpickled
         "classes": list(classes),
         "bands": list(bands),
         "in_channels": len(bands),
@@ -49,7 +53,7 @@ def save_checkpoint(path: Path, model: EdgeNet, *, classes: list[str], bands: li
     atomic_write(path, buf.getvalue())  # never leave a half-written checkpoint behind
 
 
-def load_checkpoint(path: Path) -> tuple[EdgeNet, dict[str, Any]]:
+def load_checkpoint(path: Path) -> tuple[Net, dict[str, Any]]:
     """The model and the checkpoint's metadata; clear errors for anything that is not ours."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a file written by edgekd (e.g. "
@@ -64,13 +68,27 @@ def load_checkpoint(path: Path) -> tuple[EdgeNet, dict[str, Any]]:
         raise CheckpointError(f"{path} is not an edgekd checkpoint; pass a file written by edgekd "
                               "(RUN_DIR/teacher.pt or RUN_DIR/candidates/NAME/student.pt)")
     try:
-        arch = ArchSpec.model_validate(payload["arch"])
-        model = build_model(arch, int(payload["in_channels"]), len(payload["classes"]),
-                            payload["normalization"]["mean"], payload["normalization"]["std"])
+        norm = payload["normalization"]
+        model: Net
+        if payload.get("source"):
+            from .sources import rebuild
+
+            model = rebuild(payload["source"], norm["mean"], norm["std"])
+        else:
+            arch = ArchSpec.model_validate(payload["arch"])
+            model = build_model(arch, int(payload["in_channels"]), len(payload["classes"]), norm["mean"], norm["std"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = first_line(exc, 160)
         raise CheckpointError(f"checkpoint {path} is damaged or from an incompatible edgekd ({first})") from None
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, meta
+
+
+def load_edgenet(path: Path) -> tuple[EdgeNet, dict[str, Any]]:
+    """A checkpoint that must hold a member of the EdgeNet family (a search's rung)."""
+    model, meta = load_checkpoint(path)
+    if not isinstance(model, EdgeNet):
+        raise CheckpointError(f"{path} holds {model.name}, not an EdgeNet student")
     return model, meta

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..config import RunConfig
 from ..data import Dataset, data_source, load_dataset
@@ -23,8 +24,7 @@ from ..distill.losses import needs as kd_needs
 from ..errors import CheckpointError, ConfigError, DataError, RunDirError
 from ..host import default_threads
 from ..measurers import Measurer, measurer_for
-from ..models.family import EdgeNet
-from ..models.io import load_checkpoint
+from ..models.sources import LoadedModel, SourceRequest, load_model
 from ..profilers import MeasurementCache, ProfileSettings
 from ..profilers.cache import default_cache_dir
 from ..search.objective import Costs, CostWeights, Objective
@@ -57,9 +57,8 @@ class StageTimer:
 class Teachers:
     """The teachers a run was given (checked against the data set), or none: then one is trained."""
 
-    main: EdgeNet | None
-    origin: str
-    extra: list[EdgeNet]
+    main: LoadedModel | None
+    extra: list[nn.Module]
 
 
 @dataclass
@@ -116,7 +115,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
         ds = load_dataset(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, image_size=cfg.image_size,
                           samples_per_class=cfg.samples_per_class, max_samples_per_class=cfg.max_samples_per_class)
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
-    teachers = load_teachers(cfg, ds, run_dir, resume)
+    teachers = load_teachers(cfg, ds, run_dir, resume, want)
     threads = cfg.threads or default_threads()
     prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
                            min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
@@ -154,7 +153,7 @@ def prepare_run_dir(cfg: RunConfig, target: Target) -> Path:
     return out
 
 
-def _teacher_matches(meta: dict[str, Any], ds: Dataset, path: Path) -> None:
+def _teacher_matches(meta: dict[str, Any], ds: Dataset, path: str) -> None:
     if meta["classes"] != ds.classes:
         raise CheckpointError(
             f"teacher {path} was trained on classes {meta['classes']}, but the data set has "
@@ -165,23 +164,42 @@ def _teacher_matches(meta: dict[str, Any], ds: Dataset, path: Path) -> None:
             f"({', '.join(ds.bands)}); pass a matching teacher or leave out --teacher")
 
 
-def load_teachers(cfg: RunConfig, ds: Dataset, run_dir: Path, resume: bool) -> Teachers:
+def _load_teacher(spec: str, cfg: RunConfig, ds: Dataset, weights: Path | None = None) -> LoadedModel:
+    """A teacher from any model source, checked against the data set: an edgekd checkpoint must
+    name the same classes and bands; a model from elsewhere gets the data set's bands and classes
+    (and is then fine-tuned on it)."""
+    mean, std = ds.channel_stats()
+    loaded = load_model(spec, SourceRequest(in_channels=ds.in_channels, num_classes=len(ds.classes), data_mean=mean,
+                                            data_std=std, weights=weights, normalization=cfg.teacher_normalization,
+                                            require_weights=True))
+    if loaded.meta is not None:
+        _teacher_matches(loaded.meta, ds, spec)
+    return loaded
+
+
+def load_teachers(cfg: RunConfig, ds: Dataset, run_dir: Path, resume: bool, want: frozenset[str]) -> Teachers:
     """The given or resumed main teacher (or None: train one) and the extra teachers, all
-    checked against the data set before anything is written."""
-    main, origin = None, ""
-    path = cfg.teacher
+    checked against the data set and the KD terms before anything is written."""
+    main = None
     if resume and (run_dir / "teacher.pt").exists():
-        path, origin = run_dir / "teacher.pt", "resumed from the run directory"
-    if path is not None:
-        main, meta = load_checkpoint(path)
-        _teacher_matches(meta, ds, path)
-        origin = origin or f"given: {path}"
+        main = _load_teacher(str(run_dir / "teacher.pt"), cfg, ds)
+        main.origin = "resumed from the run directory"
+    elif cfg.teacher is not None:
+        main = _load_teacher(cfg.teacher, cfg, ds, cfg.teacher_weights_file)
     extra = []
-    for p in cfg.teachers:
-        m, meta = load_checkpoint(p)
-        _teacher_matches(meta, ds, p)
-        extra.append(m)
-    return Teachers(main, origin, extra)
+    for spec in cfg.teachers:
+        t = _load_teacher(spec, cfg, ds)
+        if t.needs_training:
+            raise ConfigError(f"--teacher-extra {spec} does not predict the data set's {len(ds.classes)} classes; "
+                              "extra teachers are used as they are: pass teachers trained on this data set")
+        extra.append(t.model)
+    if main is not None and want & {"features", "embedding"} and not main.supports_features:
+        why = ("an ONNX teacher gives logits only" if main.onnx_path is not None
+               else f"{main.name} has no stage features edgekd can read")
+        raise ConfigError(f"--kd feature and relation compare the teacher's inner features, but {why}; use "
+                          "response, robust, multi-teacher or semi-supervised terms, or give the teacher as a timm, "
+                          "torchvision or edgekd model")
+    return Teachers(main, extra)
 
 
 def load_unlabeled(folder: Path, ds: Dataset) -> torch.Tensor:

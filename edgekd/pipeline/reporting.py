@@ -10,6 +10,8 @@ import torch
 
 from ..export import ExportResult
 from ..host import software_versions
+from ..models.external import ExternalNet
+from ..models.family import EdgeNet
 from ..models.stats import count_macs, count_params
 from ..report.model import (
     DatasetSummary,
@@ -25,7 +27,7 @@ from ..report.model import (
 )
 from ..search.candidates import TrialStatus
 from .plan import RunPlan, StageTimer
-from .stages import SearchResult, Selection, TeacherResult
+from .stages import SearchResult, Selection, TeacherResult, model_name
 
 
 def _objective(plan: RunPlan, search: SearchResult) -> ObjectiveSummary:
@@ -39,8 +41,11 @@ def _objective(plan: RunPlan, search: SearchResult) -> ObjectiveSummary:
 
 def _teacher(plan: RunPlan, teacher: TeacherResult) -> TeacherSummary:
     t = teacher.model
-    return TeacherSummary(name=t.arch.name, arch=t.arch, origin=teacher.origin, params=count_params(t),
-                          macs=count_macs(t, tuple(plan.input_shape)), checkpoint="teacher.pt",
+    torch_model = isinstance(t, (EdgeNet, ExternalNet))
+    return TeacherSummary(name=model_name(t), arch=t.arch if isinstance(t, EdgeNet) else None, origin=teacher.origin,
+                          params=count_params(t) if torch_model else None,
+                          macs=count_macs(t, tuple(plan.input_shape)) if torch_model else None,
+                          checkpoint="teacher.pt" if torch_model else None,
                           val_accuracy=teacher.accuracy, val_cross_entropy=teacher.cross_entropy,
                           train_loss=teacher.train_loss, measurement=teacher.measurement)
 

@@ -4,12 +4,14 @@ records before it, returning a record: the teacher, the search, the selection, t
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 from rich.table import Table
+from torch import nn
 
 from ..console import ConsoleObserver
 from ..convert.onnx import to_onnx
@@ -18,8 +20,10 @@ from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
 from ..errors import ConfigError
 from ..export import FORMATS, ExportResult
 from ..export.run import export_formats, export_metadata
+from ..models.external import ExternalNet
 from ..models.family import EdgeNet, build_model
 from ..models.io import load_checkpoint, save_checkpoint
+from ..models.sources import OnnxTeacher
 from ..models.stats import count_macs, count_params
 from ..profilers.measurement import Measurement
 from ..search.candidates import Candidate, TrialRecord, TrialStatus
@@ -35,7 +39,7 @@ class TeacherResult:
     """The teacher of the run: the model, where it came from, how well it does, its outputs
     cached for every candidate, and its measurement on the target (the reference of C_hw)."""
 
-    model: EdgeNet
+    model: nn.Module  # EdgeNet, ExternalNet or OnnxTeacher
     origin: str
     train_loss: list[float]
     accuracy: float
@@ -86,29 +90,38 @@ def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
                  + (f", {len(ds.skipped_files)} unreadable files skipped" if ds.skipped_files else ""))
 
 
-def _train_teacher(plan: RunPlan, observer: ConsoleObserver) -> tuple[EdgeNet, list[float]]:
+def _train_teacher(plan: RunPlan, observer: ConsoleObserver, teacher: nn.Module, label: str) -> list[float]:
+    """Cross-entropy training of the teacher on the data set (from scratch, or fine-tuning)."""
     cfg, ds = plan.cfg, plan.ds
-    mean, std = ds.channel_stats()
-    teacher = build_model(cfg.teacher_arch, ds.in_channels, len(ds.classes), mean, std)
-    observer.say(f"training teacher {cfg.teacher_arch.name} ({cfg.teacher_epochs} epochs)")
-    observer.on_rung_start("teacher", steps(len(ds.y_train), cfg.batch_size, cfg.teacher_epochs),
-                           cfg.teacher_arch.name)
+    observer.say(f"{label} ({cfg.teacher_epochs} epochs)")
+    observer.on_rung_start("teacher", steps(len(ds.y_train), cfg.batch_size, cfg.teacher_epochs), label)
     hist = train(teacher, ds.x_train, ds.y_train, epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                  seed=cfg.seed, on_step=observer.on_step)
     observer.on_rung_end("teacher")
-    return teacher, hist.epoch_loss
+    return hist.epoch_loss
+
+
+def _teacher_model(plan: RunPlan, observer: ConsoleObserver) -> tuple[nn.Module, str, list[float]]:
+    """(the teacher, where it came from, its training loss per epoch): given and used as it is,
+    given and fine-tuned because its classifier is new for this data set, or trained here."""
+    given = plan.teachers.main
+    if given is None:
+        mean, std = plan.ds.channel_stats()
+        teacher: nn.Module = build_model(plan.cfg.teacher_arch, plan.ds.in_channels, len(plan.ds.classes), mean, std)
+        return teacher, "trained by this run", _train_teacher(plan, observer, teacher,
+                                                              f"training teacher {plan.cfg.teacher_arch.name}")
+    if not given.needs_training:
+        return given.model, given.origin, []
+    loss = _train_teacher(plan, observer, given.model, f"fine-tuning teacher {given.name} on the data set")
+    return given.model, f"fine-tuned from {given.origin} on this data set ({plan.cfg.teacher_epochs} epochs)", loss
 
 
 def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -> TeacherResult:
-    """Load or train the teacher, cache its outputs once (memory-mapped), measure it on the target."""
+    """Load, fine-tune or train the teacher, cache its outputs once (memory-mapped), measure it on the target."""
     cfg, ds, run_dir = plan.cfg, plan.ds, plan.run_dir
-    loss: list[float] = []
     with timer("teacher"):
-        if plan.teachers.main is not None:
-            teacher, origin = plan.teachers.main, plan.teachers.origin
-        else:
-            (teacher, loss), origin = _train_teacher(plan, observer), "trained by this run"
-        if not (run_dir / "teacher.pt").exists() or not plan.resume:
+        teacher, origin, loss = _teacher_model(plan, observer)
+        if isinstance(teacher, (EdgeNet, ExternalNet)) and (not (run_dir / "teacher.pt").exists() or not plan.resume):
             save_checkpoint(run_dir / "teacher.pt", teacher, role="teacher", **plan.checkpoint_meta)
     with timer("teacher_outputs"):  # computed once, memory-mapped, shared by every candidate and rung
         outputs = TeacherOutputs.build(run_dir / "teacher_cache", [teacher, *plan.teachers.extra], ds.x_train,
@@ -120,7 +133,7 @@ def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -
                 run_dir / "teacher_cache", [teacher], plan.unlabeled_x, views=cfg.teacher_views))
         t_val = predict_logits(teacher, ds.x_val)
     ev = evaluate(t_val, ds.y_val)
-    observer.say(f"teacher {teacher.arch.name} ({origin}): val accuracy {ev['accuracy']:.3f}")
+    observer.say(f"teacher {model_name(teacher)} ({origin}): val accuracy {ev['accuracy']:.3f}")
     m = plan.measurer
     observer.say(f"measurements: {m.describe}" + (
         f" (batch 1, >= {cfg.profile_min_runs} runs and >= {cfg.profile_min_seconds:g} s each)"
@@ -131,11 +144,21 @@ def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -
                          measurement)
 
 
-def _teacher_measurement(plan: RunPlan, teacher: EdgeNet) -> Measurement:
+def model_name(model: nn.Module) -> str:
+    """EdgeNet's architecture name, `timm:NAME` and the like, or the class name."""
+    return str(getattr(model, "name", type(model).__name__))
+
+
+def _teacher_measurement(plan: RunPlan, teacher: nn.Module) -> Measurement:
     path = plan.run_dir / "teacher_measurement.json"
     if plan.resume and path.exists():
         return Measurement.model_validate_json(path.read_text())
-    m = plan.measurer.measure(to_onnx(teacher, plan.run_dir / "teacher.onnx", plan.input_shape), plan.input_shape)
+    onnx_path = plan.run_dir / "teacher.onnx"
+    if isinstance(teacher, OnnxTeacher):  # an ONNX teacher is measured as given
+        shutil.copyfile(teacher.path, onnx_path)
+    else:
+        to_onnx(teacher, onnx_path, plan.input_shape)
+    m = plan.measurer.measure(onnx_path, plan.input_shape)
     path.write_text(m.model_dump_json())
     return m
 
@@ -145,7 +168,8 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
     cfg, ds = plan.cfg, plan.ds
     mean, std = ds.channel_stats()
     trainer = KDTrainer(ds=ds, mean=mean, std=std, teacher=teacher.outputs,
-                        teacher_channels=teacher.model.stage_channels, t_val=teacher.val_logits, terms=plan.terms,
+                        teacher_channels=list(getattr(teacher.model, "stage_channels", [])),
+                        t_val=teacher.val_logits, terms=plan.terms,
                         kd=plan.kd, batch_size=cfg.batch_size, lr=cfg.lr,
                         feature_pairs=cfg.feature_pairs, unlabeled=teacher.unlabeled,
                         calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,

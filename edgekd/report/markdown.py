@@ -94,8 +94,9 @@ def _search(r: Report) -> list[str]:
 
 def _teacher(r: Report) -> list[str]:
     t, tm = r.teacher, r.teacher.measurement
+    size = "" if t.params is None or t.macs is None else f"{t.params:,} params, {t.macs / 1e6:.2f} MMACs, "
     out = ["## Teacher", "",
-           f"{t.name} ({t.origin}): {t.params:,} params, {t.macs / 1e6:.2f} MMACs, "
+           f"{t.name} ({t.origin}): {size}"
            f"val accuracy {t.val_accuracy:.3f}; p50 {tm.latency_ms.p50:.3f} ms, "
            f"p90 {tm.latency_ms.p90:.3f} ms, peak memory {_f(tm.peak_memory_mb, 2)} MB, "
            f"energy {_f(tm.energy_mj, 4)} mJ ({tm.source.get('energy', 'not measured')}).", ""]

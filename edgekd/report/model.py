@@ -74,12 +74,12 @@ class DatasetSummary(BaseModel):
 
 
 class TeacherSummary(BaseModel):
-    name: str
-    arch: ArchSpec
-    origin: str
-    params: int
-    macs: int
-    checkpoint: str  # relative to the run directory
+    name: str  # an EdgeNet's architecture, or the source: timm:NAME, torchvision:NAME, onnx:FILE, ...
+    arch: ArchSpec | None = None  # EdgeNet teachers only
+    origin: str  # trained by this run / given: ... / fine-tuned from ... / resumed ...
+    params: int | None  # None: an ONNX teacher (no PyTorch parameters to count)
+    macs: int | None
+    checkpoint: str | None  # relative to the run directory; None for an ONNX teacher
     val_accuracy: float = Field(ge=0, le=1)
     val_cross_entropy: float
     train_loss: list[float] = []

@@ -20,7 +20,7 @@ from ..convert.onnx import to_onnx
 from ..files import atomic_write
 from ..models.arch import ArchSpec
 from ..models.family import EdgeNet
-from ..models.io import load_checkpoint, save_checkpoint
+from ..models.io import load_edgenet, save_checkpoint
 from ..models.space import SearchSpace
 from .candidates import RungResult, Screen, TrialRecord, TrialStatus
 from .objective import Costs, Objective
@@ -111,7 +111,7 @@ class Search:
         d = self._dir(arch)
         ckpt, info_file = d / f"rung{rung}.pt", d / f"rung{rung}.json"
         if ckpt.exists() and info_file.exists():
-            model, _ = load_checkpoint(ckpt)
+            model, _ = load_edgenet(ckpt)
             return model, json.loads(info_file.read_text())
         model = self.trainer.build(arch) if rung == 0 else self.train_rung(arch, rung - 1)[0]
         epochs = self.epochs[rung] - (self.epochs[rung - 1] if rung else 0)

