@@ -57,6 +57,9 @@ class RunConfig(BaseModel):
     # models and training
     teacher_arch: ArchSpec = ArchSpec(width=1.5, depth=3, expansion=4)
     candidates: list[ArchSpec] = []
+    students: list[str] = Field(default=["edgenet"], description="student families: edgenet (the configured "
+                                                                 "candidates or the elastic space) and timm:NAME "
+                                                                 "models, pretrained where weights are here")
     teacher_epochs: int = Field(default=10, ge=1, description="epochs to train the teacher")
     student_epochs: int = Field(default=8, ge=1, description="KD epochs per candidate student")
     batch_size: int = Field(default=64, ge=1)
@@ -191,6 +194,7 @@ class Overrides(BaseModel):
     export_formats: list[str] | None = None
     kd: list[str] | None = None
     teachers: list[str] | None = None
+    students: list[str] | None = None
     unlabeled: Path | None = None
     teacher_views: int | None = None
     search: str | None = None
@@ -199,7 +203,7 @@ class Overrides(BaseModel):
     screen: bool | None = None
     quiet: bool | None = None
 
-    @field_validator("precisions", "export_formats", "kd", mode="before")
+    @field_validator("precisions", "export_formats", "kd", "students", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v

@@ -41,6 +41,7 @@ def optimize(
     export_formats: str | None = opt("export_formats", "--export-formats"),
     kd: str | None = opt("kd", "--kd"),
     teachers: list[str] | None = opt("teachers", "--teacher-extra"),
+    students: str | None = opt("students", "--students"),
     unlabeled: Path | None = opt("unlabeled", "--unlabeled"),
     teacher_views: int | None = opt("teacher_views", "--teacher-views"),
     search: str | None = opt("search", "--search"),

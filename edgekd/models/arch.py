@@ -1,9 +1,13 @@
-"""ArchSpec: one member of the elastic EdgeNet family (width, depth per stage, expansion,
-kernel, resolution), beside the family that builds it (edgekd.models.family)."""
+"""What a student is: `ArchSpec`, one member of the elastic EdgeNet family (width, depth per
+stage, expansion, kernel, resolution), beside the family that builds it (edgekd.models.family);
+or `TimmSpec`, a standard model from timm at a resolution. `StudentSpec` is either, told apart
+by `family` (records written before timm students existed have none: EdgeNet)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 
 class ArchSpec(BaseModel):
@@ -11,6 +15,7 @@ class ArchSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    family: Literal["edgenet"] = "edgenet"
     width: float = Field(gt=0, le=8, description="channel width multiplier")
     depth: int = Field(default=1, ge=1, le=8, description="blocks per stage (when depths is not given)")
     depths: tuple[int, int, int] | None = Field(default=None, description="blocks in each of the 3 stages")
@@ -42,3 +47,43 @@ class ArchSpec(BaseModel):
         d = "-".join(map(str, self.depths)) if self.depths and len(set(self.depths)) > 1 else str(self.stage_depths[0])
         return (f"w{self.width:g}-d{d}-e{self.expansion}-k{self.kernel}"
                 + (f"-r{self.resolution}" if self.resolution else ""))
+
+
+class TimmSpec(BaseModel):
+    """A standard student from timm (MobileNetV3, EfficientNet-Lite, ResNet, MobileViT, ...),
+    started from pretrained weights where they are available here."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: Literal["timm"] = "timm"
+    model: str = Field(description="timm model name, e.g. mobilenetv3_small_075")
+    resolution: int | None = Field(default=None, ge=8, le=1024,
+                                   description="input resolution the network runs at (resized inside)")
+
+    @property
+    def name(self) -> str:
+        return f"timm-{self.model}" + (f"-r{self.resolution}" if self.resolution else "")
+
+
+def _family(v: Any) -> str:
+    return str(v.get("family", "edgenet") if isinstance(v, dict) else getattr(v, "family", "edgenet"))
+
+
+StudentSpec = Annotated[Annotated[ArchSpec, Tag("edgenet")] | Annotated[TimmSpec, Tag("timm")],
+                        Discriminator(_family)]
+
+
+def parse_students(items: list[str]) -> tuple[bool, list[TimmSpec]]:
+    """`--students edgenet,timm:NAME,...` -> (EdgeNet in the search?, the timm students)."""
+    edgenet, timm_specs = False, []
+    for item in items:
+        if item == "edgenet":
+            edgenet = True
+        elif item.startswith("timm:"):
+            timm_specs.append(TimmSpec(model=item.removeprefix("timm:")))
+        else:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--students {item!r}: write edgenet or timm:NAME, e.g. "
+                              "--students edgenet,timm:mobilenetv3_small_075,timm:efficientnet_lite0")
+    return edgenet, timm_specs

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .family import Normalize
@@ -27,14 +28,22 @@ class ExternalNet(nn.Module):
         self.inner = inner
         self.source = dict(source)
         self.feature_modules = list(feature_modules or [])
+        self.resolution = source.get("resolution")  # the network runs at this size (resized inside)
         self._stage_channels: list[int] | None = None
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        r = self.resolution
+        if r and (x.shape[-2] != r or x.shape[-1] != r):
+            x = F.interpolate(x, size=(int(r), int(r)), mode="bilinear", align_corners=False)
+        return x
 
     @property
     def name(self) -> str:
         return f"{self.source['kind']}:{self.source['name']}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.inner(self.normalize(x))
+        out = self.inner(self._input(x))
         return out[0] if isinstance(out, (tuple, list)) else out
 
     @property
@@ -43,7 +52,7 @@ class ExternalNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """(logits, stage feature maps, pooled embedding)."""
-        x = self.normalize(x)
+        x = self._input(x)
         inner: Any = self.inner
         if hasattr(inner, "forward_intermediates") and hasattr(inner, "forward_head"):
             final, stages = inner.forward_intermediates(x)

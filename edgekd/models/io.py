@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .. import __version__
 from ..errors import CheckpointError
@@ -24,11 +25,14 @@ FORMAT = "edgekd-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(path: Path, model: Net, *, classes: list[str], bands: list[str],
+def save_checkpoint(path: Path, model: nn.Module, *, classes: list[str], bands: list[str],
                     image_size: int, dataset: str, role: str, metrics: dict[str, Any] | None = None,
                     data_source: dict[str, Any] | None = None) -> None:
     """`data_source` says how to load the data set again (see edgekd.data.dataset_from_source),
     so that `edgekd export CHECKPOINT` finds calibration and validation images by itself."""
+    if not isinstance(model, (EdgeNet, ExternalNet)):
+        raise CheckpointError(f"a {type(model).__name__} cannot be checkpointed: only EdgeNets and models edgekd "
+                              "can rebuild from their source are")
     mean = model.normalize.mean.flatten().tolist()
     std = model.normalize.std.flatten().tolist()
     payload = {

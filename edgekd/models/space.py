@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .arch import ArchSpec
+from .arch import ArchSpec, TimmSpec
 
 
 class SearchSpace(BaseModel):
@@ -17,9 +17,15 @@ class SearchSpace(BaseModel):
     expansions: list[int] = [2, 3, 4]
     resolutions: list[int | None] = Field(default=[None], description="None: the data's resolution")
     precisions: list[str] = ["fp32"]
+    families: list[str] = Field(default=["edgenet"], description="edgenet and/or timm:NAME students (--students)")
 
-    def sample(self, trial: Any) -> tuple[ArchSpec, str]:
-        """Draw one (architecture, precision) with an Optuna trial (TPE or NSGA-II decide how)."""
+    def sample(self, trial: Any) -> tuple[ArchSpec | TimmSpec, str]:
+        """Draw one (student, precision) with an Optuna trial (TPE or NSGA-II decide how)."""
+        family = trial.suggest_categorical("family", self.families) if len(self.families) > 1 else self.families[0]
+        if family != "edgenet":
+            res = trial.suggest_categorical("resolution", [r or 0 for r in self.resolutions])
+            spec = TimmSpec(model=family.removeprefix("timm:"), resolution=res or None)
+            return spec, trial.suggest_categorical("precision", self.precisions)
         depths = tuple(trial.suggest_categorical(f"depth{i}", self.stage_depths) for i in range(3))
         res = trial.suggest_categorical("resolution", [r or 0 for r in self.resolutions])
         arch = ArchSpec(width=trial.suggest_categorical("width", self.widths),

@@ -24,9 +24,11 @@ from ..distill.losses import needs as kd_needs
 from ..errors import CheckpointError, ConfigError, DataError, RunDirError
 from ..host import default_threads
 from ..measurers import Measurer, measurer_for
+from ..models.arch import parse_students
 from ..models.sources import LoadedModel, SourceRequest, load_model
 from ..profilers import MeasurementCache, ProfileSettings
 from ..profilers.cache import default_cache_dir
+from ..registry import close_matches
 from ..search.objective import Costs, CostWeights, Objective
 from ..targets import Target, get_target
 
@@ -110,6 +112,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
         raise ConfigError("--kd multi-teacher needs more teachers: add --teacher-extra PATH (one or more)")
     if "unlabeled" in want and cfg.unlabeled is None:
         raise ConfigError("--kd semi-supervised needs unlabelled images: pass --unlabeled DIR")
+    check_students(cfg.students)
     run_dir = cfg.out if resume and cfg.out is not None else prepare_run_dir(cfg, target)
     with timer("data"):
         ds = load_dataset(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, image_size=cfg.image_size,
@@ -130,6 +133,19 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
                    terms=terms, needs=want, run_dir=run_dir, measurer=measurer, threads=threads, ds=ds,
                    unlabeled_x=unl_x, teachers=teachers, kd=kd,
                    deadline=None if cfg.max_minutes is None else timer.start + 60 * cfg.max_minutes)
+
+
+def check_students(students: list[str]) -> None:
+    """Every --students entry is edgenet or a timm model that exists."""
+    _, timm_specs = parse_students(students)
+    if timm_specs:
+        import timm
+
+        for spec in timm_specs:
+            if not timm.is_model(spec.model):
+                hint = close_matches(spec.model, timm.list_models())
+                raise ConfigError(f"--students timm:{spec.model}: timm has no such model; {hint}list them with "
+                                  "python -c 'import timm; print(timm.list_models())'")
 
 
 def prepare_run_dir(cfg: RunConfig, target: Target) -> Path:

@@ -23,7 +23,7 @@ from ..export.run import export_formats, export_metadata
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet, build_model
 from ..models.io import load_checkpoint, save_checkpoint
-from ..models.sources import OnnxTeacher
+from ..models.sources import OnnxTeacher, build_student
 from ..models.stats import count_macs, count_params
 from ..profilers.measurement import Measurement
 from ..search.candidates import Candidate, TrialRecord, TrialStatus
@@ -189,7 +189,8 @@ def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
     candidates = []
     for t in trials:
         if t.last is not None and t.status != TrialStatus.DUPLICATE:
-            m = build_model(t.arch, plan.ds.in_channels, len(plan.ds.classes))
+            m, _ = build_student(t.arch, plan.ds.in_channels, len(plan.ds.classes), [0.0] * plan.ds.in_channels,
+                                 [1.0] * plan.ds.in_channels, pretrained=False)
             candidates.append(Candidate.from_trial(t, count_params(m), count_macs(m, tuple(plan.input_shape))))
     if not candidates:
         raise ConfigError("no candidate was trained: every proposal was screened out or the time budget ran out; "

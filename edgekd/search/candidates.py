@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, computed_field
 
-from ..models.arch import ArchSpec
+from ..models.arch import StudentSpec
 from ..profilers.measurement import Measurement
 from .objective import Score
 
@@ -43,6 +43,7 @@ class RungOutcome(Score):
     epochs: int  # cumulative epochs at the end of this rung
     train_seconds: float  # this rung's training of the architecture
     train_loss: list[float] = []  # per epoch of this rung
+    start: str = ""  # how the student started: from scratch, or pretrained weights and their origin
     val_accuracy: float
     val_kd_loss: float
     val_cross_entropy: float
@@ -55,7 +56,7 @@ class RungResult(RungOutcome):
 
 class TrialBase(BaseModel):
     name: str
-    arch: ArchSpec
+    arch: StudentSpec
     precision: str
     bracket: int
     optuna_number: int | None = None
@@ -94,7 +95,7 @@ class Candidate(RungResult):
 
     name: str
     precision: str = "fp32"
-    arch: ArchSpec
+    arch: StudentSpec
     params: int
     macs: int
     checkpoint: str  # the last rung's checkpoint, relative to the run directory

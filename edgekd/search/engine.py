@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from torch import nn
+
 from ..config import RunConfig
 from ..convert.onnx import to_onnx
 from ..files import atomic_write
-from ..models.arch import ArchSpec
-from ..models.family import EdgeNet
-from ..models.io import load_edgenet, save_checkpoint
+from ..models.arch import ArchSpec, StudentSpec, TimmSpec, parse_students
+from ..models.io import load_checkpoint, save_checkpoint
 from ..models.space import SearchSpace
 from .candidates import RungResult, Screen, TrialRecord, TrialStatus
 from .objective import Costs, Objective
@@ -36,7 +37,7 @@ class SearchSettings:
     """The part of the run configuration the search reads."""
 
     mode: Literal["grid", "tpe", "nsga2"] = "grid"
-    candidates: tuple[ArchSpec, ...] = ()
+    candidates: tuple[ArchSpec | TimmSpec, ...] = ()
     precisions: tuple[str, ...] = ("fp32",)
     search_space: SearchSpace = field(default_factory=SearchSpace)
     trials: int = 16
@@ -51,8 +52,11 @@ class SearchSettings:
 
     @classmethod
     def from_config(cls, cfg: RunConfig, deadline: float | None = None) -> SearchSettings:
-        return cls(mode=cfg.search, candidates=tuple(cfg.candidates), precisions=tuple(cfg.precisions),
-                   search_space=cfg.search_space, trials=cfg.trials, bracket_size=cfg.bracket_size, rungs=cfg.rungs,
+        edgenet, timm_students = parse_students(cfg.students)
+        candidates = (tuple(cfg.candidates) if edgenet else ()) + tuple(timm_students)
+        space = cfg.search_space.model_copy(update={"families": list(cfg.students)})
+        return cls(mode=cfg.search, candidates=candidates, precisions=tuple(cfg.precisions),
+                   search_space=space, trials=cfg.trials, bracket_size=cfg.bracket_size, rungs=cfg.rungs,
                    eta=cfg.eta, student_epochs=cfg.student_epochs, screen=cfg.screen, screen_slack=cfg.screen_slack,
                    seed=cfg.seed, deadline=deadline)
 
@@ -76,7 +80,7 @@ def survivors(results: list[tuple[str, float]], eta: int) -> list[str]:
     return [name for name, _ in sorted(results, key=lambda r: r[1])[:keep]]
 
 
-def trial_name(arch: ArchSpec, precision: str) -> str:
+def trial_name(arch: StudentSpec, precision: str) -> str:
     return arch.name + ("" if precision == "fp32" else f"@{precision}")
 
 
@@ -94,7 +98,7 @@ class Search:
         self.seconds: dict[str, float] = {}
 
     # -- files ---------------------------------------------------------------------------------
-    def _dir(self, arch: ArchSpec) -> Path:
+    def _dir(self, arch: StudentSpec) -> Path:
         d = self.run_dir / "candidates" / arch.name
         d.mkdir(parents=True, exist_ok=True)
         return d
@@ -106,14 +110,20 @@ class Search:
         return self.settings.deadline is not None and time.perf_counter() > self.settings.deadline
 
     # -- units of work -------------------------------------------------------------------------
-    def train_rung(self, arch: ArchSpec, rung: int) -> tuple[EdgeNet, dict[str, Any]]:
+    def train_rung(self, arch: StudentSpec, rung: int) -> tuple[nn.Module, dict[str, Any]]:
         """The architecture trained to `self.epochs[rung]` epochs (continuing its previous rung)."""
         d = self._dir(arch)
         ckpt, info_file = d / f"rung{rung}.pt", d / f"rung{rung}.json"
         if ckpt.exists() and info_file.exists():
-            model, _ = load_edgenet(ckpt)
-            return model, json.loads(info_file.read_text())
-        model = self.trainer.build(arch) if rung == 0 else self.train_rung(arch, rung - 1)[0]
+            loaded, _ = load_checkpoint(ckpt)
+            return loaded, json.loads(info_file.read_text())
+        model: nn.Module
+        if rung == 0:
+            model, start = self.trainer.build(arch)
+            self.observer.on_note(f"student {arch.name}: {start}")
+        else:
+            model, previous = self.train_rung(arch, rung - 1)
+            start = previous.get("start", "")
         epochs = self.epochs[rung] - (self.epochs[rung - 1] if rung else 0)
         label = f"KD {arch.name} r{rung}"
         self.observer.on_rung_start(label, self.trainer.steps(epochs),
@@ -123,12 +133,12 @@ class Search:
         seconds = time.perf_counter() - t0
         self._time("kd_training", t0)
         self.observer.on_rung_end(label)
-        info = {"epochs": self.epochs[rung], "train_seconds": round(seconds, 3), "train_loss": loss}
+        info = {"epochs": self.epochs[rung], "train_seconds": round(seconds, 3), "train_loss": loss, "start": start}
         save_checkpoint(ckpt, model, role="student", metrics=info, **self.meta)
         info_file.write_text(json.dumps(info))  # written last: its presence means the rung is complete
         return model, info
 
-    def evaluate_rung(self, arch: ArchSpec, precision: str, rung: int, model: EdgeNet,
+    def evaluate_rung(self, arch: StudentSpec, precision: str, rung: int, model: nn.Module,
                       info: dict[str, Any]) -> RungResult:
         d = self._dir(arch)
         out = d / f"rung{rung}-{precision}.json"
@@ -143,14 +153,15 @@ class Search:
         score = self.objective.score(val.kd_loss, Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj),
                                      m.latency_ms.p90)
         res = RungResult(rung=rung, epochs=info["epochs"], train_seconds=info["train_seconds"],
-                         train_loss=info["train_loss"], val_accuracy=val.accuracy, val_kd_loss=val.kd_loss,
+                         train_loss=info["train_loss"], start=info.get("start", ""),
+                         val_accuracy=val.accuracy, val_kd_loss=val.kd_loss,
                          val_cross_entropy=val.cross_entropy, onnx=onnx_path.relative_to(self.run_dir).as_posix(),
                          measurement=m, **score.model_dump())
         out.write_text(res.model_dump_json())
         self._time("profiling", t0)
         return res
 
-    def screen(self, arch: ArchSpec, precision: str) -> Screen:
+    def screen(self, arch: StudentSpec, precision: str) -> Screen:
         """Drop a proposal before any training when its latency (untrained weights: latency does
         not depend on their values) is far over the budget, or its memory cannot fit."""
         if not self.settings.screen:
@@ -159,7 +170,7 @@ class Search:
         t0 = time.perf_counter()
         path = self._dir(arch) / "screen.onnx"
         if not path.exists():
-            to_onnx(self.trainer.build(arch), path, self.shape)
+            to_onnx(self.trainer.bare(arch), path, self.shape)
         m = self.measurer.screen(path, self.shape, precision)
         self._time("screening", t0)
         limit = self.objective.budget_ms * self.settings.screen_slack
@@ -261,7 +272,7 @@ class Search:
                 for t in active:
                     t.set(TrialStatus.OUT_OF_TIME, "stopped: time budget" if t.rungs else "not trained: time budget")
                 return
-            trained: dict[str, tuple[EdgeNet, dict[str, Any]]] = {}
+            trained: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
             for t in active:
                 if t.arch.name not in trained:
                     trained[t.arch.name] = self.train_rung(t.arch, rung)
@@ -306,7 +317,7 @@ class Search:
                 study.tell(t.optuna_number, last.objective)
 
 
-def finalize_checkpoint(run_dir: Path, arch: ArchSpec, rung: int) -> Path:
+def finalize_checkpoint(run_dir: Path, arch: StudentSpec, rung: int) -> Path:
     """The checkpoint of an architecture's last completed rung, as candidates/NAME/student.pt."""
     import shutil
 

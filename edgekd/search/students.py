@@ -12,13 +12,14 @@ from typing import Protocol
 import numpy as np
 import torch
 from pydantic import BaseModel
+from torch import nn
 
 from ..data import Dataset
 from ..distill.losses import KDSettings
 from ..distill.teacher import TeacherSource
 from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
-from ..models.arch import ArchSpec
-from ..models.family import EdgeNet, build_model
+from ..models.arch import StudentSpec
+from ..models.sources import build_student
 
 
 class Validation(BaseModel):
@@ -30,19 +31,23 @@ class Validation(BaseModel):
 
 
 class StudentTrainer(Protocol):
-    """What the search asks of training. `build` returns an untrained student of `arch`;
+    """What the search asks of training. `build` returns a student of `spec` to train and how it
+    starts (from scratch, or pretrained weights and where they came from); `bare` its structure
+    only (screening and counting: the weights do not matter);
     `train` continues `model` for `epochs` epochs in place (calling `on_step` after each
     optimiser step) and returns the loss of each epoch; `validate` scores the model at
     `precision` — for int8 it quantizes `onnx_path` next to it and validates that file —
     and returns the figures and the ONNX file that the measurement must use."""
 
-    def build(self, arch: ArchSpec) -> EdgeNet: ...
+    def build(self, spec: StudentSpec) -> tuple[nn.Module, str]: ...
+
+    def bare(self, spec: StudentSpec) -> nn.Module: ...
 
     def steps(self, epochs: int) -> int: ...
 
-    def train(self, model: EdgeNet, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]: ...
+    def train(self, model: nn.Module, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]: ...
 
-    def validate(self, model: EdgeNet, onnx_path: Path, precision: str) -> tuple[Validation, Path]: ...
+    def validate(self, model: nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]: ...
 
 
 @dataclass
@@ -67,20 +72,23 @@ class KDTrainer:
     symmetric_int8: bool = False  # TensorRT wants symmetric activations
     _calib: list[np.ndarray] | None = field(default=None, repr=False)
 
-    def build(self, arch: ArchSpec) -> EdgeNet:
-        return build_model(arch, self.ds.in_channels, len(self.ds.classes), self.mean, self.std)
+    def build(self, spec: StudentSpec) -> tuple[nn.Module, str]:
+        return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std)
+
+    def bare(self, spec: StudentSpec) -> nn.Module:
+        return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std, pretrained=False)[0]
 
     def steps(self, epochs: int) -> int:
         return steps(len(self.ds.y_train), self.batch_size, epochs)
 
-    def train(self, model: EdgeNet, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]:
+    def train(self, model: nn.Module, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]:
         hist = train(model, self.ds.x_train, self.ds.y_train, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
                      seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
                      teacher_channels=self.teacher_channels, pairs=self.feature_pairs, unlabeled=self.unlabeled,
                      on_step=on_step)
         return hist.epoch_loss
 
-    def validate(self, model: EdgeNet, onnx_path: Path, precision: str) -> tuple[Validation, Path]:
+    def validate(self, model: nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]:
         if precision == "int8":
             from ..convert.qdq import quantize_qdq
             from ..profilers.runner import onnx_logits

