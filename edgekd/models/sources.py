@@ -249,12 +249,20 @@ def _module_source(kind: str, spec: str, module: nn.Module, req: SourceRequest, 
     mean, std = {"none": ([0.0] * req.in_channels, [1.0] * req.in_channels), "data": (req.data_mean, req.data_std),
                  "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}[req.normalization]
     needs = False
-    try:
+    if kind == "factory":  # the user's own nn.Module: its stem and head can be adapted like timm's
         needs = _fit(module, req)
-    except CheckpointError:
-        pass  # a scripted or exported program cannot be edited: its outputs are checked below
-    source = {"kind": kind, "name": spec, "in_channels": req.in_channels, "num_classes": req.num_classes}
-    return LoadedModel(ExternalNet(module, mean, std, source), kind, spec, origin, needs_training=needs)
+    net = ExternalNet(module, mean, std, {"kind": kind, "name": spec, "in_channels": req.in_channels,
+                                          "num_classes": req.num_classes})
+    try:  # a scripted or exported program cannot be edited: check that it fits the data as it is
+        with torch.no_grad():
+            out = net.eval()(torch.zeros(2, req.in_channels, 32, 32))
+    except Exception as exc:  # the program raises its own types for inputs it cannot take
+        raise CheckpointError(f"{spec} cannot run on {req.in_channels}-band images ({type(exc).__name__}); "
+                              "give a model for this data set's bands") from None
+    if out.shape[-1] != req.num_classes:
+        raise CheckpointError(f"{spec} predicts {out.shape[-1]} classes, the data set has {req.num_classes}; a "
+                              f"{kind} program cannot be given a new classifier: save one for these classes")
+    return LoadedModel(net, kind, spec, origin, needs_training=needs)
 
 
 @MODEL_SOURCES.register("torchscript")
@@ -271,10 +279,23 @@ def torchscript_source(spec: str, req: SourceRequest) -> LoadedModel:
 def export_source(spec: str, req: SourceRequest) -> LoadedModel:
     """A torch.export program (.pt2)."""
     try:
-        module = torch.export.load(spec).module()
+        program = torch.export.load(spec).module()
     except Exception as exc:  # torch.export raises several types for a foreign file
         raise CheckpointError(f"{spec} cannot be loaded as a torch.export program ({type(exc).__name__})") from None
-    return _module_source("export", spec, module, req, f"torch.export program {spec}")
+    return _module_source("export", spec, ExportedProgram(program), req, f"torch.export program {spec}")
+
+
+class ExportedProgram(nn.Module):
+    """A torch.export program as a frozen module: it runs, but has no train/eval modes (the
+    program refuses them) and no parameters to train; a checkpoint reloads it from its file."""
+
+    def __init__(self, program: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "program", program)  # not a child: .eval() must not reach it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.program(x)  # type: ignore[operator]
+        return out[0] if isinstance(out, (tuple, list)) else out
 
 
 @MODEL_SOURCES.register("factory")
@@ -354,7 +375,7 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
     elif kind == "torchscript":
         inner = torch.jit.load(name, map_location="cpu")
     elif kind == "export":
-        inner = torch.export.load(name).module()
+        inner = ExportedProgram(torch.export.load(name).module())
     elif kind == "factory":
         module_name, _, fn_name = name.partition(":")
         inner = getattr(importlib.import_module(module_name), fn_name)()

@@ -107,6 +107,10 @@ def test_torchscript_and_torch_export_files(tmp_path):
         loaded = load_model(str(path), REQ)
         assert loaded.kind == kind and not loaded.needs_training
         torch.testing.assert_close(loaded.model(X), module(X))  # normalization none: raw images go in
+        with pytest.raises(CheckpointError, match="predicts 4 classes, the data set has 5"):
+            load_model(str(path), SourceRequest(**{**REQ.__dict__, "num_classes": 5}))
+        with pytest.raises(CheckpointError, match="cannot run on 2-band images"):
+            load_model(str(path), SourceRequest(**{**REQ.__dict__, "in_channels": 2}))
 
 
 def test_an_onnx_teacher_runs_through_onnx_runtime(tmp_path):
