@@ -57,6 +57,8 @@ class RunConfig(BaseModel):
     # models and training
     teacher_arch: ArchSpec = ArchSpec(width=1.5, depth=3, expansion=4)
     candidates: list[ArchSpec] = []
+    student_weights_dir: Path | None = Field(default=None, description="folder of pretrained weights for timm "
+                                                                      "students, NAME.safetensors/.pth/.pt")
     students: list[str] = Field(default=["edgenet"], description="student families: edgenet (the configured "
                                                                  "candidates or the elastic space) and timm:NAME "
                                                                  "models, pretrained where weights are here")
@@ -195,6 +197,7 @@ class Overrides(BaseModel):
     kd: list[str] | None = None
     teachers: list[str] | None = None
     students: list[str] | None = None
+    student_weights_dir: Path | None = None
     unlabeled: Path | None = None
     teacher_views: int | None = None
     search: str | None = None

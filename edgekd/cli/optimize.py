@@ -42,6 +42,7 @@ def optimize(
     kd: str | None = opt("kd", "--kd"),
     teachers: list[str] | None = opt("teachers", "--teacher-extra"),
     students: str | None = opt("students", "--students"),
+    student_weights_dir: Path | None = opt("student_weights_dir", "--student-weights-dir"),
     unlabeled: Path | None = opt("unlabeled", "--unlabeled"),
     teacher_views: int | None = opt("teacher_views", "--teacher-views"),
     search: str | None = opt("search", "--search"),

