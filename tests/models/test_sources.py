@@ -161,3 +161,17 @@ def test_a_student_starts_from_the_weights_folder(tmp_path):
     assert model(X).shape == (2, 4)  # the ImageNet head replaced for the data set's classes
     _, scratch = build_student(spec, 3, 4, [0.5] * 3, [0.25] * 3, weights_dir=tmp_path / "empty")
     assert scratch == "from scratch: no pretrained weights here"
+
+
+def test_teacher_normalization_and_extra_teachers_that_would_need_training(tmp_path):
+    from edgekd.config import build_config
+    from edgekd.data import load_dataset
+    from edgekd.pipeline.plan import load_teachers
+
+    imagenet = load_model("tests.models.factory_models:tiny_cnn",
+                          SourceRequest(**{**REQ.__dict__, "normalization": "imagenet"}))
+    assert imagenet.model.normalize.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
+    cfg = build_config({"preset": "smoke", "teachers": ["tests.models.factory_models:tiny_cnn"]})
+    ds = load_dataset(None, seed=0, val_fraction=0.2, image_size=16, samples_per_class=8, max_samples_per_class=8)
+    with pytest.raises(ConfigError, match="extra teachers are used as they are"):
+        load_teachers(cfg, ds, tmp_path, False, frozenset({"teachers"}))
