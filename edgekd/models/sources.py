@@ -153,16 +153,31 @@ def timm_source(name: str, req: SourceRequest) -> LoadedModel:
         hint = close_matches(name, timm.list_models(f"*{name[:4]}*") or timm.list_models())
         raise ConfigError(f"timm has no model {name!r}; {hint}list them with python -c 'import timm; "
                           "print(timm.list_models())'")
-    inner, origin, pretrained = _timm_weights(name, req)
+    net, origin, pretrained, needs = _timm_net(name, req)
     if not pretrained and req.require_weights:
         raise CheckpointError(f"no weights for the teacher timm:{name}: none given and none in timm's local cache, and "
                               "nothing is downloaded here; pass --teacher-weights FILE (a state dict), or put the "
                               "weights in the Hugging Face cache (~/.cache/huggingface/hub) on a machine with internet")
-    cfg = getattr(inner, "pretrained_cfg", {}) or {}
-    needs = _fit(inner, req) or not pretrained
+    return LoadedModel(net, "timm", name, f"timm:{name}, {origin}", needs_training=needs or not pretrained)
+
+
+def _timm_net(name: str, req: SourceRequest, resolution: int | None = None, weights: bool = True
+              ) -> tuple[ExternalNet, str, bool, bool]:
+    """(the timm model fitted to the data's bands and classes behind ExternalNet, where its
+    weights came from, whether they are pretrained, whether its classifier is new). Without
+    `weights`, the bare structure."""
+    import timm
+
+    if weights:
+        inner, origin, pretrained = _timm_weights(name, req)
+    else:
+        inner, origin, pretrained = timm.create_model(name, pretrained=False), "bare structure", False
+    needs = _fit(inner, req)
+    cfg: Any = getattr(inner, "pretrained_cfg", None) or {}
     mean, std = _normalization(req, pretrained, cfg.get("mean"), cfg.get("std"))
-    source = {"kind": "timm", "name": name, "in_channels": req.in_channels, "num_classes": req.num_classes}
-    return LoadedModel(ExternalNet(inner, mean, std, source), "timm", name, origin, needs_training=needs)
+    source = {"kind": "timm", "name": name, "in_channels": req.in_channels, "num_classes": req.num_classes,
+              "resolution": resolution}
+    return ExternalNet(inner, mean, std, source), origin, pretrained, needs
 
 
 def _timm_weights(name: str, req: SourceRequest) -> tuple[nn.Module, str, bool]:
@@ -181,11 +196,11 @@ def _timm_weights(name: str, req: SourceRequest) -> tuple[nn.Module, str, bool]:
     if cached is not None:
         found.append((cached, f"ImageNet weights from timm's local cache ({cached})"))
     if not found:
-        return model, (f"timm:{name}, trained from scratch: no weights given (--teacher-weights FILE) and none in "
+        return model, ("trained from scratch: no weights given (--teacher-weights FILE) and none in "
                        "timm's local cache (~/.cache/huggingface/hub)"), False
     path, origin = found[0]
     _load_weights(model, read_state_dict(path), origin)
-    return model, f"timm:{name}, {origin}", True
+    return model, origin, True
 
 
 def _timm_cached(cfg: dict[str, Any]) -> Path | None:
@@ -404,18 +419,5 @@ def build_student(spec: ArchSpec | TimmSpec, in_channels: int, num_classes: int,
     found = [weights_dir / f"{spec.model}{ext}" for ext in (".safetensors", ".pth", ".pt")] if weights_dir else []
     req = SourceRequest(in_channels=in_channels, num_classes=num_classes, data_mean=mean, data_std=std,
                         weights=next((f for f in found if f.is_file()), None))
-    if not pretrained:
-        import timm
-
-        inner = timm.create_model(spec.model, pretrained=False, in_chans=in_channels, num_classes=num_classes)
-        origin, started = "bare structure", False
-    else:
-        inner, origin, started = _timm_weights(spec.model, req)
-        set_in_channels(inner, in_channels)
-        set_num_classes(inner, num_classes)
-    cfg: Any = getattr(inner, "pretrained_cfg", None) or {}
-    mean, std = _normalization(req, started, cfg.get("mean"), cfg.get("std"))
-    source = {"kind": "timm", "name": spec.model, "in_channels": in_channels, "num_classes": num_classes,
-              "resolution": spec.resolution}
-    start = origin.split(", ", 1)[1] if started else "from scratch: no pretrained weights here"
-    return ExternalNet(inner, mean, std, source), start
+    net, origin, started, _ = _timm_net(spec.model, req, spec.resolution, weights=pretrained)
+    return net, origin if started else "from scratch: no pretrained weights here"
