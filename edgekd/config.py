@@ -59,9 +59,11 @@ class RunConfig(BaseModel):
     candidates: list[ArchSpec] = []
     student_weights_dir: Path | None = Field(default=None, description="folder of pretrained weights for timm "
                                                                       "students, NAME.safetensors/.pth/.pt")
-    students: list[str] = Field(default=["edgenet"], description="student families: edgenet (the configured "
-                                                                 "candidates or the elastic space) and timm:NAME "
-                                                                 "models, pretrained where weights are here")
+    students: list[str] = Field(default=["edgenet"], description="students searched: edgenet (the configured "
+                                                                 "candidates or the elastic space), families "
+                                                                 "(mobilenetv3, efficientnet-lite, resnet18, "
+                                                                 "mobilevit, efficientvit) and timm:NAME models; "
+                                                                 "pretrained where weights are here")
     teacher_epochs: int = Field(default=10, ge=1, description="epochs to train the teacher")
     student_epochs: int = Field(default=8, ge=1, description="KD epochs per candidate student")
     batch_size: int = Field(default=64, ge=1)
@@ -93,7 +95,10 @@ class RunConfig(BaseModel):
     unlabeled: Path | None = Field(default=None, description="folder of unlabelled images for --kd semi-supervised")
     teacher_views: int = Field(default=1, ge=1, le=8, description="dihedral views (rotations/flips) of each training "
                                                                   "image whose teacher outputs are cached, 1..8")
-    feature_pairs: list[tuple[int, int]] | None = None
+    feature_pairs: list[tuple[int, int]] | list[tuple[str, str]] | None = Field(
+        default=None, description="feature KD pairs STUDENT=TEACHER,...: stage indices (0=1,1=3) or module names "
+                                  "(blocks.3=layer3); default: each student stage with the teacher stage at the "
+                                  "nearest relative depth")
     robust_rho: float = Field(default=0.5, gt=0, le=1)
     feature_distance: Literal["mse", "cosine"] = "mse"
     # search
@@ -118,6 +123,20 @@ class RunConfig(BaseModel):
     parity: dict[str, ParityTolerance] = Field(default_factory=lambda: dict(DEFAULT_TOLERANCES),
                                                description="tolerance per precision: fp32, fp16, int8")
     quiet: bool = Field(default=False, description="no progress bars or tables; errors only")
+
+    @property
+    def stage_pairs(self) -> list[tuple[int, int]] | None:
+        """feature_pairs by stage index, or None (default pairing, or pairs by module name)."""
+        if not self.feature_pairs or self.feature_modules is not None:
+            return None
+        return [(int(s), int(t)) for s, t in self.feature_pairs]
+
+    @property
+    def feature_modules(self) -> tuple[list[str], list[str]] | None:
+        """(student modules, teacher modules) when feature_pairs name modules; None for stage indices."""
+        if not self.feature_pairs or not isinstance(self.feature_pairs[0][0], str):
+            return None
+        return [str(s) for s, _ in self.feature_pairs], [str(t) for _, t in self.feature_pairs]
 
     @field_validator("budget_ms")
     @classmethod
@@ -200,6 +219,7 @@ class Overrides(BaseModel):
     student_weights_dir: Path | None = None
     unlabeled: Path | None = None
     teacher_views: int | None = None
+    feature_pairs: list[tuple[int, int]] | list[tuple[str, str]] | None = None
     search: str | None = None
     trials: int | None = None
     max_minutes: float | None = None
@@ -210,6 +230,22 @@ class Overrides(BaseModel):
     @classmethod
     def _split(cls, v: Any) -> Any:
         return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
+
+    @field_validator("feature_pairs", mode="before")
+    @classmethod
+    def _pairs(cls, v: Any) -> Any:
+        """"0=1,1=3" or "blocks.3=layer3,...": STUDENT=TEACHER pairs, indices when both are numbers."""
+        if not isinstance(v, str):
+            return v
+        pairs = []
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            s, eq, t = item.partition("=")
+            if not eq or not s.strip() or not t.strip():
+                raise ValueError(f"{item!r} is not STUDENT=TEACHER; write e.g. 0=1,1=3 or blocks.3=layer3")
+            pairs.append((s.strip(), t.strip()))
+        if pairs and all(s.isdigit() and t.isdigit() for s, t in pairs):
+            return [(int(s), int(t)) for s, t in pairs]
+        return pairs
 
     @field_validator("teachers", mode="before")
     @classmethod
@@ -237,5 +273,18 @@ def build_config(flags: Overrides | dict[str, Any], config_file: Path | None = N
             keys = [f.alias or k for k, f in RunConfig.model_fields.items()]
             raise ConfigError(f"unknown option {where!r} in the configuration; {close_matches(where, keys)}"
                               "the keys are RunConfig's (see edgekd/config.py)") from None
-        flag = "--" + where.replace("_", "-").rstrip("-")
-        raise ConfigError(f"invalid value for {flag} ({where}): {err['msg']}") from None
+        raise _invalid(err) from None
+
+
+def _invalid(err: Any) -> ConfigError:
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    flag = "--" + where.split(".")[0].replace("_", "-").rstrip("-")
+    return ConfigError(f"invalid value for {flag} ({where}): {err['msg'].removeprefix('Value error, ')}")
+
+
+def parse_flags(given: dict[str, Any]) -> Overrides:
+    """Command-line values into Overrides; a malformed one is a ConfigError naming its flag."""
+    try:
+        return Overrides.model_validate(given)
+    except ValidationError as exc:
+        raise _invalid(exc.errors()[0]) from None

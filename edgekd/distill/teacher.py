@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.taps import tapped_features
+
 MAX_VIEWS = 8
 
 
@@ -40,7 +42,12 @@ class TeacherSource(Protocol):
     def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch: ...
 
 
-def _forward(teacher: nn.Module, xb: torch.Tensor, want_feats: bool) -> tuple[torch.Tensor, list, torch.Tensor | None]:
+def _forward(teacher: nn.Module, xb: torch.Tensor, want_feats: bool, modules: list[str] | None = None
+             ) -> tuple[torch.Tensor, list, torch.Tensor | None]:
+    """(logits, stage features, embedding): the named modules' outputs when `modules` is given,
+    else the model's own stages."""
+    if want_feats and modules:
+        return tapped_features(teacher, xb, modules)
     forward_features = getattr(teacher, "forward_features", None)
     if want_feats and forward_features is not None:
         logits, feats, emb = forward_features(xb)
@@ -51,14 +58,15 @@ def _forward(teacher: nn.Module, xb: torch.Tensor, want_feats: bool) -> tuple[to
 class LiveTeacher:
     """Runs the teacher(s) on every batch: the slow path the cache is measured against."""
 
-    def __init__(self, teachers: list[nn.Module], views: int = 1, features: bool = False):
-        self.teachers, self.views, self.features = teachers, views, features
+    def __init__(self, teachers: list[nn.Module], views: int = 1, features: bool = False,
+                 modules: list[str] | None = None):
+        self.teachers, self.views, self.features, self.modules = teachers, views, features, modules
         for t in teachers:
             t.eval()
 
     @torch.no_grad()
     def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch:
-        logits, feats, emb = _forward(self.teachers[0], xb, self.features)
+        logits, feats, emb = _forward(self.teachers[0], xb, self.features, self.modules)
         return TeacherBatch([logits] + [t(xb) for t in self.teachers[1:]], feats, emb)
 
 
@@ -84,24 +92,27 @@ class TeacherOutputs:
         return torch.from_numpy(np.asarray(self.logits[0][0]))
 
     @staticmethod
-    def key(teachers: list[nn.Module], x: torch.Tensor, views: int, features: bool, embedding: bool) -> str:
+    def key(teachers: list[nn.Module], x: torch.Tensor, views: int, features: bool, embedding: bool,
+            modules: list[str] | None = None) -> str:
         h = hashlib.sha256()
         for t in teachers:
             for k, v in t.state_dict().items():
                 h.update(k.encode())
                 h.update(v.detach().cpu().numpy().tobytes())
         h.update(x.numpy().tobytes())
-        h.update(f"{views}|{features}|{embedding}".encode())
+        h.update(f"{views}|{features}|{embedding}|{','.join(modules or [])}".encode())
         return h.hexdigest()[:16]
 
     @classmethod
     @torch.no_grad()
     def build(cls, root: Path, teachers: list[nn.Module], x: torch.Tensor, *, views: int = 1,
-              features: bool = False, embedding: bool = False, batch_size: int = 256) -> TeacherOutputs:
-        """Compute (or reuse, when the same teachers, images and settings were cached before)."""
+              features: bool = False, embedding: bool = False, modules: list[str] | None = None,
+              batch_size: int = 256) -> TeacherOutputs:
+        """Compute (or reuse, when the same teachers, images and settings were cached before).
+        `modules`: the main teacher's feature maps are these named modules' outputs."""
         if not 1 <= views <= MAX_VIEWS:
             raise ValueError(f"views must be 1..{MAX_VIEWS}")
-        folder = root / cls.key(teachers, x, views, features, embedding)
+        folder = root / cls.key(teachers, x, views, features, embedding, modules)
         if (folder / "meta.json").exists():
             return cls(folder)
         tmp = folder.with_suffix(".tmp")
@@ -115,7 +126,7 @@ class TeacherOutputs:
         for v in range(views):
             for start in range(0, n, batch_size):
                 xb = apply_view(x[start:start + batch_size], v)
-                main, feats, emb = _forward(teachers[0], xb, features or embedding)
+                main, feats, emb = _forward(teachers[0], xb, features or embedding, modules)
                 outs = [main] + [t(xb) for t in teachers[1:]]
                 if not logits_arrays:
                     logits_arrays = [np.lib.format.open_memmap(tmp / f"logits{i}.npy", "w+", np.float32,

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.taps import tapped_channels, tapped_features
 from .losses import KDInputs, KDSettings, combined_loss, needs
 from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
 
@@ -56,13 +57,15 @@ def make_adapters(student_channels: list[int], teacher_channels: list[int],
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
           seed: int, teacher: TeacherSource | None = None, terms: list[tuple[str, float]] | None = None,
           kd: KDSettings | None = None, pairs: list[tuple[int, int]] | None = None,
-          teacher_channels: list[int] | None = None, unlabeled: Unlabeled | None = None,
-          on_step: Callable[[], None] | None = None) -> TrainHistory:
+          teacher_channels: list[int] | None = None, student_modules: list[str] | None = None,
+          unlabeled: Unlabeled | None = None, on_step: Callable[[], None] | None = None) -> TrainHistory:
     """AdamW with a one-cycle schedule.
 
     Without a teacher: cross-entropy with random flips (how the teacher is trained). With one:
     the weighted KD `terms` (default: the response loss), each batch seen in a random one of the
-    teacher source's cached views, so every target belongs to exactly the image the student sees."""
+    teacher source's cached views, so every target belongs to exactly the image the student sees.
+    `student_modules`: the student's feature maps are these named modules' outputs, paired in
+    order with the teacher's (feature_pairs by module name)."""
     gen = torch.Generator().manual_seed(seed)
     terms = terms or [("response", 1.0)]
     kd = kd or KDSettings()
@@ -70,8 +73,16 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     net: Any = model  # students and teachers with stage features: EdgeNet, ExternalNet
     adapters = None
     params = list(model.parameters())
+
+    def student_features(xb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        return tapped_features(model, xb, student_modules) if student_modules else net.forward_features(xb)
+
     if "features" in want:
-        channels = list(net.stage_channels)
+        if student_modules:
+            channels = tapped_channels(model, student_modules, x.shape[1], x.shape[-1])
+            pairs = [(i, i) for i in range(len(student_modules))]
+        else:
+            channels = list(net.stage_channels)
         pairs = pairs or feature_pairs(len(channels), len(teacher_channels or []))
         adapters = make_adapters(channels, teacher_channels or [], pairs)
         params += list(adapters.parameters())
@@ -93,7 +104,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
                 xb = apply_view(x[idx], view)
                 tb = teacher.batch(idx, view, xb)
                 if want & {"features", "embedding"}:
-                    s_logits, s_feats, s_emb = net.forward_features(xb)
+                    s_logits, s_feats, s_emb = student_features(xb)
                 else:
                     s_logits, s_feats, s_emb = model(xb), [], None
                 batch = KDInputs(student_logits=s_logits, labels=yb, teacher_logits=tb.logits, adapters=adapters,

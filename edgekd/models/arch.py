@@ -73,17 +73,38 @@ StudentSpec = Annotated[Annotated[ArchSpec, Tag("edgenet")] | Annotated[TimmSpec
                         Discriminator(_family)]
 
 
-def parse_students(items: list[str]) -> tuple[bool, list[TimmSpec]]:
-    """`--students edgenet,timm:NAME,...` -> (EdgeNet in the search?, the timm students)."""
-    edgenet, timm_specs = False, []
+# Student families a user can name in --students: each is the standard mobile models of one
+# family that timm builds (any other timm model is named exactly as timm:NAME).
+STUDENT_FAMILIES: dict[str, tuple[str, ...]] = {
+    "mobilenetv3": ("mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small_100",
+                    "mobilenetv3_large_075", "mobilenetv3_large_100"),
+    "efficientnet-lite": ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
+    "resnet18": ("resnet18",),
+    "mobilevit": ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100"),
+    "efficientvit": ("efficientvit_m0", "efficientvit_m1", "efficientvit_m2"),
+}
+
+
+def expand_students(items: list[str]) -> list[str]:
+    """`--students` entries with family names replaced by their models: edgenet and timm:NAME,
+    in order, each once."""
+    out: list[str] = []
     for item in items:
-        if item == "edgenet":
-            edgenet = True
-        elif item.startswith("timm:"):
-            timm_specs.append(TimmSpec(model=item.removeprefix("timm:")))
+        if item in STUDENT_FAMILIES:
+            out += [f"timm:{m}" for m in STUDENT_FAMILIES[item]]
+        elif item == "edgenet" or item.startswith("timm:"):
+            out.append(item)
         else:
             from ..errors import ConfigError
+            from ..registry import close_matches
 
-            raise ConfigError(f"--students {item!r}: write edgenet or timm:NAME, e.g. "
-                              "--students edgenet,timm:mobilenetv3_small_075,timm:efficientnet_lite0")
-    return edgenet, timm_specs
+            raise ConfigError(f"--students {item!r}: write edgenet, a family ({', '.join(STUDENT_FAMILIES)}) or "
+                              f"timm:NAME; {close_matches(item, ['edgenet', *STUDENT_FAMILIES])}e.g. "
+                              "--students edgenet,mobilenetv3,timm:efficientnet_lite0")
+    return list(dict.fromkeys(out))
+
+
+def parse_students(items: list[str]) -> tuple[bool, list[TimmSpec]]:
+    """`--students edgenet,FAMILY,timm:NAME,...` -> (EdgeNet in the search?, the timm students)."""
+    students = expand_students(items)
+    return "edgenet" in students, [TimmSpec(model=s.removeprefix("timm:")) for s in students if s != "edgenet"]

@@ -24,7 +24,7 @@ from ..distill.losses import needs as kd_needs
 from ..errors import CheckpointError, ConfigError, DataError, RunDirError
 from ..host import default_threads
 from ..measurers import Measurer, measurer_for
-from ..models.arch import parse_students
+from ..models.arch import ArchSpec, TimmSpec, parse_students
 from ..models.sources import LoadedModel, SourceRequest, load_model
 from ..profilers import MeasurementCache, ProfileSettings
 from ..profilers.cache import default_cache_dir
@@ -85,6 +85,12 @@ class RunPlan:
     deadline: float | None = None
 
     @property
+    def teacher_modules(self) -> list[str] | None:
+        """The teacher's modules that feature_pairs names, or None."""
+        named = self.cfg.feature_modules
+        return named[1] if named else None
+
+    @property
     def input_shape(self) -> list[int]:
         return [1, self.ds.in_channels, self.ds.image_size, self.ds.image_size]
 
@@ -122,6 +128,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
                           samples_per_class=cfg.samples_per_class, max_samples_per_class=cfg.max_samples_per_class)
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
     teachers = load_teachers(cfg, ds, run_dir, resume, want)
+    check_feature_modules(cfg, ds, teachers, want)
     threads = cfg.threads or default_threads()
     prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
                            min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
@@ -212,13 +219,38 @@ def load_teachers(cfg: RunConfig, ds: Dataset, run_dir: Path, resume: bool, want
             raise ConfigError(f"--teacher-extra {spec} does not predict the data set's {len(ds.classes)} classes; "
                               "extra teachers are used as they are: pass teachers trained on this data set")
         extra.append(t.model)
-    if main is not None and want & {"features", "embedding"} and not main.supports_features:
+    named = cfg.feature_modules is not None and main is not None and main.onnx_path is None
+    if main is not None and want & {"features", "embedding"} and not (main.supports_features or named):
         why = ("an ONNX teacher gives logits only" if main.onnx_path is not None
                else f"{main.name} has no stage features edgekd can read")
         raise ConfigError(f"--kd feature and relation compare the teacher's inner features, but {why}; use "
                           "response, robust, multi-teacher or semi-supervised terms, or give the teacher as a timm, "
                           "torchvision or edgekd model")
     return Teachers(main, extra)
+
+
+def check_feature_modules(cfg: RunConfig, ds: Dataset, teachers: Teachers, want: frozenset[str]) -> None:
+    """feature_pairs by module name: every name exists and runs in the teacher and in each configured
+    student (a probe forward at the data's size), and a feature term uses them."""
+    named = cfg.feature_modules
+    if named is None:
+        return
+    if "features" not in want:
+        raise ConfigError("feature_pairs pair feature maps for the feature KD term, but --kd has none; add "
+                          "--kd response,feature or leave out feature_pairs")
+    from ..models.family import build_model
+    from ..models.sources import build_student
+    from ..models.taps import tapped_channels
+
+    mean, std = [0.0] * ds.in_channels, [1.0] * ds.in_channels
+    teacher = teachers.main.model if teachers.main is not None else build_model(
+        cfg.teacher_arch, ds.in_channels, len(ds.classes), mean, std)
+    tapped_channels(teacher, named[1], ds.in_channels, ds.image_size, "teacher")
+    edgenet, timm_specs = parse_students(cfg.students)
+    specs: list[ArchSpec | TimmSpec] = [*(cfg.candidates if edgenet else []), *timm_specs]
+    for spec in specs:
+        student = build_student(spec, ds.in_channels, len(ds.classes), mean, std, pretrained=False)[0]
+        tapped_channels(student, named[0], ds.in_channels, ds.image_size, f"student {spec.name}")
 
 
 def load_unlabeled(folder: Path, ds: Dataset) -> torch.Tensor:

@@ -25,6 +25,7 @@ from ..models.family import EdgeNet, build_model
 from ..models.io import load_checkpoint, save_checkpoint
 from ..models.sources import OnnxTeacher, build_student
 from ..models.stats import count_macs, count_params
+from ..models.taps import tapped_channels
 from ..profilers.measurement import Measurement
 from ..search.candidates import Candidate, TrialRecord, TrialStatus
 from ..search.engine import Search, SearchSettings, finalize_checkpoint
@@ -126,7 +127,7 @@ def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -
     with timer("teacher_outputs"):  # computed once, memory-mapped, shared by every candidate and rung
         outputs = TeacherOutputs.build(run_dir / "teacher_cache", [teacher, *plan.teachers.extra], ds.x_train,
                                        views=cfg.teacher_views, features="features" in plan.needs,
-                                       embedding="embedding" in plan.needs)
+                                       embedding="embedding" in plan.needs, modules=plan.teacher_modules)
         unlabeled = None
         if plan.unlabeled_x is not None:
             unlabeled = Unlabeled(plan.unlabeled_x, TeacherOutputs.build(
@@ -163,15 +164,24 @@ def _teacher_measurement(plan: RunPlan, teacher: nn.Module) -> Measurement:
     return m
 
 
+def teacher_channels(plan: RunPlan, teacher: nn.Module) -> list[int]:
+    """Channels of the teacher's feature maps: its stages, or the modules feature_pairs names."""
+    if plan.teacher_modules and "features" in plan.needs:
+        return tapped_channels(teacher, plan.teacher_modules, plan.ds.in_channels, plan.ds.image_size)
+    return list(getattr(teacher, "stage_channels", []))
+
+
 def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserver, timer: StageTimer) -> SearchResult:
     """Proposals, screening and KD training by successive halving (edgekd.search.engine)."""
     cfg, ds = plan.cfg, plan.ds
     mean, std = ds.channel_stats()
+    named = cfg.feature_modules
     trainer = KDTrainer(ds=ds, mean=mean, std=std, teacher=teacher.outputs,
-                        teacher_channels=list(getattr(teacher.model, "stage_channels", [])),
+                        teacher_channels=teacher_channels(plan, teacher.model),
                         t_val=teacher.val_logits, terms=plan.terms,
                         kd=plan.kd, batch_size=cfg.batch_size, lr=cfg.lr,
-                        feature_pairs=cfg.feature_pairs, unlabeled=teacher.unlabeled,
+                        feature_pairs=cfg.stage_pairs,
+                        student_modules=named[0] if named else None, unlabeled=teacher.unlabeled,
                         calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,
                         symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir)
     objective = plan.objective(teacher.costs)

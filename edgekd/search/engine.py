@@ -20,7 +20,7 @@ from torch import nn
 from ..config import RunConfig
 from ..convert.onnx import to_onnx
 from ..files import atomic_write
-from ..models.arch import ArchSpec, StudentSpec, TimmSpec, parse_students
+from ..models.arch import ArchSpec, StudentSpec, TimmSpec, expand_students, parse_students
 from ..models.io import load_checkpoint, save_checkpoint
 from ..models.space import SearchSpace
 from .candidates import RungResult, Screen, TrialRecord, TrialStatus
@@ -54,7 +54,7 @@ class SearchSettings:
     def from_config(cls, cfg: RunConfig, deadline: float | None = None) -> SearchSettings:
         edgenet, timm_students = parse_students(cfg.students)
         candidates = (tuple(cfg.candidates) if edgenet else ()) + tuple(timm_students)
-        space = cfg.search_space.model_copy(update={"families": list(cfg.students)})
+        space = cfg.search_space.model_copy(update={"families": expand_students(cfg.students)})
         return cls(mode=cfg.search, candidates=candidates, precisions=tuple(cfg.precisions),
                    search_space=space, trials=cfg.trials, bracket_size=cfg.bracket_size, rungs=cfg.rungs,
                    eta=cfg.eta, student_epochs=cfg.student_epochs, screen=cfg.screen, screen_slack=cfg.screen_slack,

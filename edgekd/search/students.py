@@ -65,6 +65,7 @@ class KDTrainer:
     batch_size: int
     lr: float
     feature_pairs: list[tuple[int, int]] | None = None
+    student_modules: list[str] | None = None  # feature_pairs by module name: the student's side
     unlabeled: Unlabeled | None = None
     calibration_size: int = 300
     seed: int = 0
@@ -86,7 +87,8 @@ class KDTrainer:
     def train(self, model: nn.Module, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]:
         hist = train(model, self.ds.x_train, self.ds.y_train, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
                      seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
-                     teacher_channels=self.teacher_channels, pairs=self.feature_pairs, unlabeled=self.unlabeled,
+                     teacher_channels=self.teacher_channels, pairs=self.feature_pairs,
+                     student_modules=self.student_modules, unlabeled=self.unlabeled,
                      on_step=on_step)
         return hist.epoch_loss
 
