@@ -41,7 +41,11 @@ class RunConfig(BaseModel):
     overwrite: bool = Field(default=False, description="write into a run directory that already holds files")
     seed: int = Field(default=0, description="seed of data generation, splits and training")
     budget_ms: float | None = Field(default=None, description="real-time budget t_real-time for the p90 latency, ms "
-                                                             "(default: the target's, 33.3 for cpu)")
+                                                             "(default: the teacher's p90 / --speedup, or the "
+                                                             "target's budget when that is tighter)")
+    speedup: float = Field(default=2.0, ge=1, description="without --budget-ms: the budget is the teacher's p90 "
+                                                          "on the target divided by this (capped by the target's "
+                                                          "own budget, 33.3 ms for cpu)")
     lambda_: float = Field(default=0.5, alias="lambda", ge=0, description="weight λ of the hardware cost C_hw in J")
     gamma: float = Field(default=10.0, ge=0, description="real-time penalty γ added to J when p90 > budget")
     delta: float = Field(default=0.0, ge=0, description="weight δ of energy per inference in J, per mJ")
@@ -116,13 +120,18 @@ class RunConfig(BaseModel):
                                                                     "long; select among what finished")
     search_space: SearchSpace = SearchSpace()
     # exports of the selected student, each checked against PyTorch
-    export_formats: list[str] = Field(default=["onnx", "openvino"], description="formats of the selected student "
-                                                                               "(see `edgekd export --help`)")
+    export_formats: list[str] | None = Field(
+        default=None, description="formats of the selected student, see `edgekd export --help` (default: what the "
+                                  "target runs: onnx, plus openvino where the target has OpenVINO and a TensorRT "
+                                  "engine where TensorRT runs here; for a board the engine is built on the board)")
     calibration_size: int = Field(default=300, ge=1, description="INT8 calibration images")
     max_accuracy_drop: float | None = Field(default=None, gt=0, lt=1, description="accuracy-controlled INT8")
     parity: dict[str, ParityTolerance] = Field(default_factory=lambda: dict(DEFAULT_TOLERANCES),
                                                description="tolerance per precision: fp32, fp16, int8")
     quiet: bool = Field(default=False, description="no progress bars or tables; errors only")
+    baseline: bool = Field(default=True, description="train the selected architecture once more without KD "
+                                                     "(same epochs, data order, start) and report both accuracies: "
+                                                     "what KD added")
 
     @property
     def stage_pairs(self) -> list[tuple[int, int]] | None:
@@ -165,6 +174,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "profile_min_runs": 50,
         "profile_min_seconds": 0.1,
         "calibration_size": 64,
+        "baseline": False,
     },
 }
 
@@ -200,6 +210,7 @@ class Overrides(BaseModel):
     overwrite: bool | None = None
     seed: int | None = None
     budget_ms: float | None = None
+    speedup: float | None = None
     lambda_: float | None = Field(default=None, alias="lambda")
     gamma: float | None = None
     delta: float | None = None
@@ -224,6 +235,7 @@ class Overrides(BaseModel):
     trials: int | None = None
     max_minutes: float | None = None
     screen: bool | None = None
+    baseline: bool | None = None
     quiet: bool | None = None
 
     @field_validator("precisions", "export_formats", "kd", "students", mode="before")
@@ -277,9 +289,14 @@ def build_config(flags: Overrides | dict[str, Any], config_file: Path | None = N
 
 
 def _invalid(err: Any) -> ConfigError:
-    where = ".".join(str(p) for p in err["loc"]) or "config"
-    flag = "--" + where.split(".")[0].replace("_", "-").rstrip("-")
-    return ConfigError(f"invalid value for {flag} ({where}): {err['msg'].removeprefix('Value error, ')}")
+    """One line naming the flag (or YAML key), the value and what it should be; no validator
+    internals (locations like `precisions.0`, "Value error, ...")."""
+    loc = [str(p) for p in err["loc"]] or ["config"]
+    flag = "--" + loc[0].replace("_", "-").rstrip("-")
+    what = f"{flag} (YAML key {'.'.join(loc)})" if len(loc) > 1 and not loc[1].isdigit() else flag
+    value = f" {err['input']!r}" if isinstance(err.get("input"), (str, int, float)) else ""
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return ConfigError(f"invalid value{value} for {what}: {msg[0].lower() + msg[1:]}")
 
 
 def parse_flags(given: dict[str, Any]) -> Overrides:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -14,8 +16,10 @@ def make_console(quiet: bool = False) -> Console:
 
 
 class ConsoleObserver:
-    """A run's progress on a rich console: progress bars on a terminal, plain lines (messages,
-    tables) elsewhere, nothing at all when quiet. Implements the search's `SearchObserver`."""
+    """A run's progress on a rich console. On a terminal: progress bars and messages. Elsewhere
+    (a log file, CI, a pipe, nohup): every message with a timestamp, and one plain line per
+    epoch in place of the bars, so a log shows steady progress. Nothing at all when quiet.
+    Implements the search's `SearchObserver`."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False):
         self.console = console or make_console(quiet)
@@ -25,6 +29,7 @@ class ConsoleObserver:
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
             console=self.console, disable=quiet or not self.console.is_terminal, transient=False)
         self._task: TaskID | None = None
+        self.plain = not quiet and not self.console.is_terminal  # lines instead of bars
 
     def __enter__(self) -> ConsoleObserver:
         self.progress.start()
@@ -35,7 +40,7 @@ class ConsoleObserver:
 
     def say(self, text: str, style: str | None = None) -> None:
         if not self.quiet:
-            self.console.print(text, style=style)
+            self.console.print(f"{time.strftime('%H:%M:%S')} {text}" if self.plain else text, style=style)
 
     def show(self, renderable: RenderableType) -> None:
         if not self.quiet:
@@ -51,10 +56,16 @@ class ConsoleObserver:
 
     def on_rung_start(self, label: str, steps: int, info: str) -> None:
         self._task = self.progress.add_task(label, total=steps, info=info)
+        if self.plain and label.startswith("KD "):
+            self.say(f"{label}: training ({info}, {steps} steps)")
 
     def on_step(self) -> None:
         if self._task is not None:
             self.progress.advance(self._task)
+
+    def on_epoch(self, label: str, epoch: int, epochs: int, loss: float) -> None:
+        if self.plain:
+            self.say(f"{label}: epoch {epoch}/{epochs}, loss {loss:.4f}")
 
     def on_rung_end(self, label: str) -> None:
         if self._task is not None and label.startswith("KD "):

@@ -23,6 +23,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 def smoke_run(tmp_path_factory) -> Path:
     """One `edgekd optimize --preset smoke` run shared by the integration tests."""
     out = tmp_path_factory.mktemp("smoke") / "run"
-    proc = run_cli("optimize", "--preset", "smoke", "--out", str(out), "--seed", "1")
+    proc = run_cli("optimize", "--preset", "smoke", "--out", str(out), "--seed", "1", "--baseline")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    (out.parent / "stdout.log").write_text(proc.stdout)  # what a log file of the run holds (not a terminal)
     return out

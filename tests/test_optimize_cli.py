@@ -1,6 +1,7 @@
 """Integration: the real CLI on --preset smoke, and every bad input of `optimize`."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -23,14 +24,17 @@ pytestmark = pytest.mark.slow
 def test_smoke_run_report_has_the_promised_keys(smoke_run: Path):
     r = json.loads((smoke_run / "report.json").read_text())
     assert r["schema_version"] == 2 and r["target"]["name"] == "cpu"
-    assert r["budget_ms"] == 33.3
+    assert 0 < r["budget_ms"] < 33.3  # the teacher's p90 / 2: the cpu target's 33.3 ms would not bind
     assert set(r["objective"]) >= {"lambda", "gamma", "delta"}
     ds = r["dataset"]
     assert ds["synthetic"] is True and len(ds["classes"]) == 7 and ds["sizes"]["train"] > 0
     assert 0 <= r["teacher"]["val_accuracy"] <= 1
     assert r["teacher"]["measurement"]["source"]["latency"] == "measured"
     names = [c["name"] for c in r["candidates"]]
-    assert len(names) == 3 and r["selected"] in names and r["selection_reason"]
+    # the budget is the teacher's p90 / 2: a student far over it is screened out before training
+    screened = [t for t in r["trials"] if t["status"] == "screened_out"]
+    assert len(r["trials"]) == 3 and len(names) + len(screened) == 3 and r["selected"] in names
+    assert all(t["screen"]["reason_kind"] == "latency" for t in screened) and r["selection_reason"]
     for c in r["candidates"]:
         m = c["measurement"]
         lat = m["latency_ms"]
@@ -40,12 +44,13 @@ def test_smoke_run_report_has_the_promised_keys(smoke_run: Path):
         # no RAPL here: the energy figure must say it is an estimate
         assert m["source"]["energy"] in ("measured", "predicted")
         assert c["params"] > 0 and c["macs"] > 0 and "val_kd_loss" in c
-        assert c["penalty"] == 0.0  # every smoke student meets 33 ms on a CPU
+        assert c["penalty"] == (0.0 if c["meets_budget"] else 10.0)
+        assert c["meets_budget"] == (lat["p90"] <= r["budget_ms"])
         assert c["objective"] == pytest.approx(
             c["val_kd_loss"] + r["objective"]["lambda"] * c["c_hw"] + c["penalty"]
             + r["objective"]["delta"] * (c["measurement"]["energy_mj"] or 0))
-    best = min((c for c in r["candidates"] if c["meets_budget"]), key=lambda c: c["objective"])
-    assert r["selected"] == best["name"]
+    within = [c for c in r["candidates"] if c["meets_budget"]] or r["candidates"]
+    assert r["selected"] == min(within, key=lambda c: c["objective"])["name"]
     assert {e["format"] for e in r["exports"]} == {"onnx", "openvino"}
     for e in r["exports"]:
         assert e["parity"]["top1_agreement"] >= 0.99 and e["parity"]["max_abs_diff"] < 1e-3
@@ -83,10 +88,14 @@ def test_given_teacher_is_reused_and_an_impossible_budget_is_reported(smoke_run:
     assert r["teacher"]["origin"].startswith("given")
     assert r["teacher"]["val_accuracy"] == first["teacher"]["val_accuracy"]
     # the same teacher bytes on the same target and runtime: answered by the measurement cache
+    # (unless its spread said the host was busy: such a figure is measured again)
     tm = r["teacher"]["measurement"]
-    assert tm["source"]["latency"] == "cached" and tm["cached_from"]
-    assert tm["latency_ms"] == first["teacher"]["measurement"]["latency_ms"]
-    assert tm["source"]["energy"] == "predicted"  # a cached estimate is still an estimate
+    if not any("host was busy" in n for n in first["teacher"]["measurement"]["notes"]):
+        assert tm["source"]["latency"] == "cached" and tm["cached_from"]
+        assert tm["latency_ms"] == first["teacher"]["measurement"]["latency_ms"]
+        assert tm["source"]["energy"] == "predicted"  # a cached estimate is still an estimate
+    else:
+        assert tm["source"]["latency"] == "measured"
     assert all(c["penalty"] == 10.0 and not c["meets_budget"] for c in r["candidates"])
     assert r["selection_reason"].startswith("no candidate meets the 0.0001 ms budget")
     assert r["selected"] == min(r["candidates"], key=lambda c: c["objective"])["name"]
@@ -189,3 +198,36 @@ def test_int8_is_a_search_dimension(tmp_path: Path):
     assert q["val_kd_loss"] != by["w0.5-d1-e2-k3"]["val_kd_loss"]
     if r["selected"].endswith("@int8"):  # the INT8 student is what ships: its INT8 file is exported
         assert any(e["precision"] == "int8" for e in r["exports"])
+
+
+def test_a_log_file_shows_steady_progress(smoke_run: Path):
+    """Off a terminal (stdout piped to a file) there are no progress bars: every message has a
+    timestamp, each epoch of the teacher and of each candidate is a line, each evaluated
+    candidate a line with its accuracy, p90 and J, and the last line names report.html."""
+    lines = (smoke_run.parent / "stdout.log").read_text().splitlines()
+    stamped = [ln for ln in lines if re.match(r"^\d\d:\d\d:\d\d ", ln)]
+    assert stamped and lines[-1] == stamped[-1] and "report.html" in lines[-1]
+    teacher_epochs = [ln[9:].split(",")[0] for ln in stamped if ln[9:].startswith("teacher: epoch")]
+    assert teacher_epochs == ["teacher: epoch 1/3", "teacher: epoch 2/3", "teacher: epoch 3/3"]
+    report = json.loads((smoke_run / "report.json").read_text())
+    for c in report["candidates"]:
+        assert sum(ln[9:].startswith(f"KD {c['name']} r0: epoch") for ln in stamped) == 2  # smoke: 2 epochs
+        (result,) = [ln for ln in stamped if ln[9:].startswith(f"{c['name']} r0 (2 epochs): val accuracy")]
+        assert f"val accuracy {c['val_accuracy']:.3f}" in result and f"J {c['objective']:.3f}" in result
+    assert not any(re.search(r"━+\s+\d+/\d+", ln) for ln in lines)  # no progress bar drawn into the log
+
+
+def test_the_report_names_the_kd_terms_and_what_kd_added(smoke_run: Path):
+    r = json.loads((smoke_run / "report.json").read_text())
+    b, best = r["baseline"], next(c for c in r["candidates"] if c["name"] == r["selected"])
+    assert b["name"] == r["selected"] and b["epochs"] == best["epochs"] and b["kd_accuracy"] == best["val_accuracy"]
+    assert b["kd_gain_points"] == pytest.approx(100 * (b["kd_accuracy"] - b["no_kd_accuracy"]), abs=0.01)
+    md, html = (smoke_run / "report.md").read_text(), (smoke_run / "report.html").read_text()
+    for text in (md, html):
+        assert "Students distilled with response (weight 1); response-type terms use alpha 0.5" in text
+        gain = f"KD gain: {b['name']} reached {b['kd_accuracy']:.3f} with KD and {b['no_kd_accuracy']:.3f} without"
+        assert gain in text
+    # every candidate, not only the selected one, is exportable from the documented path
+    assert all((smoke_run / "candidates" / c["name"] / "student.pt").is_file() for c in r["candidates"])
+    assert r["budget_source"].startswith("the teacher's p90 ") and "/ --speedup 2" in r["budget_source"]
+    assert r["budget_ms"] == pytest.approx(r["teacher"]["measurement"]["latency_ms"]["p90"] / 2, rel=1e-3)

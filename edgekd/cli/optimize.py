@@ -22,6 +22,7 @@ def optimize(
     teacher_weights_file: Path | None = opt("teacher_weights_file", "--teacher-weights"),
     teacher_normalization: str | None = opt("teacher_normalization", "--teacher-normalization"),
     budget_ms: float | None = opt("budget_ms", "--budget-ms"),
+    speedup: float | None = opt("speedup", "--speedup"),
     lambda_: float | None = opt("lambda_", "--lambda"),
     gamma: float | None = opt("gamma", "--gamma"),
     delta: float | None = opt("delta", "--delta"),
@@ -50,6 +51,7 @@ def optimize(
     trials: int | None = opt("trials", "--trials"),
     max_minutes: float | None = opt("max_minutes", "--max-minutes"),
     screen: bool | None = opt("screen", "--screen/--no-screen"),
+    baseline: bool | None = opt("baseline", "--baseline/--no-baseline"),
     resume: Path | None = typer.Option(None, "--resume", help="Continue a stopped run in this run directory "
                                           "(its config.yaml); finished work is not redone."),
     no_cache: bool | None = opt("no_cache", "--no-cache"),

@@ -22,14 +22,18 @@ def config_help(field: str) -> str:
     info = RunConfig.model_fields[field]
     text = (info.description or field).rstrip(".")
     default = info.default
-    if default not in (None, PydanticUndefined, False, []) and "(default:" not in text:
+    shown = not (default is None or default is PydanticUndefined or default is False or default == [])
+    if shown and "(default:" not in text:
         text += f" (default: {_show(default)}"
         text += f"; smoke preset: {_show(PRESETS['smoke'][field])})" if field in PRESETS["smoke"] else ")"
     return text + "."
 
 
 def config_option(field: str, *flags: str, **kw: Any) -> Any:
-    """An optional flag for RunConfig.`field`: None when not given, so the file or preset decides."""
+    """An optional flag for RunConfig.`field`: None when not given, so the file or preset decides.
+    A yes/no flag shows no `<bool>` type: it takes no value."""
+    if RunConfig.model_fields[field].annotation is bool:
+        kw.setdefault("metavar", "")
     return typer.Option(None, *flags, help=config_help(field), show_default=False, **kw)
 
 
@@ -46,7 +50,7 @@ def token_file_option(help: str = "File with the agent's bearer token (else EDGE
 
 
 def quiet_option(help: str = "No progress or tables; errors only.") -> Any:
-    return typer.Option(False, "--quiet", "-q", help=help)
+    return typer.Option(False, "--quiet", "-q", help=help, metavar="")
 
 
 def split(text: str) -> list[str]:

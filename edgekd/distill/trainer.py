@@ -54,18 +54,34 @@ def make_adapters(student_channels: list[int], teacher_channels: list[int],
     return nn.ModuleList(nn.Conv2d(student_channels[s], teacher_channels[t], 1, bias=False) for s, t in pairs)
 
 
+def _adapters(model: nn.Module, x: torch.Tensor, student_modules: list[str] | None, teacher_channels: list[int],
+              pairs: list[tuple[int, int]] | None) -> tuple[nn.ModuleList, list[tuple[int, int]]]:
+    """The feature term's adapters and pairs: the named modules in order, or the model's stages
+    paired by relative depth (or as given)."""
+    net: Any = model
+    if student_modules:
+        channels = tapped_channels(model, student_modules, x.shape[1], x.shape[-1])
+        pairs = [(i, i) for i in range(len(student_modules))]
+    else:
+        channels = list(net.stage_channels)
+    pairs = pairs or feature_pairs(len(channels), len(teacher_channels))
+    return make_adapters(channels, teacher_channels, pairs), pairs
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
           seed: int, teacher: TeacherSource | None = None, terms: list[tuple[str, float]] | None = None,
           kd: KDSettings | None = None, pairs: list[tuple[int, int]] | None = None,
           teacher_channels: list[int] | None = None, student_modules: list[str] | None = None,
-          unlabeled: Unlabeled | None = None, on_step: Callable[[], None] | None = None) -> TrainHistory:
+          unlabeled: Unlabeled | None = None, on_step: Callable[[], None] | None = None,
+          on_epoch: Callable[[int, float], None] | None = None) -> TrainHistory:
     """AdamW with a one-cycle schedule.
 
     Without a teacher: cross-entropy with random flips (how the teacher is trained). With one:
     the weighted KD `terms` (default: the response loss), each batch seen in a random one of the
     teacher source's cached views, so every target belongs to exactly the image the student sees.
     `student_modules`: the student's feature maps are these named modules' outputs, paired in
-    order with the teacher's (feature_pairs by module name)."""
+    order with the teacher's (feature_pairs by module name). `on_step` is called after each
+    optimiser step, `on_epoch(epoch, mean loss)` after each epoch (1-based)."""
     gen = torch.Generator().manual_seed(seed)
     terms = terms or [("response", 1.0)]
     kd = kd or KDSettings()
@@ -78,13 +94,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
         return tapped_features(model, xb, student_modules) if student_modules else net.forward_features(xb)
 
     if "features" in want:
-        if student_modules:
-            channels = tapped_channels(model, student_modules, x.shape[1], x.shape[-1])
-            pairs = [(i, i) for i in range(len(student_modules))]
-        else:
-            channels = list(net.stage_channels)
-        pairs = pairs or feature_pairs(len(channels), len(teacher_channels or []))
-        adapters = make_adapters(channels, teacher_channels or [], pairs)
+        adapters, pairs = _adapters(model, x, student_modules, teacher_channels or [], pairs)
         params += list(adapters.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(y) / batch_size)
@@ -128,6 +138,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
                 on_step()
         hist.epoch_loss.append(total / seen)
         hist.epoch_seconds.append(time.perf_counter() - t0)
+        if on_epoch:
+            on_epoch(len(hist.epoch_loss), total / seen)
     recalibrate_batchnorm(model, x, batch_size)
     model.eval()
     return hist

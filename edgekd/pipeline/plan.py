@@ -10,7 +10,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..config import RunConfig
 from ..data import Dataset, data_source, load_dataset
 from ..distill.losses import KDSettings, parse_kd
 from ..distill.losses import needs as kd_needs
-from ..errors import CheckpointError, ConfigError, DataError, RunDirError
+from ..errors import CheckpointError, ConfigError, DataError, EdgeKDError, RunDirError
 from ..host import default_threads
 from ..measurers import Measurer, measurer_for
 from ..models.arch import ArchSpec, TimmSpec, parse_students
@@ -81,8 +81,20 @@ class RunPlan:
     unlabeled_x: torch.Tensor | None
     teachers: Teachers
     kd: KDSettings
+    export_formats: list[str] = field(default_factory=lambda: ["onnx"])
+    export_note: str | None = None  # e.g. how to build the TensorRT engine on the board
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     deadline: float | None = None
+
+    @property
+    def subsampled(self) -> str | None:
+        """How the configuration cut a user's image folder down (the smoke preset does), or None."""
+        c = self.cfg
+        if self.ds.synthetic or c.max_samples_per_class is None:
+            return None
+        return (f"at most {c.max_samples_per_class} images per class of {c.data}, at {self.ds.image_size} px "
+                f"(max_samples_per_class{' of the ' + c.preset + ' preset' if c.preset != 'default' else ''}); "
+                "leave out --preset smoke to use every image")
 
     @property
     def teacher_modules(self) -> list[str] | None:
@@ -102,6 +114,21 @@ class RunPlan:
                                             samples_per_class=c.samples_per_class,
                                             max_samples_per_class=c.max_samples_per_class))
 
+    def bind_budget(self, teacher_p90_ms: float) -> RunPlan:
+        """The plan with its budget decided: --budget-ms when given, else the teacher's p90 on the
+        target / --speedup, or the target's own budget when that is tighter."""
+        c, t = self.cfg, self.target
+        if c.budget_ms is not None:
+            return self
+        relative = teacher_p90_ms / c.speedup
+        if relative >= t.default_budget_ms:
+            return replace(self, budget_ms=t.default_budget_ms,
+                           budget_source=f"target {t.name}'s budget (tighter than the teacher's p90 "
+                                         f"{teacher_p90_ms:.3f} ms / --speedup {c.speedup:g})")
+        return replace(self, budget_ms=round(relative, 6),
+                       budget_source=f"the teacher's p90 {teacher_p90_ms:.3f} ms / --speedup {c.speedup:g} "
+                                     f"(target {t.name}'s own budget, {t.default_budget_ms:g} ms, would not bind)")
+
     def objective(self, reference: Costs) -> Objective:
         c = self.cfg
         return Objective(lam=c.lambda_, gamma=c.gamma, delta=c.delta,
@@ -119,6 +146,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     if "unlabeled" in want and cfg.unlabeled is None:
         raise ConfigError("--kd semi-supervised needs unlabelled images: pass --unlabeled DIR")
     check_students(cfg.students)
+    formats, export_note = resolve_exports(cfg, target)
     if cfg.student_weights_dir is not None and not cfg.student_weights_dir.is_dir():
         raise ConfigError(f"--student-weights-dir {cfg.student_weights_dir} is not a folder; pass the folder that "
                           "holds NAME.safetensors / NAME.pth files of the timm students")
@@ -137,11 +165,11 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     kd = KDSettings(alpha=cfg.kd_alpha, temperature=cfg.kd_temperature,
                     teacher_weights=tuple(cfg.teacher_weights or [1.0] * (1 + len(teachers.extra))),
                     robust_rho=cfg.robust_rho, feature_distance=cfg.feature_distance)
-    budget_ms = cfg.budget_ms if cfg.budget_ms is not None else target.default_budget_ms
+    budget_ms = cfg.budget_ms if cfg.budget_ms is not None else target.default_budget_ms  # until bind_budget
     return RunPlan(cfg=cfg, resume=resume, target=target, budget_ms=budget_ms,
-                   budget_source="--budget-ms" if cfg.budget_ms is not None else f"default of target {target.name}",
+                   budget_source="--budget-ms" if cfg.budget_ms is not None else "not yet bound",
                    terms=terms, needs=want, run_dir=run_dir, measurer=measurer, threads=threads, ds=ds,
-                   unlabeled_x=unl_x, teachers=teachers, kd=kd,
+                   unlabeled_x=unl_x, teachers=teachers, kd=kd, export_formats=formats, export_note=export_note,
                    deadline=None if cfg.max_minutes is None else timer.start + 60 * cfg.max_minutes)
 
 
@@ -251,6 +279,35 @@ def check_feature_modules(cfg: RunConfig, ds: Dataset, teachers: Teachers, want:
     for spec in specs:
         student = build_student(spec, ds.in_channels, len(ds.classes), mean, std, pretrained=False)[0]
         tapped_channels(student, named[0], ds.in_channels, ds.image_size, f"student {spec.name}")
+
+
+def resolve_exports(cfg: RunConfig, target: Target) -> tuple[list[str], str | None]:
+    """(formats to export, a note for the user): the given formats, checked now rather than after
+    the training; or what the target runs. A TensorRT engine belongs to the GPU that builds it,
+    so for a board without TensorRT here the engine is left to the board and the note says how."""
+    from ..export import FORMATS, parse_formats
+    from ..profilers import PROFILERS
+
+    trt_missing = PROFILERS.get("tensorrt").unavailable()
+    if cfg.export_formats is not None:
+        try:
+            formats = parse_formats(",".join(cfg.export_formats))
+        except EdgeKDError as exc:
+            raise ConfigError(f"--export-formats: {exc}") from None
+        gpu = [f for f in formats if FORMATS[f].needs_gpu]
+        if gpu and trt_missing:
+            raise ConfigError(f"--export-formats {','.join(gpu)}: TensorRT engines are built on the NVIDIA device that "
+                              f"runs them, and here {trt_missing}; export onnx here and run `edgekd export "
+                              f"RUN_DIR/candidates/NAME/student.pt --formats {gpu[0]}` on the device")
+        return formats, None
+    formats = ["onnx"] + (["openvino"] if "openvino" in target.runtimes else [])
+    if "tensorrt" not in target.runtimes:
+        return formats, None
+    if not trt_missing:
+        return formats + ["tensorrt-fp16"], None
+    return formats, (f"{target.name} runs TensorRT, whose engine is built on the device itself: copy "
+                     "RUN_DIR/candidates/NAME/student.pt there and run `edgekd export student.pt --formats "
+                     "tensorrt-fp16` (or `trtexec --onnx=student-NAME.onnx --fp16 --saveEngine=student.engine`)")
 
 
 def load_unlabeled(folder: Path, ds: Dataset) -> torch.Tensor:

@@ -14,6 +14,7 @@ from ..models.external import ExternalNet
 from ..models.family import EdgeNet
 from ..models.stats import count_macs, count_params
 from ..report.model import (
+    Baseline,
     DatasetSummary,
     KDSummary,
     KDTermWeight,
@@ -62,7 +63,7 @@ def _search(plan: RunPlan, search: SearchResult) -> SearchSummary:
 
 
 def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, choice: Selection,
-                 exports: list[ExportResult], timer: StageTimer) -> Report:
+                 exports: list[ExportResult], timer: StageTimer, baseline: Baseline | None = None) -> Report:
     cfg = plan.cfg
     m = plan.measurer
     return Report(
@@ -70,7 +71,8 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
         command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]), resumed=plan.resume, target=plan.target,
         budget_ms=plan.budget_ms, budget_source=plan.budget_source,
         measurement=MeasurementMode(mode=m.mode, runtime=m.runtime, how=m.describe),
-        objective=_objective(plan, search), dataset=DatasetSummary.model_validate(plan.ds.summary()),
+        objective=_objective(plan, search),
+        dataset=DatasetSummary.model_validate({**plan.ds.summary(), "subsampled": plan.subsampled}),
         teacher=_teacher(plan, teacher),
         training=TrainingSummary(
             epochs_teacher=cfg.teacher_epochs, epochs_student=cfg.student_epochs, batch_size=cfg.batch_size,
@@ -78,6 +80,6 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
             teacher_outputs=f"computed once for {cfg.teacher_views} dihedral view(s) of every training image, "
                             "memory-mapped under teacher_cache/, shared by every candidate"),
         search=_search(plan, search), candidates=choice.candidates, trials=[t.summary() for t in search.trials],
-        pareto_front=choice.pareto_front, selected=choice.selected, selection_reason=choice.reason,
+        pareto_front=choice.pareto_front, selected=choice.selected, selection_reason=choice.reason, baseline=baseline,
         exports=exports, software=software_versions(), stage_seconds={**timer.seconds, "total": timer.total()},
         config=cfg.model_dump(mode="json", by_alias=True))

@@ -13,6 +13,7 @@ import torch
 from ..config import RunConfig
 from ..console import ConsoleObserver
 from ..report import write_reports
+from .baseline import baseline_stage
 from .plan import StageTimer, resolve_run
 from .reporting import build_report
 from .stages import candidates_table, export_stage, search_stage, select_student, start_run_dir, teacher_stage
@@ -28,13 +29,17 @@ def run_optimize(cfg: RunConfig, observer: ConsoleObserver | None = None, resume
     start_run_dir(plan, observer)
     with observer:
         teacher = teacher_stage(plan, observer, timer)
+        plan = plan.bind_budget(teacher.measurement.latency_ms.p90)
+        observer.say(f"budget: p90 <= {plan.budget_ms:.4g} ms, {plan.budget_source}")
         search = search_stage(plan, teacher, observer, timer)
     choice = select_student(plan, search.trials)
-    observer.show(candidates_table(choice, teacher.measurement))
+    observer.show(candidates_table(choice, teacher.measurement, observer.console.width))
     observer.say(f"selected [bold green]{choice.selected}[/]: {choice.reason}")
+    with observer:
+        baseline = baseline_stage(plan, search, choice, observer, timer)
     exports = export_stage(plan, choice, observer, timer)
-    report = build_report(plan, teacher, search, choice, exports, timer)
+    report = build_report(plan, teacher, search, choice, exports, timer, baseline)
     write_reports(plan.run_dir, report)
-    observer.say(f"report: {plan.run_dir / 'report.md'} and {plan.run_dir / 'report.json'} "
-                 f"(total {report.stage_seconds['total']:.1f} s)")
+    observer.say(f"report: {plan.run_dir / 'report.html'} (also report.md, report.json; total "
+                 f"{report.stage_seconds['total']:.1f} s)")
     return plan.run_dir

@@ -27,7 +27,7 @@ from ..models.sources import OnnxTeacher, build_student
 from ..models.stats import count_macs, count_params
 from ..models.taps import tapped_channels
 from ..profilers.measurement import Measurement
-from ..search.candidates import Candidate, TrialRecord, TrialStatus
+from ..search.candidates import Candidate, TrialRecord, TrialStatus, costs_of
 from ..search.engine import Search, SearchSettings, finalize_checkpoint
 from ..search.objective import Costs, Objective, Scored, select
 from ..search.pareto import pareto_front
@@ -50,10 +50,9 @@ class TeacherResult:
     val_logits: torch.Tensor
     measurement: Measurement
 
-    @property
-    def costs(self) -> Costs:
-        m = self.measurement
-        return Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj)
+    def costs(self, delta: float) -> Costs:
+        """The teacher's figures as J's reference (energy only as costs_of lets it in)."""
+        return costs_of(self.measurement, delta)
 
 
 @dataclass
@@ -61,6 +60,7 @@ class SearchResult:
     trials: list[TrialRecord]
     rung_epochs: list[int]
     objective: Objective
+    trainer: KDTrainer
 
 
 @dataclass
@@ -84,11 +84,15 @@ def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
         (plan.run_dir / "config.yaml").write_text(
             yaml.safe_dump(plan.cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
     ds = plan.ds
-    observer.say(f"[bold]edgekd optimize[/] target [cyan]{plan.target.name}[/] budget {plan.budget_ms:g} ms -> "
+    budget = (f"budget {plan.budget_ms:g} ms" if plan.cfg.budget_ms is not None
+              else f"budget: the teacher's p90 / {plan.cfg.speedup:g}")
+    observer.say(f"[bold]edgekd optimize[/] target [cyan]{plan.target.name}[/] {budget} -> "
                  f"{plan.run_dir}" + (" (resumed)" if plan.resume else ""))
     observer.say(f"data: {ds.name} ({'synthetic' if ds.synthetic else 'image folder'}), {len(ds.classes)} classes, "
                  f"{len(ds.y_train)} train / {len(ds.y_val)} val, {ds.in_channels}x{ds.image_size}x{ds.image_size}"
                  + (f", {len(ds.skipped_files)} unreadable files skipped" if ds.skipped_files else ""))
+    if plan.subsampled:
+        observer.say(f"data subsampled: {plan.subsampled}", style="yellow")
 
 
 def _train_teacher(plan: RunPlan, observer: ConsoleObserver, teacher: nn.Module, label: str) -> list[float]:
@@ -97,7 +101,8 @@ def _train_teacher(plan: RunPlan, observer: ConsoleObserver, teacher: nn.Module,
     observer.say(f"{label} ({cfg.teacher_epochs} epochs)")
     observer.on_rung_start("teacher", steps(len(ds.y_train), cfg.batch_size, cfg.teacher_epochs), label)
     hist = train(teacher, ds.x_train, ds.y_train, epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                 seed=cfg.seed, on_step=observer.on_step)
+                 seed=cfg.seed, on_step=observer.on_step,
+                 on_epoch=lambda e, loss: observer.on_epoch("teacher", e, cfg.teacher_epochs, loss))
     observer.on_rung_end("teacher")
     return hist.epoch_loss
 
@@ -184,13 +189,13 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         student_modules=named[0] if named else None, unlabeled=teacher.unlabeled,
                         calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,
                         symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir)
-    objective = plan.objective(teacher.costs)
+    objective = plan.objective(teacher.costs(cfg.delta))
     search = Search(SearchSettings.from_config(cfg, plan.deadline), objective, trainer, plan.measurer, plan.run_dir,
                     plan.input_shape, plan.checkpoint_meta, observer)
     trials = search.run()
     for stage, sec in search.seconds.items():
         timer.add(stage, sec)
-    return SearchResult(trials, search.epochs, objective)
+    return SearchResult(trials, search.epochs, objective, trainer)
 
 
 def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
@@ -202,6 +207,9 @@ def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
             m, _ = build_student(t.arch, plan.ds.in_channels, len(plan.ds.classes), [0.0] * plan.ds.in_channels,
                                  [1.0] * plan.ds.in_channels, pretrained=False)
             candidates.append(Candidate.from_trial(t, count_params(m), count_macs(m, tuple(plan.input_shape))))
+    last_rung = {c.arch.name: (c.arch, c.rung) for c in sorted(candidates, key=lambda c: c.rung)}
+    for arch, rung in last_rung.values():  # candidates/NAME/student.pt: every candidate is exportable
+        finalize_checkpoint(plan.run_dir, arch, rung)
     if not candidates:
         raise ConfigError("no candidate was trained: every proposal was screened out or the time budget ran out; "
                           "raise --budget-ms, add smaller candidates, or give --max-minutes more time")
@@ -222,7 +230,7 @@ def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, ti
     the results are relative to the run directory."""
     cfg, best = plan.cfg, choice.best
     student, _ = load_checkpoint(finalize_checkpoint(plan.run_dir, best.arch, best.rung))
-    formats = list(cfg.export_formats)
+    formats = list(plan.export_formats)
     if best.precision == "int8" and not any(FORMATS[f].precision == "int8" for f in formats if f in FORMATS):
         formats.append("onnx-int8")  # the selected student is its INT8 version: ship that
     mean, std = plan.ds.channel_stats()
@@ -234,6 +242,8 @@ def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, ti
     for e in exports:
         observer.say(f"export {e.format}: {e.path} (top-1 agreement {e.parity.top1_agreement:.4f}, "
                      f"max |diff| {e.parity.max_abs_diff:.2e})")
+    if plan.export_note:
+        observer.say(plan.export_note, style="yellow")
     return [e.model_copy(update={"path": relative(e.path, plan.run_dir)}) for e in exports]
 
 
@@ -242,23 +252,30 @@ def relative(path: str | Path, run_dir: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), run_dir.resolve())).as_posix()
 
 
-def candidates_table(choice: Selection, teacher: Measurement) -> Table:
-    """The candidates as a rich table, best J first; the teacher is the reference row."""
+COLUMNS = ("name", "params", "MMACs", "val acc", "KD loss", "p50 ms", "p90 ms", "peak MB", "mJ", "C_hw", "P_rt", "J")
+NARROW = ("name", "val acc", "p90 ms", "P_rt", "J")  # what decides the pick, for consoles under 110 columns
+
+
+def candidates_table(choice: Selection, teacher: Measurement, width: int = 200) -> Table:
+    """The candidates as a rich table, best J first; the teacher is the reference row. On a
+    narrow console only the columns that decide the pick are shown (report.md has them all)."""
     how = teacher.source["latency"]
     cond = f"{teacher.runtime}, batch {teacher.batch}" + (f", {teacher.threads} threads" if how != "predicted" else "")
     t = Table(title=f"candidates: latency {how.upper() if how == 'predicted' else how} ({cond}), "
                     f"energy {teacher.source.get('energy', 'not measured')}")
-    for col in ("name", "params", "MMACs", "val acc", "KD loss", "p50 ms", "p90 ms", "peak MB",
-                "mJ", "C_hw", "P_rt", "J"):
-        t.add_column(col, justify="left" if col == "name" else "right")
-    t.add_row("(teacher)", "", "", "", "", f"{teacher.latency_ms.p50:.3f}", f"{teacher.latency_ms.p90:.3f}",
-              _fmt(teacher.peak_memory_mb), _fmt(teacher.energy_mj, 3), "1 (ref)", "", "", style="dim")
+    keep = [i for i, col in enumerate(COLUMNS) if width >= 110 or col in NARROW]
+    for i in keep:
+        t.add_column(COLUMNS[i], justify="left" if i == 0 else "right")
+    rows = [("(teacher)", "", "", "", "", f"{teacher.latency_ms.p50:.3f}", f"{teacher.latency_ms.p90:.3f}",
+             _fmt(teacher.peak_memory_mb), _fmt(teacher.energy_mj, 3), "1 (ref)", "", "")]
     for c in sorted(choice.candidates, key=lambda c: c.objective):
         m = c.measurement
-        t.add_row(c.name, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.val_accuracy:.3f}", f"{c.val_kd_loss:.3f}",
-                  f"{m.latency_ms.p50:.3f}", f"{m.latency_ms.p90:.3f}", _fmt(m.peak_memory_mb),
-                  _fmt(m.energy_mj, 3), f"{c.c_hw:.3f}", f"{c.penalty:g}", f"{c.objective:.3f}",
-                  style="bold green" if c.name == choice.selected else None)
+        rows.append((c.name, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.val_accuracy:.3f}", f"{c.val_kd_loss:.3f}",
+                     f"{m.latency_ms.p50:.3f}", f"{m.latency_ms.p90:.3f}", _fmt(m.peak_memory_mb),
+                     _fmt(m.energy_mj, 3), f"{c.c_hw:.3f}", f"{c.penalty:g}", f"{c.objective:.3f}"))
+    for n, row in enumerate(rows):
+        style = "dim" if n == 0 else "bold green" if row[0] == choice.selected else None
+        t.add_row(*(row[i] for i in keep), style=style)
     return t
 
 

@@ -130,7 +130,7 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
     if cache is not None and adapter.unavailable() is None:
         key = cache.key(model_path, target.name, runtime, adapter.version(), input_shape, settings)
         hit = cache.get(key)
-        if hit is not None:
+        if hit is not None and hit.latency_ms.spread_warning is None:  # a noisy figure is measured again
             return hit
     loaded = load_runtime(runtime, model_path, settings.threads, settings.precision, input_shape)
     try:
@@ -142,7 +142,7 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
         samples = time_runs(once, warmup=settings.warmup, min_runs=settings.min_runs,
                             min_seconds=settings.min_seconds, on_start=meter.start)
         stats = latency_stats(samples, settings.warmup)
-        energy = meter.stop(runs=stats.n, timed_seconds=stats.total_s, mean_latency_s=stats.mean / 1000)
+        energy = meter.stop(runs=stats.n, timed_seconds=stats.total_s, latency_s=stats.p50 / 1000)
     finally:
         loaded.close()
     peak = (peak_memory_child(runtime, model_path, input_shape, settings.threads, settings.precision)
@@ -163,8 +163,8 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
                 **({"device_memory": "measured"} if loaded.device_memory_mb is not None else {}),
                 **({"energy": energy.source} if energy.energy_mj is not None else {})},
         timing=("device events (CUDA)" if loaded.timed_run else "host clock (perf_counter)"),
-        notes=[n for n in [energy.note, *loaded.notes] if n],
+        notes=[n for n in [energy.note, *loaded.notes, stats.spread_warning] if n],
     )
-    if cache is not None and key is not None:
+    if cache is not None and key is not None and stats.spread_warning is None:  # noisy figures are not facts
         cache.put(key, m)
     return m

@@ -9,6 +9,13 @@ from pydantic import BaseModel
 
 Source = Literal["measured", "remote", "predicted", "cached"]
 
+# A latency distribution this wide says the host was busy while it was measured: a quiet host
+# gives p90 within ~1.3x p50 even for models of a few microseconds. Percentile ratios, not the
+# coefficient of variation: one stray millisecond among 0.05 ms runs makes the CV large while
+# the distribution the objective reads (p50, p90) is unharmed.
+NOISY_P90_OVER_P50 = 1.5
+NOISY_P99_OVER_P50 = 5.0
+
 
 class LatencyStats(BaseModel):
     """Latency distribution of `n` timed runs after `warmup` untimed ones, in milliseconds."""
@@ -24,6 +31,17 @@ class LatencyStats(BaseModel):
     p99: float
     cv: float  # coefficient of variation, std / mean
     total_s: float
+
+    @property
+    def spread_warning(self) -> str | None:
+        """Why these figures look like a busy host, or None when the spread is what a quiet host gives."""
+        if self.p50 <= 0:
+            return None
+        p90, p99 = self.p90 / self.p50, self.p99 / self.p50
+        if p90 <= NOISY_P90_OVER_P50 and p99 <= NOISY_P99_OVER_P50:
+            return None
+        return (f"latency spread says the host was busy (p90 = {p90:.1f} x p50, p99 = {p99:.1f} x p50); the figure "
+                "is kept for this run but not cached: measure again on a quiet machine")
 
 
 def latency_stats(samples_ms: list[float] | np.ndarray, warmup: int) -> LatencyStats:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from . import plots
+from . import facts, plots
 from .markdown import conditions
 from .model import Report
 
@@ -86,15 +86,7 @@ CAPTIONS = {"pareto": "Pareto view: accuracy against p90 latency, the budget lin
 
 
 def _banners(r: Report) -> str:
-    banners = []
-    if r.measurement.mode == "predicted":
-        banners.append('<div class="banner warn">Latency, memory and energy are PREDICTED by the device model, '
-                       f"not measured. {_e(r.measurement.how)}</div>")
-    elif r.measurement.mode == "remote":
-        banners.append(f'<div class="banner info">Measured on the device: {_e(r.measurement.how)}</div>')
-    if r.dataset.synthetic:
-        banners.append(f'<div class="banner info">Data set: synthetic ({_e(r.dataset.source)}).</div>')
-    return "".join(banners)
+    return "".join(f'<div class="banner {kind}">{_e(text)}</div>' for kind, text in facts.banners(r))
 
 
 def _cards(r: Report, s: SummaryCard) -> str:
@@ -114,7 +106,9 @@ def _cards(r: Report, s: SummaryCard) -> str:
 def _candidates(r: Report) -> str:
     cands = sorted(r.candidates, key=lambda c: c.objective)
     rows = [[_e(c.name), _e(c.precision), f"{c.params:,}", _f(c.val_accuracy), _f(c.val_kd_loss),
-             _f(c.measurement.latency_ms.p50), _f(c.measurement.latency_ms.p90), _f(c.measurement.peak_memory_mb, 1),
+             _f(c.measurement.latency_ms.p50),
+             _f(c.measurement.latency_ms.p90) + (" (busy)" if c.measurement.latency_ms.spread_warning else ""),
+             _f(c.measurement.peak_memory_mb, 1),
              _f(c.measurement.energy_mj, 4), _f(c.c_hw), _f(c.penalty, 1), _f(c.objective),
              _e(", ".join(f"{k}: {v}" for k, v in c.measurement.source.items()))] for c in cands]
     selected = {i for i, c in enumerate(cands) if c.name == r.selected}
@@ -140,7 +134,8 @@ def render_html(r: Report) -> str:
 <h1>edgekd report — {_e(s.target)}, budget {s.budget_ms:g} ms</h1>
 {_banners(r)}
 <section id="summary"><h2>Summary</h2><div class="cards">{_cards(r, s)}</div>
-<p style="font-size:.8rem">Measurement conditions: {_e(conditions(r.teacher.measurement))}.</p></section>
+<p style="font-size:.8rem">Measurement conditions: {_e(conditions(r.teacher.measurement))}.</p>
+<p>{_e(facts.distillation(r))}</p>{f"<p><b>{_e(facts.baseline(r))}</b></p>" if r.baseline else ""}</section>
 <section id="plots"><h2>Plots</h2><div class="grid">{figs}</div></section>
 <section id="candidates"><h2>Candidates</h2>
 {_candidates(r)}

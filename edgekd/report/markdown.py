@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..profilers.measurement import Measurement
+from . import facts
 from .model import Report
 
 
@@ -31,13 +32,9 @@ def conditions(m: Measurement) -> str:
 
 def _banners(r: Report) -> list[str]:
     out = []
-    if r.measurement.mode == "predicted":
-        out += [f"> **Latency, memory and energy are PREDICTED, not measured.** {r.measurement.how}.", ""]
-    elif r.measurement.mode == "remote":
-        out += [f"> Figures measured on the device: {r.measurement.how}.", ""]
-    if r.dataset.synthetic:
-        out += [f"> **Data set: synthetic.** {r.dataset.source}. Accuracy figures describe this generated data, "
-                "not real imagery.", ""]
+    for kind, text in facts.banners(r):
+        head, _, rest = text.partition(". ")
+        out += [f"> **{head}.** {rest}" if kind == "warn" else f"> {text}", ""]
     return out
 
 
@@ -57,7 +54,8 @@ def _summary(r: Report) -> list[str]:
         ["energy / inference", f"{_f(bm.energy_mj, 4)} mJ ({bm.source.get('energy', 'not measured')})"],
         ["data set", f"{ds.name} ({'synthetic' if ds.synthetic else 'real'}), "
                      f"{len(ds.classes)} classes, {ds.sizes.train} train / {ds.sizes.val} val"],
-    ]), "", f"Measurement conditions: {conditions(bm)}.", ""]
+    ]), "", f"Measurement conditions: {conditions(bm)}.", "", facts.distillation(r), ""] + (
+        [facts.baseline(r) or "", ""] if r.baseline else [])
 
 
 def _candidates(r: Report) -> list[str]:
@@ -66,7 +64,8 @@ def _candidates(r: Report) -> list[str]:
     for c in sorted(r.candidates, key=lambda c: c.objective):
         m = c.measurement
         rows.append([f"**{c.name}**" if c.name == r.selected else c.name, f"{c.params:,}", f"{c.macs / 1e6:.2f}",
-                     _f(c.val_accuracy), _f(c.val_kd_loss), _f(m.latency_ms.p50), _f(m.latency_ms.p90),
+                     _f(c.val_accuracy), _f(c.val_kd_loss), _f(m.latency_ms.p50),
+                     _f(m.latency_ms.p90) + (" (busy)" if m.latency_ms.spread_warning else ""),
                      _f(m.latency_ms.p99), str(m.latency_ms.n), _f(m.peak_memory_mb, 2), _f(m.model_size_mb, 3),
                      _f(m.energy_mj, 4), _f(c.c_hw), _f(c.penalty, 1), _f(c.objective),
                      ", ".join(f"{k}: {v}" for k, v in m.source.items())])

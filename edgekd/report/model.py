@@ -71,6 +71,7 @@ class DatasetSummary(BaseModel):
     image_size: int
     sizes: DatasetSizes
     skipped_files: list[str] = []
+    subsampled: str | None = None  # how a preset cut the user's data down (e.g. smoke), or None
 
 
 class TeacherSummary(BaseModel):
@@ -94,6 +95,18 @@ class TrainingSummary(BaseModel):
     seed: int
     torch_threads: int
     teacher_outputs: str
+
+
+class Baseline(BaseModel):
+    """The selected architecture trained once more without KD (cross-entropy only, the same
+    epochs, data order, optimiser and start): what distillation added."""
+
+    name: str
+    epochs: int
+    kd_accuracy: float = Field(ge=0, le=1)  # the selected student, with the run's KD terms
+    no_kd_accuracy: float = Field(ge=0, le=1)
+    kd_gain_points: float  # 100 x (kd - no_kd)
+    train_seconds: float
 
 
 class ScreenSettings(BaseModel):
@@ -137,6 +150,7 @@ class Report(BaseModel):
     pareto_front: list[str]
     selected: str
     selection_reason: str
+    baseline: Baseline | None = None  # --baseline: the selected architecture without KD
     exports: list[ExportResult]
     software: dict[str, str]
     stage_seconds: dict[str, float]

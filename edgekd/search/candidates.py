@@ -11,7 +11,18 @@ from pydantic import BaseModel, computed_field
 
 from ..models.arch import StudentSpec
 from ..profilers.measurement import Measurement
-from .objective import Score
+from .objective import Costs, Score
+
+SENSORS = ("rapl", "nvml", "ina3221")  # energy meters that read hardware (see edgekd.profilers.energy)
+
+
+def costs_of(m: Measurement, delta: float) -> Costs:
+    """The figures of `m` that enter J: p50 latency, peak memory, and energy when a sensor
+    measured it or the user asked for energy (delta > 0). An estimate (power figure x latency)
+    only restates latency with a target's constant, so unasked it would count latency twice
+    and let its noise decide the pick: it is shown in the report but left out of C_hw."""
+    sensed = m.energy_meter in SENSORS
+    return Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj if sensed or delta > 0 else None)
 
 
 class TrialStatus(str, Enum):

@@ -23,8 +23,8 @@ from ..files import atomic_write
 from ..models.arch import ArchSpec, StudentSpec, TimmSpec, expand_students, parse_students
 from ..models.io import load_checkpoint, save_checkpoint
 from ..models.space import SearchSpace
-from .candidates import RungResult, Screen, TrialRecord, TrialStatus
-from .objective import Costs, Objective
+from .candidates import RungResult, Screen, TrialRecord, TrialStatus, costs_of
+from .objective import Objective
 from .observer import SearchObserver, SilentObserver
 from .students import StudentTrainer
 
@@ -80,6 +80,15 @@ def survivors(results: list[tuple[str, float]], eta: int) -> list[str]:
     return [name for name, _ in sorted(results, key=lambda r: r[1])[:keep]]
 
 
+def result_line(name: str, r: RungResult, budget_ms: float) -> str:
+    """One line per evaluated candidate and rung: accuracy, p90 against the budget, J."""
+    m = r.measurement
+    verdict = "meets" if r.meets_budget else "[red]over[/]"
+    return (f"{name} r{r.rung} ({r.epochs} epochs): val accuracy {r.val_accuracy:.3f}, p90 "
+            f"{m.latency_ms.p90:.3f} ms {m.source['latency']} ({verdict} the {budget_ms:g} ms budget), "
+            f"J {r.objective:.3f}")
+
+
 def trial_name(arch: StudentSpec, precision: str) -> str:
     return arch.name + ("" if precision == "fp32" else f"@{precision}")
 
@@ -129,7 +138,8 @@ class Search:
         self.observer.on_rung_start(label, self.trainer.steps(epochs),
                                     f"{sum(p.numel() for p in model.parameters()):,} params")
         t0 = time.perf_counter()
-        loss = self.trainer.train(model, epochs, self.settings.seed + rung, self.observer.on_step)
+        loss = self.trainer.train(model, epochs, self.settings.seed + rung, self.observer.on_step,
+                                  lambda e, value: self.observer.on_epoch(label, e, epochs, value))
         seconds = time.perf_counter() - t0
         self._time("kd_training", t0)
         self.observer.on_rung_end(label)
@@ -150,7 +160,7 @@ class Search:
             to_onnx(model, onnx_path, self.shape)
         val, onnx_path = self.trainer.validate(model, onnx_path, precision)
         m = self.measurer.measure(onnx_path, self.shape, precision)
-        score = self.objective.score(val.kd_loss, Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj),
+        score = self.objective.score(val.kd_loss, costs_of(m, self.objective.delta),
                                      m.latency_ms.p90)
         res = RungResult(rung=rung, epochs=info["epochs"], train_seconds=info["train_seconds"],
                          train_loss=info["train_loss"], start=info.get("start", ""),
@@ -278,6 +288,7 @@ class Search:
                     trained[t.arch.name] = self.train_rung(t.arch, rung)
                 model, info = trained[t.arch.name]
                 t.rungs.append(self.evaluate_rung(t.arch, t.precision, rung, model, info))
+                self.observer.on_note(result_line(t.name, t.rungs[-1], self.objective.budget_ms))
             if rung < len(self.epochs) - 1:
                 keep = set(survivors([(t.name, t.rungs[-1].objective) for t in active], self.settings.eta))
                 for t in active:

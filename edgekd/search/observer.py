@@ -22,6 +22,9 @@ class SearchObserver(Protocol):
     def on_step(self) -> None:
         """One optimiser step of the running rung is done."""
 
+    def on_epoch(self, label: str, epoch: int, epochs: int, loss: float) -> None:
+        """Epoch `epoch` of `epochs` of the running rung (or the teacher) is done; `loss` its mean."""
+
     def on_rung_end(self, label: str) -> None:
         """The running rung's training is done."""
 
@@ -40,6 +43,9 @@ class SilentObserver:
         pass
 
     def on_step(self) -> None:
+        pass
+
+    def on_epoch(self, label: str, epoch: int, epochs: int, loss: float) -> None:
         pass
 
     def on_rung_end(self, label: str) -> None:

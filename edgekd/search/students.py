@@ -35,9 +35,9 @@ class StudentTrainer(Protocol):
     starts (from scratch, or pretrained weights and where they came from); `bare` its structure
     only (screening and counting: the weights do not matter);
     `train` continues `model` for `epochs` epochs in place (calling `on_step` after each
-    optimiser step) and returns the loss of each epoch; `validate` scores the model at
-    `precision` — for int8 it quantizes `onnx_path` next to it and validates that file —
-    and returns the figures and the ONNX file that the measurement must use."""
+    optimiser step and `on_epoch(epoch, loss)` after each epoch) and returns the loss of each
+    epoch; `validate` scores the model at `precision` — for int8 it quantizes `onnx_path` next
+    to it and validates that file — and returns the figures and the ONNX file that the measurement must use."""
 
     def build(self, spec: StudentSpec) -> tuple[nn.Module, str]: ...
 
@@ -45,7 +45,8 @@ class StudentTrainer(Protocol):
 
     def steps(self, epochs: int) -> int: ...
 
-    def train(self, model: nn.Module, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]: ...
+    def train(self, model: nn.Module, epochs: int, seed: int, on_step: Callable[[], None],
+              on_epoch: Callable[[int, float], None]) -> list[float]: ...
 
     def validate(self, model: nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]: ...
 
@@ -84,12 +85,13 @@ class KDTrainer:
     def steps(self, epochs: int) -> int:
         return steps(len(self.ds.y_train), self.batch_size, epochs)
 
-    def train(self, model: nn.Module, epochs: int, seed: int, on_step: Callable[[], None]) -> list[float]:
+    def train(self, model: nn.Module, epochs: int, seed: int, on_step: Callable[[], None],
+              on_epoch: Callable[[int, float], None]) -> list[float]:
         hist = train(model, self.ds.x_train, self.ds.y_train, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
                      seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
                      teacher_channels=self.teacher_channels, pairs=self.feature_pairs,
                      student_modules=self.student_modules, unlabeled=self.unlabeled,
-                     on_step=on_step)
+                     on_step=on_step, on_epoch=on_epoch)
         return hist.epoch_loss
 
     def validate(self, model: nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]:

@@ -6,7 +6,7 @@ import pytest
 from edgekd.convert.onnx import to_onnx
 from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
-from edgekd.profilers import MeasurementCache, ProfileSettings, profile_model
+from edgekd.profilers import MeasurementCache, ProfileSettings, measurement, profile_model
 from edgekd.targets import get_target
 
 from ..conftest import run_cli
@@ -23,6 +23,25 @@ def two_models(tmp_path_factory):
 
 
 FAST = ProfileSettings(threads=1, warmup=1, min_runs=5, min_seconds=0.0, measure_memory=False, energy_meter="none")
+
+
+@pytest.fixture(autouse=True)
+def quiet_host(monkeypatch):
+    """Whether a figure is cached depends on its spread; these tests are about the key, so every
+    spread counts as quiet (the busy case has its own test below)."""
+    monkeypatch.setattr(measurement, "NOISY_P90_OVER_P50", float("inf"))
+    monkeypatch.setattr(measurement, "NOISY_P99_OVER_P50", float("inf"))
+
+
+def test_a_busy_hosts_figure_is_flagged_and_never_cached(tmp_path, two_models, monkeypatch):
+    a, _ = two_models
+    monkeypatch.setattr(measurement, "NOISY_P90_OVER_P50", 0.5)  # every spread now looks busy
+    cache = MeasurementCache(tmp_path / "m.sqlite")
+    first = profile_model(a, get_target("cpu"), "onnxruntime", SHAPE, FAST, cache)
+    assert any(n.startswith("latency spread says the host was busy") for n in first.notes)
+    assert len(cache) == 0
+    again = profile_model(a, get_target("cpu"), "onnxruntime", SHAPE, FAST, cache)
+    assert again.source["latency"] == "measured"  # measured again, not answered from a noisy record
 
 
 def test_hit_on_identical_bytes_even_under_another_name(tmp_path, two_models):
@@ -73,5 +92,8 @@ def test_cache_survives_a_process_restart_and_no_cache_bypasses_it(tmp_path, two
         assert proc.returncode == 0, proc.stderr
         outs.append(json.loads(out.read_text())["measurements"][0])
     assert outs[0]["source"]["latency"] == "measured"
-    assert outs[1]["source"]["latency"] == "cached" and outs[1]["latency_ms"] == outs[0]["latency_ms"]
+    if any("host was busy" in n for n in outs[0]["notes"]):  # a busy host's figure is measured again, not cached
+        assert outs[1]["source"]["latency"] == "measured"
+    else:
+        assert outs[1]["source"]["latency"] == "cached" and outs[1]["latency_ms"] == outs[0]["latency_ms"]
     assert outs[2]["source"]["latency"] == "measured"

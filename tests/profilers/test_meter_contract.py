@@ -35,7 +35,7 @@ def test_every_meter_brackets_a_window(name, tmp_path, monkeypatch):
     meter.start()
     if name == "rapl":
         (sensor / "energy_uj").write_text("2000000\n")  # 2 J in the window
-    res = meter.stop(runs=10, timed_seconds=0.05, mean_latency_s=0.005)
+    res = meter.stop(runs=10, timed_seconds=0.05, latency_s=0.005)
     assert res.meter == name
     if name == "none":
         assert res.energy_mj is None

@@ -27,7 +27,7 @@ def test_rapl_energy_with_wraparound(tmp_path, monkeypatch):
     meter.start()
     (p0 / "energy_uj").write_text("500\n")  # wrapped: 999_000 -> 999_999 -> 0 -> 500 = 1_500 uJ
     (p1 / "energy_uj").write_text("2100\n")  # +2000 uJ
-    res = meter.stop(runs=10, timed_seconds=0.01, mean_latency_s=0.001)
+    res = meter.stop(runs=10, timed_seconds=0.01, latency_s=0.001)
     assert res.source == "measured" and res.meter == "rapl"
     assert res.energy_mj == pytest.approx(3_500 / 1e6 / 10 * 1000)  # 0.35 mJ per inference
 
@@ -39,7 +39,7 @@ def test_unreadable_rapl_falls_back_to_labelled_estimate(tmp_path, monkeypatch):
     assert package_domains() == []
     meter = open_meter("auto", get_target("cpu"))
     meter.start()
-    res = meter.stop(runs=100, timed_seconds=0.2, mean_latency_s=0.002)
+    res = meter.stop(runs=100, timed_seconds=0.2, latency_s=0.002)
     assert res.meter == "estimate" and res.source == "predicted"
     assert res.energy_mj == pytest.approx(15.0 * 0.002 * 1000)  # cpu target power x latency
     with pytest.raises(Exception, match="not available"):

@@ -42,7 +42,7 @@ def test_rapl_adds_dram_but_not_core_subdomains(tmp_path, monkeypatch):
     meter.start()
     (pkg / "energy_uj").write_text("4000000\n")  # 4 J
     (dram / "energy_uj").write_text("1000000\n")  # 1 J
-    res = meter.stop(runs=1000, timed_seconds=1.0, mean_latency_s=0.001)
+    res = meter.stop(runs=1000, timed_seconds=1.0, latency_s=0.001)
     assert res.energy_mj == pytest.approx(5.0)  # 5 J over 1000 runs
     assert "package-0+dram" in res.note
 
@@ -71,7 +71,7 @@ def test_ina3221_rails_and_exact_energy(tmp_path, monkeypatch):
     import time
 
     time.sleep(0.05)
-    res = meter.stop(runs=10, timed_seconds=0.05, mean_latency_s=0.005)
+    res = meter.stop(runs=10, timed_seconds=0.05, latency_s=0.005)
     # constant 6 W on VDD_IN: energy is exactly 6 W x window, shared by 10 runs
     assert res.source == "measured"
     assert res.energy_mj == pytest.approx(6.0 * res.window_s / 10 * 1000)
@@ -116,7 +116,7 @@ def test_nvml_energy_counter(monkeypatch, tmp_path):
     assert meter.name == "nvml"
     fake.energy = [1_000, 3_000]  # read at start and at stop
     meter.start()
-    res = meter.stop(runs=4, timed_seconds=0.1, mean_latency_s=0.025)
+    res = meter.stop(runs=4, timed_seconds=0.1, latency_s=0.025)
     assert res.energy_mj == pytest.approx(2_000 / 4)  # 2 J over 4 runs = 500 mJ each
 
 
@@ -128,5 +128,5 @@ def test_nvml_power_sampling_when_no_counter(monkeypatch):
     import time
 
     time.sleep(0.03)
-    res = meter.stop(runs=3, timed_seconds=0.03, mean_latency_s=0.01)
+    res = meter.stop(runs=3, timed_seconds=0.03, latency_s=0.01)
     assert res.energy_mj == pytest.approx(75.0 * res.window_s / 3 * 1000)

@@ -40,11 +40,13 @@ class FakeTrainer:
     def steps(self, epochs: int) -> int:
         return 2 * epochs
 
-    def train(self, model, epochs, seed, on_step):
+    def train(self, model, epochs, seed, on_step, on_epoch):
         assert not self.forbid, "a resumed search trained again"
         self.calls.append((model.name, epochs))
-        for _ in range(self.steps(epochs)):
+        for e in range(epochs):
             on_step()
+            on_step()
+            on_epoch(e + 1, 1.0)
         return [1.0] * epochs
 
     def validate(self, model, onnx_path: Path, precision: str):
@@ -199,6 +201,9 @@ class Notes:
         pass
 
     def on_step(self):
+        pass
+
+    def on_epoch(self, *a):
         pass
 
     def on_rung_end(self, *a):

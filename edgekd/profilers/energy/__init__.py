@@ -7,7 +7,7 @@
 | rapl     | /sys/class/powercap/intel-rapl* energy_uj    | about 1 ms         | measured  |
 | nvml     | NVML total-energy counter, else power samples| ~10-100 ms (board) | measured  |
 | ina3221  | Jetson INA3221 rails via hwmon (V x I)       | sampled every 20 ms| measured  |
-| estimate | the target's power figure x mean latency     | -                  | predicted |
+| estimate | the target's power figure x p50 latency      | -                  | predicted |
 | none     | nothing                                      | -                  | -         |
 
 Windows shorter than a meter's update period give meaningless energy: keep the profiler's
@@ -43,7 +43,10 @@ class Meter(Protocol):
 
     def start(self) -> None: ...
 
-    def stop(self, *, runs: int, timed_seconds: float, mean_latency_s: float) -> EnergyResult: ...
+    def stop(self, *, runs: int, timed_seconds: float, latency_s: float) -> EnergyResult:
+        """Energy per inference over the timed window of `runs` runs; `latency_s` is the run's
+        p50 latency (what an estimate without a sensor multiplies by a power figure)."""
+        ...
 
 
 # a factory returns None when its sensor is absent or unreadable here

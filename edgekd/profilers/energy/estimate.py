@@ -1,4 +1,7 @@
-"""No sensor: energy estimated as the target's power figure x mean latency (labelled predicted)."""
+"""No sensor: energy estimated as the target's power figure x p50 latency (labelled predicted).
+
+The p50, not the mean: the mean carries every outlier of a busy host, and an estimate that
+followed it would rank students by noise. It follows the same robust figure as C_hw's latency."""
 
 from __future__ import annotations
 
@@ -19,11 +22,11 @@ class PowerEstimate:
     def start(self) -> None:
         pass
 
-    def stop(self, *, runs: int, timed_seconds: float, mean_latency_s: float) -> EnergyResult:
+    def stop(self, *, runs: int, timed_seconds: float, latency_s: float) -> EnergyResult:
         return EnergyResult(
-            energy_mj=self.watts * mean_latency_s * 1000, mean_power_w=self.watts,
+            energy_mj=self.watts * latency_s * 1000, mean_power_w=self.watts,
             meter="estimate", source="predicted",
-            note=f"energy estimated: {self.watts:g} W ({self.target.name} power figure) x measured mean "
+            note=f"energy estimated: {self.watts:g} W ({self.target.name} power figure) x measured p50 "
                  "latency; no energy sensor was readable",
         )
 

@@ -71,8 +71,8 @@ class Ina3221Meter(SampledMeter):
         self.per_rail = []
         super().start()
 
-    def stop(self, *, runs: int, timed_seconds: float, mean_latency_s: float) -> EnergyResult:
-        res = super().stop(runs=runs, timed_seconds=timed_seconds, mean_latency_s=mean_latency_s)
+    def stop(self, *, runs: int, timed_seconds: float, latency_s: float) -> EnergyResult:
+        res = super().stop(runs=runs, timed_seconds=timed_seconds, latency_s=latency_s)
         t = self.sampler.times
         rails = []
         for i, rail in enumerate(self.rails):

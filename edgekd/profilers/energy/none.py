@@ -15,7 +15,7 @@ class NoMeter:
     def start(self) -> None:
         pass
 
-    def stop(self, *, runs: int, timed_seconds: float, mean_latency_s: float) -> EnergyResult:
+    def stop(self, *, runs: int, timed_seconds: float, latency_s: float) -> EnergyResult:
         return EnergyResult(energy_mj=None, mean_power_w=None, meter="none", source="measured",
                             note="energy not measured (--energy-meter none)")
 

@@ -44,7 +44,7 @@ class NvmlEnergyCounter:
     def start(self) -> None:
         self._e0, self._t0 = self._mj(), time.perf_counter()
 
-    def stop(self, *, runs: int, timed_seconds: float, mean_latency_s: float) -> EnergyResult:
+    def stop(self, *, runs: int, timed_seconds: float, latency_s: float) -> EnergyResult:
         joules = (self._mj() - self._e0) / 1000
         wall = time.perf_counter() - self._t0
         return EnergyResult(

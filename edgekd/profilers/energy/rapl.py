@@ -74,7 +74,7 @@ class RaplMeter:
         self._before = [d.read_uj() for d in self.domains]
         self._t0 = time.perf_counter()
 
-    def stop(self, *, runs: int, timed_seconds: float, mean_latency_s: float) -> EnergyResult:
+    def stop(self, *, runs: int, timed_seconds: float, latency_s: float) -> EnergyResult:
         joules = self._joules_since(self._before)
         wall = time.perf_counter() - self._t0
         names = "+".join(d.name for d in self.domains)

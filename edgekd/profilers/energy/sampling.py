@@ -68,7 +68,7 @@ class SampledMeter:
     def start(self) -> None:
         self.sampler.start()
 
-    def stop(self, *, runs: int, timed_seconds: float, mean_latency_s: float) -> EnergyResult:
+    def stop(self, *, runs: int, timed_seconds: float, latency_s: float) -> EnergyResult:
         t, w = self.sampler.stop()
         joules = integrate_j(t, w)
         window = t[-1] - t[0]
