@@ -112,7 +112,9 @@ def test_real_image_folder_run(tmp_path: Path):
     r = json.loads((tmp_path / "run" / "report.json").read_text())
     assert r["dataset"]["synthetic"] is False and r["dataset"]["classes"][0] == "Field"
     assert r["dataset"]["sizes"]["train"] + r["dataset"]["sizes"]["val"] == 140
-    assert len(r["candidates"]) == 2
+    assert r["dataset"]["subsampled"].startswith(f"at most 20 images per class of {RSSCN7}, at 32 px")
+    assert "Data subsampled: at most 20 images per class" in (tmp_path / "run" / "report.md").read_text()
+    assert len(r["trials"]) == 2 and r["candidates"]  # (one may be screened out by the teacher-relative budget)
 
 
 def _foreign_teacher(path: Path) -> Path:

@@ -93,8 +93,8 @@ class RunPlan:
         if self.ds.synthetic or c.max_samples_per_class is None:
             return None
         return (f"at most {c.max_samples_per_class} images per class of {c.data}, at {self.ds.image_size} px "
-                f"(max_samples_per_class{' of the ' + c.preset + ' preset' if c.preset != 'default' else ''}); "
-                "leave out --preset smoke to use every image")
+                f"(max_samples_per_class{'; the ' + c.preset + ' preset sets it' if c.preset != 'default' else ''}); "
+                "leave it out (and --preset smoke) to use every image")
 
     @property
     def teacher_modules(self) -> list[str] | None:
