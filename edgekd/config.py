@@ -21,7 +21,7 @@ from .tolerances import DEFAULT_TOLERANCES, ParityTolerance
 class RunConfig(BaseModel):
     """Everything one `edgekd optimize` run depends on; written to RUN_DIR/config.yaml."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     preset: Literal["smoke", "default"] = Field(
         default="default", description="smoke (about a minute: tiny data, 3 candidates, short training) or default")
@@ -198,7 +198,7 @@ class Overrides(BaseModel):
     """Values given on the command line; None means not given (the YAML file or the preset
     decides). Names are RunConfig's; comma-separated lists are split here."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     preset: str | None = None
     target: str | None = None

@@ -30,5 +30,9 @@ class ProfilingError(EdgeKDError):
     """A model could not be profiled."""
 
 
+class TrainingError(EdgeKDError):
+    """Training diverged (a non-finite loss): the settings, not the code, must change."""
+
+
 class ExportError(EdgeKDError):
     """A model could not be exported, or its export disagrees with the PyTorch model."""

@@ -5,6 +5,7 @@ each term reads what it needs from a `KDInputs` batch."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -189,10 +190,14 @@ def parse_kd(spec: str | list[str]) -> list[tuple[str, float]]:
         name, _, w = item.partition(":")
         KD_LOSSES.get(name)  # unknown names fail here, naming the choices
         try:
-            out.append((name, float(w) if w else 1.0))
+            weight = float(w) if w else 1.0
         except ValueError:
             raise ConfigError(f"--kd weight {w!r} of {name} is not a number; write e.g. --kd "
                               "response:1,feature:0.5") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"--kd weight {w} of {name} must be a finite number >= 0; write e.g. --kd "
+                              "response:1,feature:0.5")
+        out.append((name, weight))
     if not out:
         raise ConfigError("--kd names no loss; write e.g. --kd response or --kd response:1,relation:0.5")
     return out

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import TrainingError
 from ..models.taps import tapped_channels, tapped_features
 from .losses import KDInputs, KDSettings, combined_loss, needs
 from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
@@ -128,6 +129,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
                     batch.unlabeled_student_logits = model(ux)
                     batch.unlabeled_teacher_logits = unlabeled.teacher.batch(uidx, uview, ux).logits[0]
                 loss = combined_loss(terms, batch, kd)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"training diverged: the loss is {loss.item()} at epoch {len(hist.epoch_loss) + 1} "
+                                    f"(lr {lr:g}); lower --lr (or lr in the config) and check the KD weights")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

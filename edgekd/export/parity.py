@@ -21,10 +21,13 @@ class Parity(BaseModel):
     accuracy_delta: float  # export minus torch
     max_abs_diff: float
     mean_abs_diff: float
+    non_finite: int = 0  # NaN or infinite logits, of either model
 
     def violations(self, tol: ParityTolerance) -> list[str]:
         out = []
-        if tol.max_abs_diff is not None and self.max_abs_diff > tol.max_abs_diff:
+        if self.non_finite:  # NaN compares false with every tolerance: it must fail by itself
+            out.append(f"{self.non_finite} logits are NaN or infinite")
+        if tol.max_abs_diff is not None and not self.max_abs_diff <= tol.max_abs_diff:
             out.append(f"max |logit difference| {self.max_abs_diff:.3g} > tolerance {tol.max_abs_diff:.3g}")
         if self.top1_agreement < tol.min_top1_agreement:
             out.append(f"top-1 agreement {self.top1_agreement:.4f} < required {tol.min_top1_agreement:.4f}")
@@ -35,12 +38,13 @@ class Parity(BaseModel):
 
 def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> Parity:
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    non_finite = int((~np.isfinite(ref)).sum() + (~np.isfinite(got)).sum())
     acc_ref = float((ref.argmax(1) == labels).mean())
     acc_got = float((got.argmax(1) == labels).mean())
     return Parity(
         n=int(len(labels)), top1_agreement=float((ref.argmax(1) == got.argmax(1)).mean()),
         accuracy_torch=acc_ref, accuracy_export=acc_got, accuracy_delta=acc_got - acc_ref,
-        max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
+        max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()), non_finite=non_finite,
     )
 
 

@@ -1,0 +1,45 @@
+"""Failure paths found by an attack on the CLI: non-finite numbers never pass silently."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.config import build_config
+from edgekd.distill.losses import parse_kd
+from edgekd.distill.trainer import train
+from edgekd.errors import ConfigError, TrainingError
+from edgekd.export.parity import compare_logits
+from edgekd.models.arch import ArchSpec
+from edgekd.models.family import build_model
+from edgekd.tolerances import default_tolerance
+
+
+def test_nan_logits_fail_the_parity_gate():
+    ref = np.zeros((4, 3), dtype=np.float32)
+    got = ref.copy()
+    got[1, 2] = np.nan
+    parity = compare_logits(ref, got, np.zeros(4, dtype=np.int64))
+    assert parity.non_finite == 1
+    assert any("NaN or infinite" in v for v in parity.violations(default_tolerance("fp32")))
+    assert compare_logits(ref, ref, np.zeros(4, dtype=np.int64)).violations(default_tolerance("fp32")) == []
+
+
+@pytest.mark.parametrize("spec", ["response:-1", "response:nan", "feature:inf"])
+def test_kd_weights_must_be_finite_and_not_negative(spec):
+    with pytest.raises(ConfigError, match="must be a finite number >= 0"):
+        parse_kd(spec)
+
+
+@pytest.mark.parametrize("key, value", [("budget_ms", float("nan")), ("lr", float("inf")),
+                                        ("kd_alpha", float("nan")), ("max_accuracy_drop", -0.1)])
+def test_non_finite_or_negative_settings_are_refused_at_the_start(key, value):
+    with pytest.raises(ConfigError, match=f"--{key.replace('_', '-')}"):
+        build_config({key: value})
+
+
+def test_a_diverging_training_stops_with_a_clear_error():
+    torch.manual_seed(0)
+    model = build_model(ArchSpec(width=0.25, depth=1), 3, 2)
+    x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 2, (8,))
+    with pytest.raises(TrainingError, match=r"training diverged: the loss is nan at epoch 1 .*lower --lr"):
+        train(model, x, y, epochs=2, batch_size=4, lr=float("inf"), seed=0)  # the first step makes the weights NaN
