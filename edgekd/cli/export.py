@@ -28,17 +28,24 @@ def export_cmd(
         None, "--max-accuracy-drop",
         help="openvino-int8: accuracy-controlled quantization keeping the drop below this (0.01 = 1 point)."),
     threads: int | None = threads_option("Threads for the parity runs. [default: physical cores]"),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace exports already in --out."),
     quiet: bool = quiet_option("Errors only."),
 ) -> None:
     """Export a checkpoint to deployment formats; every export is checked against PyTorch on the validation split."""
     import json
 
     from ..data import dataset_from_source
-    from ..errors import DataError
+    from ..errors import DataError, ExportError
+    from ..export import FORMATS, parse_formats
     from ..export.run import export_formats, export_metadata
     from ..host import default_threads
     from ..models.io import load_checkpoint
 
+    names = parse_formats(formats)  # an unknown format fails before anything is loaded
+    taken = [p.name for p in [out / "export.json", *(out / f"{checkpoint.stem}{FORMATS[f].suffix}" for f in names)]
+             if p.exists()]
+    if taken and not overwrite:
+        raise ExportError(f"{out} already holds {', '.join(taken)}; pass --overwrite to replace them, or another --out")
     model, meta = load_checkpoint(checkpoint)
     if not meta.get("data_source") and data is None:
         raise DataError(f"{checkpoint} does not name its data set (written by an older edgekd); pass --data DIR")

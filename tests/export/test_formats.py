@@ -135,7 +135,12 @@ def test_export_command_from_a_checkpoint_alone(tmp_path, trained):
     assert (out / "student.onnx").is_file() and (out / "student.xml").is_file()
     bad = run_cli("export", str(ckpt), "--formats", "tflite", "--out", str(out))
     assert bad.returncode == 2 and "unknown export format tflite" in bad.stderr
-    wrong = run_cli("export", str(ckpt), "--data", str(make_folder(tmp_path / "folder")), "--out", str(out))
+    before = (out / "student.onnx").stat().st_mtime_ns
+    again = run_cli("export", str(ckpt), "--formats", "onnx", "--out", str(out))
+    assert again.returncode == 2 and "already holds export.json, student.onnx; pass --overwrite" in again.stderr
+    assert (out / "student.onnx").stat().st_mtime_ns == before  # nothing replaced
+    wrong = run_cli("export", str(ckpt), "--data", str(make_folder(tmp_path / "folder")), "--out", str(out),
+                    "--overwrite")
     assert wrong.returncode == 2 and "the data set has classes ['Forest', 'River']" in wrong.stderr
 
 
