@@ -1,5 +1,7 @@
 """Failure paths found by an attack on the CLI: non-finite numbers never pass silently."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -43,3 +45,19 @@ def test_a_diverging_training_stops_with_a_clear_error():
     x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 2, (8,))
     with pytest.raises(TrainingError, match=r"training diverged: the loss is nan at epoch 1 .*lower --lr"):
         train(model, x, y, epochs=2, batch_size=4, lr=float("inf"), seed=0)  # the first step makes the weights NaN
+
+
+def test_a_second_optimize_on_a_run_directory_in_use_is_refused(tmp_path):
+    from edgekd.pipeline.plan import lock_run_dir
+
+    from .conftest import run_cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    held = lock_run_dir(run)  # as a running optimize holds it
+    try:
+        proc = run_cli("optimize", "--preset", "smoke", "--out", str(run), "--overwrite")
+        assert proc.returncode == 2 and f"is in use by another edgekd optimize (pid {os.getpid()})" in proc.stderr
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing of the second run was written
+    finally:
+        held.close()

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -84,6 +84,7 @@ class RunPlan:
     export_formats: list[str] = field(default_factory=lambda: ["onnx"])
     export_note: str | None = None  # e.g. how to build the TensorRT engine on the board
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    lock: IO[str] | None = None  # the run directory's lock, held while the run lives
     deadline: float | None = None
 
     @property
@@ -184,6 +185,28 @@ def check_students(students: list[str]) -> None:
                 hint = close_matches(spec.model, timm.list_models())
                 raise ConfigError(f"--students timm:{spec.model}: timm has no such model; {hint}list them with "
                                   "python -c 'import timm; print(timm.list_models())'")
+
+
+def lock_run_dir(run_dir: Path) -> IO[str]:
+    """An exclusive lock on RUN_DIR/.lock for as long as the returned file stays open (the
+    process's life); another process holding it is a RunDirError naming its pid."""
+    import fcntl
+    import os
+
+    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115  (held open on purpose: the lock lives with it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise RunDirError(f"run directory {run_dir} is in use by another edgekd optimize (pid {holder}); wait for it "
+                          "to finish, or pass another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def prepare_run_dir(cfg: RunConfig, target: Target) -> Path:

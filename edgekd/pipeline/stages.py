@@ -32,7 +32,7 @@ from ..search.engine import Search, SearchSettings, finalize_checkpoint
 from ..search.objective import Costs, Objective, Scored, select
 from ..search.pareto import pareto_front
 from ..search.students import KDTrainer
-from .plan import RunPlan, StageTimer
+from .plan import RunPlan, StageTimer, lock_run_dir
 
 
 @dataclass
@@ -78,8 +78,10 @@ class Selection:
 
 
 def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
-    """The first write of a run: the folder and its resolved configuration."""
+    """The first write of a run: the folder, its lock (held until the process ends: a second
+    optimize on the same folder is refused, not mixed in) and its resolved configuration."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
+    plan.lock = lock_run_dir(plan.run_dir)
     if not plan.resume:
         (plan.run_dir / "config.yaml").write_text(
             yaml.safe_dump(plan.cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
