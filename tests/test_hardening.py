@@ -61,3 +61,21 @@ def test_a_second_optimize_on_a_run_directory_in_use_is_refused(tmp_path):
         assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing of the second run was written
     finally:
         held.close()
+
+
+def test_a_failed_onnx_write_leaves_no_torn_file(tmp_path, monkeypatch):
+    import onnx
+
+    from edgekd.convert.onnx import to_onnx
+    from edgekd.errors import ExportError
+
+    def disk_full(proto, path):
+        with open(path, "wb") as f:
+            f.write(b"\x08\x07")  # a few bytes, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", disk_full)
+    target = tmp_path / "rung0.onnx"
+    with pytest.raises(ExportError, match="No space left on device"):
+        to_onnx(build_model(ArchSpec(width=0.25, depth=1), 3, 2), target, [1, 3, 16, 16])
+    assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary file: --resume redoes it

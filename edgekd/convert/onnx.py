@@ -42,7 +42,8 @@ def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)
-        onnx.save(proto, str(path))
+        onnx.save(proto, str(tmp))
+        tmp.replace(path)  # complete or absent: a killed export never leaves half a model for --resume
     except ExportError:
         raise
     except Exception as exc:  # the exporter raises many types, e.g. for an unsupported operator

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from ..console import ConsoleObserver
 from ..convert.onnx import to_onnx
+from ..files import atomic_write
 from ..report.model import Baseline
 from .plan import RunPlan, StageTimer
 from .stages import SearchResult, Selection
@@ -48,7 +49,7 @@ def baseline_stage(plan: RunPlan, search: SearchResult, choice: Selection, obser
     result = Baseline(name=best.name, epochs=epochs[-1], kd_accuracy=best.val_accuracy, no_kd_accuracy=val.accuracy,
                       kd_gain_points=round(100 * (best.val_accuracy - val.accuracy), 2),
                       train_seconds=round(seconds, 3))
-    done.write_text(result.model_dump_json())
+    atomic_write(done, result.model_dump_json())
     observer.say(f"baseline: {best.name} {best.val_accuracy:.3f} with KD, {val.accuracy:.3f} without "
                  f"({result.kd_gain_points:+.2f} points)")
     return result

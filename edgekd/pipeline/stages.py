@@ -20,6 +20,7 @@ from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
 from ..errors import ConfigError
 from ..export import FORMATS, ExportResult
 from ..export.run import export_formats, export_metadata
+from ..files import atomic_write
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet, build_model
 from ..models.io import load_checkpoint, save_checkpoint
@@ -83,8 +84,8 @@ def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     plan.lock = lock_run_dir(plan.run_dir)
     if not plan.resume:
-        (plan.run_dir / "config.yaml").write_text(
-            yaml.safe_dump(plan.cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
+        atomic_write(plan.run_dir / "config.yaml",
+                     yaml.safe_dump(plan.cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
     ds = plan.ds
     budget = (f"budget {plan.budget_ms:g} ms" if plan.cfg.budget_ms is not None
               else f"budget: the teacher's p90 / {plan.cfg.speedup:g}")
@@ -167,7 +168,7 @@ def _teacher_measurement(plan: RunPlan, teacher: nn.Module) -> Measurement:
     else:
         to_onnx(teacher, onnx_path, plan.input_shape)
     m = plan.measurer.measure(onnx_path, plan.input_shape)
-    path.write_text(m.model_dump_json())
+    atomic_write(path, m.model_dump_json())
     return m
 
 

@@ -145,7 +145,7 @@ class Search:
         self.observer.on_rung_end(label)
         info = {"epochs": self.epochs[rung], "train_seconds": round(seconds, 3), "train_loss": loss, "start": start}
         save_checkpoint(ckpt, model, role="student", metrics=info, **self.meta)
-        info_file.write_text(json.dumps(info))  # written last: its presence means the rung is complete
+        atomic_write(info_file, json.dumps(info))  # written last: its presence means the rung is complete
         return model, info
 
     def evaluate_rung(self, arch: StudentSpec, precision: str, rung: int, model: nn.Module,
@@ -167,7 +167,7 @@ class Search:
                          val_accuracy=val.accuracy, val_kd_loss=val.kd_loss,
                          val_cross_entropy=val.cross_entropy, onnx=onnx_path.relative_to(self.run_dir).as_posix(),
                          measurement=m, **score.model_dump())
-        out.write_text(res.model_dump_json())
+        atomic_write(out, res.model_dump_json())
         self._time("profiling", t0)
         return res
 
