@@ -79,3 +79,15 @@ def test_a_failed_onnx_write_leaves_no_torn_file(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="No space left on device"):
         to_onnx(build_model(ArchSpec(width=0.25, depth=1), 3, 2), target, [1, 3, 16, 16])
     assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary file: --resume redoes it
+
+
+def test_a_corrupt_measurement_cache_is_moved_aside_and_rebuilt(tmp_path, capsys):
+    from edgekd.profilers import MeasurementCache
+
+    path = tmp_path / "measurements.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    cache = MeasurementCache(path)
+    assert cache.recovered is not None and cache.recovered.read_bytes().startswith(b"this is not a database")
+    assert len(cache) == 0  # a fresh, working cache in its place
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: the measurement cache {path} was unreadable")

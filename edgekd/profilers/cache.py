@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,26 @@ class CacheKey:
 
 
 class MeasurementCache:
+    """A cache file that is not a readable SQLite database (a crash, a disk error, a stray file)
+    is moved aside to NAME.corrupt-TIMESTAMP and rebuilt; `recovered` says where it went."""
+
     def __init__(self, path: Path | None = None):
         self.path = path or default_cache_dir() / "measurements.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.recovered: Path | None = None
+        try:
+            self._create()
+            with self._connect() as db:
+                db.execute("SELECT key, created, conditions, measurement FROM measurements LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            self.recovered = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            self.path.replace(self.recovered)
+            self._create()
+            print(f"warning: the measurement cache {self.path} was unreadable; moved it to {self.recovered.name} and "
+                  "started a new one (figures will be measured again)", file=sys.stderr)
+
+    def _create(self) -> None:
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS measurements ("
                        "key TEXT PRIMARY KEY, created TEXT NOT NULL, conditions TEXT NOT NULL, "
@@ -76,7 +94,10 @@ class MeasurementCache:
                              (key.digest,)).fetchone()
         if row is None:
             return None
-        m = Measurement.model_validate_json(row[1])
+        try:
+            m = Measurement.model_validate_json(row[1])
+        except ValueError:  # a record of an older or damaged cache: measure again
+            return None
         source = {k: ("cached" if v in ("measured", "remote") else v) for k, v in m.source.items()}
         return m.model_copy(update={"source": source, "cached_from": row[0]})
 
