@@ -74,9 +74,13 @@ def test_given_export_formats_are_checked_before_any_work():
 
 def test_bad_flags_fail_before_any_work_in_plain_words(tmp_path):
     out = tmp_path / "run"
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("candidates: []\n")
     for args, says in [(["--export-formats", "onnx,bogus"], "--export-formats: unknown export format bogus"),
                        (["--precisions", "fp64"], "invalid value 'fp64' for --precisions: input should be"),
-                       (["--feature-pairs", "x"], "invalid value 'x' for --feature-pairs: 'x' is not STUDENT=TEACHER")]:
+                       (["--feature-pairs", "x"], "invalid value 'x' for --feature-pairs: 'x' is not STUDENT=TEACHER"),
+                       (["--energy-meter", "rapll"], "unknown energy meter 'rapll'; did you mean 'rapl'?"),
+                       (["--students", "edgenet", "--config", str(empty)], "the grid search has no candidates")]:
         proc = run_cli("optimize", "--preset", "smoke", *args, "--out", str(out))
         assert proc.returncode == 2 and says in proc.stderr, proc.stderr
         assert "Value error" not in proc.stderr and "precisions.0" not in proc.stderr

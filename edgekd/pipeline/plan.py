@@ -147,6 +147,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     if "unlabeled" in want and cfg.unlabeled is None:
         raise ConfigError("--kd semi-supervised needs unlabelled images: pass --unlabeled DIR")
     check_students(cfg.students)
+    check_search_inputs(cfg)
     formats, export_note = resolve_exports(cfg, target)
     if cfg.student_weights_dir is not None and not cfg.student_weights_dir.is_dir():
         raise ConfigError(f"--student-weights-dir {cfg.student_weights_dir} is not a folder; pass the folder that "
@@ -302,6 +303,21 @@ def check_feature_modules(cfg: RunConfig, ds: Dataset, teachers: Teachers, want:
     for spec in specs:
         student = build_student(spec, ds.in_channels, len(ds.classes), mean, std, pretrained=False)[0]
         tapped_channels(student, named[0], ds.in_channels, ds.image_size, f"student {spec.name}")
+
+
+def check_search_inputs(cfg: RunConfig) -> None:
+    """Settings that would otherwise fail only after the teacher is trained: the energy meter's
+    name, and a grid with nothing in it."""
+    from ..profilers.energy import METERS
+
+    if cfg.energy_meter != "auto" and cfg.energy_meter not in METERS:
+        hint = close_matches(cfg.energy_meter, METERS.names())
+        raise ConfigError(f"unknown energy meter {cfg.energy_meter!r}; {hint}choose auto or one of: "
+                          f"{', '.join(METERS.names())}")
+    edgenet, timm_specs = parse_students(cfg.students)
+    if cfg.search == "grid" and not timm_specs and not (edgenet and cfg.candidates):
+        raise ConfigError("the grid search has no candidates: list some under candidates: in the config file, add "
+                          "--students (e.g. edgenet,mobilenetv3), or use --search tpe")
 
 
 def resolve_exports(cfg: RunConfig, target: Target) -> tuple[list[str], str | None]:
