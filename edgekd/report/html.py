@@ -91,10 +91,10 @@ def _banners(r: Report) -> str:
 
 def _cards(r: Report, s: SummaryCard) -> str:
     cards = [
-        ("target", s.target, f"budget p90 ≤ {s.budget_ms:g} ms"),
-        ("selected student", s.selected, _e(r.selection_reason)[:140]),
+        ("target", _e(s.target), f"budget p90 ≤ {s.budget_ms:g} ms"),
+        ("selected student", _e(s.selected), _e(r.selection_reason[:140])),
         ("accuracy", f"{s.student_accuracy:.3f}", f"teacher {s.teacher_accuracy:.3f}"),
-        ("speed-up vs teacher", "–" if s.speedup is None else f"{s.speedup:.1f}x", f"p50, {s.latency_source}"),
+        ("speed-up vs teacher", "–" if s.speedup is None else f"{s.speedup:.1f}x", f"p50, {_e(s.latency_source)}"),
         ("budget", '<span class="ok">met</span>' if s.budget_met else '<span class="bad">not met</span>',
          f"p90 {s.p90_ms:.3f} ms"),
         ("energy / inference", "–" if s.energy_mj is None else f"{s.energy_mj:.3f} mJ", _e(s.energy_source)),

@@ -139,3 +139,22 @@ def test_benchmark_command_local_and_predicted_rows(smoke_run, tmp_path):
     acc = {e["format"]: e["parity"]["accuracy_export"] for e in exports}
     assert by[("onnx", "cpu", "onnxruntime")]["accuracy"] == acc["onnx"]
     assert "PREDICTED" in (out / "benchmark.md").read_text()
+
+
+def test_a_hand_edited_report_cannot_inject_markup_into_the_html(report):
+    evil = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    edited = json.loads(json.dumps(report))
+    old = edited["selected"]
+    edited["selected"] = evil
+    for c in edited["candidates"]:
+        if c["name"] == old:
+            c["name"] = evil
+    edited["target"]["name"] = evil
+    edited["budget_source"] = evil
+    edited["selection_reason"] = evil
+    edited["dataset"]["name"] = evil
+    edited["teacher"]["origin"] = evil
+    edited["exports"][0]["path"] = evil
+    page = render_html(Report.model_validate(edited))
+    assert "<script" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown as text
