@@ -25,12 +25,20 @@ def predict(
     json_out: Path | None = typer.Option(None, "--json", help="Write the prediction as JSON here."),
 ) -> None:
     """Predict latency, peak memory and energy of a model on a target from its graph."""
+    from ..errors import ConfigError
     from ..profilers.inputs import onnx_input_shape, parse_shape
     from ..profilers.predictor import predict_model
+    from ..registry import close_matches
     from ..targets import get_target
 
     tg = get_target(target)
     rt = runtime or tg.runtimes[0]
+    if rt not in tg.runtimes:
+        raise ConfigError(f"--runtime {rt}: {tg.name} runs {', '.join(tg.runtimes)}; "
+                          f"{close_matches(rt, tg.runtimes)}choose one of those")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ConfigError(f"--precision {precision}: {close_matches(precision, ['fp32', 'fp16', 'int8'])}"
+                          "choose fp32, fp16 or int8")
     inp_shape = onnx_input_shape(model, parse_shape(shape) if shape else None, 1)
     m = predict_model(model, tg, inp_shape, rt, precision)
     console = make_console()

@@ -114,6 +114,10 @@ def test_predict_command_and_missing_figures(tmp_path, monkeypatch):
     assert "PREDICTED" in proc.stdout
     m = json.loads(out.read_text())
     assert m["source"]["latency"] == "predicted" and m["latency_ms"]["p50"] > 0 and m["target"] == "drone-rpi5"
+    for args, says in [(["--runtime", "tensorrt"], "--runtime tensorrt: drone-rpi5 runs onnxruntime"),
+                       (["--precision", "fp8"], "--precision fp8: choose fp32, fp16 or int8")]:
+        bad = run_cli("predict", str(model), "--target", "drone", *args)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
     bare = Target(name="bare", device_class="gpu", runtimes=["tensorrt"], default_budget_ms=10)
     with pytest.raises(TargetError, match="no peak compute"):
         predict(graph_costs(model, [1, 3, 32, 32]), bare)
