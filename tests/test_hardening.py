@@ -91,3 +91,22 @@ def test_a_corrupt_measurement_cache_is_moved_aside_and_rebuilt(tmp_path, capsys
     assert len(cache) == 0  # a fresh, working cache in its place
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"warning: the measurement cache {path} was unreadable")
+
+
+def test_16_bit_images_are_scaled_by_their_depth_and_bombs_refused(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from edgekd.data.folder import load_image_folder
+    from edgekd.errors import DataError
+
+    for cls, level in (("dark", 6000), ("bright", 50000)):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((40, 40), level + i, dtype=np.uint16)).save(tmp_path / cls / f"{i}.png")
+    ds = load_image_folder(tmp_path, image_size=16, seed=0, val_fraction=0.25)
+    x = torch.cat([ds.x_train, ds.x_val])
+    means = sorted(float(v) for v in x.mean(dim=(1, 2, 3)))
+    assert means[0] == pytest.approx(6000 / 65535, abs=1e-3) and means[-1] == pytest.approx(50003 / 65535, abs=1e-3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40x40 = 1600 pixels: over twice the limit
+    with pytest.raises(DataError, match="is too large to decode safely"):
+        load_image_folder(tmp_path, image_size=16, seed=0, val_fraction=0.25)

@@ -17,13 +17,28 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+# single-band images deeper than 8 bits, by the full scale of their values
+HIGH_BIT_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0}
+
+
 def _read_image(path: Path, size: int) -> np.ndarray | None:
+    """RGB in [0, 1] at size x size, or None when the file is not an image. A 16-bit image is
+    scaled by its bit depth (not clipped to white); an image over Pillow's decompression-bomb
+    limit is refused."""
     try:
         with Image.open(path) as im:
+            if im.mode in HIGH_BIT_MODES:
+                im = im.convert("I") if im.mode != "I" else im
+                if im.size != (size, size):
+                    im = im.resize((size, size), Image.Resampling.BILINEAR)
+                grey = np.asarray(im, dtype=np.float32) / HIGH_BIT_MODES[im.mode]
+                return np.repeat(np.clip(grey, 0.0, 1.0)[None], 3, axis=0)
             im = im.convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path} is too large to decode safely ({exc}); shrink or remove it") from None
     except (UnidentifiedImageError, OSError, ValueError):
         return None
 
