@@ -110,3 +110,25 @@ def test_16_bit_images_are_scaled_by_their_depth_and_bombs_refused(tmp_path, mon
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40x40 = 1600 pixels: over twice the limit
     with pytest.raises(DataError, match="is too large to decode safely"):
         load_image_folder(tmp_path, image_size=16, seed=0, val_fraction=0.25)
+
+
+@pytest.mark.slow
+def test_overwrite_starts_clean_and_keeps_foreign_files(smoke_run, tmp_path):
+    import json
+    import shutil
+
+    from .conftest import run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    (run / "candidates" / "w9-d9-e2-k3").mkdir()
+    (run / "candidates" / "w9-d9-e2-k3" / "rung0.json").write_text("{}")  # a stale unit of an earlier run
+    (run / "my-notes.txt").write_text("mine")
+    old = {p.relative_to(run): p.read_bytes() for p in (run / "candidates").rglob("rung0.json")}
+    proc = run_cli("optimize", "--preset", "smoke", "--seed", "2", "--out", str(run), "--overwrite", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert not (run / "candidates" / "w9-d9-e2-k3").exists() and (run / "my-notes.txt").read_text() == "mine"
+    r = json.loads((run / "report.json").read_text())
+    assert r["config"]["seed"] == 2 and not r["resumed"]
+    for p in (run / "candidates").rglob("rung0.json"):  # every unit trained again, none taken from the old run
+        assert p.read_bytes() != old.get(p.relative_to(run))

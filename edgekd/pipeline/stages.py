@@ -78,11 +78,27 @@ class Selection:
         return next(c for c in self.candidates if c.name == self.selected)
 
 
+# what a run writes; --overwrite removes these (and only these: other files in the folder stay)
+RUN_ENTRIES = ("config.yaml", "teacher.pt", "teacher.onnx", "teacher_measurement.json", "teacher_cache", "search.json",
+               "optuna.db", "candidates", "baseline", "exports", "report.json", "report.md", "report.html")
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    for name in RUN_ENTRIES:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
 def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
     """The first write of a run: the folder, its lock (held until the process ends: a second
     optimize on the same folder is refused, not mixed in) and its resolved configuration."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     plan.lock = lock_run_dir(plan.run_dir)
+    if not plan.resume:
+        clear_run_dir(plan.run_dir)  # --overwrite starts clean: no earlier student, rung or figure is reused
     if not plan.resume:
         atomic_write(plan.run_dir / "config.yaml",
                      yaml.safe_dump(plan.cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
