@@ -132,3 +132,23 @@ def test_overwrite_starts_clean_and_keeps_foreign_files(smoke_run, tmp_path):
     assert r["config"]["seed"] == 2 and not r["resumed"]
     for p in (run / "candidates").rglob("rung0.json"):  # every unit trained again, none taken from the old run
         assert p.read_bytes() != old.get(p.relative_to(run))
+
+
+def test_a_figure_is_labelled_with_the_precision_the_model_has(tmp_path):
+    from edgekd.convert.onnx import to_onnx
+    from edgekd.convert.qdq import calibration_batches, quantize_qdq
+    from edgekd.errors import ProfilingError
+    from edgekd.profilers import ProfileSettings, profile_model
+    from edgekd.targets import get_target
+
+    shape = [1, 3, 16, 16]
+    fp32 = to_onnx(build_model(ArchSpec(width=0.25, depth=1), 3, 2), tmp_path / "m.onnx", shape)
+    int8 = quantize_qdq(fp32, tmp_path / "m.int8.onnx", calibration_batches(None, shape, n=4))
+    fast = dict(threads=1, warmup=1, min_runs=3, min_seconds=0.0, measure_memory=False, energy_meter="none")
+    for runtime in ("onnxruntime", "openvino"):
+        with pytest.raises(ProfilingError, match="m.onnx is a fp32 model, not int8: profile it with --precision fp32"):
+            profile_model(fp32, get_target("cpu"), runtime, shape, ProfileSettings(precision="int8", **fast))
+        with pytest.raises(ProfilingError, match="m.int8.onnx is a int8 model, not fp32"):
+            profile_model(int8, get_target("cpu"), runtime, shape, ProfileSettings(precision="fp32", **fast))
+        m = profile_model(int8, get_target("cpu"), runtime, shape, ProfileSettings(precision="int8", **fast))
+        assert m.precision == "int8"

@@ -82,3 +82,41 @@ def resolve_model(path: Path, shape: list[int] | None, batch: int, work_dir: Pat
             to_onnx(model, onnx_path, ckpt_shape)
         return ModelInput(onnx_path, path, shape or ckpt_shape)
     return ModelInput(path, None, onnx_input_shape(path, shape, batch))
+
+
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+                 "DynamicQuantizeLinear", "FakeQuantize"}
+
+
+def model_precision(path: Path) -> str | None:
+    """The precision a model file was exported in: int8 (quantized operators), fp16 (half-precision
+    weights), fp32; None when the file is not a graph this can read (e.g. a TensorRT engine)."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        ops = {n.op_type for n in proto.graph.node}
+        if ops & QUANTIZED_OPS:
+            return "int8"
+        half = any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+        return "fp16" if half else "fp32"
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        ops = {op.get_type_name() for op in ov.Core().read_model(str(path)).get_ops()}
+        return "int8" if ops & QUANTIZED_OPS else None  # fp16 and fp32 IRs both run at the runtime's hint
+    return None
+
+
+def check_precision(path: Path, precision: str, int8_only: bool = False) -> None:
+    """A figure labelled int8 (or fp16) must come from a model in that precision: a ProfilingError
+    naming what the file is and the fix otherwise. `int8_only`: the runtime may run a float model
+    at either float precision (OpenVINO's hint), so only int8 against float is a mismatch."""
+    found = model_precision(path)
+    if found is None or found == precision:
+        return
+    if int8_only and "int8" not in (found, precision):
+        return
+    raise ProfilingError(f"{path.name} is a {found} model, not {precision}: profile it with --precision {found}, or "
+                         f"export its {precision} version first (e.g. edgekd export CHECKPOINT --formats "
+                         f"{'onnx-int8' if precision == 'int8' else 'openvino-fp16'})")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import PROFILERS, LoadedModel
+from .inputs import check_precision
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class OnnxRuntime:
              shape: list[int] | None = None) -> LoadedModel:
         import onnxruntime as ort
 
+        check_precision(model_path, precision)  # the model runs at the precision it was exported in
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .base import PROFILERS, LoadedModel
+from .inputs import check_precision
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class OpenVINORuntime:
              shape: list[int] | None = None) -> LoadedModel:
         import openvino as ov
 
+        check_precision(model_path, precision, int8_only=True)
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if self.device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
