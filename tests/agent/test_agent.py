@@ -30,17 +30,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory):
+def start_agent(tmp_path_factory, job_timeout: int):
     d = tmp_path_factory.mktemp("agent")
     token_file = d / "token"
     token_file.write_text(TOKEN + "\n")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", "agent", "--port", str(port), "--token-file",
-                             str(token_file), "--max-body-mb", "1", "--job-timeout", "8", "--queue", "1"],
+                             str(token_file), "--max-body-mb", "1", "--job-timeout", str(job_timeout), "--queue", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    for _ in range(1200):  # up to two minutes: a busy machine imports slowly
+        if proc.poll() is not None:
+            pytest.fail("the agent exited: " + proc.stdout.read().decode())
         try:
             if httpx.get(f"{url}/v1/info", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200:
                 break
@@ -49,7 +50,24 @@ def agent(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("the agent did not start: " + proc.stdout.read().decode())
-    yield {"url": url, "token_file": token_file, "dir": d}
+    return proc, {"url": url, "token_file": token_file, "dir": d}
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    """The loopback agent real jobs go to: a limit no busy machine reaches (a test must not fail
+    because the machine is slow; the limit's behaviour has its own agent below)."""
+    proc, info = start_agent(tmp_path_factory, job_timeout=600)
+    yield info
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def short_agent(tmp_path_factory):
+    """An agent with a 3 s job limit, for a deliberately slow job."""
+    proc, info = start_agent(tmp_path_factory, job_timeout=3)
+    yield info
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -119,10 +137,10 @@ def test_bad_uploads_are_400(agent, model, data, request_part, message):
     assert message in r.json()["detail"]
 
 
-def test_job_over_its_time_limit_fails_and_the_agent_stays_up(agent, model):
-    r = post(agent, model.read_bytes(), {**QUICK, "min_seconds": 60})
-    assert r.status_code == 504 and "time limit of 8 s" in r.json()["detail"]
-    assert post(agent, model.read_bytes(), QUICK).status_code == 200
+def test_job_over_its_time_limit_fails_and_the_agent_stays_up(short_agent, model):
+    r = post(short_agent, model.read_bytes(), {**QUICK, "min_seconds": 600})  # far past the 3 s limit, by design
+    assert r.status_code == 504 and "time limit of 3 s" in r.json()["detail"]
+    assert httpx.get(f"{short_agent['url']}/v1/info", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
 
 
 def test_concurrent_requests_are_serialised_and_the_queue_is_bounded(agent, model):
