@@ -115,19 +115,21 @@ class RunPlan:
                                             samples_per_class=c.samples_per_class,
                                             max_samples_per_class=c.max_samples_per_class))
 
-    def bind_budget(self, teacher_p90_ms: float) -> RunPlan:
-        """The plan with its budget decided: --budget-ms when given, else the teacher's p90 on the
-        target / --speedup, or the target's own budget when that is tighter."""
+    def bind_budget(self, teacher_p50_ms: float) -> RunPlan:
+        """The plan with its budget decided: --budget-ms when given, else the teacher's p50 on the
+        target / --speedup, or the target's own budget when that is tighter. The teacher's p50,
+        not its p90: a busy host inflates the tail of one measurement (a p90 seven times the p50
+        has been seen) and the budget would follow the noise."""
         c, t = self.cfg, self.target
         if c.budget_ms is not None:
             return self
-        relative = teacher_p90_ms / c.speedup
+        relative = teacher_p50_ms / c.speedup
         if relative >= t.default_budget_ms:
             return replace(self, budget_ms=t.default_budget_ms,
-                           budget_source=f"target {t.name}'s budget (tighter than the teacher's p90 "
-                                         f"{teacher_p90_ms:.3f} ms / --speedup {c.speedup:g})")
+                           budget_source=f"target {t.name}'s budget (tighter than the teacher's p50 "
+                                         f"{teacher_p50_ms:.3f} ms / --speedup {c.speedup:g})")
         return replace(self, budget_ms=round(relative, 6),
-                       budget_source=f"the teacher's p90 {teacher_p90_ms:.3f} ms / --speedup {c.speedup:g} "
+                       budget_source=f"the teacher's p50 {teacher_p50_ms:.3f} ms / --speedup {c.speedup:g} "
                                      f"(target {t.name}'s own budget, {t.default_budget_ms:g} ms, would not bind)")
 
     def objective(self, reference: Costs) -> Objective:

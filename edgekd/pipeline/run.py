@@ -29,7 +29,7 @@ def run_optimize(cfg: RunConfig, observer: ConsoleObserver | None = None, resume
     start_run_dir(plan, observer)
     with observer:
         teacher = teacher_stage(plan, observer, timer)
-        plan = plan.bind_budget(teacher.measurement.latency_ms.p90)
+        plan = plan.bind_budget(teacher.measurement.latency_ms.p50)
         observer.say(f"budget: p90 <= {plan.budget_ms:.4g} ms, {plan.budget_source}")
         search = search_stage(plan, teacher, observer, timer)
     choice = select_student(plan, search.trials)

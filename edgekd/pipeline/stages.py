@@ -104,7 +104,7 @@ def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
                      yaml.safe_dump(plan.cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
     ds = plan.ds
     budget = (f"budget {plan.budget_ms:g} ms" if plan.cfg.budget_ms is not None
-              else f"budget: the teacher's p90 / {plan.cfg.speedup:g}")
+              else f"budget: the teacher's p50 / {plan.cfg.speedup:g}")
     observer.say(f"[bold]edgekd optimize[/] target [cyan]{plan.target.name}[/] {budget} -> "
                  f"{plan.run_dir}" + (" (resumed)" if plan.resume else ""))
     observer.say(f"data: {ds.name} ({'synthetic' if ds.synthetic else 'image folder'}), {len(ds.classes)} classes, "
