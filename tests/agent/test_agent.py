@@ -1,5 +1,6 @@
 """The agent on loopback, started as a user starts it (`edgekd agent`), and its client."""
 
+import contextlib
 import json
 import os
 import socket
@@ -53,23 +54,29 @@ def start_agent(tmp_path_factory, job_timeout: int):
     return proc, {"url": url, "token_file": token_file, "dir": d}
 
 
+@contextlib.contextmanager
+def running_agent(tmp_path_factory, job_timeout: int):
+    proc, info = start_agent(tmp_path_factory, job_timeout)
+    try:
+        yield info
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     """The loopback agent real jobs go to: a limit no busy machine reaches (a test must not fail
     because the machine is slow; the limit's behaviour has its own agent below)."""
-    proc, info = start_agent(tmp_path_factory, job_timeout=600)
-    yield info
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_agent(tmp_path_factory, job_timeout=600) as info:
+        yield info
 
 
 @pytest.fixture(scope="module")
 def short_agent(tmp_path_factory):
     """An agent with a 3 s job limit, for a deliberately slow job."""
-    proc, info = start_agent(tmp_path_factory, job_timeout=3)
-    yield info
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_agent(tmp_path_factory, job_timeout=3) as info:
+        yield info
 
 
 @pytest.fixture(scope="module")
