@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import TrainingError
-from ..models.taps import tapped_channels, tapped_features
+from ..models.taps import resolve_modules, tapped_channels, tapped_features
 from .losses import KDInputs, KDSettings, combined_loss, needs
 from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
 
@@ -55,6 +55,17 @@ def make_adapters(student_channels: list[int], teacher_channels: list[int],
     return nn.ModuleList(nn.Conv2d(student_channels[s], teacher_channels[t], 1, bias=False) for s, t in pairs)
 
 
+def _feature_reader(model: nn.Module, student_modules: list[str] | None
+                    ) -> Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]]:
+    """(logits, feature maps, embedding) of the student: its named modules (resolved once, not
+    every batch) or its own stages."""
+    if not student_modules:
+        net: Any = model  # EdgeNet, ExternalNet; read only when a term needs features
+        return lambda xb: net.forward_features(xb)
+    modules = resolve_modules(model, student_modules, "student")
+    return lambda xb: tapped_features(model, xb, student_modules, modules=modules)
+
+
 def _adapters(model: nn.Module, x: torch.Tensor, student_modules: list[str] | None, teacher_channels: list[int],
               pairs: list[tuple[int, int]] | None) -> tuple[nn.ModuleList, list[tuple[int, int]]]:
     """The feature term's adapters and pairs: the named modules in order, or the model's stages
@@ -87,13 +98,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     terms = terms or [("response", 1.0)]
     kd = kd or KDSettings()
     want = needs(terms) if teacher is not None else frozenset()
-    net: Any = model  # students and teachers with stage features: EdgeNet, ExternalNet
     adapters = None
     params = list(model.parameters())
 
-    def student_features(xb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        return tapped_features(model, xb, student_modules) if student_modules else net.forward_features(xb)
-
+    student_features = _feature_reader(model, student_modules)
     if "features" in want:
         adapters, pairs = _adapters(model, x, student_modules, teacher_channels or [], pairs)
         params += list(adapters.parameters())

@@ -42,11 +42,12 @@ def resolve_modules(model: nn.Module, names: list[str], role: str) -> list[nn.Mo
     return out
 
 
-def tapped_features(model: nn.Module, x: torch.Tensor, names: list[str], role: str = "model"
-                    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """(logits, the named modules' outputs in order, pooled embedding of the last one)."""
+def tapped_features(model: nn.Module, x: torch.Tensor, names: list[str], role: str = "model",
+                    modules: list[nn.Module] | None = None) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """(logits, the named modules' outputs in order, pooled embedding of the last one).
+    `modules`: `names` already resolved (a training loop resolves them once, not every batch)."""
     outputs: dict[int, torch.Tensor] = {}
-    modules = resolve_modules(model, names, role)
+    modules = modules if modules is not None else resolve_modules(model, names, role)
     handles = [m.register_forward_hook(lambda _m, _i, out, i=i: outputs.__setitem__(i, out))
                for i, m in enumerate(modules)]
     try:
