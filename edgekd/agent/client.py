@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from ..profilers.measurement import Measurement
 from .protocol import API_VERSION, ProfileRequest, ProfileResponse
 
 TRANSIENT = {429, 502, 503}
+# Group or others may write, or others may read: refused (group read is allowed, so a container
+# user in the file's group can read a secret mounted from the host).
+LOOSE_TOKEN_MODE = stat.S_IWGRP | stat.S_IRWXO
 
 
 class AgentError(EdgeKDError):
@@ -22,17 +26,29 @@ class AgentError(EdgeKDError):
 
 
 def read_token(token_file: Path | None) -> str:
-    """The bearer token: from a file, else EDGEKD_AGENT_TOKEN."""
+    """The bearer token: from a file, else EDGEKD_AGENT_TOKEN. A file that other users can read
+    (or anyone but its owner write) is refused, as ssh refuses such a key, and so is a token with
+    whitespace or control characters inside (two tokens pasted into one file, say)."""
     if token_file is not None:
         try:
+            mode = token_file.stat().st_mode
             token = token_file.read_text().strip()
-        except OSError as exc:
-            raise AgentError(f"cannot read the token file {token_file} ({exc.strerror}); "
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise AgentError(f"cannot read the token file {token_file} ({why}); "
                              "pass the file the agent was started with") from None
+        if os.name == "posix" and mode & LOOSE_TOKEN_MODE:
+            raise AgentError(f"the token file {token_file} can be read or written by other users (mode "
+                             f"{stat.S_IMODE(mode):04o}); run: chmod 600 {token_file}")
+        where = f"the token file {token_file}"
     else:
         token = os.environ.get("EDGEKD_AGENT_TOKEN", "").strip()
+        where = "EDGEKD_AGENT_TOKEN"
     if not token:
         raise AgentError("no agent token: pass --device-token-file FILE (or set EDGEKD_AGENT_TOKEN)")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise AgentError(f"{where} holds whitespace or control characters inside the token (more than one "
+                         "line?); it must hold one token on one line")
     return token
 
 

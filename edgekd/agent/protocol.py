@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 API_VERSION = "v1"
+MAX_DIM = 16384
+MAX_ELEMENTS = 2**26  # 256 MB of float32 input: more than any edge model takes
 
 
 class ProfileRequest(BaseModel):
@@ -23,6 +26,18 @@ class ProfileRequest(BaseModel):
     threads: int | None = Field(default=None, ge=1, le=1024)
     energy_meter: str = "auto"
     measure_memory: bool = True
+
+    @field_validator("shape")
+    @classmethod
+    def _bounded(cls, shape: list[int] | None) -> list[int] | None:
+        if shape is None:
+            return None
+        if not 1 <= len(shape) <= 6 or any(not 1 <= d <= MAX_DIM for d in shape):
+            raise ValueError(f"a shape has 1 to 6 dimensions of 1 to {MAX_DIM} each, not {shape}")
+        n = math.prod(shape)
+        if n > MAX_ELEMENTS:
+            raise ValueError(f"shape {shape} has {n} elements, over the agent's {MAX_ELEMENTS}")
+        return shape
 
 
 class JobTiming(BaseModel):

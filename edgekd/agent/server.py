@@ -1,24 +1,30 @@
 """`edgekd agent`: FastAPI service that profiles ONNX models on this device.
 
-Security: bearer token compared in constant time; bound to 127.0.0.1 unless told otherwise;
-request bodies capped; the model is checked with the ONNX checker (and refused if it points at
-external data files) before any runtime sees it; ONNX only, never pickles; each job runs in a
-child process with a time limit; one job at a time, a bounded queue, 429 past it."""
+Security: the bearer token is checked (in constant time) before any of the body is read; no
+/docs or OpenAPI schema; bound to 127.0.0.1 unless told otherwise; request bodies capped,
+chunked ones included; open connections and the time to send a request head bounded; the model
+is checked with the ONNX checker (and refused if it points at external data files) before any
+runtime sees it; ONNX only, never pickles; each job runs in a child process group with a time
+limit, killed whole when it ends; one job at a time, a bounded queue, 429 past it; error
+messages never show the agent's paths."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import json
+import os
 import platform
+import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from pydantic import ValidationError
 
 from .. import __version__
@@ -33,45 +39,58 @@ class AgentConfig:
     max_body_mb: float = 64.0
     job_timeout_s: float = 300.0
     queue_size: int = 4
+    job_command: tuple[str, ...] = (sys.executable, "-m", "edgekd.agent.job")  # + JOB_DIR TARGET
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a body over the limit, whether or not Content-Length says so."""
+class Gate:
+    """ASGI middleware in front of everything: the token is checked before a byte of the body is
+    read (401), then the body is read up to the limit (413 past it, whether or not a
+    Content-Length said so, chunked uploads included) and replayed to the app."""
 
-    def __init__(self, app, limit_bytes: int):
-        self.app, self.limit = app, limit_bytes
+    def __init__(self, app, token: str, limit_bytes: int):
+        self.app, self.token, self.limit = app, token.encode(), limit_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given, self.token):
+            return await _answer(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _too_large(send, self.limit)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
+            return await _answer(send, 413, self._too_large())
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                return await _answer(send, 413, self._too_large())
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _too_large(send, self.limit)
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"request body over the agent's limit of {self.limit / 2**20:g} MB"
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body over the agent's limit of {limit / 2**20:g} MB"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+async def _answer(send, status: int, detail: str, extra: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -98,17 +117,12 @@ def validate_onnx(data: bytes) -> None:
 
 
 def create_app(cfg: AgentConfig) -> FastAPI:
-    app = FastAPI(title="edgekd agent", version=__version__)
+    # No /docs, /redoc or /openapi.json: the agent describes itself only to its token (GET /v1/info).
+    app = FastAPI(title="edgekd agent", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     run_lock = asyncio.Lock()
     state = {"waiting": 0}
 
-    def authorised(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), cfg.token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
-    @app.get(f"/{API_VERSION}/info", dependencies=[Depends(authorised)])
+    @app.get(f"/{API_VERSION}/info")
     def info() -> dict:
         from ..profilers import PROFILERS
         from ..profilers.energy import open_meter
@@ -127,7 +141,7 @@ def create_app(cfg: AgentConfig) -> FastAPI:
                 "target": target.model_dump(mode="json"), "runtimes": runtimes,
                 "energy_meter": open_meter("auto", target).name}
 
-    @app.post(f"/{API_VERSION}/profile", dependencies=[Depends(authorised)])
+    @app.post(f"/{API_VERSION}/profile")
     async def profile(model: UploadFile = File(...), request: str = Form(...)) -> ProfileResponse:
         try:
             req = ProfileRequest.model_validate_json(request)
@@ -151,22 +165,30 @@ def create_app(cfg: AgentConfig) -> FastAPI:
         finally:
             run_lock.release()
 
-    return BodyLimit(app, int(cfg.max_body_mb * 2**20))  # type: ignore[return-value]
+    return Gate(app, cfg.token, int(cfg.max_body_mb * 2**20))  # type: ignore[return-value]
 
 
 async def _run_job(cfg: AgentConfig, data: bytes, req: ProfileRequest, t_queued: float) -> ProfileResponse:
-    job_dir = Path(tempfile.mkdtemp(prefix="edgekd-job-"))
+    """Run one job in a child process of its own process group; the whole group (the memory
+    probe the job starts included) is killed when the job ends or times out, and the job
+    folder is removed in every path. Messages never show the agent's temporary paths."""
+    try:
+        job_dir = Path(tempfile.mkdtemp(prefix="edgekd-job-"))
+    except OSError as exc:
+        raise HTTPException(503, f"the agent cannot start a job now ({exc.strerror}); retry later",
+                            headers={"Retry-After": "5"}) from None
+    proc = None
     try:
         (job_dir / "model.onnx").write_bytes(data)
         (job_dir / "request.json").write_text(req.model_dump_json())
         started = time.time()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edgekd.agent.job", str(job_dir), cfg.target,
+            *cfg.job_command, str(job_dir), cfg.target, start_new_session=True,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout=cfg.job_timeout_s)
         except asyncio.TimeoutError:
-            proc.kill()
+            _kill_group(proc.pid)
             await proc.wait()
             raise HTTPException(504, f"the profiling job exceeded the agent's time limit of {cfg.job_timeout_s:g} s; "
                                      "ask for fewer runs or a shorter --min-seconds") from None
@@ -174,9 +196,80 @@ async def _run_job(cfg: AgentConfig, data: bytes, req: ProfileRequest, t_queued:
         if proc.returncode != 0:
             lines = err.decode(errors="replace").strip().splitlines() or ["no output"]
             status = 422 if proc.returncode == 2 else 500
-            raise HTTPException(status, f"profiling failed on the device: {lines[-1]}")
+            raise HTTPException(status, f"profiling failed on the device: {_scrub(lines[-1], job_dir)}")
         measurement = json.loads(out.decode().strip().splitlines()[-1])
         return ProfileResponse(measurement=measurement,
                                job=JobTiming(queued_s=started - t_queued, started=started, finished=finished))
+    except OSError as exc:  # out of descriptors, disk full: the agent's trouble, not the request's
+        raise HTTPException(503, f"the agent cannot run the job now ({exc.strerror}); retry later",
+                            headers={"Retry-After": "5"}) from None
     finally:
+        if proc is not None:
+            _kill_group(proc.pid)  # nothing the job started outlives its answer
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _scrub(message: str, job_dir: Path) -> str:
+    """One short line without the agent's temporary paths."""
+    text = message.replace(str(job_dir) + os.sep, "").replace(str(job_dir), "the job folder")
+    return re.sub(r"(/[^\s/:'\"]+)+/(model\.onnx)", r"\2", text)[:300]
+
+
+def guarded_protocol(max_connections: int, request_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with two bounds uvicorn lacks: past `max_connections` open
+    connections a new one is closed at once, and a connection that has not sent a whole request
+    head within `request_timeout_s` is closed (half-open and slow-header connections cannot pile
+    up until the agent runs out of file descriptors). Idle keep-alive connections are closed by
+    uvicorn's own keep-alive timeout."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            if len(self.connections) >= max_connections:
+                self.transport = transport
+                transport.abort()
+                return
+            super().connection_made(transport)
+            self._deadline = self.loop.call_later(request_timeout_s, self._drop_without_request)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            super().connection_lost(exc)
+
+        def _drop_without_request(self) -> None:
+            self._deadline = None
+            if self.cycle is None and not self.transport.is_closing():
+                self.transport.abort()
+
+    return GuardedH11
+
+
+def raise_fd_limit() -> None:
+    """Use the hard limit on open files, not the (often 1024) soft one."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+        except (ValueError, OSError):
+            pass

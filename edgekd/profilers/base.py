@@ -139,8 +139,12 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
         idle_w = meter.idle_power_w(settings.idle_seconds) if settings.idle_seconds > 0 else None
         timed = loaded.timed_run
         once: Callable[[], Any] = (lambda: timed(x)) if timed is not None else (lambda: loaded.run(x))
-        samples = time_runs(once, warmup=settings.warmup, min_runs=settings.min_runs,
-                            min_seconds=settings.min_seconds, on_start=meter.start)
+        try:
+            samples = time_runs(once, warmup=settings.warmup, min_runs=settings.min_runs,
+                                min_seconds=settings.min_seconds, on_start=meter.start)
+        except Exception as exc:  # the runtime's own error on this model and input: the user's to fix
+            raise ProfilingError(f"{runtime} cannot run {model_path.name} on an input of shape {input_shape}: "
+                                 f"{first_line(exc)}; check the model's input shape (--shape)") from None
         stats = latency_stats(samples, settings.warmup)
         energy = meter.stop(runs=stats.n, timed_seconds=stats.total_s, latency_s=stats.p50 / 1000)
     finally:

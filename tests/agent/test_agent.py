@@ -31,14 +31,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_agent(tmp_path_factory, job_timeout: int):
+def token_file_in(d, token: str = TOKEN):
+    f = d / "token"
+    f.write_text(token + "\n")
+    f.chmod(0o600)
+    return f
+
+
+def start_agent(tmp_path_factory, job_timeout: int, *extra: str):
     d = tmp_path_factory.mktemp("agent")
-    token_file = d / "token"
-    token_file.write_text(TOKEN + "\n")
+    token_file = token_file_in(d)
+    jobs = d / "tmp"  # the agent's temporary folder: job folders must not stay behind in it
+    jobs.mkdir()
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", "agent", "--port", str(port), "--token-file",
-                             str(token_file), "--max-body-mb", "1", "--job-timeout", str(job_timeout), "--queue", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+                             str(token_file), "--max-body-mb", "1", "--job-timeout", str(job_timeout), "--queue", "1",
+                             *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(jobs)})
     url = f"http://127.0.0.1:{port}"
     for _ in range(1200):  # up to two minutes: a busy machine imports slowly
         if proc.poll() is not None:
@@ -51,12 +60,12 @@ def start_agent(tmp_path_factory, job_timeout: int):
     else:
         proc.kill()
         pytest.fail("the agent did not start: " + proc.stdout.read().decode())
-    return proc, {"url": url, "token_file": token_file, "dir": d}
+    return proc, {"url": url, "token_file": token_file, "dir": d, "jobs": jobs}
 
 
 @contextlib.contextmanager
-def running_agent(tmp_path_factory, job_timeout: int):
-    proc, info = start_agent(tmp_path_factory, job_timeout)
+def running_agent(tmp_path_factory, job_timeout: int, *extra: str):
+    proc, info = start_agent(tmp_path_factory, job_timeout, *extra)
     try:
         yield info
     finally:
@@ -74,8 +83,8 @@ def agent(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def short_agent(tmp_path_factory):
-    """An agent with a 3 s job limit, for a deliberately slow job."""
-    with running_agent(tmp_path_factory, job_timeout=3) as info:
+    """An agent with a 3 s job limit, for a deliberately slow job, and tight connection bounds."""
+    with running_agent(tmp_path_factory, 3, "--max-connections", "8", "--request-timeout", "1") as info:
         yield info
 
 
@@ -193,6 +202,7 @@ def test_agent_refuses_to_start_without_a_token(tmp_path):
     assert proc.returncode == 2 and "no agent token" in proc.stderr
     short = tmp_path / "t"
     short.write_text("abc")
+    short.chmod(0o600)
     proc = run_cli("agent", "--token-file", str(short))
     assert proc.returncode == 2 and "shorter than 16" in proc.stderr
 
@@ -210,8 +220,7 @@ def test_optimize_measures_every_candidate_through_the_agent(agent, tmp_path):
 
 
 def test_optimize_with_an_unreachable_agent_fails_before_training(tmp_path):
-    tok = tmp_path / "tok"
-    tok.write_text(TOKEN)
+    tok = token_file_in(tmp_path)
     proc = run_cli("optimize", "--preset", "smoke", "--target", "jetson", "--device-url",
                    f"http://127.0.0.1:{free_port()}", "--device-token-file", str(tok), "--out", str(tmp_path / "run"))
     assert proc.returncode == 2 and "cannot reach the device agent" in proc.stderr
@@ -228,3 +237,140 @@ def test_benchmark_through_the_loopback_agent(agent, smoke_run, tmp_path):
     rows = {r["format"]: r for r in json.loads((out / "benchmark.json").read_text())}
     assert rows["onnx"]["source"] == "remote" and rows["onnx"]["p50_ms"] > 0
     assert "the agent profiles ONNX models" in rows["openvino"]["reason"]
+
+
+# -- hardening: authenticate first, bounded bodies, shapes and connections, no leaks ----------------
+
+
+def test_a_malformed_upload_without_the_token_is_401_not_400(agent):
+    r = httpx.post(f"{agent['url']}/v1/profile", content=b"--not multipart at all",
+                   headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+def test_no_schema_or_docs_are_served(agent, path):
+    assert httpx.get(agent["url"] + path).status_code == 401
+    assert httpx.get(agent["url"] + path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+
+
+def test_an_oversized_chunked_upload_is_413(agent):
+    def chunks():
+        for _ in range(40):
+            yield b"\0" * 65536  # 2.5 MB against the 1 MB limit, with no Content-Length
+
+    r = httpx.post(f"{agent['url']}/v1/profile", content=chunks(),
+                   headers={"Authorization": f"Bearer {TOKEN}", "content-type": "application/octet-stream"})
+    assert r.status_code == 413 and "limit of 1 MB" in r.json()["detail"]
+
+
+def test_a_huge_requested_shape_is_400(agent, model):
+    r = post(agent, model.read_bytes(), {**QUICK, "shape": [64, 3, 16384, 16384]})
+    assert r.status_code == 400 and "elements" in r.json()["detail"]
+
+
+def test_a_shape_the_model_cannot_take_is_422_without_agent_paths(agent, model):
+    r = post(agent, model.read_bytes(), {**QUICK, "shape": [1, 5, 16, 16]})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "shape" in detail and "edgekd-job" not in detail and str(agent["jobs"]) not in detail
+    assert len(detail) < 400 and "Traceback" not in detail
+
+
+def test_half_open_connections_are_dropped_and_the_agent_keeps_serving(short_agent):
+    port = int(short_agent["url"].rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]  # never send a byte
+    try:
+        for s in idle:
+            s.settimeout(15)
+        closed = 0
+        for s in idle:
+            try:
+                closed += s.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+        assert closed == len(idle)  # past --max-connections at once, the rest after --request-timeout
+    finally:
+        for s in idle:
+            s.close()
+    ok = httpx.get(f"{short_agent['url']}/v1/info", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+
+
+def test_no_job_folder_outlives_its_job(short_agent, model):
+    assert post(short_agent, model.read_bytes(), {**QUICK, "shape": [1, 5, 16, 16]}).status_code == 422
+    assert post(short_agent, model.read_bytes(), QUICK).status_code == 200
+    assert not list(short_agent["jobs"].glob("edgekd-job-*"))
+
+
+@pytest.mark.parametrize("mode, content, message", [
+    (0o644, TOKEN, "chmod 600"),
+    (0o620, TOKEN, "chmod 600"),
+    (0o600, TOKEN + "\nsecond-token-0123456789", "one token on one line"),
+])
+def test_loose_or_multi_line_token_files_are_refused(tmp_path, mode, content, message):
+    f = token_file_in(tmp_path, content)
+    f.chmod(mode)
+    with pytest.raises(AgentError, match=message):
+        read_token(f)
+    proc = run_cli("agent", "--port", str(free_port()), "--token-file", str(f))
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_group_readable_token_file_is_accepted(tmp_path):
+    f = token_file_in(tmp_path)
+    f.chmod(0o640)
+    assert read_token(f) == TOKEN
+
+
+@pytest.mark.parametrize("flag, value", [("--port", "0"), ("--port", "70000"), ("--max-body-mb", "-1"),
+                                         ("--job-timeout", "0"), ("--max-connections", "1")])
+def test_agent_flags_are_validated(tmp_path, flag, value):
+    proc = run_cli("agent", "--token-file", str(token_file_in(tmp_path)), flag, value)
+    assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr
+
+
+GRANDCHILD_JOB = """
+import subprocess, sys, time, pathlib
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # its own pipes, as the probe
+pathlib.Path(sys.argv[1], "..", "grandchild.pid").resolve().write_text(str(child.pid))
+time.sleep(120)
+"""
+
+
+def test_a_timed_out_job_is_killed_with_everything_it_started(tmp_path, model, monkeypatch):
+    """The job's own children (the memory probe, in a real job) die with it: the whole process group."""
+    import asyncio
+
+    from edgekd.agent.server import AgentConfig, create_app
+
+    script = tmp_path / "job.py"
+    script.write_text(GRANDCHILD_JOB)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(jobs))
+    cfg = AgentConfig(token=TOKEN, job_timeout_s=3, job_command=(sys.executable, str(script)))
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(cfg)), base_url="http://a") as c:
+            return await c.post("/v1/profile", headers={"Authorization": f"Bearer {TOKEN}"},
+                                files={"model": ("m.onnx", model.read_bytes())}, data={"request": json.dumps(QUICK)})
+
+    r = asyncio.run(call())
+    assert r.status_code == 504
+    pid = int((jobs / "grandchild.pid").read_text())
+    for _ in range(50):  # SIGKILL is delivered at once; reaping by init may take a moment
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(pid)
+    assert not list(jobs.glob("edgekd-job-*"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead, waiting to be reaped
+    except FileNotFoundError:
+        return False
