@@ -233,7 +233,7 @@ def guarded_protocol(max_connections: int, request_timeout_s: float) -> type:
     class GuardedH11(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport) -> None:
             if len(self.connections) >= max_connections:
                 self.transport = transport
                 transport.abort()
