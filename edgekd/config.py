@@ -76,7 +76,13 @@ class RunConfig(BaseModel):
     kd_temperature: float = Field(default=4.0, gt=0)
     # profiling
     threads: int | None = Field(default=None, ge=1,
-                                description="inference threads for profiling (default: physical cores)")
+                                description="inference threads for profiling (default: physical cores, no more "
+                                            "than the CPUs this process may use: affinity and cgroup quota)")
+    train_threads: int | None = Field(default=None, ge=1,
+                                      description="PyTorch threads for training (default: the usable CPUs less "
+                                                  "those other work keeps busy, at least 1)")
+    interleave: bool = Field(default=True, description="time the teacher beside each candidate measured on this "
+                                                       "machine, interleaved, so C_hw's ratios hold on a busy host")
     profile_warmup: int = Field(default=10, ge=0)
     profile_min_runs: int = Field(default=50, ge=1)
     profile_min_seconds: float = Field(default=1.0, ge=0)
@@ -216,6 +222,8 @@ class Overrides(BaseModel):
     gamma: float | None = None
     delta: float | None = None
     threads: int | None = None
+    train_threads: int | None = None
+    interleave: bool | None = None
     teacher_epochs: int | None = None
     student_epochs: int | None = None
     image_size: int | None = None

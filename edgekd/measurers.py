@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 
 from .errors import EdgeKDError, ProfilingError
 from .profilers import PROFILERS, MeasurementCache, ProfileSettings, profile_model
+from .profilers.base import Reference
 from .profilers.measurement import Measurement
 from .targets import Target
 
@@ -82,10 +83,16 @@ class LocalMeasurer:
     settings: ProfileSettings
     cache: MeasurementCache | None = None
     mode: Mode = "measured"
+    reference: Reference | None = None  # timed beside every model `measure` times, interleaved
 
     @property
     def describe(self) -> str:
-        return f"measured on this machine ({self.runtime}, {self.settings.threads} threads)"
+        beside = f", the teacher timed beside each ({self.reference.path.name})" if self.reference else ""
+        return f"measured on this machine ({self.runtime}, {self.settings.threads} threads{beside})"
+
+    def beside(self, reference: Reference) -> LocalMeasurer:
+        """This measurer, timing `reference` in the same window as every model it measures."""
+        return replace(self, reference=reference)
 
     def _check(self) -> None:
         reason = PROFILERS.get(self.runtime).unavailable()
@@ -95,7 +102,7 @@ class LocalMeasurer:
     def measure(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
         self._check()
         return profile_model(model_path, self.target, self.runtime, shape, replace(self.settings, precision=precision),
-                             self.cache)
+                             self.cache, beside=self.reference)
 
     def screen(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
         self._check()

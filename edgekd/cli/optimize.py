@@ -31,6 +31,8 @@ def optimize(
     overwrite: bool | None = opt("overwrite", "--overwrite"),
     seed: int | None = opt("seed", "--seed"),
     threads: int | None = opt("threads", "--threads"),
+    train_threads: int | None = opt("train_threads", "--train-threads"),
+    interleave: bool | None = opt("interleave", "--interleave/--no-interleave"),
     teacher_epochs: int | None = opt("teacher_epochs", "--teacher-epochs"),
     student_epochs: int | None = opt("student_epochs", "--student-epochs"),
     image_size: int | None = opt("image_size", "--image-size"),

@@ -22,11 +22,12 @@ from ..data import Dataset, data_source, load_dataset
 from ..distill.losses import KDSettings, parse_kd
 from ..distill.losses import needs as kd_needs
 from ..errors import CheckpointError, ConfigError, DataError, EdgeKDError, RunDirError
-from ..host import default_threads
-from ..measurers import Measurer, measurer_for
+from ..host import default_threads, default_train_threads
+from ..measurers import LocalMeasurer, Measurer, measurer_for
 from ..models.arch import ArchSpec, TimmSpec, parse_students
 from ..models.sources import LoadedModel, SourceRequest, load_model
 from ..profilers import MeasurementCache, ProfileSettings
+from ..profilers.base import Reference
 from ..profilers.cache import default_cache_dir
 from ..registry import close_matches
 from ..search.objective import Costs, CostWeights, Objective
@@ -76,7 +77,7 @@ class RunPlan:
     needs: frozenset[str]
     run_dir: Path
     measurer: Measurer
-    threads: int
+    threads: int  # inference threads for measurements here
     ds: Dataset
     unlabeled_x: torch.Tensor | None
     teachers: Teachers
@@ -86,6 +87,7 @@ class RunPlan:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     lock: IO[str] | None = None  # the run directory's lock, held while the run lives
     deadline: float | None = None
+    train_threads: int = 1  # PyTorch threads for training
 
     @property
     def subsampled(self) -> str | None:
@@ -132,6 +134,13 @@ class RunPlan:
                        budget_source=f"the teacher's p50 {teacher_p50_ms:.3f} ms / --speedup {c.speedup:g} "
                                      f"(target {t.name}'s own budget, {t.default_budget_ms:g} ms, would not bind)")
 
+    def with_reference(self, teacher_onnx: Path) -> RunPlan:
+        """The plan whose local measurer times the teacher beside each candidate (interleaved), so
+        that C_hw's latency ratio is taken in one window; a remote or predicted one is unchanged."""
+        if not self.cfg.interleave or not isinstance(self.measurer, LocalMeasurer) or not teacher_onnx.exists():
+            return self
+        return replace(self, measurer=self.measurer.beside(Reference(teacher_onnx, self.input_shape)))
+
     def objective(self, reference: Costs) -> Objective:
         c = self.cfg
         return Objective(lam=c.lambda_, gamma=c.gamma, delta=c.delta,
@@ -174,7 +183,8 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
                    budget_source="--budget-ms" if cfg.budget_ms is not None else "not yet bound",
                    terms=terms, needs=want, run_dir=run_dir, measurer=measurer, threads=threads, ds=ds,
                    unlabeled_x=unl_x, teachers=teachers, kd=kd, export_formats=formats, export_note=export_note,
-                   deadline=None if cfg.max_minutes is None else timer.start + 60 * cfg.max_minutes)
+                   deadline=None if cfg.max_minutes is None else timer.start + 60 * cfg.max_minutes,
+                   train_threads=cfg.train_threads or default_train_threads())
 
 
 def check_students(students: list[str]) -> None:

@@ -26,10 +26,11 @@ def run_optimize(cfg: RunConfig, observer: ConsoleObserver | None = None, resume
     timer = StageTimer()
     torch.manual_seed(cfg.seed)
     plan = resolve_run(cfg, resume, timer)  # everything a user can get wrong, checked; nothing written
+    torch.set_num_threads(plan.train_threads)
     start_run_dir(plan, observer)
     with observer:
         teacher = teacher_stage(plan, observer, timer)
-        plan = plan.bind_budget(teacher.measurement.latency_ms.p50)
+        plan = plan.bind_budget(teacher.measurement.latency_ms.p50).with_reference(plan.run_dir / "teacher.onnx")
         observer.say(f"budget: p90 <= {plan.budget_ms:.4g} ms, {plan.budget_source}")
         search = search_stage(plan, teacher, observer, timer)
     choice = select_student(plan, search.trials)

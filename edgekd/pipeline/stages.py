@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..export import FORMATS, ExportResult
 from ..export.run import export_formats, export_metadata
 from ..files import atomic_write
+from ..host import usable_cpus
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet, build_model
 from ..models.io import load_checkpoint, save_checkpoint
@@ -112,6 +113,8 @@ def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
                  + (f", {len(ds.skipped_files)} unreadable files skipped" if ds.skipped_files else ""))
     if plan.subsampled:
         observer.say(f"data subsampled: {plan.subsampled}", style="yellow")
+    observer.say(f"threads: training {plan.train_threads}, inference {plan.threads} ({usable_cpus()} usable CPUs; "
+                 "--train-threads / --threads)")
 
 
 def _train_teacher(plan: RunPlan, observer: ConsoleObserver, teacher: nn.Module, label: str) -> list[float]:
@@ -241,7 +244,19 @@ def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
                           "in a target file") from None
     front = [candidates[i].name for i in pareto_front(
         [(-c.val_accuracy, c.measurement.latency_ms.p90, c.measurement.energy_mj or 0.0) for c in candidates])]
-    return Selection(candidates, selected, reason, front)
+    return Selection(candidates, selected, reason + contended_budget_note(candidates, selected), front)
+
+
+def contended_budget_note(candidates: list[Candidate], selected: str) -> str:
+    """What the selection reason must add when a budget decision rests on a contended figure:
+    the selected student's, or that of one rejected as over budget."""
+    shaky = [c for c in candidates if c.measurement.contended and (c.name == selected or not c.meets_budget)]
+    if not shaky:
+        return ""
+    said = ", ".join(f"{c.name} (p90 {c.measurement.latency_ms.p90:.3f} ms, "
+                     f"{'within' if c.meets_budget else 'over'} budget)" for c in shaky)
+    return (f"; CONTENDED: the budget decision for {said} rests on figures measured while the host was busy "
+            "-- measure again on a quiet machine before relying on it")
 
 
 def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, timer: StageTimer) -> list[ExportResult]:

@@ -20,9 +20,10 @@ from ..errors import ProfilingError
 from ..files import first_line
 from ..registry import Registry
 from ..targets import Target
-from .cache import MeasurementCache
-from .energy import open_meter
-from .measurement import Measurement, latency_stats
+from .cache import MeasurementCache, file_sha256
+from .contention import Pressure, PressureReader
+from .energy import EnergyResult, Meter, open_meter
+from .measurement import Conditions, LatencyStats, Measurement, ReferenceWindow, latency_stats
 from .settings import ProfileSettings
 
 
@@ -72,18 +73,32 @@ def time_runs(run_once: Callable[[], float | None], *, warmup: int, min_runs: in
     """Latencies in ms: `warmup` untimed runs, then (after `on_start`) timed runs until
     n >= min_runs and the timed total >= min_seconds. A `run_once` that returns a number
     reports its own latency (a device clock); otherwise the host clock times it."""
-    for _ in range(warmup):
-        run_once()
+    return time_interleaved([run_once], warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
+                            on_start=on_start)[0]
+
+
+def time_interleaved(runs: list[Callable[[], float | None]], *, warmup: int, min_runs: int, min_seconds: float,
+                     on_start: Callable[[], None] | None = None, burst: int = 5) -> list[list[float]]:
+    """Latencies in ms of several models timed in one window: bursts of `burst` runs of each in
+    turn (A, B, A, B ...), until every one has n >= min_runs and the first one's timed total is
+    >= min_seconds. Other work on the host then slows each alike."""
+    for run_once in runs:
+        for _ in range(warmup):
+            run_once()
     if on_start:
         on_start()
-    samples: list[float] = []
+    samples: list[list[float]] = [[] for _ in runs]
     elapsed = 0.0
-    while len(samples) < min_runs or elapsed < min_seconds:
-        t0 = time.perf_counter()
-        own = run_once()
-        ms = own if isinstance(own, float) else (time.perf_counter() - t0) * 1000
-        samples.append(ms)
-        elapsed += ms / 1000
+    step = burst if len(runs) > 1 else 1
+    while min(len(s) for s in samples) < min_runs or elapsed < min_seconds:
+        for i, run_once in enumerate(runs):
+            for _ in range(step):
+                t0 = time.perf_counter()
+                own = run_once()
+                ms = own if isinstance(own, float) else (time.perf_counter() - t0) * 1000
+                samples[i].append(ms)
+                if i == 0:
+                    elapsed += ms / 1000
     return samples
 
 
@@ -121,40 +136,72 @@ def load_runtime(runtime: str, model_path: Path, threads: int, precision: str,
         raise ProfilingError(f"{runtime} cannot load {model_path}: {first_line(exc)}") from None
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A model to time beside the measured one, interleaved (the teacher, C_hw's reference)."""
+
+    path: Path
+    shape: list[int]
+
+
 def profile_model(model_path: Path, target: Target, runtime: str, input_shape: list[int],
-                  settings: ProfileSettings, cache: MeasurementCache | None = None) -> Measurement:
+                  settings: ProfileSettings, cache: MeasurementCache | None = None,
+                  beside: Reference | None = None, pressure_root: Path = Path("/")) -> Measurement:
     """Measure `model_path` with `runtime` on this host, for `target`; with a cache, identical
-    model bytes and conditions are measured once and later answered as `cached`."""
+    model bytes and conditions are measured once and later answered as `cached`.
+
+    The host's CPU pressure is read over every timed window; a contended window (or one whose
+    spread only a busy host gives) is timed again after a pause, up to `settings.attempts`
+    windows, and the least contended is kept. One still contended is marked so
+    (`conditions.contended`), kept for this run and never cached. With `beside`, that model is
+    timed in the same windows, interleaved, and the ratio of the two p50s is recorded."""
     adapter = PROFILERS.get(runtime)
     key = None
     if cache is not None and adapter.unavailable() is None:
-        key = cache.key(model_path, target.name, runtime, adapter.version(), input_shape, settings)
+        extra = {"beside": [file_sha256(beside.path), beside.shape]} if beside else None
+        key = cache.key(model_path, target.name, runtime, adapter.version(), input_shape, settings, extra)
         hit = cache.get(key)
-        if hit is not None and hit.latency_ms.spread_warning is None:  # a noisy figure is measured again
+        if hit is not None and hit.contended is None:  # a contended figure is measured again
             return hit
+    from ..host import provenance, usable_cpus
+
     loaded = load_runtime(runtime, model_path, settings.threads, settings.precision, input_shape)
+    ref = load_runtime(runtime, beside.path, settings.threads, "fp32", beside.shape) if beside else None
+    reader = PressureReader(usable_cpus(pressure_root), pressure_root)
     try:
-        x = np.random.default_rng(settings.seed).random(input_shape, dtype=np.float32)
+        rng = np.random.default_rng(settings.seed)
+        x = rng.random(input_shape, dtype=np.float32)
         meter = open_meter(settings.energy_meter, target)
         idle_w = meter.idle_power_w(settings.idle_seconds) if settings.idle_seconds > 0 else None
-        timed = loaded.timed_run
-        once: Callable[[], Any] = (lambda: timed(x)) if timed is not None else (lambda: loaded.run(x))
-        try:
-            samples = time_runs(once, warmup=settings.warmup, min_runs=settings.min_runs,
-                                min_seconds=settings.min_seconds, on_start=meter.start)
-        except Exception as exc:  # the runtime's own error on this model and input: the user's to fix
-            raise ProfilingError(f"{runtime} cannot run {model_path.name} on an input of shape {input_shape}: "
-                                 f"{first_line(exc)}; check the model's input shape (--shape)") from None
-        stats = latency_stats(samples, settings.warmup)
-        energy = meter.stop(runs=stats.n, timed_seconds=stats.total_s, latency_s=stats.p50 / 1000)
+        runs = [_once(loaded, x)] + ([_once(ref, rng.random(beside.shape, dtype=np.float32))]
+                                     if ref is not None and beside is not None else [])
+        windows: list[_Window] = []
+        for attempt in range(max(1, settings.attempts)):
+            if attempt:
+                time.sleep(settings.retry_pause_s)  # let the other work pass
+            windows.append(_timed_window(runs, settings, meter, reader, runtime, model_path, input_shape))
+            if windows[-1].contended is None:
+                break
+        kept = min(windows, key=lambda w: (w.contended is not None, w.pressure.during, w.stats[0].p50))
     finally:
         loaded.close()
+        if ref is not None:
+            ref.close()
+    stats, energy = kept.stats[0], kept.energy
     peak = (peak_memory_child(runtime, model_path, input_shape, settings.threads, settings.precision)
             if settings.measure_memory else None)
     dynamic = None
     if energy.energy_mj is not None and idle_w is not None and energy.window_s:
         dynamic = energy.energy_mj - idle_w * energy.window_s / stats.n * 1000
     size_mb = loaded.artifact_size_mb if loaded.artifact_size_mb is not None else model_path.stat().st_size / 2**20
+    reference = None
+    if beside is not None and len(kept.stats) > 1:
+        r = kept.stats[1]
+        reference = ReferenceWindow(model=beside.path.name, p50=r.p50, p90=r.p90, ratio_p50=stats.p50 / r.p50)
+    still = kept.contended
+    conditions = Conditions(pressure=kept.pressure, attempts=len(windows), contended=still,
+                            host=provenance(pressure_root), reference=reference)
+    tried = f" after {len(windows)} timed windows" if len(windows) > 1 else ""
     m = Measurement(
         target=target.name, runtime=runtime, runtime_version=adapter.version(), device=adapter.device,
         precision=settings.precision, batch=input_shape[0], input_shape=input_shape, threads=settings.threads,
@@ -166,9 +213,43 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
                 **({"peak_memory": "measured"} if peak is not None else {}),
                 **({"device_memory": "measured"} if loaded.device_memory_mb is not None else {}),
                 **({"energy": energy.source} if energy.energy_mj is not None else {})},
-        timing=("device events (CUDA)" if loaded.timed_run else "host clock (perf_counter)"),
-        notes=[n for n in [energy.note, *loaded.notes, stats.spread_warning] if n],
+        timing=("device events (CUDA)" if loaded.timed_run else "host clock (perf_counter)")
+               + (f", interleaved with {beside.path.name}" if beside else ""),
+        notes=[n for n in [energy.note, *loaded.notes,
+                           f"contended{tried}: {still}; kept for this run, not cached" if still else None] if n],
+        conditions=conditions,
     )
-    if cache is not None and key is not None and stats.spread_warning is None:  # noisy figures are not facts
+    if cache is not None and key is not None and m.contended is None:  # contended figures are not facts
         cache.put(key, m)
     return m
+
+
+@dataclass
+class _Window:
+    stats: list[LatencyStats]
+    energy: EnergyResult
+    pressure: Pressure
+    contended: str | None
+
+
+def _once(loaded: LoadedModel, x: np.ndarray) -> Callable[[], Any]:
+    timed = loaded.timed_run
+    return (lambda: timed(x)) if timed is not None else (lambda: loaded.run(x))
+
+
+def _timed_window(runs: list[Callable[[], Any]], settings: ProfileSettings, meter: Meter,
+                  reader: PressureReader, runtime: str, model_path: Path, input_shape: list[int]) -> _Window:
+    def start() -> None:
+        reader.start()
+        meter.start()
+
+    try:
+        samples = time_interleaved(runs, warmup=settings.warmup, min_runs=settings.min_runs,
+                                   min_seconds=settings.min_seconds, on_start=start)
+    except Exception as exc:  # the runtime's own error on this model and input: the user's to fix
+        raise ProfilingError(f"{runtime} cannot run {model_path.name} on an input of shape {input_shape}: "
+                             f"{first_line(exc)}; check the model's input shape (--shape)") from None
+    pressure = reader.stop()
+    stats = [latency_stats(s, settings.warmup) for s in samples]
+    energy = meter.stop(runs=stats[0].n, timed_seconds=stats[0].total_s, latency_s=stats[0].p50 / 1000)
+    return _Window(stats, energy, pressure, pressure.contended or stats[0].spread_warning)

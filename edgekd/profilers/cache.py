@@ -78,13 +78,14 @@ class MeasurementCache:
 
     @staticmethod
     def conditions(model_path: Path, target: str, runtime: str, runtime_version: str,
-                   input_shape: list[int], settings: ProfileSettings) -> dict:
+                   input_shape: list[int], settings: ProfileSettings, extra: dict | None = None) -> dict:
         return {"model_sha256": file_sha256(model_path), "target": target, "runtime": runtime,
-                "runtime_version": runtime_version, "input_shape": list(input_shape), **settings.cache_fields()}
+                "runtime_version": runtime_version, "input_shape": list(input_shape), **settings.cache_fields(),
+                **(extra or {})}
 
     def key(self, model_path: Path, target: str, runtime: str, runtime_version: str,
-            input_shape: list[int], settings: ProfileSettings) -> CacheKey:
-        cond = json.dumps(self.conditions(model_path, target, runtime, runtime_version, input_shape, settings),
+            input_shape: list[int], settings: ProfileSettings, extra: dict | None = None) -> CacheKey:
+        cond = json.dumps(self.conditions(model_path, target, runtime, runtime_version, input_shape, settings, extra),
                           sort_keys=True)
         return CacheKey(hashlib.sha256(cond.encode()).hexdigest(), cond)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
+
+from .contention import Pressure
 
 Source = Literal["measured", "remote", "predicted", "cached"]
 
@@ -57,6 +59,26 @@ def latency_stats(samples_ms: list[float] | np.ndarray, warmup: int) -> LatencyS
     )
 
 
+class ReferenceWindow(BaseModel):
+    """The reference model (the teacher) timed in the same window as this model, interleaved run
+    for run: a host slowed by other work slows both alike, so their ratio stays right."""
+
+    model: str
+    p50: float
+    p90: float
+    ratio_p50: float  # this model's p50 / the reference's
+
+
+class Conditions(BaseModel):
+    """What the host was doing while the model was measured, and who the host was."""
+
+    pressure: Pressure | None = None  # of the attempt kept
+    attempts: int = 1  # timed windows tried; a contended one is tried again, up to a bound
+    contended: str | None = None  # why the kept window was still contended; None: it was not
+    host: dict[str, Any] = {}  # edgekd.host.provenance(): host, CPU, governor, clocks, power mode
+    reference: ReferenceWindow | None = None
+
+
 class Measurement(BaseModel):
     """One model profiled on one target with one runtime, with the source of every figure."""
 
@@ -81,3 +103,12 @@ class Measurement(BaseModel):
     source: dict[str, Source]
     cached_from: str | None = None  # when answered from the cache: when it was measured
     notes: list[str] = []
+    conditions: Conditions | None = None  # None: predicted, or recorded before edgekd kept conditions
+
+    @property
+    def contended(self) -> str | None:
+        """Why this figure cannot be trusted as a quiet host's: still contended after the repeats,
+        or a latency spread only a busy host gives. None for a trustworthy figure."""
+        if self.conditions is not None and self.conditions.contended:
+            return self.conditions.contended
+        return self.latency_ms.spread_warning

@@ -18,6 +18,8 @@ class ProfileSettings:
     energy_meter: str = "auto"
     idle_seconds: float = 0.0  # > 0: measure idle power for that long before the warm-up
     seed: int = 0
+    attempts: int = 3  # timed windows at most when the host is contended (1: never repeat)
+    retry_pause_s: float = 1.0  # wait between a contended window and the next try
 
     def cache_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "seed"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("seed", "attempts", "retry_pause_s")}

@@ -3,14 +3,14 @@ see first, how the students were distilled, and what KD added over the no-KD bas
 
 from __future__ import annotations
 
-from ..profilers.measurement import NOISY_P90_OVER_P50, NOISY_P99_OVER_P50
 from .model import Report
 
 
-def busy_names(r: Report) -> list[str]:
-    """Models whose latency spread says the host was busy while they were measured."""
-    names = [c.name for c in r.candidates if c.measurement.latency_ms.spread_warning]
-    return names + (["teacher"] if r.teacher.measurement.latency_ms.spread_warning else [])
+def contended_names(r: Report) -> list[str]:
+    """Models measured while the host was busy: pressure past the limit after the repeats, or a
+    latency spread only a busy host gives."""
+    names = [c.name for c in r.candidates if c.measurement.contended]
+    return names + (["teacher"] if r.teacher.measurement.contended else [])
 
 
 def banners(r: Report) -> list[tuple[str, str]]:
@@ -21,12 +21,12 @@ def banners(r: Report) -> list[tuple[str, str]]:
                             f"{r.measurement.how}."))
     elif r.measurement.mode == "remote":
         out.append(("info", f"Figures measured on the device: {r.measurement.how}."))
-    busy = busy_names(r)
+    busy = contended_names(r)
     if busy:
-        out.append(("warn", f"Busy host: the latency spread of {', '.join(busy)} (p90 over {NOISY_P90_OVER_P50:g}x "
-                            f"p50, or p99 over {NOISY_P99_OVER_P50:g}x p50) says the machine was busy while they were "
-                            "measured. Those figures were not cached; measure again on a quiet machine "
-                            "before relying on them."))
+        out.append(("warn", f"Contended host: {', '.join(busy)} were measured while other work held the CPUs (CPU "
+                            "pressure, steal time or latency spread past their limits, after repeated tries; each "
+                            "figure's conditions say which). Those figures were not cached; measure again on a quiet "
+                            "machine before relying on them."))
     if r.dataset.synthetic:
         out.append(("info", f"Data set: synthetic. {r.dataset.source}. Accuracy figures describe this generated "
                             "data, not real imagery."))
@@ -51,3 +51,24 @@ def baseline(r: Report) -> str | None:
     return (f"KD gain: {b.name} reached {b.kd_accuracy:.3f} with KD and {b.no_kd_accuracy:.3f} without "
             f"({b.kd_gain_points:+.2f} points; the same architecture, {b.epochs} epochs, data order and "
             "optimiser, cross-entropy only).")
+
+
+HOST_HEADERS = ["model", "source", "host", "threads", "CPU pressure", "tries", "contended", "governor / MHz",
+                "power mode", "teacher beside"]
+
+
+def host_rows(r: Report) -> list[list[str]]:
+    """Per measured model: where and under what load it was measured (both renderers escape)."""
+    rows = []
+    for name, m in [("teacher", r.teacher.measurement)] + [(c.name, c.measurement) for c in r.candidates]:
+        c = m.conditions
+        if c is None:
+            continue
+        h, p = c.host, c.pressure
+        load = "–" if p is None else (f"{p.during:.0%} ({'PSI' if p.source == 'psi' else 'others CPU'}"
+                                      + (f", steal {p.steal:.0%}" if p.steal else "") + ")")
+        clock = " / ".join(str(v) for v in (h.get("governor"), h.get("cpu_mhz")) if v is not None) or "not readable"
+        beside = "–" if c.reference is None else f"x{c.reference.ratio_p50:.3f} of {c.reference.p50:.3f} ms"
+        rows.append([name, m.source.get("latency", "?"), str(h.get("board") or h.get("host") or "?"), str(m.threads),
+                     load, str(c.attempts), c.contended or "no", clock, str(h.get("power_mode") or "–"), beside])
+    return rows

@@ -107,13 +107,20 @@ def _candidates(r: Report) -> str:
     cands = sorted(r.candidates, key=lambda c: c.objective)
     rows = [[_e(c.name), _e(c.precision), f"{c.params:,}", _f(c.val_accuracy), _f(c.val_kd_loss),
              _f(c.measurement.latency_ms.p50),
-             _f(c.measurement.latency_ms.p90) + (" (busy)" if c.measurement.latency_ms.spread_warning else ""),
+             _f(c.measurement.latency_ms.p90) + (" (contended)" if c.measurement.contended else ""),
              _f(c.measurement.peak_memory_mb, 1),
              _f(c.measurement.energy_mj, 4), _f(c.c_hw), _f(c.penalty, 1), _f(c.objective),
              _e(", ".join(f"{k}: {v}" for k, v in c.measurement.source.items()))] for c in cands]
     selected = {i for i, c in enumerate(cands) if c.name == r.selected}
     return _table(["candidate", "precision", "params", "val acc", "KD loss", "p50 ms", "p90 ms", "peak MB", "mJ",
                    "C_hw", "P_rt", "J", "sources"], rows, selected)
+
+
+def _host(r: Report) -> str:
+    rows = facts.host_rows(r)
+    if not rows:
+        return "<p>No host conditions recorded (predicted figures, or a report from before edgekd kept them).</p>"
+    return _table(facts.HOST_HEADERS, [[_e(v) for v in row] for row in rows])
 
 
 def _exports(r: Report) -> str:
@@ -140,6 +147,7 @@ def render_html(r: Report) -> str:
 <section id="candidates"><h2>Candidates</h2>
 {_candidates(r)}
 </section>
+<section id="host"><h2>Where and how busy</h2>{_host(r)}</section>
 <section id="exports"><h2>Exports and parity</h2>{_exports(r)}</section>
 <section id="config"><h2>Configuration and software</h2>{versions}
 <pre>{_e(yaml.safe_dump(r.config, sort_keys=False))}</pre></section>

@@ -65,7 +65,7 @@ def _candidates(r: Report) -> list[str]:
         m = c.measurement
         rows.append([f"**{c.name}**" if c.name == r.selected else c.name, f"{c.params:,}", f"{c.macs / 1e6:.2f}",
                      _f(c.val_accuracy), _f(c.val_kd_loss), _f(m.latency_ms.p50),
-                     _f(m.latency_ms.p90) + (" (busy)" if m.latency_ms.spread_warning else ""),
+                     _f(m.latency_ms.p90) + (" (contended)" if m.contended else ""),
                      _f(m.latency_ms.p99), str(m.latency_ms.n), _f(m.peak_memory_mb, 2), _f(m.model_size_mb, 3),
                      _f(m.energy_mj, 4), _f(c.c_hw), _f(c.penalty, 1), _f(c.objective),
                      ", ".join(f"{k}: {v}" for k, v in m.source.items())])
@@ -110,6 +110,8 @@ def _exports(r: Report) -> list[str]:
                [[e.format, f"`{e.path}`", _f(e.size_mb, 3), _f(e.parity.top1_agreement, 4),
                  _f(e.parity.accuracy_delta, 4), f"{e.parity.max_abs_diff:.2e}",
                  f"{e.parity.mean_abs_diff:.2e}"] for e in r.exports]), "",
+        *(["## Where and how busy", "", _table(facts.HOST_HEADERS, facts.host_rows(r)), ""] if facts.host_rows(r)
+          else []),
         "## Time per stage", "",
         _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in r.stage_seconds.items()]), "",
         "## Software", "",

@@ -22,7 +22,9 @@ def costs_of(m: Measurement, delta: float) -> Costs:
     only restates latency with a target's constant, so unasked it would count latency twice
     and let its noise decide the pick: it is shown in the report but left out of C_hw."""
     sensed = m.energy_meter in SENSORS
-    return Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj if sensed or delta > 0 else None)
+    window = m.conditions.reference if m.conditions is not None else None
+    return Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj if sensed or delta > 0 else None,
+                 latency_ratio=window.ratio_p50 if window is not None else None)
 
 
 class TrialStatus(str, Enum):

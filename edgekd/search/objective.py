@@ -20,6 +20,9 @@ class Costs:
     latency_ms: float
     peak_memory_mb: float | None
     energy_mj: float | None
+    # latency / the reference's, both timed in one window (interleaved): used in place of
+    # latency_ms / reference.latency_ms, which mixes windows a busy host may have slowed unequally
+    latency_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ def _ratio(value: float | None, ref: float | None) -> float | None:
 
 def hardware_cost(costs: Costs, reference: Costs, weights: CostWeights) -> HardwareCost:
     ratios = {
-        "latency": _ratio(costs.latency_ms, reference.latency_ms),
+        "latency": costs.latency_ratio if costs.latency_ratio is not None else _ratio(costs.latency_ms,
+                                                                                      reference.latency_ms),
         "memory": _ratio(costs.peak_memory_mb, reference.peak_memory_mb),
         "energy": _ratio(costs.energy_mj, reference.energy_mj),
     }

@@ -1,12 +1,13 @@
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
 from edgekd.convert.onnx import to_onnx
 from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
-from edgekd.profilers import MeasurementCache, ProfileSettings, measurement, profile_model
+from edgekd.profilers import MeasurementCache, ProfileSettings, contention, measurement, profile_model
 from edgekd.targets import get_target
 
 from ..conftest import run_cli
@@ -31,14 +32,18 @@ def quiet_host(monkeypatch):
     spread counts as quiet (the busy case has its own test below)."""
     monkeypatch.setattr(measurement, "NOISY_P90_OVER_P50", float("inf"))
     monkeypatch.setattr(measurement, "NOISY_P99_OVER_P50", float("inf"))
+    for limit in ("CONTENDED_PRESSURE", "CONTENDED_OTHERS", "CONTENDED_STEAL"):  # nor does CPU pressure
+        monkeypatch.setattr(contention, limit, float("inf"))
 
 
 def test_a_busy_hosts_figure_is_flagged_and_never_cached(tmp_path, two_models, monkeypatch):
     a, _ = two_models
     monkeypatch.setattr(measurement, "NOISY_P90_OVER_P50", 0.5)  # every spread now looks busy
     cache = MeasurementCache(tmp_path / "m.sqlite")
-    first = profile_model(a, get_target("cpu"), "onnxruntime", SHAPE, FAST, cache)
-    assert any(n.startswith("latency spread says the host was busy") for n in first.notes)
+    first = profile_model(a, get_target("cpu"), "onnxruntime", SHAPE, replace(FAST, attempts=2, retry_pause_s=0), cache)
+    assert first.contended and "latency spread says the host was busy" in first.contended
+    assert first.conditions.attempts == 2  # tried again before it was marked
+    assert any(n.startswith("contended after 2 timed windows") for n in first.notes)
     assert len(cache) == 0
     again = profile_model(a, get_target("cpu"), "onnxruntime", SHAPE, FAST, cache)
     assert again.source["latency"] == "measured"  # measured again, not answered from a noisy record
