@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel
 
 from ..errors import ExportError
-from ..profilers import load_runtime
+from ..profilers import PROFILERS, load_runtime
 from ..registry import Registry, close_matches
 from .parity import Parity, ParityTolerance, check_parity, default_tolerance
 
@@ -73,6 +73,10 @@ class ExportResult(BaseModel):
     parity: Parity
     tolerance: ParityTolerance
     notes: list[str] = []
+    # the runtime settings the parity figures hold for (OpenVINO: device and inference precision)
+    execution: dict[str, str] = {}
+    # OpenVINO: agreement when compiled with the plugin's default precision, where that differs
+    parity_plugin_default: Parity | None = None
 
 
 def parse_formats(text: str) -> list[str]:
@@ -118,9 +122,39 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
     if problems:
         raise ExportError(f"{fmt} export {path} disagrees with the PyTorch model beyond the {spec.precision} "
                           f"tolerance: {'; '.join(problems)}")
+    default = _plugin_default_parity(spec, path, model, x_val, y_val, threads, loaded.execution, ctx)
     size = sum(p.stat().st_size for p in files_of(path)) / 2**20
     return ExportResult(format=fmt, path=str(path), runtime=spec.runtime, precision=spec.precision,
-                        size_mb=round(size, 4), parity=parity, tolerance=tol, notes=list(ctx.notes))
+                        size_mb=round(size, 4), parity=parity, tolerance=tol, notes=list(ctx.notes),
+                        execution=loaded.execution, parity_plugin_default=default)
+
+
+def _plugin_default_parity(spec: ExportFormat, path: Path, model: torch.nn.Module, x_val: torch.Tensor,
+                           y_val: torch.Tensor, threads: int, execution: dict[str, str],
+                           ctx: ExportContext) -> Parity | None:
+    """An FP32 OpenVINO IR is checked with the f32 precision hint; a deployment that sets no hint
+    runs the plugin's default (bf16 on CPUs with bf16 units). Where that differs here, the
+    agreement under it is measured too, and the note says how to set the hint."""
+    if spec.runtime != "openvino" or spec.precision != "fp32":
+        return None
+    adapter = PROFILERS.get(spec.runtime)
+    plain = adapter.load_plugin_default(path, threads)  # type: ignore[attr-defined]
+    try:
+        hint = execution.get("INFERENCE_PRECISION_HINT", "f32")
+        default = plain.execution.get("INFERENCE_PRECISION_HINT", hint)
+        how = (f"compile with the hint: ov.Core().compile_model('{path.name}', 'CPU', "
+               f"{{'INFERENCE_PRECISION_HINT': '{hint}'}}) (benchmark_app: -infer_precision {hint})")
+        if default == hint:
+            ctx.notes.append(f"parity figures hold for OpenVINO inference precision {hint} (this CPU's default too); "
+                             f"to keep it on other CPUs, {how}")
+            return None
+        other = check_parity(model, plain.run, x_val, y_val)
+    finally:
+        plain.close()
+    ctx.notes.append(f"parity figures hold for OpenVINO inference precision {hint}; OpenVINO's default here is "
+                     f"{default}, with top-1 agreement {other.top1_agreement:.4f} and max |diff| "
+                     f"{other.max_abs_diff:.2e}: {how}")
+    return other
 
 
 def files_of(path: Path) -> list[Path]:

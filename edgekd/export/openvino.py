@@ -34,7 +34,11 @@ def _save(ov_model, path: Path, fp16: bool) -> Path:
 
 @EXPORTERS.register("openvino")
 def export_openvino(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
-    return _save(_convert(ctx), path, fp16=False)
+    ov_model = _convert(ctx)
+    # OpenVINO does not apply a precision hint stored in the IR; it is written as information for
+    # whoever deploys it (the parity figures hold for it), and the export note says how to set it
+    ov_model.set_rt_info("f32", ["model_info", "inference_precision_hint"])
+    return _save(ov_model, path, fp16=False)
 
 
 @EXPORTERS.register("openvino-fp16")

@@ -178,13 +178,15 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     kd = KDSettings(alpha=cfg.kd_alpha, temperature=cfg.kd_temperature,
                     teacher_weights=tuple(cfg.teacher_weights or [1.0] * (1 + len(teachers.extra))),
                     robust_rho=cfg.robust_rho, feature_distance=cfg.feature_distance)
+    if cfg.train_threads is None:  # resolved once and written to config.yaml: a resumed run trains alike
+        cfg = cfg.model_copy(update={"train_threads": default_train_threads()})
     budget_ms = cfg.budget_ms if cfg.budget_ms is not None else target.default_budget_ms  # until bind_budget
     return RunPlan(cfg=cfg, resume=resume, target=target, budget_ms=budget_ms,
                    budget_source="--budget-ms" if cfg.budget_ms is not None else "not yet bound",
                    terms=terms, needs=want, run_dir=run_dir, measurer=measurer, threads=threads, ds=ds,
                    unlabeled_x=unl_x, teachers=teachers, kd=kd, export_formats=formats, export_note=export_note,
                    deadline=None if cfg.max_minutes is None else timer.start + 60 * cfg.max_minutes,
-                   train_threads=cfg.train_threads or default_train_threads())
+                   train_threads=cfg.train_threads or 1)
 
 
 def check_students(students: list[str]) -> None:

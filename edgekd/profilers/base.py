@@ -38,6 +38,7 @@ class LoadedModel:
     artifact_size_mb: float | None = None  # e.g. a TensorRT engine built from the ONNX
     notes: list[str] = field(default_factory=list)
     close: Callable[[], None] = lambda: None
+    execution: dict[str, str] = field(default_factory=dict)  # runtime settings it runs with (e.g. precision hint)
 
 
 class Runtime(Protocol):
@@ -216,6 +217,8 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
         timing=("device events (CUDA)" if loaded.timed_run else "host clock (perf_counter)")
                + (f", interleaved with {beside.path.name}" if beside else ""),
         notes=[n for n in [energy.note, *loaded.notes,
+                           ("runs with " + ", ".join(f"{k}={v}" for k, v in loaded.execution.items())
+                            if loaded.execution else None),
                            f"contended{tried}: {still}; kept for this run, not cached" if still else None] if n],
         conditions=conditions,
     )

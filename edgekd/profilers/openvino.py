@@ -45,7 +45,29 @@ class OpenVINORuntime:
             config["INFERENCE_PRECISION_HINT"] = "f32"
         compiled = ov.Core().compile_model(str(model_path), self.device, config)
         request = compiled.create_infer_request()
-        return LoadedModel(run=lambda x: request.infer([x])[0])
+        return LoadedModel(run=lambda x: request.infer([x])[0], execution=execution_of(compiled, self.device))
+
+    def load_plugin_default(self, model_path: Path, threads: int) -> LoadedModel:
+        """The model as a deployment that sets no precision hint runs it: the plugin's default
+        inference precision (bf16 on CPUs with bf16/AMX units)."""
+        import openvino as ov
+
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if self.device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = ov.Core().compile_model(str(model_path), self.device, config)
+        request = compiled.create_infer_request()
+        return LoadedModel(run=lambda x: request.infer([x])[0], execution=execution_of(compiled, self.device))
+
+
+def execution_of(compiled, device: str) -> dict[str, str]:
+    """The device and the inference precision a compiled model really runs with."""
+    try:
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+        precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+    except RuntimeError:  # a device without the property
+        precision = "unknown"
+    return {"device": device, "INFERENCE_PRECISION_HINT": precision}
 
 
 for _rt in (OpenVINORuntime("openvino", "CPU"), OpenVINORuntime("openvino-gpu", "GPU"),

@@ -72,3 +72,13 @@ def host_rows(r: Report) -> list[list[str]]:
         rows.append([name, m.source.get("latency", "?"), str(h.get("board") or h.get("host") or "?"), str(m.threads),
                      load, str(c.attempts), c.contended or "no", clock, str(h.get("power_mode") or "–"), beside])
     return rows
+
+
+def checked_with(e) -> str:
+    """Where and how an export's parity was checked: the runtime and, where it has one, the
+    execution precision (OpenVINO's hint), with the plugin default's agreement when it differs."""
+    how = e.runtime + (f", {e.execution['INFERENCE_PRECISION_HINT']}" if "INFERENCE_PRECISION_HINT" in e.execution
+                       else "")
+    if e.parity_plugin_default is not None:
+        how += f" (plugin default: agreement {e.parity_plugin_default.top1_agreement:.4f})"
+    return how

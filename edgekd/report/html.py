@@ -124,9 +124,12 @@ def _host(r: Report) -> str:
 
 
 def _exports(r: Report) -> str:
-    return _table(["format", "precision", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "file"],
+    notes = "".join(f"<li>{_e(e.format)}: {_e(n)}</li>" for e in r.exports for n in e.notes)
+    return _table(["format", "precision", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "checked with",
+                   "file"],
                   [[_e(e.format), _e(e.precision), _f(e.size_mb), _f(e.parity.top1_agreement, 4),
-                    _f(e.parity.accuracy_delta, 4), f"{e.parity.max_abs_diff:.2e}", _e(e.path)] for e in r.exports])
+                    _f(e.parity.accuracy_delta, 4), f"{e.parity.max_abs_diff:.2e}", _e(facts.checked_with(e)),
+                    _e(e.path)] for e in r.exports]) + (f"<ul>{notes}</ul>" if notes else "")
 
 
 def render_html(r: Report) -> str:

@@ -106,10 +106,12 @@ def _teacher(r: Report) -> list[str]:
 def _exports(r: Report) -> list[str]:
     return [
         "## Exports of the selected student", "",
-        _table(["format", "file", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "mean |Δlogit|"],
+        _table(["format", "file", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "mean |Δlogit|",
+                "checked with"],
                [[e.format, f"`{e.path}`", _f(e.size_mb, 3), _f(e.parity.top1_agreement, 4),
                  _f(e.parity.accuracy_delta, 4), f"{e.parity.max_abs_diff:.2e}",
-                 f"{e.parity.mean_abs_diff:.2e}"] for e in r.exports]), "",
+                 f"{e.parity.mean_abs_diff:.2e}", facts.checked_with(e)] for e in r.exports]), "",
+        *[f"- {e.format}: {n}" for e in r.exports for n in e.notes], "",
         *(["## Where and how busy", "", _table(facts.HOST_HEADERS, facts.host_rows(r)), ""] if facts.host_rows(r)
           else []),
         "## Time per stage", "",

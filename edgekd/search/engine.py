@@ -8,13 +8,17 @@ what measures it (`Measurer`) and who hears of progress (`SearchObserver`) are g
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import torch
 from torch import nn
 
 from ..config import RunConfig
@@ -89,6 +93,20 @@ def result_line(name: str, r: RungResult, budget_ms: float) -> str:
             f"J {r.objective:.3f}")
 
 
+def unit_seed(seed: int, name: str, part: str) -> int:
+    """The seed of one unit of work, from the run's seed and the unit's identity only: a resumed
+    run draws the same numbers for a unit as an uninterrupted one, whatever ran before it."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}:{part}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """PyTorch's global RNG seeded for a block and restored after it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def trial_name(arch: StudentSpec, precision: str) -> str:
     return arch.name + ("" if precision == "fp32" else f"@{precision}")
 
@@ -128,7 +146,8 @@ class Search:
             return loaded, json.loads(info_file.read_text())
         model: nn.Module
         if rung == 0:
-            model, start = self.trainer.build(arch)
+            with seeded(unit_seed(self.settings.seed, arch.name, "init")):  # the same start, whatever ran before
+                model, start = self.trainer.build(arch)
             self.observer.on_note(f"student {arch.name}: {start}")
         else:
             model, previous = self.train_rung(arch, rung - 1)
@@ -138,8 +157,9 @@ class Search:
         self.observer.on_rung_start(label, self.trainer.steps(epochs),
                                     f"{sum(p.numel() for p in model.parameters()):,} params")
         t0 = time.perf_counter()
-        loss = self.trainer.train(model, epochs, self.settings.seed + rung, self.observer.on_step,
-                                  lambda e, value: self.observer.on_epoch(label, e, epochs, value))
+        with seeded(unit_seed(self.settings.seed, arch.name, f"rung{rung}")):  # adapters, dropout: this unit's own RNG
+            loss = self.trainer.train(model, epochs, self.settings.seed + rung, self.observer.on_step,
+                                      lambda e, value: self.observer.on_epoch(label, e, epochs, value))
         seconds = time.perf_counter() - t0
         self._time("kd_training", t0)
         self.observer.on_rung_end(label)
@@ -208,18 +228,22 @@ class Search:
             state["brackets"].append(dumped)
         atomic_write(self.state_file, json.dumps(state, indent=1))
 
-    def _study(self) -> Any:
+    def _study(self, bracket: int) -> Any:
+        """The study in optuna.db with a sampler seeded for this bracket: the sampler's RNG state
+        is not stored, so a resumed run that reseeded once would propose other points than an
+        uninterrupted one; seeded per bracket, both propose the same from the same history."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         s = self.settings
         storage = f"sqlite:///{self.run_dir / 'optuna.db'}"
+        seed = unit_seed(s.seed, "proposals", f"bracket{bracket}")
         if s.mode == "nsga2":
             return optuna.create_study(study_name="edgekd", storage=storage, load_if_exists=True,
                                        directions=["minimize", "minimize"],
-                                       sampler=optuna.samplers.NSGAIISampler(seed=s.seed))
+                                       sampler=optuna.samplers.NSGAIISampler(seed=seed))
         return optuna.create_study(study_name="edgekd", storage=storage, load_if_exists=True, direction="minimize",
-                                   sampler=optuna.samplers.TPESampler(seed=s.seed))
+                                   sampler=optuna.samplers.TPESampler(seed=seed))
 
     def _propose(self, bracket: int, study: Any) -> list[TrialRecord]:
         s = self.settings
@@ -237,10 +261,11 @@ class Search:
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> list[TrialRecord]:
         state = self._load_state()
-        study = None if self.settings.mode == "grid" else self._study()
+        grid = self.settings.mode == "grid"
         records: list[TrialRecord] = []
         seen: dict[str, TrialRecord] = {}  # a re-proposed point shares the work of its first proposal
         for b in range(self.settings.brackets):
+            study = None if grid else self._study(b)
             if b < len(state["brackets"]):  # resumed: the same proposals as before the stop
                 bracket = [TrialRecord.model_validate(t) for t in state["brackets"][b]]
             elif self._past_deadline():

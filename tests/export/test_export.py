@@ -58,3 +58,34 @@ def test_openvino_needs_the_onnx_export_first(tmp_path, tiny):
         export_model("openvino", model, tmp_path, "m", ExportContext([1, 4, 16, 16], {}), x, y, ParityTolerance())
     with pytest.raises(ExportError, match="unknown export format"):
         export_model("tflite", model, tmp_path, "m", ExportContext([1, 4, 16, 16], {}), x, y, ParityTolerance())
+
+
+def test_openvino_parity_names_the_execution_precision_it_holds_for(tmp_path, tiny, monkeypatch):
+    """The FP32 IR is checked with the f32 hint; the IR and the note say so and how to set it; where
+    OpenVINO's own default differs (bf16 on CPUs with bf16 units) its agreement is measured too."""
+    import openvino as ov
+
+    from edgekd.profilers.base import LoadedModel
+    from edgekd.profilers.openvino import OpenVINORuntime
+
+    model, x, y = tiny
+    ctx = ExportContext(input_shape=[1, 4, 16, 16], metadata={"run_id": "r1"})
+    export_model("onnx", model, tmp_path, "m", ctx, x, y, ParityTolerance())
+    res = export_model("openvino", model, tmp_path, "m", ctx, x, y, ParityTolerance())
+    assert res.execution == {"device": "CPU", "INFERENCE_PRECISION_HINT": "f32"}
+    ir = ov.Core().read_model(res.path)
+    assert ir.get_rt_info(["model_info", "inference_precision_hint"]).astype(str) == "f32"
+    assert any("'INFERENCE_PRECISION_HINT': 'f32'" in n and "-infer_precision f32" in n for n in res.notes)
+
+    real = OpenVINORuntime.load_plugin_default
+
+    def bf16_default(self, path, threads):  # a CPU whose default is bf16, and whose bf16 logits drift
+        loaded = real(self, path, threads)
+        return LoadedModel(run=lambda a: loaded.run(a) + np.linspace(0, 3, 3, dtype=np.float32), close=loaded.close,
+                           execution={"device": "CPU", "INFERENCE_PRECISION_HINT": "bf16"})
+
+    monkeypatch.setattr(OpenVINORuntime, "load_plugin_default", bf16_default)
+    drift = export_model("openvino", model, tmp_path / "b", "m", ctx, x, y, ParityTolerance())
+    assert drift.parity.top1_agreement == 1.0  # the figures for f32 are unchanged
+    assert drift.parity_plugin_default is not None and drift.parity_plugin_default.max_abs_diff > 1.0
+    assert any("OpenVINO's default here is bf16" in n for n in drift.notes)

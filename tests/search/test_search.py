@@ -97,8 +97,9 @@ def test_killed_run_resumes_without_redoing_finished_work(tmp_path):
     cfg.write_text(SEARCH_YAML)
     run = tmp_path / "run"
     env = {**os.environ, "EDGEKD_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", "optimize", "--preset", "smoke", "--config", str(cfg),
-                             "--budget-ms", "1000", "--out", str(run), "--quiet"], env=env,
+    args = ["optimize", "--preset", "smoke", "--config", str(cfg), "--budget-ms", "1000", "--train-threads", "1",
+            "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", *args, "--out", str(run)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(run.glob("candidates/*/rung0-*.json"))) < 2:
@@ -117,6 +118,14 @@ def test_killed_run_resumes_without_redoing_finished_work(tmp_path):
     r = json.loads((run / "report.json").read_text())
     assert r["resumed"] is True and len(r["trials"]) == 6
     assert "retrained" not in res.stdout
+    # the same run without the stop: the same proposals, and every student trained to the same weights
+    # (each unit of work seeds its own RNG; the sampler is seeded per bracket)
+    whole = run_cli(*args, "--out", str(tmp_path / "whole"), env={"EDGEKD_CACHE_DIR": str(tmp_path / "cache")})
+    assert whole.returncode == 0, whole.stderr
+    w = json.loads((tmp_path / "whole" / "report.json").read_text())
+    assert [t["name"] for t in w["trials"]] == [t["name"] for t in r["trials"]]
+    first_rung = {t["name"]: t["rungs"][0]["val_accuracy"] for t in r["trials"] if t["rungs"]}
+    assert first_rung and first_rung == {t["name"]: t["rungs"][0]["val_accuracy"] for t in w["trials"] if t["rungs"]}
 
 
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
