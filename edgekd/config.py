@@ -160,6 +160,15 @@ class RunConfig(BaseModel):
             raise ValueError("must be a positive number of milliseconds, e.g. --budget-ms 20")
         return v
 
+    @field_validator("device_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        from .agent.protocol import is_agent_url
+
+        if v is not None and not is_agent_url(v):
+            raise ValueError("must be an http(s) URL of `edgekd agent`, e.g. http://BOARD:8765")
+        return v
+
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "candidates": [

@@ -7,6 +7,23 @@ import os
 from pathlib import Path
 
 
+def check_writable(path: Path, what: str, folder: bool = False) -> None:
+    """Before any work: `path` (a file, or with `folder` a folder) can be written, else one line
+    that names the flag. Creates the folder (a file's parent) as writing would."""
+    from .errors import EdgeKDError
+
+    target = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise EdgeKDError(f"{what} {path} is a folder; give a file name")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".edgekd-write-check.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise EdgeKDError(f"{what} {path} cannot be written ({exc.strerror}); choose a writable place") from None
+
+
 def atomic_write(path: Path, data: str | bytes) -> Path:
     """Write `data` to `path` through a temporary file in the same folder and an atomic rename:
     readers see the old file or the new one, never a torn one."""

@@ -91,6 +91,15 @@ CASES = {
                                              "{d}/r3"],
     "optimize: a NaN budget": ["optimize", "--preset", "smoke", "--budget-ms", "nan", "--out", "{d}/r4"],
     "optimize: a config file that is not YAML": ["optimize", "--config", "{garbage}", "--out", "{d}/r5"],
+    # paths under a file (refused even for root, who writes into read-only folders)
+    "profile: a --json under a file": ["profile", "{onnx}", "--no-memory", "--runs", "1", "--min-seconds", "0",
+                                       "--json", "{text}/out.json", "--no-cache"],
+    "profile: a --cache-dir under a file": ["profile", "{onnx}", "--no-memory", "--runs", "1", "--min-seconds", "0",
+                                            "--cache-dir", "{text}/cache"],
+    "export: an --out under a file": ["export", "{ckpt}", "--out", "{text}/exports"],
+    "benchmark: an --out under a file": ["benchmark", "{onnx}", "--targets", "cpu", "--runs", "1", "--min-seconds",
+                                         "0", "--out", "{text}/bench"],
+    "optimize: an --out under a file": ["optimize", "--preset", "smoke", "--out", "{text}/run"],
     # calibrate, targets, agent
     "calibrate: an unknown target": ["calibrate", "--target", "jetsn"],
     "targets: an unknown target": ["targets", "show", "jetsn"],

@@ -13,7 +13,7 @@ import httpx
 
 from ..errors import EdgeKDError
 from ..profilers.measurement import Measurement
-from .protocol import API_VERSION, ProfileRequest, ProfileResponse
+from .protocol import API_VERSION, ProfileRequest, ProfileResponse, is_agent_url
 
 TRANSIENT = {429, 502, 503}
 # Group or others may write, or others may read: refused (group read is allowed, so a container
@@ -52,10 +52,18 @@ def read_token(token_file: Path | None) -> str:
     return token
 
 
+def check_device_url(url: str) -> str:
+    """`url` without a trailing slash when it is an http(s) URL with a host; else an error naming the fix."""
+    if not is_agent_url(url):
+        raise AgentError(f"--device-url {url!r} is not an http(s) URL of an agent; write it as "
+                         "http://BOARD:8765 (the host and port `edgekd agent` listens on)")
+    return url.rstrip("/")
+
+
 class AgentClient:
     def __init__(self, url: str, token: str, *, retries: int = 4, backoff_s: float = 0.5, timeout_s: float = 900.0,
                  transport: httpx.BaseTransport | None = None):
-        self.url = url.rstrip("/")
+        self.url = check_device_url(url)
         self.retries, self.backoff_s = retries, backoff_s
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=httpx.Timeout(timeout_s, connect=10.0), transport=transport)

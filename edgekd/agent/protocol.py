@@ -12,6 +12,17 @@ MAX_DIM = 16384
 MAX_ELEMENTS = 2**26  # 256 MB of float32 input: more than any edge model takes
 
 
+def is_agent_url(url: str) -> bool:
+    """Whether `url` is an http(s) URL with a host (what `edgekd agent` listens on)."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
 class ProfileRequest(BaseModel):
     """The `request` part of POST /v1/profile."""
 

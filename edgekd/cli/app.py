@@ -22,20 +22,32 @@ err_console = Console(stderr=True)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """EdgeKDError -> one line on stderr and exit code 2 (bugs keep their traceback)."""
+    """EdgeKDError -> one line on stderr and exit code 2; so is an OSError on a path the user
+    gave (a read-only --out, a folder where a file goes). Bugs keep their traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except EdgeKDError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            _one_line(str(exc))
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            _one_line(f"{exc.filename}: {exc.strerror or type(exc).__name__}; check the path (a writable folder "
+                      "for outputs, a readable file for inputs) and try again")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _one_line(message: str) -> None:
+    text = " ".join(message.split())  # one line, whatever the message held
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:

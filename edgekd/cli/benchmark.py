@@ -31,14 +31,20 @@ def benchmark_cmd(
     import json
 
     from ..benchmark import benchmark, render_markdown
+    from ..files import check_writable
     from ..host import default_threads
     from ..profilers import ProfileSettings
 
+    folder = out or (source if source.is_dir() else source.parent)
+    check_writable(folder, "--out", folder=True)  # before the work, not after it
+    if device_url is not None:  # a bad URL or token is the user's to fix, not an "unavailable" row
+        from ..agent.client import check_device_url, read_token
+
+        check_device_url(device_url)
+        read_token(device_token_file)
     settings = ProfileSettings(threads=threads or default_threads(), min_runs=runs, min_seconds=min_seconds)
     rows = benchmark(source, split(targets), split(runtimes) if runtimes else None, settings, device_url,
                      device_token_file)
-    folder = out or (source if source.is_dir() else source.parent)
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / "benchmark.json").write_text(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
     md = render_markdown(rows)
     (folder / "benchmark.md").write_text(md)

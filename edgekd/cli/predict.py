@@ -39,6 +39,10 @@ def predict(
     if precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"--precision {precision}: {close_matches(precision, ['fp32', 'fp16', 'int8'])}"
                           "choose fp32, fp16 or int8")
+    if json_out:
+        from ..files import check_writable
+
+        check_writable(json_out, "--json")
     inp_shape = onnx_input_shape(model, parse_shape(shape) if shape else None, 1)
     m = predict_model(model, tg, inp_shape, rt, precision)
     console = make_console()

@@ -47,6 +47,7 @@ def profile(
     """Measure one model's latency, memory and energy with each runtime on this machine."""
     import json
 
+    from ..files import check_writable
     from ..host import default_threads
     from ..profilers import MeasurementCache, ProfileSettings
     from ..profilers.cache import default_cache_dir
@@ -58,6 +59,9 @@ def profile(
     tgt = get_target(target)
     names = split(runtime)
     work = cache_dir or default_cache_dir()
+    if json_out:
+        check_writable(json_out, "--json")  # before the measurement, not after it
+    check_writable(work, "--cache-dir", folder=True)
     inp = resolve_model(model, parse_shape(shape) if shape else None, batch, work / "onnx")
     meter = open_meter(energy_meter, tgt)  # fails early on a meter that cannot work here
     settings = ProfileSettings(threads=threads or default_threads(), warmup=warmup, min_runs=runs,
