@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import tempfile
 import time
 import uuid
@@ -22,6 +23,7 @@ from ..data import Dataset, data_source, load_dataset
 from ..distill.losses import KDSettings, parse_kd
 from ..distill.losses import needs as kd_needs
 from ..errors import CheckpointError, ConfigError, DataError, EdgeKDError, RunDirError
+from ..files import atomic_write
 from ..host import default_threads, default_train_threads
 from ..measurers import LocalMeasurer, Measurer, measurer_for
 from ..models.arch import ArchSpec, TimmSpec, parse_students
@@ -40,6 +42,25 @@ class StageTimer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.start = time.perf_counter()
+        self.earlier_s = 0.0  # wall time of the runs this one resumes
+        self.path: Path | None = None
+
+    def record_to(self, path: Path, resume: bool) -> None:
+        """Keep the seconds in `path` as they pass; a resumed run adds to what the stopped run spent."""
+        if resume and path.exists():
+            try:
+                earlier = json.loads(path.read_text())
+                for name, sec in earlier["seconds"].items():
+                    self.add(name, float(sec))
+                self.earlier_s = float(earlier["elapsed"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass  # a damaged record: this run's own times only
+        self.path = path
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is not None:
+            atomic_write(self.path, json.dumps({"seconds": self.seconds, "elapsed": self.total()}))
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -51,9 +72,10 @@ class StageTimer:
 
     def add(self, name: str, seconds: float) -> None:
         self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 3)
+        self._save()
 
     def total(self) -> float:
-        return round(time.perf_counter() - self.start, 3)
+        return round(self.earlier_s + time.perf_counter() - self.start, 3)
 
 
 @dataclass

@@ -28,6 +28,7 @@ def run_optimize(cfg: RunConfig, observer: ConsoleObserver | None = None, resume
     plan = resolve_run(cfg, resume, timer)  # everything a user can get wrong, checked; nothing written
     torch.set_num_threads(plan.train_threads)
     start_run_dir(plan, observer)
+    timer.record_to(plan.run_dir / "stage_seconds.json", plan.resume)
     with observer:
         teacher = teacher_stage(plan, observer, timer)
         plan = plan.bind_budget(teacher.measurement.latency_ms.p50).with_reference(plan.run_dir / "teacher.onnx")

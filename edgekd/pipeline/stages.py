@@ -3,6 +3,7 @@ records before it, returning a record: the teacher, the search, the selection, t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -80,7 +81,8 @@ class Selection:
 
 
 # what a run writes; --overwrite removes these (and only these: other files in the folder stay)
-RUN_ENTRIES = ("config.yaml", "teacher.pt", "teacher.onnx", "teacher_measurement.json", "teacher_cache", "search.json",
+RUN_ENTRIES = ("config.yaml", "teacher.pt", "teacher.onnx", "teacher_measurement.json", "teacher_training.json",
+               "stage_seconds.json", "teacher_cache", "search.json",
                "optuna.db", "candidates", "baseline", "exports", "report.json", "report.md", "report.html")
 
 
@@ -149,8 +151,13 @@ def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -
     cfg, ds, run_dir = plan.cfg, plan.ds, plan.run_dir
     with timer("teacher"):
         teacher, origin, loss = _teacher_model(plan, observer)
+        record = run_dir / "teacher_training.json"  # the curve and origin, for a resumed run's report
         if isinstance(teacher, (EdgeNet, ExternalNet)) and (not (run_dir / "teacher.pt").exists() or not plan.resume):
             save_checkpoint(run_dir / "teacher.pt", teacher, role="teacher", **plan.checkpoint_meta)
+            atomic_write(record, json.dumps({"origin": origin, "train_loss": loss}))
+        elif plan.resume and record.exists():
+            earlier = json.loads(record.read_text())
+            origin, loss = f"{earlier['origin']} (resumed from the run directory)", earlier["train_loss"]
     with timer("teacher_outputs"):  # computed once, memory-mapped, shared by every candidate and rung
         outputs = TeacherOutputs.build(run_dir / "teacher_cache", [teacher, *plan.teachers.extra], ds.x_train,
                                        views=cfg.teacher_views, features="features" in plan.needs,
@@ -213,10 +220,8 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir)
     objective = plan.objective(teacher.costs(cfg.delta))
     search = Search(SearchSettings.from_config(cfg, plan.deadline), objective, trainer, plan.measurer, plan.run_dir,
-                    plan.input_shape, plan.checkpoint_meta, observer)
+                    plan.input_shape, plan.checkpoint_meta, observer, on_time=timer.add)
     trials = search.run()
-    for stage, sec in search.seconds.items():
-        timer.add(stage, sec)
     return SearchResult(trials, search.epochs, objective, trainer)
 
 

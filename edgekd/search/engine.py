@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -116,8 +116,9 @@ class Search:
 
     def __init__(self, settings: SearchSettings, objective: Objective, trainer: StudentTrainer, measurer: Measurer,
                  run_dir: Path, input_shape: list[int], checkpoint_meta: dict[str, Any],
-                 observer: SearchObserver | None = None):
+                 observer: SearchObserver | None = None, on_time: Callable[[str, float], None] | None = None):
         self.settings, self.objective, self.trainer, self.measurer = settings, objective, trainer, measurer
+        self.on_time = on_time  # each stage's seconds as they pass (the run records them as it goes)
         self.run_dir, self.shape, self.meta = run_dir, input_shape, checkpoint_meta
         self.observer = observer or SilentObserver()
         self.state_file = run_dir / "search.json"
@@ -131,7 +132,10 @@ class Search:
         return d
 
     def _time(self, stage: str, t0: float) -> None:
-        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
+        took = time.perf_counter() - t0
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + took, 3)
+        if self.on_time is not None:
+            self.on_time(stage, took)
 
     def _past_deadline(self) -> bool:
         return self.settings.deadline is not None and time.perf_counter() > self.settings.deadline

@@ -109,6 +109,8 @@ def test_killed_run_resumes_without_redoing_finished_work(tmp_path):
     done = {p: p.stat().st_mtime_ns for p in run.glob("candidates/*/rung*.json")}
     assert len(done) >= 2 and not (run / "report.json").exists()
     teacher_mtime = (run / "teacher.pt").stat().st_mtime_ns
+    before = json.loads((run / "stage_seconds.json").read_text())["seconds"]  # kept as the stopped run went
+    assert before["teacher"] > 0 and before["kd_training"] > 0
     res = run_cli("optimize", "--resume", str(run), env={"EDGEKD_CACHE_DIR": str(tmp_path / "cache")})
     assert res.returncode == 0, res.stderr
     assert "(resumed)" in res.stdout
@@ -118,6 +120,9 @@ def test_killed_run_resumes_without_redoing_finished_work(tmp_path):
     r = json.loads((run / "report.json").read_text())
     assert r["resumed"] is True and len(r["trials"]) == 6
     assert "retrained" not in res.stdout
+    # the report keeps what the stopped run did: the teacher's curve and the time of its stages
+    assert len(r["teacher"]["train_loss"]) == r["config"]["teacher_epochs"] and "resumed" in r["teacher"]["origin"]
+    assert all(r["stage_seconds"][k] >= v for k, v in before.items())
     # the same run without the stop: the same proposals, and every student trained to the same weights
     # (each unit of work seeds its own RNG; the sampler is seeded per bracket)
     whole = run_cli(*args, "--out", str(tmp_path / "whole"), env={"EDGEKD_CACHE_DIR": str(tmp_path / "cache")})
