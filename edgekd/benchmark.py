@@ -34,9 +34,17 @@ class BenchRow(BaseModel):
     peak_memory_mb: float | None = None
     energy_mj: float | None = None
     power_w: float | None = None
-    source: str = "unavailable"  # measured / remote / predicted / cached / unavailable
+    source: str = "unavailable"  # of the latency: measured / remote / predicted / cached / unavailable
+    sources: dict[str, str] = {}  # per figure (latency, peak_memory, energy, ...): a remote row's energy
+    #                               estimate is `predicted`, never `remote`
+    contended: str | None = None  # why the latency was taken on a busy host, when it was
     reason: str | None = None
     measurement: dict[str, Any] | None = None
+
+    def labelled(self, figure: str, text: str) -> str:
+        """`text` with its source named when that differs from the row's (latency) source."""
+        own = self.sources.get(figure)
+        return text if own is None or own == self.source or text in ("–", "-") else f"{text} ({own})"
 
 
 def models_of(path: Path) -> tuple[list[dict[str, Any]], list[int] | None]:
@@ -107,7 +115,8 @@ def _row(m: dict[str, Any], target: Target, rt: str, shape: list[int] | None,
         "p50_ms": lat.p50, "p90_ms": lat.p90, "p99_ms": lat.p99,
         "throughput_ips": 1000 * meas.batch / lat.mean if lat.mean > 0 else None,
         "peak_memory_mb": meas.peak_memory_mb, "energy_mj": meas.energy_mj, "power_w": meas.mean_power_w,
-        "source": meas.source["latency"], "measurement": meas.model_dump(mode="json")})
+        "source": meas.source["latency"], "sources": dict(meas.source), "contended": meas.contended,
+        "measurement": meas.model_dump(mode="json")})
 
 
 def render_markdown(rows: list[BenchRow]) -> str:
@@ -122,6 +131,8 @@ def render_markdown(rows: list[BenchRow]) -> str:
         if r.reason:
             src = f"unavailable: {r.reason}"
         lines.append(f"| {r.model} | {r.format} | {r.precision} | {r.target} | {r.runtime} | {f(r.size_mb)} | "
-                     f"{f(r.accuracy, 4)} | {f(r.p50_ms)} | {f(r.p90_ms)} | {f(r.p99_ms)} | {f(r.throughput_ips, 0)} | "
-                     f"{f(r.peak_memory_mb, 1)} | {f(r.energy_mj, 4)} | {f(r.power_w, 1)} | {src} |")
+                     f"{f(r.accuracy, 4)} | {f(r.p50_ms)} | {f(r.p90_ms)}{' (contended)' if r.contended else ''} | "
+                     f"{f(r.p99_ms)} | {f(r.throughput_ips, 0)} | "
+                     f"{r.labelled('peak_memory', f(r.peak_memory_mb, 1))} | "
+                     f"{r.labelled('energy', f(r.energy_mj, 4))} | {f(r.power_w, 1)} | {src} |")
     return "\n".join(lines) + "\n"

@@ -152,3 +152,16 @@ def test_a_figure_is_labelled_with_the_precision_the_model_has(tmp_path):
             profile_model(int8, get_target("cpu"), runtime, shape, ProfileSettings(precision="fp32", **fast))
         m = profile_model(int8, get_target("cpu"), runtime, shape, ProfileSettings(precision="int8", **fast))
         assert m.precision == "int8"
+
+
+def test_a_benchmark_row_labels_each_figure_with_its_own_source():
+    """A row measured through the agent is `remote`, but its energy estimate was predicted: said so."""
+    from edgekd.benchmark import BenchRow, render_markdown
+
+    row = BenchRow(model="m.onnx", format="onnx", precision="fp32", target="cpu", runtime="onnxruntime", p50_ms=1.0,
+                   p90_ms=1.2, peak_memory_mb=30.0, energy_mj=15.0, source="remote",
+                   sources={"latency": "remote", "peak_memory": "remote", "energy": "predicted"},
+                   contended="some task waited for a CPU 60% of the window")
+    md = render_markdown([row])
+    assert "15.0000 (predicted)" in md and "30.0 |" in md and "30.0 (remote)" not in md
+    assert "1.200 (contended)" in md

@@ -41,7 +41,9 @@ def benchmark_table(rows: list[BenchRow]) -> Table:
         t.add_column(col)
     for r in rows:
         src = r.source.upper() if r.source == "predicted" else r.source
-        t.add_row(r.model, r.format, r.target, r.runtime, fmt(r.p50_ms), fmt(r.p90_ms), fmt(r.throughput_ips, 0),
-                  fmt(r.peak_memory_mb, 1), fmt(r.energy_mj, 4), fmt(r.accuracy, 4),
+        t.add_row(r.model, r.format, r.target, r.runtime, fmt(r.p50_ms),
+                  fmt(r.p90_ms) + (" (contended)" if r.contended else ""), fmt(r.throughput_ips, 0),
+                  r.labelled("peak_memory", fmt(r.peak_memory_mb, 1)), r.labelled("energy", fmt(r.energy_mj, 4)),
+                  fmt(r.accuracy, 4),
                   escape(f"unavailable: {r.reason}") if r.reason else src)
     return t

@@ -236,6 +236,7 @@ def test_benchmark_through_the_loopback_agent(agent, smoke_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = {r["format"]: r for r in json.loads((out / "benchmark.json").read_text())}
     assert rows["onnx"]["source"] == "remote" and rows["onnx"]["p50_ms"] > 0
+    assert rows["onnx"]["sources"]["energy"] == "predicted"  # the agent's estimate, not a remote reading
     assert "the agent profiles ONNX models" in rows["openvino"]["reason"]
 
 
