@@ -198,7 +198,8 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
     reference = None
     if beside is not None and len(kept.stats) > 1:
         r = kept.stats[1]
-        reference = ReferenceWindow(model=beside.path.name, p50=r.p50, p90=r.p90, ratio_p50=stats.p50 / r.p50)
+        reference = ReferenceWindow(model=beside.path.name, p50=r.p50, p90=r.p90, p10=r.p10 or r.p50,
+                                    ratio_p50=stats.p50 / r.p50, ratio_p10=(stats.p10 or stats.p50) / (r.p10 or r.p50))
     still = kept.contended
     conditions = Conditions(pressure=kept.pressure, attempts=len(windows), contended=still,
                             host=provenance(pressure_root), reference=reference)

@@ -68,7 +68,8 @@ def host_rows(r: Report) -> list[list[str]]:
         load = "–" if p is None else (f"{p.during:.0%} ({'PSI' if p.source == 'psi' else 'others CPU'}"
                                       + (f", steal {p.steal:.0%}" if p.steal else "") + ")")
         clock = " / ".join(str(v) for v in (h.get("governor"), h.get("cpu_mhz")) if v is not None) or "not readable"
-        beside = "–" if c.reference is None else f"x{c.reference.ratio_p50:.3f} of {c.reference.p50:.3f} ms"
+        beside = "–" if c.reference is None else (f"p10 x{c.reference.ratio_p10:.3f}, p50 x{c.reference.ratio_p50:.3f} "
+                                                  f"of {c.reference.p50:.3f} ms")
         rows.append([name, m.source.get("latency", "?"), str(h.get("board") or h.get("host") or "?"), str(m.threads),
                      load, str(c.attempts), c.contended or "no", clock, str(h.get("power_mode") or "–"), beside])
     return rows

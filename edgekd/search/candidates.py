@@ -24,7 +24,7 @@ def costs_of(m: Measurement, delta: float) -> Costs:
     sensed = m.energy_meter in SENSORS
     window = m.conditions.reference if m.conditions is not None else None
     return Costs(m.latency_ms.p50, m.peak_memory_mb, m.energy_mj if sensed or delta > 0 else None,
-                 latency_ratio=window.ratio_p50 if window is not None else None)
+                 latency_ratio=window.ratio_p10 if window is not None else None)
 
 
 class TrialStatus(str, Enum):
