@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+
+import numpy as np
 
 from .errors import EdgeKDError, ProfilingError
 from .profilers import PROFILERS, MeasurementCache, ProfileSettings, profile_model
@@ -151,6 +153,13 @@ class AgentMeasurer:
 
     def screen(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
         return PredictedMeasurer(self.target, self.runtime).measure(model_path, shape, precision)
+
+    def logits(self, model_path: Path, x: np.ndarray, precision: str = "fp32") -> tuple[np.ndarray, Any]:
+        """The device's logits of `model_path` (ONNX) on images `x`, in its runtime and `precision`."""
+        from .agent.protocol import ParityRequest
+
+        return self.client.parity(model_path, x, ParityRequest(runtime=self.runtime, precision=precision,
+                                                               threads=self.threads))
 
 
 def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCache | None = None,

@@ -3,6 +3,7 @@ clearly when the agent is unreachable or refuses the token."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -10,10 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from ..errors import EdgeKDError
 from ..profilers.measurement import Measurement
-from .protocol import API_VERSION, ProfileRequest, ProfileResponse, is_agent_url
+from .protocol import API_VERSION, ParityRequest, ParityResponse, ProfileRequest, ProfileResponse, is_agent_url
 
 TRANSIENT = {429, 502, 503}
 # Group or others may write, or others may read: refused (group read is allowed, so a container
@@ -105,6 +107,19 @@ class AgentClient:
         source = {k: ("remote" if v == "measured" else v) for k, v in m.source.items()}
         return m.model_copy(update={"source": source,
                                     "notes": [*m.notes, f"measured by the edgekd agent at {self.url}"]})
+
+    def parity(self, model_path: Path, x: np.ndarray, request: ParityRequest) -> tuple[np.ndarray, ParityResponse]:
+        """Logits of `model_path` (ONNX) on the images `x`, computed on the device by its runtime."""
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
+        files = {"model": (model_path.name, model_path.read_bytes(), "application/octet-stream"),
+                 "inputs": ("inputs.npy", buf.getvalue(), "application/octet-stream")}
+        r = self._send("POST", "/parity", files=files, data={"request": request.model_dump_json()})
+        if r.status_code != 200:
+            raise AgentError(f"the agent at {self.url} could not run {model_path.name} for the parity check "
+                             f"(HTTP {r.status_code}): {_detail(r)}")
+        resp = ParityResponse.model_validate(r.json())
+        return np.asarray(resp.logits, dtype=np.float32), resp
 
     def close(self) -> None:
         self.http.close()

@@ -60,3 +60,26 @@ class JobTiming(BaseModel):
 class ProfileResponse(BaseModel):
     measurement: dict
     job: JobTiming
+
+
+MAX_PARITY_IMAGES = 512  # a validation slice, not a data set
+
+
+class ParityRequest(BaseModel):
+    """The `request` part of POST /v1/parity: run the model on the `inputs` part (a float32 .npy
+    array, N x C x H x W, N <= MAX_PARITY_IMAGES) in this runtime and precision; logits come back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runtime: str = "onnxruntime"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    threads: int | None = Field(default=None, ge=1, le=1024)
+
+
+class ParityResponse(BaseModel):
+    logits: list[list[float]]
+    runtime: str
+    runtime_version: str
+    precision: str
+    execution: dict[str, str] = {}
+    job: JobTiming

@@ -29,7 +29,15 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..files import first_line
-from .protocol import API_VERSION, JobTiming, ProfileRequest, ProfileResponse
+from .protocol import (
+    API_VERSION,
+    MAX_PARITY_IMAGES,
+    JobTiming,
+    ParityRequest,
+    ParityResponse,
+    ProfileRequest,
+    ProfileResponse,
+)
 
 
 @dataclass(frozen=True)
@@ -141,16 +149,8 @@ def create_app(cfg: AgentConfig) -> FastAPI:
                 "target": target.model_dump(mode="json"), "runtimes": runtimes,
                 "energy_meter": open_meter("auto", target).name}
 
-    @app.post(f"/{API_VERSION}/profile")
-    async def profile(model: UploadFile = File(...), request: str = Form(...)) -> ProfileResponse:
-        try:
-            req = ProfileRequest.model_validate_json(request)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise HTTPException(400, f"bad request part: {'.'.join(map(str, err['loc'])) or 'body'}: "
-                                     f"{err['msg']}") from None
-        data = await model.read()
-        validate_onnx(data)
+    async def queued(files: dict[str, bytes], request_json: str, what: str) -> tuple[dict, JobTiming]:
+        """Wait for the one job slot (429 past the queue), then run the job."""
         if state["waiting"] >= cfg.queue_size:
             raise HTTPException(429, f"the agent is busy: {state['waiting']} jobs already wait; retry later",
                                 headers={"Retry-After": "5"})
@@ -161,14 +161,36 @@ def create_app(cfg: AgentConfig) -> FastAPI:
         finally:
             state["waiting"] -= 1
         try:
-            return await _run_job(cfg, data, req, t_queued)
+            return await _run_job(cfg, files, request_json, t_queued, what)
         finally:
             run_lock.release()
+
+    @app.post(f"/{API_VERSION}/profile")
+    async def profile(model: UploadFile = File(...), request: str = Form(...)) -> ProfileResponse:
+        req = _parse(ProfileRequest, request)
+        data = await model.read()
+        validate_onnx(data)
+        out, timing = await queued({"model.onnx": data}, req.model_dump_json(), "profiling")
+        return ProfileResponse(measurement=out, job=timing)
+
+    @app.post(f"/{API_VERSION}/parity")
+    async def parity(model: UploadFile = File(...), inputs: UploadFile = File(...),
+                     request: str = Form(...)) -> ParityResponse:
+        """Run the model on a validation slice in this device's runtime and return the logits:
+        the host compares them with its PyTorch model (parity where the model runs)."""
+        req = _parse(ParityRequest, request)
+        data = await model.read()
+        validate_onnx(data)
+        arr = await inputs.read()
+        validate_inputs(arr)
+        out, timing = await queued({"model.onnx": data, "inputs.npy": arr}, req.model_dump_json(), "parity")
+        return ParityResponse(**out, job=timing)
 
     return Gate(app, cfg.token, int(cfg.max_body_mb * 2**20))  # type: ignore[return-value]
 
 
-async def _run_job(cfg: AgentConfig, data: bytes, req: ProfileRequest, t_queued: float) -> ProfileResponse:
+async def _run_job(cfg: AgentConfig, files: dict[str, bytes], request_json: str, t_queued: float,
+                   what: str) -> tuple[dict, JobTiming]:
     """Run one job in a child process of its own process group; the whole group (the memory
     probe the job starts included) is killed when the job ends or times out, and the job
     folder is removed in every path. Messages never show the agent's temporary paths."""
@@ -179,8 +201,9 @@ async def _run_job(cfg: AgentConfig, data: bytes, req: ProfileRequest, t_queued:
                             headers={"Retry-After": "5"}) from None
     proc = None
     try:
-        (job_dir / "model.onnx").write_bytes(data)
-        (job_dir / "request.json").write_text(req.model_dump_json())
+        for name, data in files.items():
+            (job_dir / name).write_bytes(data)
+        (job_dir / "request.json").write_text(request_json)
         started = time.time()
         proc = await asyncio.create_subprocess_exec(
             *cfg.job_command, str(job_dir), cfg.target, start_new_session=True,
@@ -190,16 +213,15 @@ async def _run_job(cfg: AgentConfig, data: bytes, req: ProfileRequest, t_queued:
         except asyncio.TimeoutError:
             _kill_group(proc.pid)
             await proc.wait()
-            raise HTTPException(504, f"the profiling job exceeded the agent's time limit of {cfg.job_timeout_s:g} s; "
+            raise HTTPException(504, f"the {what} job exceeded the agent's time limit of {cfg.job_timeout_s:g} s; "
                                      "ask for fewer runs or a shorter --min-seconds") from None
         finished = time.time()
         if proc.returncode != 0:
             lines = err.decode(errors="replace").strip().splitlines() or ["no output"]
             status = 422 if proc.returncode == 2 else 500
-            raise HTTPException(status, f"profiling failed on the device: {_scrub(lines[-1], job_dir)}")
-        measurement = json.loads(out.decode().strip().splitlines()[-1])
-        return ProfileResponse(measurement=measurement,
-                               job=JobTiming(queued_s=started - t_queued, started=started, finished=finished))
+            raise HTTPException(status, f"{what} failed on the device: {_scrub(lines[-1], job_dir)}")
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        return result, JobTiming(queued_s=started - t_queued, started=started, finished=finished)
     except OSError as exc:  # out of descriptors, disk full: the agent's trouble, not the request's
         raise HTTPException(503, f"the agent cannot run the job now ({exc.strerror}); retry later",
                             headers={"Retry-After": "5"}) from None
@@ -207,6 +229,31 @@ async def _run_job(cfg: AgentConfig, data: bytes, req: ProfileRequest, t_queued:
         if proc is not None:
             _kill_group(proc.pid)  # nothing the job started outlives its answer
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _parse(model: type[ProfileRequest] | type[ParityRequest], text: str):
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise HTTPException(400, f"bad request part: {'.'.join(map(str, err['loc'])) or 'body'}: "
+                                 f"{err['msg']}") from None
+
+
+def validate_inputs(data: bytes) -> None:
+    """400 unless `data` is a float32 .npy array of images, N x C x H x W, N <= MAX_PARITY_IMAGES."""
+    import io
+
+    import numpy as np
+
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise HTTPException(400, "the inputs part is not a .npy array (numpy.save of float32 images; pickles are "
+                                 "never accepted)") from None
+    if arr.dtype != np.float32 or arr.ndim != 4 or not 1 <= arr.shape[0] <= MAX_PARITY_IMAGES:
+        raise HTTPException(400, f"the inputs part must be float32 images N x C x H x W with 1 <= N <= "
+                                 f"{MAX_PARITY_IMAGES}, not {arr.dtype} {list(arr.shape)}")
 
 
 def _kill_group(pid: int) -> None:

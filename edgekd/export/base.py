@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from ..errors import ExportError
 from ..profilers import PROFILERS, load_runtime
 from ..registry import Registry, close_matches
+from .device import DeviceParity
 from .parity import Parity, ParityTolerance, check_parity, default_tolerance
 
 
@@ -77,6 +78,8 @@ class ExportResult(BaseModel):
     execution: dict[str, str] = {}
     # OpenVINO: agreement when compiled with the plugin's default precision, where that differs
     parity_plugin_default: Parity | None = None
+    # measured through the agent: the same check on the device, with any precision fallback
+    device_parity: DeviceParity | None = None
 
 
 def parse_formats(text: str) -> list[str]:

@@ -20,9 +20,11 @@ from ..distill.teacher import TeacherOutputs
 from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
 from ..errors import ConfigError
 from ..export import FORMATS, ExportResult
+from ..export.device import check_on_device
 from ..export.run import export_formats, export_metadata
 from ..files import atomic_write
 from ..host import usable_cpus
+from ..measurers import AgentMeasurer
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet, build_model
 from ..models.io import load_checkpoint, save_checkpoint
@@ -278,9 +280,13 @@ def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, ti
                                  export_metadata(plan.ds, choice.selected, plan.run_id, mean, std),
                                  calibration_size=cfg.calibration_size, max_accuracy_drop=cfg.max_accuracy_drop,
                                  tolerances=cfg.parity, threads=plan.threads, seed=cfg.seed)
+    if isinstance(plan.measurer, AgentMeasurer):  # parity where the model runs, too
+        with timer("device_parity"):
+            exports = check_on_device(plan.measurer, student, exports, plan.ds.x_val, plan.ds.y_val, cfg.parity)
     for e in exports:
         observer.say(f"export {e.format}: {e.path} (top-1 agreement {e.parity.top1_agreement:.4f}, "
-                     f"max |diff| {e.parity.max_abs_diff:.2e})")
+                     f"max |diff| {e.parity.max_abs_diff:.2e})"
+                     + (f"; {e.device_parity.summary()}" if e.device_parity is not None else ""))
     if plan.export_note:
         observer.say(plan.export_note, style="yellow")
     return [e.model_copy(update={"path": relative(e.path, plan.run_dir)}) for e in exports]

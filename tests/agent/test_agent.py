@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -217,6 +218,9 @@ def test_optimize_measures_every_candidate_through_the_agent(agent, tmp_path):
     assert r["measurement"]["mode"] == "remote"
     assert r["teacher"]["measurement"]["source"]["latency"] == "remote"
     assert all(c["measurement"]["source"]["latency"] == "remote" for c in r["candidates"])
+    onnx = next(e for e in r["exports"] if e["format"] == "onnx")  # checked on the device too
+    assert onnx["device_parity"]["precision"] == "fp32" and onnx["device_parity"]["parity"]["n"] > 0
+    assert "parity on the device" in (out / "report.md").read_text()
 
 
 def test_optimize_with_an_unreachable_agent_fails_before_training(tmp_path):
@@ -375,3 +379,111 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead, waiting to be reaped
     except FileNotFoundError:
         return False
+
+
+# -- parity where the model runs -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A small trained-looking model, its ONNX export and its INT8 (QDQ) export, checked here."""
+    import torch
+
+    from edgekd.export import export_model
+    from edgekd.export.base import ExportContext
+    from edgekd.export.parity import ParityTolerance
+
+    torch.manual_seed(0)
+    net = build_model(ArchSpec(width=0.25, depth=1), 3, 4).eval()
+    x = torch.rand(40, 3, 16, 16)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    d = tmp_path_factory.mktemp("exp")
+    ctx = ExportContext([1, 3, 16, 16], {}, calibration=x[:16].numpy())
+    tol = {"fp32": ParityTolerance(), "int8": ParityTolerance(max_abs_diff=None, min_top1_agreement=0.5)}
+    fp32 = export_model("onnx", net, d, "m", ctx, x, y, tol["fp32"])
+    int8 = export_model("onnx-int8", net, d, "m", ctx, x, y, tol["int8"])
+    return net, x, y, fp32, int8
+
+
+def device(agent):
+    from edgekd.measurers import AgentMeasurer
+
+    return AgentMeasurer(get_target("cpu"), "onnxruntime", ProfileSettings(threads=1), agent["url"],
+                         read_token(agent["token_file"])).connect()
+
+
+def test_the_device_returns_the_logits_its_runtime_computes(agent, exported):
+    import numpy as np
+
+    from edgekd.profilers import load_runtime
+
+    net, x, y, fp32, _ = exported
+    logits, resp = device(agent).logits(Path(fp32.path), x.numpy())
+    local = load_runtime("onnxruntime", Path(fp32.path), 1, "fp32", [1, 3, 16, 16])
+    try:
+        here = np.concatenate([local.run(x[i:i + 1].numpy()) for i in range(len(x))])
+    finally:
+        local.close()
+    assert logits.shape == (40, 4) and np.allclose(logits, here, atol=1e-5)
+    assert resp.runtime == "onnxruntime" and resp.precision == "fp32" and resp.job.finished >= resp.job.started
+
+
+def test_device_parity_passes_at_the_exports_precision(agent, exported):
+    from edgekd.export.device import check_on_device
+
+    net, x, y, fp32, int8 = exported
+    checked = check_on_device(device(agent), net, [fp32, int8], x, y)
+    dp = checked[0].device_parity
+    assert dp.precision == "fp32" and not dp.fell_back and dp.parity.top1_agreement == 1.0
+    assert dp.parity.n == 40 and any(n.startswith("parity on the device") for n in checked[0].notes)
+    assert checked[1].device_parity.requested == "int8"
+
+
+def test_a_precision_that_fails_on_the_device_falls_back(agent, exported):
+    """INT8 held to a tolerance no INT8 model meets fails on the device; the FP32 model passes
+    there, and the result says it fell back and why."""
+    from edgekd.export.device import check_on_device
+    from edgekd.export.parity import ParityTolerance
+
+    net, x, y, fp32, int8 = exported
+    strict = {"int8": ParityTolerance(max_abs_diff=1e-9, min_top1_agreement=1.0)}
+    dp = check_on_device(device(agent), net, [fp32, int8], x, y, strict)[1].device_parity
+    assert [t.precision for t in dp.tried] == ["int8", "fp32"]  # ONNX Runtime builds no FP16 from FP32
+    assert dp.tried[0].problems and "max |logit difference|" in dp.tried[0].problems[0]
+    assert dp.precision == "fp32" and dp.fell_back and "FELL BACK from int8" in dp.summary()
+
+
+def test_an_export_that_fails_on_the_device_at_every_precision_is_refused(agent, exported):
+    from edgekd.errors import ExportError
+    from edgekd.export.device import check_on_device
+    from edgekd.export.parity import ParityTolerance
+
+    net, x, y, fp32, _ = exported
+    impossible = {"fp32": ParityTolerance(min_top1_agreement=1.01)}  # no model meets it
+    with pytest.raises(ExportError, match="passed parity here but not on the device"):
+        check_on_device(device(agent), net, [fp32], x, y, impossible)
+
+
+@pytest.mark.parametrize("inputs, message", [
+    (b"not an array", "not a .npy array"),
+    ("ints", "float32 images"),
+    ("too many", "N <= 512"),
+])
+def test_bad_parity_inputs_are_400(agent, model, inputs, message):
+    import io
+
+    import numpy as np
+
+    if inputs == "ints":
+        buf = io.BytesIO()
+        np.save(buf, np.zeros((2, 3, 16, 16), dtype=np.int64))
+        inputs = buf.getvalue()
+    elif inputs == "too many":
+        buf = io.BytesIO()
+        np.save(buf, np.zeros((513, 3, 1, 1), dtype=np.float32))
+        inputs = buf.getvalue()
+    r = httpx.post(f"{agent['url']}/v1/parity", headers={"Authorization": f"Bearer {TOKEN}"},
+                   files={"model": ("m.onnx", model.read_bytes()), "inputs": ("x.npy", inputs)},
+                   data={"request": json.dumps({"runtime": "onnxruntime"})}, timeout=60)
+    assert r.status_code == 400 and message in r.json()["detail"]
