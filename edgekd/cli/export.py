@@ -8,7 +8,7 @@ import typer
 
 from ..console import make_console
 from .app import app, user_errors
-from .options import quiet_option, threads_option
+from .options import device_url_option, quiet_option, threads_option, token_file_option
 
 
 @app.command("export")
@@ -29,6 +29,10 @@ def export_cmd(
         help="openvino-int8: accuracy-controlled quantization keeping the drop below this (0.01 = 1 point)."),
     threads: int | None = threads_option("Threads for the parity runs. [default: physical cores]"),
     overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace exports already in --out."),
+    device_url: str | None = device_url_option(),
+    device_token_file: Path | None = token_file_option(),
+    device_runtime: str | None = typer.Option(None, "--device-runtime", help="With --device-url: the runtime the "
+                                              "device runs the ONNX exports in. [default: the board's first]"),
     quiet: bool = quiet_option("Errors only."),
 ) -> None:
     """Export a checkpoint to deployment formats; every export is checked against PyTorch on the validation split."""
@@ -42,6 +46,17 @@ def export_cmd(
     from ..models.io import load_checkpoint
 
     names = parse_formats(formats)  # an unknown format fails before anything is loaded
+    device = None
+    if device_url is not None:  # parity where the model runs: the agent is reached before any work
+        from ..agent.client import AgentClient, check_device_url, read_token
+        from ..measurers import AgentMeasurer
+        from ..profilers import ProfileSettings
+        from ..targets import get_target
+
+        url, token = check_device_url(device_url), read_token(device_token_file)
+        board = get_target(AgentClient(url, token).info()["target"]["name"])
+        device = AgentMeasurer(board, device_runtime or board.runtimes[0], ProfileSettings(threads=1), url,
+                               token).connect()
     taken = [p.name for p in [out / "export.json", *(out / f"{checkpoint.stem}{FORMATS[f].suffix}" for f in names)]
              if p.exists()]
     if taken and not overwrite:
@@ -69,5 +84,12 @@ def export_cmd(
                                  export_metadata(ds, model.name, "export", mean, std),
                                  calibration_size=calibration_size, max_accuracy_drop=max_accuracy_drop,
                                  threads=threads or default_threads(), on_done=done)
+        if device is not None:
+            from ..export.device import check_on_device
+
+            results = check_on_device(device, model, results, ds.x_val, ds.y_val)
+            for r in results:
+                if r.device_parity is not None:
+                    console.print(f"{r.format}: parity {r.device_parity.summary()}", highlight=False)
     (out / "export.json").write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": ds.summary(),
                                                  "exports": [r.model_dump(mode="json") for r in results]}, indent=2))

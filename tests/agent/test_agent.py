@@ -487,3 +487,16 @@ def test_bad_parity_inputs_are_400(agent, model, inputs, message):
                    files={"model": ("m.onnx", model.read_bytes()), "inputs": ("x.npy", inputs)},
                    data={"request": json.dumps({"runtime": "onnxruntime"})}, timeout=60)
     assert r.status_code == 400 and message in r.json()["detail"]
+
+
+@pytest.mark.slow
+def test_export_checks_parity_on_the_device_too(agent, smoke_run, tmp_path):
+    selected = json.loads((smoke_run / "report.json").read_text())["selected"]
+    ckpt = smoke_run / "candidates" / selected / "student.pt"
+    out = tmp_path / "exports"
+    proc = run_cli("export", str(ckpt), "--formats", "onnx,onnx-int8", "--out", str(out), "--device-url",
+                   agent["url"], "--device-token-file", str(agent["token_file"]), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    exports = {e["format"]: e for e in json.loads((out / "export.json").read_text())["exports"]}
+    assert exports["onnx"]["device_parity"]["precision"] == "fp32"
+    assert exports["onnx-int8"]["device_parity"]["requested"] == "int8"
