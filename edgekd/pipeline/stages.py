@@ -311,17 +311,23 @@ def candidates_table(choice: Selection, teacher: Measurement, width: int = 200) 
     keep = [i for i, col in enumerate(COLUMNS) if width >= 110 or col in NARROW]
     for i in keep:
         t.add_column(COLUMNS[i], justify="left" if i == 0 else "right")
-    rows = [("(teacher)", "", "", "", "", f"{teacher.latency_ms.p50:.3f}", f"{teacher.latency_ms.p90:.3f}",
+    rows = [("(teacher)", "", "", "", "", f"{teacher.latency_ms.p50:.3f}", _p90(teacher),
              _fmt(teacher.peak_memory_mb), _fmt(teacher.energy_mj, 3), "1 (ref)", "", "")]
     for c in sorted(choice.candidates, key=lambda c: c.objective):
         m = c.measurement
         rows.append((c.name, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.val_accuracy:.3f}", f"{c.val_kd_loss:.3f}",
-                     f"{m.latency_ms.p50:.3f}", f"{m.latency_ms.p90:.3f}", _fmt(m.peak_memory_mb),
+                     f"{m.latency_ms.p50:.3f}", _p90(m), _fmt(m.peak_memory_mb),
                      _fmt(m.energy_mj, 3), f"{c.c_hw:.3f}", f"{c.penalty:g}", f"{c.objective:.3f}"))
     for n, row in enumerate(rows):
         style = "dim" if n == 0 else "bold green" if row[0] == choice.selected else None
         t.add_row(*(row[i] for i in keep), style=style)
+    if any(m.contended for m in [teacher, *(c.measurement for c in choice.candidates)]):
+        t.caption = "* measured while the host was contended (see report.html, 'Where and how busy')"
     return t
+
+
+def _p90(m: Measurement) -> str:
+    return f"{m.latency_ms.p90:.3f}" + ("*" if m.contended else "")
 
 
 def _fmt(v: float | None, digits: int = 2) -> str:

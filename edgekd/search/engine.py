@@ -89,8 +89,8 @@ def result_line(name: str, r: RungResult, budget_ms: float) -> str:
     m = r.measurement
     verdict = "meets" if r.meets_budget else "[red]over[/]"
     return (f"{name} r{r.rung} ({r.epochs} epochs): val accuracy {r.val_accuracy:.3f}, p90 "
-            f"{m.latency_ms.p90:.3f} ms {m.source['latency']} ({verdict} the {budget_ms:g} ms budget), "
-            f"J {r.objective:.3f}")
+            f"{m.latency_ms.p90:.3f} ms {m.source['latency']}{' [yellow]CONTENDED[/]' if m.contended else ''} "
+            f"({verdict} the {budget_ms:g} ms budget), J {r.objective:.3f}")
 
 
 def unit_seed(seed: int, name: str, part: str) -> int:
