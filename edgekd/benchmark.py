@@ -38,6 +38,8 @@ class BenchRow(BaseModel):
     sources: dict[str, str] = {}  # per figure (latency, peak_memory, energy, ...): a remote row's energy
     #                               estimate is `predicted`, never `remote`
     contended: str | None = None  # why the latency was taken on a busy host, when it was
+    device_accuracy: float | None = None  # measured through the agent: accuracy of the device's own logits
+    device_parity: str | None = None  # what the parity check on the device found (and any fallback)
     reason: str | None = None
     measurement: dict[str, Any] | None = None
 
@@ -56,7 +58,7 @@ def models_of(path: Path) -> tuple[list[dict[str, Any]], list[int] | None]:
         r = Report.model_validate_json(report_file.read_text())
         shape = r.candidates[0].measurement.input_shape
         return [{"path": path / e.path, "format": e.format, "precision": e.precision,
-                 "accuracy": e.parity.accuracy_export} for e in r.exports], shape
+                 "accuracy": e.parity.accuracy_export, "export": e} for e in r.exports], shape
     if not path.is_file():
         raise EdgeKDError(f"{path} does not exist; pass a run directory or an ONNX file")
     return [{"path": path, "format": "onnx", "precision": "fp32", "accuracy": None}], None
@@ -66,14 +68,58 @@ def benchmark(path: Path, targets: list[str], runtimes: list[str] | None, settin
               device_url: str | None = None, token_file: Path | None = None) -> list[BenchRow]:
     """One row per model x target x runtime; a row that cannot be measured carries the reason."""
     models, shape = models_of(path)
+    check = DeviceCheck(path) if device_url is not None and path.is_dir() else None
     rows: list[BenchRow] = []
     for tname in targets:
         measurer = _measurers(get_target(tname), settings, device_url, token_file)
         for m in models:
             spec = FORMATS.get(m["format"])
             rts = runtimes if (runtimes and m["format"] == "onnx") else [spec.runtime if spec else "onnxruntime"]
-            rows += [_row(m, measurer.target, rt, shape, measurer) for rt in rts]
+            for rt in rts:
+                row = _row(m, measurer.target, rt, shape, measurer)
+                if check is not None and row.source == "remote" and m["path"].suffix == ".onnx":
+                    row = check(row, m, measurer(rt))
+                rows.append(row)
     return rows
+
+
+class DeviceCheck:
+    """Parity where the model runs, for a run's exports measured through the agent: the selected
+    student and its validation split are loaded once; each remote ONNX row gets the device's own
+    accuracy and what its parity check found (with any precision fallback)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.loaded: tuple[Any, Any, Any, Path | None] | str | None = None
+
+    def _load(self) -> tuple[Any, Any, Any, Path | None] | str:
+        if self.loaded is None:
+            from .data import dataset_from_source
+            from .models.io import load_checkpoint
+
+            r = Report.model_validate_json((self.run_dir / "report.json").read_text())
+            try:
+                model, meta = load_checkpoint(self.run_dir / "candidates" / r.selected / "student.pt")
+                ds = dataset_from_source(meta["data_source"], None)
+            except (EdgeKDError, KeyError) as exc:
+                self.loaded = f"not checked on the device: {exc}"
+            else:
+                onnx = next((self.run_dir / e.path for e in r.exports if e.format == "onnx"), None)
+                self.loaded = (model, ds.x_val, ds.y_val, onnx)
+        return self.loaded
+
+    def __call__(self, row: BenchRow, m: dict[str, Any], measurer: Measurer) -> BenchRow:
+        from .export.device import device_parity
+        from .measurers import AgentMeasurer
+
+        loaded = self._load()
+        if isinstance(loaded, str) or not isinstance(measurer, AgentMeasurer):
+            return row.model_copy(update={"device_parity": loaded if isinstance(loaded, str) else None})
+        model, x, y, onnx = loaded
+        export = m["export"].model_copy(update={"path": str(m["path"])})
+        dp = device_parity(measurer, model, export, onnx or m["path"], x, y)
+        return row.model_copy(update={"device_parity": dp.summary(),
+                                      "device_accuracy": dp.parity.accuracy_export if dp.parity else None})
 
 
 class _measurers:
@@ -131,8 +177,10 @@ def render_markdown(rows: list[BenchRow]) -> str:
         if r.reason:
             src = f"unavailable: {r.reason}"
         lines.append(f"| {r.model} | {r.format} | {r.precision} | {r.target} | {r.runtime} | {f(r.size_mb)} | "
-                     f"{f(r.accuracy, 4)} | {f(r.p50_ms)} | {f(r.p90_ms)}{' (contended)' if r.contended else ''} | "
+                     f"{f(r.accuracy, 4)}{'' if r.device_accuracy is None else f' (device {r.device_accuracy:.4f})'}"
+                     f" | {f(r.p50_ms)} | {f(r.p90_ms)}{' (contended)' if r.contended else ''} | "
                      f"{f(r.p99_ms)} | {f(r.throughput_ips, 0)} | "
                      f"{r.labelled('peak_memory', f(r.peak_memory_mb, 1))} | "
                      f"{r.labelled('energy', f(r.energy_mj, 4))} | {f(r.power_w, 1)} | {src} |")
-    return "\n".join(lines) + "\n"
+    checked = [f"- {r.model} on {r.target} ({r.runtime}): parity {r.device_parity}" for r in rows if r.device_parity]
+    return "\n".join(lines + ([""] + checked if checked else [])) + "\n"

@@ -241,6 +241,8 @@ def test_benchmark_through_the_loopback_agent(agent, smoke_run, tmp_path):
     rows = {r["format"]: r for r in json.loads((out / "benchmark.json").read_text())}
     assert rows["onnx"]["source"] == "remote" and rows["onnx"]["p50_ms"] > 0
     assert rows["onnx"]["sources"]["energy"] == "predicted"  # the agent's estimate, not a remote reading
+    assert rows["onnx"]["device_accuracy"] is not None and "on the device" in rows["onnx"]["device_parity"]
+    assert "parity on the device" in (out / "benchmark.md").read_text()
     assert "the agent profiles ONNX models" in rows["openvino"]["reason"]
 
 
