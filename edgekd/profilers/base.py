@@ -155,7 +155,7 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
     spread only a busy host gives) is timed again after a pause, up to `settings.attempts`
     windows, and the least contended is kept. One still contended is marked so
     (`conditions.contended`), kept for this run and never cached. With `beside`, that model is
-    timed in the same windows, interleaved, and the ratio of the two p50s is recorded."""
+    timed in the same windows, interleaved, and the ratios of the two p10s and p50s are recorded."""
     adapter = PROFILERS.get(runtime)
     key = None
     if cache is not None and adapter.unavailable() is None:
@@ -164,25 +164,18 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
         hit = cache.get(key)
         if hit is not None and hit.contended is None:  # a contended figure is measured again
             return hit
-    from ..host import provenance, usable_cpus
+    from ..host import usable_cpus
 
     loaded = load_runtime(runtime, model_path, settings.threads, settings.precision, input_shape)
     ref = load_runtime(runtime, beside.path, settings.threads, "fp32", beside.shape) if beside else None
-    reader = PressureReader(usable_cpus(pressure_root), pressure_root)
     try:
-        rng = np.random.default_rng(settings.seed)
-        x = rng.random(input_shape, dtype=np.float32)
         meter = open_meter(settings.energy_meter, target)
         idle_w = meter.idle_power_w(settings.idle_seconds) if settings.idle_seconds > 0 else None
-        runs = [_once(loaded, x)] + ([_once(ref, rng.random(beside.shape, dtype=np.float32))]
-                                     if ref is not None and beside is not None else [])
-        windows: list[_Window] = []
-        for attempt in range(max(1, settings.attempts)):
-            if attempt:
-                time.sleep(settings.retry_pause_s)  # let the other work pass
-            windows.append(_timed_window(runs, settings, meter, reader, runtime, model_path, input_shape))
-            if windows[-1].contended is None:
-                break
+        rng = np.random.default_rng(settings.seed)
+        runs = [_once(loaded, rng.random(input_shape, dtype=np.float32))] + (
+            [_once(ref, rng.random(beside.shape, dtype=np.float32))] if ref is not None and beside is not None else [])
+        reader = PressureReader(usable_cpus(pressure_root), pressure_root)
+        windows = _windows(runs, settings, meter, reader, runtime, model_path, input_shape)
         kept = min(windows, key=lambda w: (w.contended is not None, w.pressure.during, w.stats[0].p50))
     finally:
         loaded.close()
@@ -195,14 +188,8 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
     if energy.energy_mj is not None and idle_w is not None and energy.window_s:
         dynamic = energy.energy_mj - idle_w * energy.window_s / stats.n * 1000
     size_mb = loaded.artifact_size_mb if loaded.artifact_size_mb is not None else model_path.stat().st_size / 2**20
-    reference = None
-    if beside is not None and len(kept.stats) > 1:
-        r = kept.stats[1]
-        reference = ReferenceWindow(model=beside.path.name, p50=r.p50, p90=r.p90, p10=r.p10 or r.p50,
-                                    ratio_p50=stats.p50 / r.p50, ratio_p10=(stats.p10 or stats.p50) / (r.p10 or r.p50))
+    conditions = _conditions(kept, len(windows), beside, pressure_root)
     still = kept.contended
-    conditions = Conditions(pressure=kept.pressure, attempts=len(windows), contended=still,
-                            host=provenance(pressure_root), reference=reference)
     tried = f" after {len(windows)} timed windows" if len(windows) > 1 else ""
     m = Measurement(
         target=target.name, runtime=runtime, runtime_version=adapter.version(), device=adapter.device,
@@ -234,6 +221,31 @@ class _Window:
     energy: EnergyResult
     pressure: Pressure
     contended: str | None
+
+
+def _windows(runs: list[Callable[[], Any]], settings: ProfileSettings, meter: Meter, reader: PressureReader,
+             runtime: str, model_path: Path, input_shape: list[int]) -> list[_Window]:
+    """Timed windows until one is not contended, `settings.attempts` at most, a pause between."""
+    windows: list[_Window] = []
+    for attempt in range(max(1, settings.attempts)):
+        if attempt:
+            time.sleep(settings.retry_pause_s)  # let the other work pass
+        windows.append(_timed_window(runs, settings, meter, reader, runtime, model_path, input_shape))
+        if windows[-1].contended is None:
+            break
+    return windows
+
+
+def _conditions(kept: _Window, attempts: int, beside: Reference | None, root: Path) -> Conditions:
+    from ..host import provenance
+
+    reference = None
+    if beside is not None and len(kept.stats) > 1:
+        s, r = kept.stats
+        reference = ReferenceWindow(model=beside.path.name, p50=r.p50, p90=r.p90, p10=r.p10 or r.p50,
+                                    ratio_p50=s.p50 / r.p50, ratio_p10=(s.p10 or s.p50) / (r.p10 or r.p50))
+    return Conditions(pressure=kept.pressure, attempts=attempts, contended=kept.contended, host=provenance(root),
+                      reference=reference)
 
 
 def _once(loaded: LoadedModel, x: np.ndarray) -> Callable[[], Any]:
