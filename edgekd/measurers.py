@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from .agent.protocol import MAX_PARITY_IMAGES
 from .errors import EdgeKDError, ProfilingError
 from .profilers import PROFILERS, MeasurementCache, ProfileSettings, profile_model
 from .profilers.base import Reference
@@ -20,6 +21,7 @@ from .profilers.measurement import Measurement
 from .targets import Target
 
 Mode = Literal["measured", "remote", "predicted"]
+MAX_PARITY_REQUESTS = 4  # a device parity check sends its images in at most this many requests
 
 
 class Measurer(Protocol):
@@ -126,6 +128,7 @@ class AgentMeasurer:
     threads: int | None = None  # sent only when the user chose them; else the agent's default
     mode: Mode = "remote"
     _board: str = field(default="", repr=False)
+    _max_body_bytes: int = field(default=64 * 2**20, repr=False)
 
     def __post_init__(self) -> None:
         from .agent.client import AgentClient
@@ -134,7 +137,9 @@ class AgentMeasurer:
 
     def connect(self) -> AgentMeasurer:
         """Ask the agent who it is: an unreachable agent or a wrong token fails here, before any work."""
-        self._board = self.client.info()["target"]["name"]
+        info = self.client.info()
+        self._board = info["target"]["name"]
+        self._max_body_bytes = int(float(info["agent"].get("max_body_mb", 64)) * 2**20)
         return self
 
     @property
@@ -155,11 +160,25 @@ class AgentMeasurer:
         return PredictedMeasurer(self.target, self.runtime).measure(model_path, shape, precision)
 
     def logits(self, model_path: Path, x: np.ndarray, precision: str = "fp32") -> tuple[np.ndarray, Any]:
-        """The device's logits of `model_path` (ONNX) on images `x`, in its runtime and `precision`."""
+        """The device's logits of `model_path` (ONNX) on images `x`, in its runtime and `precision`.
+        Requests stay under the agent's body limit: the images go in as few requests as fit, at
+        most `MAX_PARITY_REQUESTS` (each loads the model again on the device), and the images
+        beyond those are not sent -- the returned logits cover the first len(logits) images."""
         from .agent.protocol import ParityRequest
 
-        return self.client.parity(model_path, x, ParityRequest(runtime=self.runtime, precision=precision,
-                                                               threads=self.threads))
+        room = self._max_body_bytes - model_path.stat().st_size - 256 * 1024  # multipart and JSON overhead
+        per_image = int(np.prod(x.shape[1:])) * 4
+        fit = min(room // per_image, MAX_PARITY_IMAGES) if room > 0 else 0
+        if fit < 1:
+            raise EdgeKDError(f"{model_path.name} with one image is over the agent's body limit of "
+                              f"{self._max_body_bytes / 2**20:g} MB; start the agent with a larger --max-body-mb")
+        n = min(len(x), fit * MAX_PARITY_REQUESTS)
+        req = ParityRequest(runtime=self.runtime, precision=precision, threads=self.threads)
+        parts, resp = [], None
+        for i in range(0, n, fit):
+            logits, resp = self.client.parity(model_path, x[i:min(i + fit, n)], req)
+            parts.append(logits)
+        return np.concatenate(parts), resp
 
 
 def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCache | None = None,

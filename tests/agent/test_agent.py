@@ -16,6 +16,7 @@ import pytest
 from edgekd.agent.client import AgentClient, AgentError, read_token
 from edgekd.agent.protocol import ProfileRequest
 from edgekd.convert.onnx import to_onnx
+from edgekd.errors import EdgeKDError
 from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers import ProfileSettings, profile_model
@@ -502,3 +503,19 @@ def test_export_checks_parity_on_the_device_too(agent, smoke_run, tmp_path):
     exports = {e["format"]: e for e in json.loads((out / "export.json").read_text())["exports"]}
     assert exports["onnx"]["device_parity"]["precision"] == "fp32"
     assert exports["onnx-int8"]["device_parity"]["requested"] == "int8"
+
+
+def test_device_logits_stay_under_the_agents_body_limit(agent, exported):
+    """Images go in as few requests as fit the agent's limit, four at most; the rest are not sent."""
+    net, x, y, fp32, _ = exported
+    dev = device(agent)
+    per_image = 3 * 16 * 16 * 4
+    dev._max_body_bytes = Path(fp32.path).stat().st_size + 256 * 1024 + 10 * per_image  # 10 images a request
+    whole, _ = dev.logits(Path(fp32.path), x.numpy())
+    assert whole.shape == (40, 4)  # four requests of ten
+    dev._max_body_bytes = Path(fp32.path).stat().st_size + 256 * 1024 + 5 * per_image
+    part, _ = dev.logits(Path(fp32.path), x.numpy())
+    assert part.shape == (20, 4) and (part == whole[:20]).all()
+    dev._max_body_bytes = Path(fp32.path).stat().st_size  # not even one image fits
+    with pytest.raises(EdgeKDError, match="larger --max-body-mb"):
+        dev.logits(Path(fp32.path), x.numpy())
