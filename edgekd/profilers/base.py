@@ -79,10 +79,12 @@ def time_runs(run_once: Callable[[], float | None], *, warmup: int, min_runs: in
 
 
 def time_interleaved(runs: list[Callable[[], float | None]], *, warmup: int, min_runs: int, min_seconds: float,
-                     on_start: Callable[[], None] | None = None, burst: int = 5) -> list[list[float]]:
+                     on_start: Callable[[], None] | None = None, burst: int = 10) -> list[list[float]]:
     """Latencies in ms of several models timed in one window: bursts of `burst` runs of each in
     turn (A, B, A, B ...), until every one has n >= min_runs and the first one's timed total is
-    >= min_seconds. Other work on the host then slows each alike."""
+    >= min_seconds. Each burst of several models starts with one untimed run: the first run after
+    a switch pays for cold caches and the other runtime's threads, which no deployment of one
+    model sees."""
     for run_once in runs:
         for _ in range(warmup):
             run_once()
@@ -93,6 +95,9 @@ def time_interleaved(runs: list[Callable[[], float | None]], *, warmup: int, min
     step = burst if len(runs) > 1 else 1
     while min(len(s) for s in samples) < min_runs or elapsed < min_seconds:
         for i, run_once in enumerate(runs):
+            if len(runs) > 1:
+                run_once()  # the switch's cost, untimed (twice: threads wake, caches refill)
+                run_once()
             for _ in range(step):
                 t0 = time.perf_counter()
                 own = run_once()
@@ -154,8 +159,9 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
     The host's CPU pressure is read over every timed window; a contended window (or one whose
     spread only a busy host gives) is timed again after a pause, up to `settings.attempts`
     windows, and the least contended is kept. One still contended is marked so
-    (`conditions.contended`), kept for this run and never cached. With `beside`, that model is
-    timed in the same windows, interleaved, and the ratios of the two p10s and p50s are recorded."""
+    (`conditions.contended`), kept for this run and never cached. With `beside`, a further window
+    times both models interleaved and records the ratios of their p10s and p50s (the model's own
+    figures come from its own window: the other runtime's idle threads disturb its tail)."""
     adapter = PROFILERS.get(runtime)
     key = None
     if cache is not None and adapter.unavailable() is None:
@@ -172,11 +178,14 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
         meter = open_meter(settings.energy_meter, target)
         idle_w = meter.idle_power_w(settings.idle_seconds) if settings.idle_seconds > 0 else None
         rng = np.random.default_rng(settings.seed)
-        runs = [_once(loaded, rng.random(input_shape, dtype=np.float32))] + (
-            [_once(ref, rng.random(beside.shape, dtype=np.float32))] if ref is not None and beside is not None else [])
+        own = _once(loaded, rng.random(input_shape, dtype=np.float32))
         reader = PressureReader(usable_cpus(pressure_root), pressure_root)
-        windows = _windows(runs, settings, meter, reader, runtime, model_path, input_shape)
+        windows = _windows([own], settings, meter, reader, runtime, model_path, input_shape)
         kept = min(windows, key=lambda w: (w.contended is not None, w.pressure.during, w.stats[0].p50))
+        pair = None  # the ratio's own window: the model's figures above come from a window of its own,
+        if ref is not None and beside is not None:  # since a second runtime's threads disturb its tail
+            pair = _timed_window([own, _once(ref, rng.random(beside.shape, dtype=np.float32))], settings,
+                                 open_meter("none", target), reader, runtime, model_path, input_shape)
     finally:
         loaded.close()
         if ref is not None:
@@ -188,7 +197,7 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
     if energy.energy_mj is not None and idle_w is not None and energy.window_s:
         dynamic = energy.energy_mj - idle_w * energy.window_s / stats.n * 1000
     size_mb = loaded.artifact_size_mb if loaded.artifact_size_mb is not None else model_path.stat().st_size / 2**20
-    conditions = _conditions(kept, len(windows), beside, pressure_root)
+    conditions = _conditions(kept, len(windows), beside, pair, pressure_root)
     still = kept.contended
     tried = f" after {len(windows)} timed windows" if len(windows) > 1 else ""
     m = Measurement(
@@ -203,7 +212,7 @@ def profile_model(model_path: Path, target: Target, runtime: str, input_shape: l
                 **({"device_memory": "measured"} if loaded.device_memory_mb is not None else {}),
                 **({"energy": energy.source} if energy.energy_mj is not None else {})},
         timing=("device events (CUDA)" if loaded.timed_run else "host clock (perf_counter)")
-               + (f", interleaved with {beside.path.name}" if beside else ""),
+               + (f"; ratio to {beside.path.name} from a window of both, interleaved" if beside else ""),
         notes=[n for n in [energy.note, *loaded.notes,
                            ("runs with " + ", ".join(f"{k}={v}" for k, v in loaded.execution.items())
                             if loaded.execution else None),
@@ -236,12 +245,13 @@ def _windows(runs: list[Callable[[], Any]], settings: ProfileSettings, meter: Me
     return windows
 
 
-def _conditions(kept: _Window, attempts: int, beside: Reference | None, root: Path) -> Conditions:
+def _conditions(kept: _Window, attempts: int, beside: Reference | None, pair: _Window | None,
+                root: Path) -> Conditions:
     from ..host import provenance
 
     reference = None
-    if beside is not None and len(kept.stats) > 1:
-        s, r = kept.stats
+    if beside is not None and pair is not None:
+        s, r = pair.stats
         reference = ReferenceWindow(model=beside.path.name, p50=r.p50, p90=r.p90, p10=r.p10 or r.p50,
                                     ratio_p50=s.p50 / r.p50, ratio_p10=(s.p10 or s.p50) / (r.p10 or r.p50))
     return Conditions(pressure=kept.pressure, attempts=attempts, contended=kept.contended, host=provenance(root),

@@ -3,8 +3,10 @@
 - CPU pressure (Linux PSI, `/proc/pressure/cpu`): the share of the window in which some runnable
   task waited for a CPU. A quiet 2-core host reads <= 0.01 while edgekd measures with both cores;
   one CPU hog beside it reads ~0.5, two ~0.9 (measured on this project's CI-class machine).
-- Without PSI (older kernels, some containers): other processes' CPU time over the window, as a
-  share of the usable CPUs (`/proc/stat` busy time less this process's own).
+- Other processes' CPU time over the window, as a share of the usable CPUs (`/proc/stat` busy
+  time less this process's own). PSI counts our own threads too: two ONNX Runtime sessions timed
+  in turn keep the idle one's threads spinning, which reads ~0.5 on a quiet host. So PSI marks a
+  window only when other processes used the CPUs too; without PSI, their share decides alone.
 - Steal time (`/proc/stat`): a hypervisor giving the vCPU to another guest.
 
 Paths are read under `root` so that tests can give a fake /proc tree."""
@@ -20,8 +22,9 @@ from typing import Literal
 import psutil
 from pydantic import BaseModel
 
-CONTENDED_PRESSURE = 0.20  # PSI "some": over a fifth of the window some task waited for a CPU
-CONTENDED_OTHERS = 0.50  # without PSI: other processes used over half of the usable CPUs
+CONTENDED_PRESSURE = 0.20  # PSI "some": over a fifth of the window some task waited for a CPU ...
+CONTENDED_OTHERS_WITH_PSI = 0.10  # ... while other processes used over a tenth of the usable CPUs
+CONTENDED_OTHERS = 0.25  # without PSI: other processes used over a quarter of the usable CPUs
 CONTENDED_STEAL = 0.05  # over 5 % of CPU time taken by the hypervisor
 
 
@@ -32,6 +35,7 @@ class Pressure(BaseModel):
     before: float | None  # PSI avg10 as a share (psi), or the 1-minute load per usable CPU (cpu-time)
     during: float  # share of the window (see source)
     steal: float | None  # share of CPU time stolen by a hypervisor; None when not readable
+    others: float | None = None  # other processes' CPU time / (window x usable CPUs); None: not readable
     load1: float  # 1-minute load average
     usable_cpus: int
     window_s: float
@@ -39,11 +43,12 @@ class Pressure(BaseModel):
     @property
     def contended(self) -> str | None:
         """Why this window was contended, or None."""
-        limit = CONTENDED_PRESSURE if self.source == "psi" else CONTENDED_OTHERS
-        what = ("some task waited for a CPU" if self.source == "psi"
-                else "other processes used the CPUs")
-        if self.during > limit:
-            return f"{what} {self.during:.0%} of the window (limit {limit:.0%})"
+        others = self.others if self.others is not None else 1.0
+        if self.source == "psi" and self.during > CONTENDED_PRESSURE and others > CONTENDED_OTHERS_WITH_PSI:
+            return (f"some task waited for a CPU {self.during:.0%} of the window (limit {CONTENDED_PRESSURE:.0%}) "
+                    f"while other processes used {others:.0%} of the CPUs")
+        if self.source == "cpu-time" and self.during > CONTENDED_OTHERS:
+            return f"other processes used the CPUs {self.during:.0%} of the window (limit {CONTENDED_OTHERS:.0%})"
         if self.steal is not None and self.steal > CONTENDED_STEAL:
             return f"the hypervisor stole {self.steal:.0%} of CPU time (limit {CONTENDED_STEAL:.0%})"
         return None
@@ -110,12 +115,13 @@ class PressureReader:
         steal = None
         if a.all_ticks is not None and b.all_ticks is not None and b.all_ticks > a.all_ticks:
             steal = (b.steal_ticks - a.steal_ticks) / (b.all_ticks - a.all_ticks)  # type: ignore[operator]
+        others = None
+        if a.busy_s is not None and b.busy_s is not None:
+            used = (b.busy_s - a.busy_s) - (b.own_cpu_s - a.own_cpu_s)  # CPU-seconds of every other process
+            others = min(1.0, max(0.0, used) / (window * self.usable_cpus))
         if a.psi_total_us is not None and b.psi_total_us is not None:
             return Pressure(source="psi", before=a.psi_avg10, during=min(1.0, (b.psi_total_us - a.psi_total_us)
                                                                             / 1e6 / window),
-                            steal=steal, load1=b.load1, usable_cpus=self.usable_cpus, window_s=window)
-        others = 0.0
-        if a.busy_s is not None and b.busy_s is not None:
-            others = max(0.0, (b.busy_s - a.busy_s) - (b.own_cpu_s - a.own_cpu_s)) / (window * self.usable_cpus)
-        return Pressure(source="cpu-time", before=a.load1 / self.usable_cpus, during=min(1.0, others), steal=steal,
-                        load1=b.load1, usable_cpus=self.usable_cpus, window_s=window)
+                            steal=steal, others=others, load1=b.load1, usable_cpus=self.usable_cpus, window_s=window)
+        return Pressure(source="cpu-time", before=a.load1 / self.usable_cpus, during=others or 0.0, steal=steal,
+                        others=others, load1=b.load1, usable_cpus=self.usable_cpus, window_s=window)
