@@ -37,8 +37,9 @@ def profile(
                                                                     "says which it used)."),
     idle_seconds: float = typer.Option(1.0, "--idle-seconds", min=0, help="Seconds of idle power reading before "
                                                                           "measuring (sensor meters only)."),
-    no_memory: bool = typer.Option(False, "--no-memory", help="Skip the peak-memory child process."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Measure even when the cache holds this measurement."),
+    no_memory: bool = typer.Option(False, "--no-memory", metavar="", help="Skip the peak-memory child process."),
+    no_cache: bool = typer.Option(False, "--no-cache", metavar="",
+                                  help="Measure even when the cache holds this measurement."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Measurement cache folder. [default: "
                                                                     "EDGEKD_CACHE_DIR or ~/.cache/edgekd]"),
     json_out: Path | None = typer.Option(None, "--json", help="Write the measurements as JSON here."),
