@@ -110,7 +110,15 @@ class RunConfig(BaseModel):
                                   "(blocks.3=layer3); default: each student stage with the teacher stage at the "
                                   "nearest relative depth")
     robust_rho: float = Field(default=0.5, gt=0, le=1)
-    feature_distance: Literal["mse", "cosine"] = "mse"
+    feature_distance: Literal["mse", "l1", "cosine"] = Field(
+        default="mse", description="distance of the feature KD term: mse, l1 (feature-importance preservation) or "
+                                   "cosine")
+    feature_importance: Literal["none", "attention"] = Field(
+        default="none", description="weight the feature KD term by the teacher's attention map (attention "
+                                    "transfer): the student is pushed hardest where the teacher's features matter")
+    kd_weighting: Literal["none", "entropy", "disagreement"] = Field(
+        default="none", description="dynamic distillation: weight each sample's soft-target loss by the teacher's "
+                                    "entropy or the teacher-student disagreement (batch mean 1)")
     # search
     search: Literal["grid", "tpe", "nsga2"] = Field(
         default="grid", description="grid (the configured candidates), tpe (Optuna TPE on J) or nsga2 "
@@ -248,6 +256,9 @@ class Overrides(BaseModel):
     student_weights_dir: Path | None = None
     unlabeled: Path | None = None
     teacher_views: int | None = None
+    feature_distance: str | None = None
+    feature_importance: str | None = None
+    kd_weighting: str | None = None
     feature_pairs: list[tuple[int, int]] | list[tuple[str, str]] | None = None
     search: str | None = None
     trials: int | None = None

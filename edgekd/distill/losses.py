@@ -18,30 +18,63 @@ from ..registry import Registry
 
 # -- the math, term by term ---------------------------------------------------------------
 
-def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """tau^2 * KL(softmax(z_T/tau) || softmax(z_S/tau)), averaged over the batch."""
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    """tau^2 * KL(softmax(z_T/tau) || softmax(z_S/tau)), averaged over the batch; with `weights`,
+    each sample's KL is weighted (dynamic distillation, see `sample_weights`)."""
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
-    return temperature**2 * F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    if weights is None:
+        return temperature**2 * F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    per_sample = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(1)
+    return temperature**2 * (weights * per_sample).mean()
+
+
+WEIGHTINGS = ("none", "entropy", "disagreement")
+
+
+def sample_weights(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mode: str) -> torch.Tensor | None:
+    """Dynamic distillation: a weight lambda(x) per sample, normalised so the batch mean is 1
+    (detached: the weights steer the loss, they are not trained).
+
+    - entropy: H(p_T(x)), the teacher's predictive entropy -- hard samples weigh more;
+    - disagreement: 1/2 * sum_c |p_T(c|x) - p_S(c|x)|, the total-variation distance between the
+      teacher's and the student's predictions -- what the student has not learnt yet weighs more.
+    A batch whose raw weights are all zero gets weight 1 everywhere."""
+    if mode == "none":
+        return None
+    p_t = F.softmax(teacher_logits.detach(), dim=1)
+    if mode == "entropy":
+        raw = -(p_t * torch.log(p_t.clamp_min(1e-12))).sum(1)
+    elif mode == "disagreement":
+        raw = 0.5 * (p_t - F.softmax(student_logits.detach(), dim=1)).abs().sum(1)
+    else:
+        raise ConfigError(f"KD weighting must be one of {', '.join(WEIGHTINGS)}, not {mode!r}")
+    mean = raw.mean()
+    return raw / mean if mean > 0 else torch.ones_like(raw)
 
 
 def response_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                     *, alpha: float, temperature: float) -> torch.Tensor:
+                     *, alpha: float, temperature: float, weighting: str = "none") -> torch.Tensor:
     """Hinton et al. soft-target loss, averaged over the batch:
 
-    L_KD = alpha * CE(y, softmax(z_S)) + (1 - alpha) * tau^2 * KL(softmax(z_T/tau) || softmax(z_S/tau))
-    """
+    L_KD = alpha * CE(y, softmax(z_S)) + (1 - alpha) * tau^2 * mean_i lambda(x_i) KL_i(z_T/tau || z_S/tau)
+
+    with lambda = 1 unless `weighting` names a dynamic weighting (`sample_weights`)."""
+    w = sample_weights(student_logits, teacher_logits, weighting)
     return alpha * F.cross_entropy(student_logits, labels) + (1 - alpha) * soft_kl(student_logits, teacher_logits,
-                                                                                   temperature)
+                                                                                   temperature, w)
 
 
 def multi_teacher_kd_loss(student_logits: torch.Tensor, teacher_logits: list[torch.Tensor], labels: torch.Tensor,
-                          weights: list[float], *, alpha: float, temperature: float) -> torch.Tensor:
+                          weights: list[float], *, alpha: float, temperature: float,
+                          weighting: str = "none") -> torch.Tensor:
     """sum_i w_i * L_KD(T_i, S), the weights normalised to sum to 1."""
     norm = sum(weights)
     total = student_logits.new_zeros(())
     for w, t in zip(weights, teacher_logits):
-        total = total + w / norm * response_kd_loss(student_logits, t, labels, alpha=alpha, temperature=temperature)
+        total = total + w / norm * response_kd_loss(student_logits, t, labels, alpha=alpha, temperature=temperature,
+                                                    weighting=weighting)
     return total
 
 
@@ -62,11 +95,22 @@ def robust_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, l
     return alpha * (w * ce).mean() + (1 - alpha) * soft_kl(student_logits, teacher_logits, temperature)
 
 
+def attention_map(t: torch.Tensor) -> torch.Tensor:
+    """Where the teacher's features matter (attention transfer, Zagoruyko & Komodakis): the mean
+    of the squared activations over channels, per position, normalised per sample to mean 1."""
+    a = t.detach().pow(2).mean(1)  # (N, H, W)
+    mean = a.flatten(1).mean(1).clamp_min(1e-12)
+    return a / mean[:, None, None]
+
+
 def feature_kd_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor], adapters: nn.ModuleList,
-                    weights: list[float] | None = None, distance: str = "mse") -> torch.Tensor:
+                    weights: list[float] | None = None, distance: str = "mse",
+                    importance: str = "none") -> torch.Tensor:
     """sum_l w_l * D(adapter_l(S_l), T_l): a 1x1 adapter maps student channels to teacher channels,
-    then the result is resized (bilinear) to the teacher map's size. D is MSE or 1 - cosine
-    similarity (over channels, averaged over positions)."""
+    then the result is resized (bilinear) to the teacher map's size. D per position is the
+    squared error (mse), the absolute error (l1: feature-importance preservation, sum_i
+    |f_i^T - f_i^S| averaged) or 1 - cosine similarity over channels; averaged over positions,
+    each weighted by the teacher's attention map when `importance` is "attention"."""
     weights = weights or [1.0] * len(student_feats)
     total = student_feats[0].new_zeros(())
     for w, s, t, adapter in zip(weights, student_feats, teacher_feats, adapters):
@@ -74,12 +118,18 @@ def feature_kd_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch
         if a.shape[-2:] != t.shape[-2:]:
             a = F.interpolate(a, size=t.shape[-2:], mode="bilinear", align_corners=False)
         if distance == "mse":
-            d = F.mse_loss(a, t)
+            d = (a - t).pow(2).mean(1)  # (N, H, W)
+        elif distance == "l1":
+            d = (a - t).abs().mean(1)
         elif distance == "cosine":
-            d = (1 - F.cosine_similarity(a, t, dim=1)).mean()
+            d = 1 - F.cosine_similarity(a, t, dim=1)
         else:
-            raise ConfigError(f"feature distance must be mse or cosine, not {distance!r}")
-        total = total + w * d
+            raise ConfigError(f"feature distance must be mse, l1 or cosine, not {distance!r}")
+        if importance == "attention":
+            d = d * attention_map(t)
+        elif importance != "none":
+            raise ConfigError(f"feature importance must be none or attention, not {importance!r}")
+        total = total + w * d.mean()
     return total
 
 
@@ -129,6 +179,8 @@ class KDSettings:
     robust_rho: float = 0.5
     feature_distance: str = "mse"
     semi_alpha: float = 0.5  # weight of the labelled part in the semi-supervised term
+    weighting: str = "none"  # dynamic distillation: per-sample lambda(x) of the soft-target terms
+    feature_importance: str = "none"  # "attention": weight feature distances by the teacher's attention
 
 
 KDTermFn = Callable[[KDInputs, KDSettings], torch.Tensor]
@@ -139,7 +191,8 @@ KD_LOSSES: Registry[KDTermFn] = Registry("KD loss")
 @KD_LOSSES.register("response", needs=frozenset())
 def response_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
     """Hinton et al.: alpha * CE(y, softmax(z_S)) + (1 - alpha) * tau^2 * KL(softmax(z_T/tau) || softmax(z_S/tau))."""
-    return response_kd_loss(b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature)
+    return response_kd_loss(b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha, temperature=s.temperature,
+                            weighting=s.weighting)
 
 
 @KD_LOSSES.register("feature", needs=frozenset({"features"}))
@@ -147,7 +200,8 @@ def feature_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
     """FitNets-style hints: sum_l D(adapter_l(S_l), T_l), D = MSE or 1 - cosine, 1x1 adapters."""
     if b.adapters is None:
         raise ConfigError("the feature KD term needs adapters from the trainer")
-    return feature_kd_loss(b.student_feats, b.teacher_feats, b.adapters, distance=s.feature_distance)
+    return feature_kd_loss(b.student_feats, b.teacher_feats, b.adapters, distance=s.feature_distance,
+                           importance=s.feature_importance)
 
 
 @KD_LOSSES.register("relation", needs=frozenset({"embedding"}))
@@ -162,7 +216,7 @@ def relation_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
 def multi_teacher_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
     """sum_i (w_i / sum_j w_j) * L_KD(T_i, S): the response loss against each teacher, weighted."""
     return multi_teacher_kd_loss(b.student_logits, b.teacher_logits, b.labels, list(s.teacher_weights),
-                                 alpha=s.alpha, temperature=s.temperature)
+                                 alpha=s.alpha, temperature=s.temperature, weighting=s.weighting)
 
 
 @KD_LOSSES.register("robust", needs=frozenset())

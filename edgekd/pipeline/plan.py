@@ -199,7 +199,8 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     measurer = measurer_for(target, prof, cache, cfg.device_url, cfg.device_token_file, device_threads=cfg.threads)
     kd = KDSettings(alpha=cfg.kd_alpha, temperature=cfg.kd_temperature,
                     teacher_weights=tuple(cfg.teacher_weights or [1.0] * (1 + len(teachers.extra))),
-                    robust_rho=cfg.robust_rho, feature_distance=cfg.feature_distance)
+                    robust_rho=cfg.robust_rho, feature_distance=cfg.feature_distance,
+                    weighting=cfg.kd_weighting, feature_importance=cfg.feature_importance)
     if cfg.train_threads is None:  # resolved once and written to config.yaml: a resumed run trains alike
         cfg = cfg.model_copy(update={"train_threads": default_train_threads()})
     budget_ms = cfg.budget_ms if cfg.budget_ms is not None else target.default_budget_ms  # until bind_budget

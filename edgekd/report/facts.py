@@ -39,8 +39,15 @@ def distillation(r: Report) -> str:
     """How the students were distilled: the KD terms with their weights, alpha, temperature, views."""
     kd = r.objective.kd
     terms = ", ".join(f"{t.name} (weight {t.weight:g})" for t in kd.terms)
+    extra = ""
+    if kd.weighting != "none":
+        extra += f"; soft-target losses weighted per sample by the teacher's {kd.weighting} (batch mean 1)"
+    if any(t.name == "feature" for t in kd.terms):
+        extra += (f"; feature distance {kd.feature_distance}"
+                  + (", weighted by the teacher's attention map" if kd.feature_importance == "attention" else ""))
     return (f"Students distilled with {terms}; response-type terms use alpha {kd.alpha:g} (cross-entropy share) "
-            f"and temperature {kd.temperature:g}; teacher outputs cached for {kd.teacher_views} view(s) per image.")
+            f"and temperature {kd.temperature:g}{extra}; teacher outputs cached for {kd.teacher_views} view(s) "
+            "per image.")
 
 
 def baseline(r: Report) -> str | None:

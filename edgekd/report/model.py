@@ -39,6 +39,9 @@ class KDSummary(BaseModel):
     alpha: float
     temperature: float
     teacher_views: int
+    weighting: str = "none"  # dynamic distillation: per-sample lambda(x) of the soft-target terms
+    feature_distance: str = "mse"
+    feature_importance: str = "none"
 
 
 class ObjectiveSummary(BaseModel):

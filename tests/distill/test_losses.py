@@ -136,3 +136,57 @@ def test_parse_and_combine():
     one = float(KD_LOSSES.get("response")(b, st))
     assert float(combined_loss([("response", 2.0), ("robust", 1.0)], b, st)) == pytest.approx(
         2 * one + float(robust_kd_loss(b.student_logits, b.teacher_logits[0], b.labels, alpha=0.5, temperature=2.0)))
+
+
+# -- dynamic weighting and feature-importance preservation, against values computed by hand ------------
+
+
+def test_entropy_weights_favour_the_samples_the_teacher_finds_hard():
+    from edgekd.distill.losses import sample_weights
+
+    teacher = torch.tensor([[0.0, 0.0], [100.0, 0.0]])  # H = ln 2, and ~0
+    w = sample_weights(torch.zeros(2, 2), teacher, "entropy")
+    assert torch.allclose(w, torch.tensor([2.0, 0.0]), atol=1e-6) and w.mean() == pytest.approx(1.0)
+
+
+def test_disagreement_weights_are_the_total_variation_distance_normalised():
+    from edgekd.distill.losses import sample_weights
+
+    teacher = torch.tensor([[100.0, 0.0], [0.0, 0.0]])  # p_T = (1, 0) and (.5, .5)
+    student = torch.zeros(2, 2)  # p_S = (.5, .5): TV = 0.5 and 0
+    assert torch.allclose(sample_weights(student, teacher, "disagreement"), torch.tensor([2.0, 0.0]), atol=1e-6)
+    assert torch.equal(sample_weights(student, student, "disagreement"), torch.ones(2))  # all zero: weight 1
+    assert sample_weights(student, teacher, "none") is None
+
+
+def test_weighted_response_loss_is_the_hand_formula():
+    from edgekd.distill.losses import response_kd_loss, sample_weights
+
+    torch.manual_seed(0)
+    s, t, y = torch.randn(6, 4), torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    w = sample_weights(s, t, "entropy")
+    p_t = torch.softmax(t / 2, 1)
+    kl = (p_t * (torch.log(p_t) - torch.log_softmax(s / 2, 1))).sum(1)
+    expected = 0.3 * torch.nn.functional.cross_entropy(s, y) + 0.7 * 4 * (w * kl).mean()
+    got = response_kd_loss(s, t, y, alpha=0.3, temperature=2.0, weighting="entropy")
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    plain = response_kd_loss(s, t, y, alpha=0.3, temperature=2.0)
+    assert float(plain) == pytest.approx(float(0.3 * torch.nn.functional.cross_entropy(s, y) + 0.7 * 4 * kl.mean()),
+                                         rel=1e-5)
+
+
+def test_l1_feature_term_and_the_teachers_attention_mask_by_hand():
+    from edgekd.distill.losses import feature_kd_loss
+
+    identity = nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        identity.weight.fill_(1.0)
+    adapters = nn.ModuleList([identity])
+    s = torch.zeros(1, 1, 2, 2)
+    t = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    assert float(feature_kd_loss([s], [t], adapters, distance="l1")) == pytest.approx(0.25)  # mean |0 - t|
+    # attention map of t: t^2 averaged over channels, normalised to mean 1 -> [[4, 0], [0, 0]]
+    assert float(feature_kd_loss([s], [t], adapters, distance="l1", importance="attention")) == pytest.approx(1.0)
+    assert float(feature_kd_loss([s], [t], adapters, distance="mse", importance="attention")) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="feature importance must be none or attention"):
+        feature_kd_loss([s], [t], adapters, importance="saliency")

@@ -144,6 +144,8 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     ("robust", []),
     ("multi-teacher", ["--teacher-extra", "TEACHER"]),
     ("semi-supervised", ["--unlabeled", "UNLABELED"]),
+    ("response,feature:0.5", ["--kd-weighting", "entropy", "--feature-distance", "l1", "--feature-importance",
+                              "attention"]),
 ])
 def test_each_kd_method_runs_end_to_end(tmp_path, smoke_run, kd, extra):
     from ..data.test_folder import make_folder
@@ -167,11 +169,19 @@ def test_each_kd_method_runs_end_to_end(tmp_path, smoke_run, kd, extra):
     r = json.loads((tmp_path / "run" / "report.json").read_text())
     assert [t["name"] for t in r["objective"]["kd"]["terms"]] == [k.split(":")[0] for k in kd.split(",")]
     assert r["candidates"][0]["val_kd_loss"] > 0
+    if "--kd-weighting" in extra:  # the report names the weighting and the feature distance
+        kd_summary = r["objective"]["kd"]
+        assert kd_summary["weighting"] == "entropy" and kd_summary["feature_importance"] == "attention"
+        md = (tmp_path / "run" / "report.md").read_text()
+        assert "weighted per sample by the teacher's entropy" in md and "feature distance l1" in md
 
 
 @pytest.mark.parametrize("kd, message", [("multi-teacher", "--teacher-extra"), ("semi-supervised", "--unlabeled"),
-                                         ("attention", "unknown KD loss 'attention'")])
+                                         ("attention", "unknown KD loss 'attention'"),
+                                         ("response --kd-weighting hardness", "kd-weighting"),
+                                         ("feature --feature-distance l3", "feature-distance")])
 def test_kd_methods_that_lack_their_inputs(tmp_path, kd, message):
-    proc = run_cli("optimize", "--preset", "smoke", "--kd", kd, "--out", str(tmp_path / "run"))
+    kd, *more = kd.split(" ")
+    proc = run_cli("optimize", "--preset", "smoke", "--kd", kd, *more, "--out", str(tmp_path / "run"))
     assert proc.returncode == 2 and message in proc.stderr
     assert not (tmp_path / "run").exists()
