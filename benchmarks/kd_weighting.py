@@ -50,7 +50,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--teacher-epochs", type=int, default=8)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--tag", default="", help="suffix of the result files, e.g. rsscn7")
     args = ap.parse_args()
+    stem = "kd_weighting" + (f"_{args.tag}" if args.tag else "")
     threads = default_train_threads()
     torch.set_num_threads(threads)
     cfg = build_config({"preset": "default"})
@@ -87,7 +89,7 @@ def main() -> None:
               "teacher_epochs": args.teacher_epochs, "seeds": seeds, "train_threads": threads, "results": results,
               "source": "measured"}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "kd_weighting.json").write_text(json.dumps(record, indent=1))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=1))
     lines = ["# Dynamic weighting and feature-importance KD vs plain response KD (measured)", "",
              f"Data: {ds.name} ({'synthetic' if ds.synthetic else 'real'}), {len(ds.classes)} classes, "
              f"{len(ds.y_train)} train / {len(ds.y_val)} val, {ds.image_size} px. Teacher {cfg.teacher_arch.name} "
@@ -98,8 +100,9 @@ def main() -> None:
         lines.append(f"| {name} | {', '.join(f'{a:.4f}' for a in r['accuracy'])} | {r['mean']:.4f} ± "
                      f"{r['stdev']:.4f} | {100 * (r['mean'] - base):+.2f} pts | {r['train_seconds']:.1f} |")
     lines += ["", "Command: `python benchmarks/kd_weighting.py" + (f" --data {args.data}" if args.data else "")
-              + f" --epochs {args.epochs} --teacher-epochs {args.teacher_epochs}`."]
-    (RESULTS / "kd_weighting.md").write_text("\n".join(lines) + "\n")
+              + f" --epochs {args.epochs} --teacher-epochs {args.teacher_epochs}"
+              + (f" --tag {args.tag}" if args.tag else "") + "`."]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
