@@ -20,7 +20,8 @@ from . import __version__
 ROOT = Path("/")
 
 
-def _read(path: Path) -> str | None:
+def read_fact(path: Path) -> str | None:
+    """The stripped text of a kernel or sysfs file, or None where it cannot be read."""
     try:
         return path.read_text().strip()
     except (OSError, UnicodeDecodeError):
@@ -29,7 +30,7 @@ def _read(path: Path) -> str | None:
 
 def cgroup_cpu_limit(root: Path = ROOT) -> float | None:
     """CPUs the cgroup quota allows (cgroup v2 cpu.max, else v1 cfs quota/period); None: no quota."""
-    v2 = _read(root / "sys/fs/cgroup/cpu.max")
+    v2 = read_fact(root / "sys/fs/cgroup/cpu.max")
     if v2:
         quota, _, period = v2.partition(" ")
         if quota != "max" and period:
@@ -37,8 +38,8 @@ def cgroup_cpu_limit(root: Path = ROOT) -> float | None:
         return None
     v1 = next((d for d in (root / "sys/fs/cgroup/cpu", root / "sys/fs/cgroup/cpu,cpuacct")
                if (d / "cpu.cfs_quota_us").exists()), None)
-    quota_s = _read(v1 / "cpu.cfs_quota_us") if v1 else None
-    period_s = _read(v1 / "cpu.cfs_period_us") if v1 else None
+    quota_s = read_fact(v1 / "cpu.cfs_quota_us") if v1 else None
+    period_s = read_fact(v1 / "cpu.cfs_period_us") if v1 else None
     if quota_s and period_s and int(quota_s) > 0 and int(period_s) > 0:
         return int(quota_s) / int(period_s)
     return None
@@ -66,7 +67,7 @@ def default_train_threads(root: Path = ROOT, affinity: set[int] | None = None, l
     1-minute load), at least 1. PyTorch's eager kernels slow down many times over when their
     threads outnumber the free CPUs, while one thread fewer costs little on a quiet host."""
     if load1 is None:
-        text = _read(root / "proc/loadavg")
+        text = read_fact(root / "proc/loadavg")
         load1 = float(text.split()[0]) if text else 0.0
     return max(1, default_threads(root, affinity) - round(load1))
 
@@ -76,18 +77,18 @@ def provenance(root: Path = ROOT) -> dict[str, str | float | int | None]:
     throttling counts, and on a Jetson its power mode (nvpmodel) and GPU clock. A fact that is not
     readable here is None, never guessed."""
     cpu = root / "sys/devices/system/cpu/cpu0"
-    freq = _read(cpu / "cpufreq/scaling_cur_freq")
-    throttle = _read(cpu / "thermal_throttle/core_throttle_count")
+    freq = read_fact(cpu / "cpufreq/scaling_cur_freq")
+    throttle = read_fact(cpu / "thermal_throttle/core_throttle_count")
     model = None
-    info = _read(root / "proc/cpuinfo") or ""
+    info = read_fact(root / "proc/cpuinfo") or ""
     for line in info.splitlines():
         if line.lower().startswith(("model name", "hardware")):
             model = line.split(":", 1)[1].strip()
             break
-    jetson = _read(root / "proc/device-tree/model") if (root / "proc/device-tree/model").exists() else None
+    jetson = read_fact(root / "proc/device-tree/model") if (root / "proc/device-tree/model").exists() else None
     return {
         "host": socket.gethostname(), "cpu": model or platform.processor() or None, "usable_cpus": usable_cpus(root),
-        "cpu_quota": cgroup_cpu_limit(root), "governor": _read(cpu / "cpufreq/scaling_governor"),
+        "cpu_quota": cgroup_cpu_limit(root), "governor": read_fact(cpu / "cpufreq/scaling_governor"),
         "cpu_mhz": round(int(freq) / 1000, 1) if freq and freq.isdigit() else None,
         "throttle_count": int(throttle) if throttle and throttle.isdigit() else None,
         "board": jetson.rstrip("\x00") if jetson else None, "power_mode": nvpmodel_mode(root) if jetson else None,
@@ -97,7 +98,7 @@ def provenance(root: Path = ROOT) -> dict[str, str | float | int | None]:
 
 def nvpmodel_mode(root: Path = ROOT) -> str | None:
     """The Jetson power mode, as `nvpmodel -q` names it (e.g. '15W'); None off a Jetson."""
-    status = _read(root / "var/lib/nvpmodel/status")  # written by nvpmodel: "pmode:0002 fmode:..."
+    status = read_fact(root / "var/lib/nvpmodel/status")  # written by nvpmodel: "pmode:0002 fmode:..."
     if root == ROOT and shutil.which("nvpmodel"):
         try:
             out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=5).stdout
@@ -112,7 +113,7 @@ def nvpmodel_mode(root: Path = ROOT) -> str | None:
 def _gpu_mhz(root: Path) -> float | None:
     devfreq = root / "sys/class/devfreq"
     for f in [f for pattern in ("*gpu*", "*.gv11b", "*.ga10b") for f in sorted(devfreq.glob(pattern + "/cur_freq"))]:
-        v = _read(f)
+        v = read_fact(f)
         if v and v.isdigit():
             return round(int(v) / 1e6, 1)
     return None

@@ -22,6 +22,8 @@ from typing import Literal
 import psutil
 from pydantic import BaseModel
 
+from ..host import read_fact
+
 CONTENDED_PRESSURE = 0.20  # PSI "some": over a fifth of the window some task waited for a CPU ...
 CONTENDED_OTHERS_WITH_PSI = 0.10  # ... while other processes used over a tenth of the usable CPUs
 CONTENDED_OTHERS = 0.25  # without PSI: other processes used over a quarter of the usable CPUs
@@ -54,13 +56,6 @@ class Pressure(BaseModel):
         return None
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
-
-
 @dataclass
 class _Snapshot:
     t: float
@@ -83,14 +78,14 @@ class PressureReader:
 
     def _snap(self) -> _Snapshot:
         psi_total = psi_avg = None
-        text = _read(self.root / "proc/pressure/cpu")
+        text = read_fact(self.root / "proc/pressure/cpu")
         if text:
             for line in text.splitlines():
                 if line.startswith("some "):
                     fields = dict(kv.split("=", 1) for kv in line.split()[1:])
                     psi_total, psi_avg = int(fields["total"]), float(fields["avg10"]) / 100
         busy = steal = total = None
-        stat = _read(self.root / "proc/stat")
+        stat = read_fact(self.root / "proc/stat")
         if stat and stat.startswith("cpu "):
             ticks = [int(v) for v in stat.splitlines()[0].split()[1:]]
             hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -98,7 +93,7 @@ class PressureReader:
             total = sum(ticks[:8])
             steal = ticks[7] if len(ticks) > 7 else 0
             busy = (total - idle - steal) / hz
-        loadavg = _read(self.root / "proc/loadavg")
+        loadavg = read_fact(self.root / "proc/loadavg")
         load1 = float(loadavg.split()[0]) if loadavg else 0.0
         own = psutil.Process().cpu_times()
         own_s = own.user + own.system + own.children_user + own.children_system
