@@ -41,6 +41,7 @@ def optimize(
                                           "the preset."),
     energy_meter: str | None = opt("energy_meter", "--energy-meter"),
     precisions: str | None = opt("precisions", "--precisions"),
+    qat_epochs: int | None = opt("qat_epochs", "--qat-epochs"),
     export_formats: str | None = opt("export_formats", "--export-formats"),
     kd: str | None = opt("kd", "--kd"),
     teachers: list[str] | None = opt("teachers", "--teacher-extra"),

@@ -39,6 +39,11 @@ FORMATS: dict[str, ExportFormat] = {
         ExportFormat("openvino-fp16", ".fp16.xml", "openvino", "fp16", description="OpenVINO IR, FP16 weights"),
         ExportFormat("openvino-int8", ".int8.xml", "openvino", "int8", needs_calibration=True,
                      description="NNCF post-training quantization"),
+        ExportFormat("onnx-int8-qat", ".int8-qat.onnx", "onnxruntime", "int8",
+                     description="a quantization-aware trained student (precision int8-qat): QDQ from its own "
+                                 "fake quantization, no calibration"),
+        ExportFormat("openvino-int8-qat", ".int8-qat.xml", "openvino", "int8",
+                     description="OpenVINO IR of the onnx-int8-qat graph"),
         ExportFormat("tensorrt-fp16", ".fp16.engine", "tensorrt", "fp16", needs_gpu=True,
                      description="TensorRT engine, built on the device it runs on"),
         ExportFormat("tensorrt-int8", ".int8.engine", "tensorrt", "int8", needs_gpu=True, needs_calibration=True,
@@ -82,14 +87,25 @@ class ExportResult(BaseModel):
     device_parity: DeviceParity | None = None
 
 
+QAT_FORMATS = ("onnx-int8-qat", "openvino-int8-qat")  # built from a fake-quantized model, not a float one
+BASE_FORMATS = ("onnx", "onnx-int8-qat")  # the ONNX graph the other formats are built from
+
+
 def parse_formats(text: str) -> list[str]:
-    """Formats in build order; `onnx` comes first whenever another format is built from it."""
+    """Formats in build order; `onnx` (for a quantization-aware model `onnx-int8-qat`) comes
+    first whenever another format is built from it."""
     names = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
         hint = close_matches(unknown[0], FORMATS) if unknown else ""
         raise ExportError(f"unknown export format {', '.join(unknown) or '(none)'}; {hint}"
                           f"choose from: {', '.join(FORMATS)}")
+    if any(n in QAT_FORMATS for n in names):
+        other = [n for n in names if n not in QAT_FORMATS]
+        if other:
+            raise ExportError(f"{', '.join(other)} cannot be built with {', '.join(QAT_FORMATS)}: a quantization-aware "
+                              "student exports to those two only, a float model to the others")
+        return [n for n in QAT_FORMATS if n in names or n == "onnx-int8-qat"]
     if "onnx" not in names:
         names.insert(0, "onnx")
     return ["onnx"] + [n for n in dict.fromkeys(names) if n != "onnx"]
@@ -105,7 +121,7 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
     if spec is None:
         raise ExportError(f"unknown export format {fmt!r}; {close_matches(fmt, FORMATS)}choose from: "
                           f"{', '.join(FORMATS)}")
-    if fmt != "onnx" and ctx.onnx_path is None:
+    if fmt not in BASE_FORMATS and ctx.onnx_path is None:
         raise ExportError(f"the {fmt} export is built from the ONNX export; export 'onnx' first")
     if spec.needs_calibration and ctx.calibration is None:
         raise ExportError(f"{fmt} needs calibration images; pass --data (or export from a checkpoint that names "
@@ -113,7 +129,7 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx.notes = []
     path = EXPORTERS.get(fmt)(model, out_dir / f"{stem}{spec.suffix}", ctx)
-    if fmt == "onnx":
+    if fmt in BASE_FORMATS:
         ctx.onnx_path = path
     tol = tol or default_tolerance(spec.precision)
     loaded = load_runtime(spec.runtime, path, threads, spec.precision, ctx.input_shape)

@@ -48,6 +48,12 @@ def export_openvino_fp16(model: torch.nn.Module, path: Path, ctx: ExportContext)
     return _save(_convert(ctx), path, fp16=True)
 
 
+@EXPORTERS.register("openvino-int8-qat")
+def export_openvino_int8_qat(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
+    ctx.notes.append("INT8 IR converted from the onnx-int8-qat graph (its quantization kept, no calibration)")
+    return _save(_convert(ctx), path, fp16=False)
+
+
 @EXPORTERS.register("openvino-int8")
 def export_openvino_int8(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
     import nncf

@@ -81,6 +81,7 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
             teacher_outputs=f"computed once for {cfg.teacher_views} dihedral view(s) of every training image, "
                             "memory-mapped under teacher_cache/, shared by every candidate"),
         search=_search(plan, search), candidates=choice.candidates, trials=[t.summary() for t in search.trials],
-        pareto_front=choice.pareto_front, selected=choice.selected, selection_reason=choice.reason, baseline=baseline,
+        pareto_front=choice.pareto_front, selected=choice.selected, selection_reason=choice.reason,
+        precisions=choice.precisions, baseline=baseline,
         exports=exports, software=software_versions(), stage_seconds={**timer.seconds, "total": timer.total()},
         config=cfg.model_dump(mode="json", by_alias=True))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,10 +32,11 @@ from ..models.sources import OnnxTeacher, build_student
 from ..models.stats import count_macs, count_params
 from ..models.taps import tapped_channels
 from ..profilers.measurement import Measurement
-from ..search.candidates import Candidate, TrialRecord, TrialStatus, costs_of
+from ..search.candidates import QAT, Candidate, RungResult, TrialRecord, TrialStatus, costs_of
 from ..search.engine import Search, SearchSettings, finalize_checkpoint
 from ..search.objective import Costs, Objective, Scored, select
 from ..search.pareto import pareto_front
+from ..search.precision import PrecisionChoice, choose_precisions
 from ..search.students import KDTrainer
 from .plan import RunPlan, StageTimer, lock_run_dir
 
@@ -76,6 +77,7 @@ class Selection:
     selected: str
     reason: str
     pareto_front: list[str]
+    precisions: list[PrecisionChoice] = field(default_factory=list)  # per student: lower precisions kept or dropped
 
     @property
     def best(self) -> Candidate:
@@ -219,7 +221,8 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         feature_pairs=cfg.stage_pairs,
                         student_modules=named[0] if named else None, unlabeled=teacher.unlabeled,
                         calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,
-                        symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir)
+                        symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir,
+                        qat_epochs=cfg.qat_epochs)
     objective = plan.objective(teacher.costs(cfg.delta))
     search = Search(SearchSettings.from_config(cfg, plan.deadline), objective, trainer, plan.measurer, plan.run_dir,
                     plan.input_shape, plan.checkpoint_meta, observer, on_time=timer.add)
@@ -239,19 +242,39 @@ def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
     last_rung = {c.arch.name: (c.arch, c.rung) for c in sorted(candidates, key=lambda c: c.rung)}
     for arch, rung in last_rung.values():  # candidates/NAME/student.pt: every candidate is exportable
         finalize_checkpoint(plan.run_dir, arch, rung)
+    precisions = choose_precisions(candidates, _fp32_results(plan.run_dir, candidates))
     if not candidates:
         raise ConfigError("no candidate was trained: every proposal was screened out or the time budget ran out; "
                           "raise --budget-ms, add smaller candidates, or give --max-minutes more time")
+    selectable = [c for c in candidates if c.status != TrialStatus.SLOWER_THAN_FP32]
+    if not selectable:
+        raise ConfigError("every candidate was measured no faster than the FP32 version of the same student "
+                          f"({'; '.join(p.reason for p in precisions)}); search fp32 too: --precisions fp32,"
+                          + ",".join(sorted({c.precision for c in candidates})))
     try:
         selected, reason = select([Scored(c.name, c.objective, c.meets_budget, c.measurement.latency_ms.p90,
-                                          c.fits_memory) for c in candidates], plan.budget_ms)
+                                          c.fits_memory) for c in selectable], plan.budget_ms)
     except ValueError:
         raise ConfigError(f"no candidate fits the memory budget of {plan.target.name} "
                           f"({plan.target.memory_budget_mb:g} MB); add smaller candidates or raise memory_budget_mb "
                           "in a target file") from None
     front = [candidates[i].name for i in pareto_front(
         [(-c.val_accuracy, c.measurement.latency_ms.p90, c.measurement.energy_mj or 0.0) for c in candidates])]
-    return Selection(candidates, selected, reason + contended_budget_note(candidates, selected), front)
+    dropped = [c.name for c in candidates if c.status == TrialStatus.SLOWER_THAN_FP32]
+    if dropped:
+        reason += f"; not selectable, measured no faster than their FP32 version: {', '.join(dropped)}"
+    return Selection(candidates, selected, reason + contended_budget_note(candidates, selected), front, precisions)
+
+
+def _fp32_results(run_dir: Path, candidates: list[Candidate]) -> dict[tuple[str, int], RungResult]:
+    """The FP32 figures of every student with a lower-precision candidate, at that candidate's
+    rung (the search measures the FP32 version beside every lower precision)."""
+    out = {}
+    for c in candidates:
+        f = run_dir / "candidates" / c.arch.name / f"rung{c.rung}-fp32.json"
+        if c.precision != "fp32" and f.exists():
+            out[(c.arch.name, c.rung)] = RungResult.model_validate_json(f.read_text())
+    return out
 
 
 def contended_budget_note(candidates: list[Candidate], selected: str) -> str:
@@ -270,10 +293,7 @@ def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, ti
     """The selected student in every requested format, each checked against PyTorch; paths in
     the results are relative to the run directory."""
     cfg, best = plan.cfg, choice.best
-    student, _ = load_checkpoint(finalize_checkpoint(plan.run_dir, best.arch, best.rung))
-    formats = list(plan.export_formats)
-    if best.precision == "int8" and not any(FORMATS[f].precision == "int8" for f in formats if f in FORMATS):
-        formats.append("onnx-int8")  # the selected student is its INT8 version: ship that
+    student, formats = _export_model_and_formats(plan, best, observer)
     mean, std = plan.ds.channel_stats()
     with timer("export"):
         exports = export_formats(student, plan.ds, formats, plan.run_dir / "exports", f"student-{best.arch.name}",
@@ -290,6 +310,29 @@ def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, ti
     if plan.export_note:
         observer.say(plan.export_note, style="yellow")
     return [e.model_copy(update={"path": relative(e.path, plan.run_dir)}) for e in exports]
+
+
+def _export_model_and_formats(plan: RunPlan, best: Candidate, observer: ConsoleObserver) -> tuple[nn.Module, list[str]]:
+    """The model the exports are built from and checked against, and the formats: for an INT8
+    student its INT8 export is added; a quantization-aware student is its fake-quantized model,
+    exported to the QAT formats in place of the float ones requested."""
+    student, _ = load_checkpoint(finalize_checkpoint(plan.run_dir, best.arch, best.rung))
+    formats = list(plan.export_formats)
+    if best.precision == "int8" and not any(FORMATS[f].precision == "int8" for f in formats if f in FORMATS):
+        formats.append("onnx-int8")  # the selected student is its INT8 version: ship that
+    if best.precision != QAT:
+        return student, formats
+    from ..convert.qat import load_qat
+
+    qat = load_qat(plan.run_dir / best.checkpoint, student, plan.input_shape)
+    wanted = ["onnx-int8-qat"] + (["openvino-int8-qat"] if any(FORMATS[f].runtime == "openvino" for f in formats
+                                                                  if f in FORMATS) else [])
+    left = [f for f in formats if f in FORMATS and FORMATS[f].runtime not in ("onnxruntime", "openvino")]
+    if left:
+        observer.say(f"the selected student is quantization-aware (int8-qat): exported as {', '.join(wanted)}; "
+                     f"{', '.join(left)} not built (export the float student with edgekd export for those)",
+                     style="yellow")
+    return qat, wanted
 
 
 def relative(path: str | Path, run_dir: Path) -> str:

@@ -116,6 +116,20 @@ def _candidates(r: Report) -> str:
                    "C_hw", "P_rt", "J", "sources"], rows, selected)
 
 
+def _precisions(r: Report) -> str:
+    if not r.precisions:
+        return ""
+    rows = [[_e(p.student), _e(t.precision), _f(t.p50_ms, 4), _f(t.p90_ms, 4),
+             "–" if t.latency_ratio is None else _f(t.latency_ratio), _f(t.val_accuracy),
+             _e(t.source + (" (contended)" if t.contended else "")), "kept" if t.kept else "dropped"]
+            for p in r.precisions for t in p.tried]
+    reasons = "".join(f"<li>{_e(p.student)} r{p.rung}: {_e(p.reason)}</li>" for p in r.precisions)
+    return ('<section id="precisions"><h2>Precisions</h2><p>A lower precision is kept only when measured faster '
+            "on the target than the FP32 version of the same student.</p>"
+            + _table(["student", "precision", "p50 ms", "p90 ms", "p10 / teacher", "val acc", "source", "verdict"],
+                     rows) + f"<ul>{reasons}</ul></section>")
+
+
 def _host(r: Report) -> str:
     rows = facts.host_rows(r)
     if not rows:
@@ -150,6 +164,7 @@ def render_html(r: Report) -> str:
 <section id="candidates"><h2>Candidates</h2>
 {_candidates(r)}
 </section>
+{_precisions(r)}
 <section id="host"><h2>Where and how busy</h2>{_host(r)}</section>
 <section id="exports"><h2>Exports and parity</h2>{_exports(r)}</section>
 <section id="config"><h2>Configuration and software</h2>{versions}

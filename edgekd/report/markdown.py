@@ -91,6 +91,21 @@ def _search(r: Report) -> list[str]:
             _table(["trial", "precision", "status", "screen p90 ms", "rungs (epochs: val acc, J)"], rows), ""]
 
 
+def _precisions(r: Report) -> list[str]:
+    """Per student: each precision tried, its measured latency and accuracy, kept or dropped."""
+    if not r.precisions:
+        return []
+    rows = [[p.student, f"r{p.rung}", t.precision, _f(t.p50_ms, 4), _f(t.p90_ms, 4),
+             _f(t.latency_ratio) if t.latency_ratio is not None else "–", _f(t.val_accuracy),
+             t.source + (" (contended)" if t.contended else ""), "kept" if t.kept else "dropped"]
+            for p in r.precisions for t in p.tried]
+    return ["## Precisions", "",
+            "A lower precision is kept only when measured faster on the target than the FP32 version of the same "
+            "student (the p10 ratio to the teacher timed beside it when there is one, else p50).", "",
+            _table(["student", "rung", "precision", "p50 ms", "p90 ms", "p10 / teacher", "val acc", "source",
+                    "verdict"], rows), ""] + [f"- {p.student} r{p.rung}: {p.reason}" for p in r.precisions] + [""]
+
+
 def _teacher(r: Report) -> list[str]:
     t, tm = r.teacher, r.teacher.measurement
     size = "" if t.params is None or t.macs is None else f"{t.params:,} params, {t.macs / 1e6:.2f} MMACs, "
@@ -123,5 +138,5 @@ def _exports(r: Report) -> list[str]:
 
 def render_markdown(r: Report) -> str:
     out = [f"# edgekd report — {r.target.name}, budget {r.budget_ms:g} ms", ""]
-    out += _banners(r) + _summary(r) + _candidates(r) + _search(r) + _teacher(r) + _exports(r)
+    out += _banners(r) + _summary(r) + _candidates(r) + _precisions(r) + _search(r) + _teacher(r) + _exports(r)
     return "\n".join(out)

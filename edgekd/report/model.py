@@ -15,6 +15,7 @@ from ..export.base import ExportResult
 from ..models.arch import ArchSpec
 from ..profilers.measurement import Measurement
 from ..search.candidates import Candidate, TrialSummary
+from ..search.precision import PrecisionChoice
 from ..targets import Target
 
 # 2: trial states are an enum with a separate detail; paths are relative to the run directory
@@ -153,6 +154,9 @@ class Report(BaseModel):
     pareto_front: list[str]
     selected: str
     selection_reason: str
+    # per student with a lower precision searched: each precision's measured latency and accuracy,
+    # and why it was kept or dropped (kept only when measured faster than FP32)
+    precisions: list[PrecisionChoice] = []
     baseline: Baseline | None = None  # --baseline: the selected architecture without KD
     exports: list[ExportResult]
     software: dict[str, str]

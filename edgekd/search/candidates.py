@@ -13,7 +13,13 @@ from ..models.arch import StudentSpec
 from ..profilers.measurement import Measurement
 from .objective import Costs, Score
 
+QAT = "int8-qat"  # the quantization-aware INT8 version of a student (fine-tuned with fake quantization)
 SENSORS = ("rapl", "nvml", "ina3221")  # energy meters that read hardware (see edgekd.profilers.energy)
+
+
+def runtime_precision(precision: str) -> str:
+    """The precision a runtime sees: a quantization-aware student runs as any INT8 model."""
+    return "int8" if precision == QAT else precision
 
 
 def costs_of(m: Measurement, delta: float) -> Costs:
@@ -36,6 +42,7 @@ class TrialStatus(str, Enum):
     STOPPED_AT_RUNG = "stopped_at_rung"  # successive halving stopped it after a rung
     OUT_OF_TIME = "out_of_time"  # --max-minutes ran out before it finished
     FINISHED = "finished"  # trained through the last rung
+    SLOWER_THAN_FP32 = "slower_than_fp32"  # a lower precision measured no faster than FP32: not selectable
 
 
 class Screen(BaseModel):
@@ -130,5 +137,6 @@ class Candidate(RungResult):
                    train_seconds=round(sum(r.train_seconds for r in trial.rungs), 3),
                    train_loss=[v for r in trial.rungs for v in r.train_loss],
                    name=trial.name, precision=trial.precision, arch=trial.arch, params=params, macs=macs,
-                   checkpoint=f"candidates/{trial.arch.name}/rung{last.rung}.pt", status=trial.status,
+                   checkpoint=f"candidates/{trial.arch.name}/rung{last.rung}{'.qat' if trial.precision == QAT else ''}.pt",
+                   status=trial.status,
                    detail=trial.detail)

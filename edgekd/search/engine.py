@@ -27,10 +27,10 @@ from ..files import atomic_write
 from ..models.arch import ArchSpec, StudentSpec, TimmSpec, expand_students, parse_students
 from ..models.io import load_checkpoint, save_checkpoint
 from ..models.space import SearchSpace
-from .candidates import RungResult, Screen, TrialRecord, TrialStatus, costs_of
+from .candidates import QAT, RungResult, Screen, TrialRecord, TrialStatus, costs_of, runtime_precision
 from .objective import Objective
 from .observer import SearchObserver, SilentObserver
-from .students import StudentTrainer
+from .students import StudentTrainer, qat_paths
 
 if TYPE_CHECKING:
     from ..measurers import Measurer
@@ -58,7 +58,10 @@ class SearchSettings:
     def from_config(cls, cfg: RunConfig, deadline: float | None = None) -> SearchSettings:
         edgenet, timm_students = parse_students(cfg.students)
         candidates = (tuple(cfg.candidates) if edgenet else ()) + tuple(timm_students)
-        space = cfg.search_space.model_copy(update={"families": expand_students(cfg.students)})
+        precisions = (cfg.search_space.precisions if "precisions" in cfg.search_space.model_fields_set
+                      else list(cfg.precisions))  # --precisions feeds the sampler too, unless the space names its own
+        space = cfg.search_space.model_copy(update={"families": expand_students(cfg.students),
+                                                    "precisions": precisions})
         return cls(mode=cfg.search, candidates=candidates, precisions=tuple(cfg.precisions),
                    search_space=space, trials=cfg.trials, bracket_size=cfg.bracket_size, rungs=cfg.rungs,
                    eta=cfg.eta, student_epochs=cfg.student_epochs, screen=cfg.screen, screen_slack=cfg.screen_slack,
@@ -182,8 +185,10 @@ class Search:
         onnx_path = d / f"rung{rung}.onnx"
         if not onnx_path.exists():
             to_onnx(model, onnx_path, self.shape)
+        if precision == QAT:
+            onnx_path = self._quantization_aware(arch, rung, model, onnx_path)
         val, onnx_path = self.trainer.validate(model, onnx_path, precision)
-        m = self.measurer.measure(onnx_path, self.shape, precision)
+        m = self.measurer.measure(onnx_path, self.shape, runtime_precision(precision))
         score = self.objective.score(val.kd_loss, costs_of(m, self.objective.delta),
                                      m.latency_ms.p90)
         res = RungResult(rung=rung, epochs=info["epochs"], train_seconds=info["train_seconds"],
@@ -195,6 +200,23 @@ class Search:
         self._time("profiling", t0)
         return res
 
+    def _quantization_aware(self, arch: StudentSpec, rung: int, model: nn.Module, onnx_path: Path) -> Path:
+        """The INT8 graph of the rung's quantization-aware fine-tuning (done once: a resumed run
+        finds it next to the rung's ONNX export)."""
+        out, saved = qat_paths(onnx_path)
+        if out.exists() and saved.exists():
+            return out
+        label = f"QAT {arch.name} r{rung}"
+        epochs = self.trainer.qat_epochs
+        self.observer.on_rung_start(label, self.trainer.steps(epochs), "fake-quantized, distilled")
+        t0 = time.perf_counter()
+        with seeded(unit_seed(self.settings.seed, arch.name, f"qat{rung}")):
+            out, _ = self.trainer.quantization_aware(model, onnx_path, self.settings.seed + rung, self.observer.on_step,
+                                                     lambda e, value: self.observer.on_epoch(label, e, epochs, value))
+        self._time("qat_training", t0)
+        self.observer.on_rung_end(label)
+        return out
+
     def screen(self, arch: StudentSpec, precision: str) -> Screen:
         """Drop a proposal before any training when its latency (untrained weights: latency does
         not depend on their values) is far over the budget, or its memory cannot fit."""
@@ -205,7 +227,9 @@ class Search:
         path = self._dir(arch) / "screen.onnx"
         if not path.exists():
             to_onnx(self.trainer.bare(arch), path, self.shape)
-        m = self.measurer.screen(path, self.shape, precision)
+        if runtime_precision(precision) == "int8" and self.measurer.mode == "measured":
+            path = _int8_screen_graph(path, self.shape)
+        m = self.measurer.screen(path, self.shape, runtime_precision(precision))
         self._time("screening", t0)
         limit = self.objective.budget_ms * self.settings.screen_slack
         found = dict(signal=f"{m.source['latency']} ({m.runtime})", p90_ms=m.latency_ms.p90,
@@ -316,6 +340,8 @@ class Search:
                 if t.arch.name not in trained:
                     trained[t.arch.name] = self.train_rung(t.arch, rung)
                 model, info = trained[t.arch.name]
+                if t.precision != "fp32":  # the figure a lower precision must beat to be kept
+                    self.evaluate_rung(t.arch, "fp32", rung, model, info)
                 t.rungs.append(self.evaluate_rung(t.arch, t.precision, rung, model, info))
                 self.observer.on_note(result_line(t.name, t.rungs[-1], self.objective.budget_ms))
             if rung < len(self.epochs) - 1:
@@ -355,6 +381,20 @@ class Search:
                 study.tell(t.optuna_number, [1 - last.val_accuracy, last.measurement.latency_ms.p90])
             else:
                 study.tell(t.optuna_number, last.objective)
+
+
+def _int8_screen_graph(path: Path, shape: list[int]) -> Path:
+    """The untrained screening graph quantized to INT8 (QDQ), calibrated on random images:
+    latency does not depend on the weights' or the ranges' values, only on the operators."""
+    import numpy as np
+
+    from ..convert.qdq import quantize_qdq
+
+    out = path.with_suffix(".int8.onnx")
+    if not out.exists():
+        rng = np.random.default_rng(0)
+        quantize_qdq(path, out, [rng.random(shape, dtype=np.float32) for _ in range(4)])
+    return out
 
 
 def finalize_checkpoint(run_dir: Path, arch: StudentSpec, rung: int) -> Path:

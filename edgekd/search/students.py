@@ -22,6 +22,12 @@ from ..models.arch import StudentSpec
 from ..models.sources import build_student
 
 
+def qat_paths(onnx_path: Path) -> tuple[Path, Path]:
+    """(the INT8 ONNX graph, the fake-quantized PyTorch model) of a student's quantization-aware
+    version, next to its float ONNX export `rungN.onnx`."""
+    return onnx_path.with_suffix(".int8-qat.onnx"), onnx_path.with_suffix(".qat.pt")
+
+
 class Validation(BaseModel):
     """A student on the validation split."""
 
@@ -31,13 +37,19 @@ class Validation(BaseModel):
 
 
 class StudentTrainer(Protocol):
+    qat_epochs: int
+
     """What the search asks of training. `build` returns a student of `spec` to train and how it
     starts (from scratch, or pretrained weights and where they came from); `bare` its structure
     only (screening and counting: the weights do not matter);
     `train` continues `model` for `epochs` epochs in place (calling `on_step` after each
     optimiser step and `on_epoch(epoch, loss)` after each epoch) and returns the loss of each
     epoch; `validate` scores the model at `precision` — for int8 it quantizes `onnx_path` next
-    to it and validates that file — and returns the figures and the ONNX file that the measurement must use."""
+    to it and validates that file; for int8-qat `onnx_path` is the quantization-aware export
+    and is validated as it is — and returns the figures and the ONNX file that the measurement
+    must use. `quantization_aware` fine-tunes a fake-quantized copy of the trained `model` with
+    the same KD terms and writes it next to `onnx_path` as an INT8 ONNX graph (and the
+    fake-quantized model beside it); it returns that graph and the loss per epoch."""
 
     def build(self, spec: StudentSpec) -> tuple[nn.Module, str]: ...
 
@@ -49,6 +61,9 @@ class StudentTrainer(Protocol):
               on_epoch: Callable[[int, float], None]) -> list[float]: ...
 
     def validate(self, model: nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]: ...
+
+    def quantization_aware(self, model: nn.Module, onnx_path: Path, seed: int, on_step: Callable[[], None],
+                           on_epoch: Callable[[int, float], None]) -> tuple[Path, list[float]]: ...
 
 
 @dataclass
@@ -72,6 +87,7 @@ class KDTrainer:
     seed: int = 0
     threads: int = 1
     symmetric_int8: bool = False  # TensorRT wants symmetric activations
+    qat_epochs: int = 2  # quantization-aware fine-tuning after the float training, at lr / 10
     weights_dir: Path | None = None  # --student-weights-dir: NAME.safetensors / .pth / .pt per timm student
     _calib: list[np.ndarray] | None = field(default=None, repr=False)
 
@@ -95,7 +111,11 @@ class KDTrainer:
         return hist.epoch_loss
 
     def validate(self, model: nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]:
-        if precision == "int8":
+        if precision == "int8-qat":
+            from ..profilers.runner import onnx_logits
+
+            logits = onnx_logits(onnx_path, self.ds.x_val, self.threads)
+        elif precision == "int8":
             from ..convert.qdq import quantize_qdq
             from ..profilers.runner import onnx_logits
 
@@ -106,6 +126,29 @@ class KDTrainer:
             logits = predict_logits(model, self.ds.x_val)
         ev = evaluate(logits, self.ds.y_val, self.t_val, self.kd.alpha, self.kd.temperature)
         return Validation(accuracy=ev["accuracy"], kd_loss=ev["kd_loss"], cross_entropy=ev["cross_entropy"]), onnx_path
+
+    def quantization_aware(self, model: nn.Module, onnx_path: Path, seed: int, on_step: Callable[[], None],
+                           on_epoch: Callable[[int, float], None]) -> tuple[Path, list[float]]:
+        """QAT with KD: BatchNorm folded, NNCF's fake quantization initialised on the calibration
+        images, `qat_epochs` epochs of the run's KD terms at a tenth of the learning rate."""
+        import copy
+
+        from ..convert.qat import prepare_qat, qat_to_onnx, save_qat
+        from ..export.run import calibration_subset
+
+        out, saved = qat_paths(onnx_path)
+        calib = torch.from_numpy(calibration_subset(self.ds, self.calibration_size, self.seed))
+        qmodel, folded = prepare_qat(copy.deepcopy(model), calib)
+        hist = train(qmodel, self.ds.x_train, self.ds.y_train, epochs=self.qat_epochs, batch_size=self.batch_size,
+                     lr=self.lr / 10, seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
+                     teacher_channels=self.teacher_channels, pairs=self.feature_pairs,
+                     student_modules=self.student_modules, unlabeled=self.unlabeled, on_step=on_step,
+                     on_epoch=on_epoch)
+        shape = [1, self.ds.in_channels, self.ds.image_size, self.ds.image_size]
+        qat_to_onnx(qmodel, out, shape)
+        save_qat(saved, qmodel, {"batchnorms_folded": folded, "qat_epochs": self.qat_epochs,
+                                 "train_loss": hist.epoch_loss})
+        return out, hist.epoch_loss
 
     def _calibration(self) -> list[np.ndarray]:
         if self._calib is None:
