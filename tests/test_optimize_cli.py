@@ -183,23 +183,78 @@ def test_help_explains_the_options():
     assert shutil.which("edgekd") is None or run_cli("--version").stdout.startswith("edgekd ")
 
 
-def test_int8_is_a_search_dimension(tmp_path: Path):
+def test_int8_and_qat_are_search_dimensions_kept_only_when_faster(tmp_path: Path):
     out = tmp_path / "run"
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("candidates:\n  - {width: 0.5, depth: 1}\nprecisions: [fp32, int8]\nexport_formats: [onnx]\n"
-                   "budget_ms: 0.0001\nscreen: false\n")
+    cfg.write_text("candidates:\n  - {width: 0.5, depth: 1}\nprecisions: [fp32, int8, int8-qat]\n"
+                   "export_formats: [onnx, openvino]\nbudget_ms: 0.0001\nscreen: false\nqat_epochs: 1\n")
     proc = run_cli("optimize", "--preset", "smoke", "--config", str(cfg), "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     r = json.loads((out / "report.json").read_text())
     by = {c["name"]: c for c in r["candidates"]}
-    assert set(by) == {"w0.5-d1-e2-k3", "w0.5-d1-e2-k3@int8"}
+    assert set(by) == {"w0.5-d1-e2-k3", "w0.5-d1-e2-k3@int8", "w0.5-d1-e2-k3@int8-qat"}
     q = by["w0.5-d1-e2-k3@int8"]
     assert q["precision"] == "int8" and q["measurement"]["precision"] == "int8"
     assert q["onnx"].endswith(".int8.onnx") and q["measurement"]["source"]["latency"] == "measured"
     # scored with its own post-quantization accuracy, not the FP32 student's
     assert q["val_kd_loss"] != by["w0.5-d1-e2-k3"]["val_kd_loss"]
+    qat = by["w0.5-d1-e2-k3@int8-qat"]
+    assert qat["onnx"].endswith(".int8-qat.onnx") and qat["measurement"]["precision"] == "int8"
+    assert qat["checkpoint"].endswith("rung0.qat.pt") and (out / qat["checkpoint"]).is_file()
+    assert "qat_training" in r["stage_seconds"]
+    # the precision record: every precision with its measured figures, kept iff faster than FP32
+    [choice] = r["precisions"]
+    tried = {t["precision"]: t for t in choice["tried"]}
+    assert set(tried) == {"fp32", "int8", "int8-qat"}
+    for p in ("int8", "int8-qat"):
+        t, ref = tried[p], tried["fp32"]
+        faster = (t["latency_ratio"] < ref["latency_ratio"] if t["latency_ratio"] and ref["latency_ratio"]
+                  else t["p50_ms"] < ref["p50_ms"])
+        assert t["kept"] == faster
+        assert (by[f"w0.5-d1-e2-k3@{p}"]["status"] == "slower_than_fp32") == (not faster)
+        assert f"{p} {'kept' if faster else 'dropped'}" in choice["reason"]
+        if not faster:
+            assert r["selected"] != f"w0.5-d1-e2-k3@{p}"
+    assert "## Precisions" in (out / "report.md").read_text()
+    assert 'id="precisions"' in (out / "report.html").read_text()
     if r["selected"].endswith("@int8"):  # the INT8 student is what ships: its INT8 file is exported
         assert any(e["precision"] == "int8" for e in r["exports"])
+
+
+def test_a_selected_qat_student_ships_its_fake_quantized_model(tmp_path: Path):
+    """The export stage's choice for an int8-qat selection: the fake-quantized model, in the QAT
+    formats in place of the float ones."""
+    from types import SimpleNamespace
+
+    from edgekd.console import ConsoleObserver
+    from edgekd.convert.qat import is_fake_quantized
+    from edgekd.pipeline.stages import _export_model_and_formats
+    from edgekd.search.candidates import Candidate
+
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("candidates:\n  - {width: 0.25, depth: 1}\nprecisions: [int8-qat]\nexport_formats: [onnx]\n"
+                   "budget_ms: 100\nscreen: false\nqat_epochs: 1\nbaseline: false\n")
+    proc = run_cli("optimize", "--preset", "smoke", "--config", str(cfg), "--out", str(out), "--quiet")
+    r = json.loads((out / "report.json").read_text()) if proc.returncode == 0 else None
+    if r is None:  # measured no faster than FP32 and FP32 not searched: a clear error, nothing selected
+        assert proc.returncode == 2 and "search fp32 too: --precisions fp32,int8-qat" in proc.stderr, proc.stderr
+    else:
+        assert r["selected"] == "w0.25-d1-e2-k3@int8-qat"
+        assert [e["format"] for e in r["exports"]] == ["onnx-int8-qat"]
+    cand = Candidate.model_validate(_qat_candidate(out))
+    plan = SimpleNamespace(run_dir=out, export_formats=["onnx", "openvino", "tensorrt-fp16"],
+                           input_shape=[1, 4, 32, 32])
+    model, formats = _export_model_and_formats(plan, cand, ConsoleObserver(quiet=True))
+    assert is_fake_quantized(model) and formats == ["onnx-int8-qat", "openvino-int8-qat"]
+
+
+def _qat_candidate(run_dir: Path) -> dict:
+    """A QAT candidate's record rebuilt from its rung file (the run stopped before report.json)."""
+    rung = json.loads((run_dir / "candidates" / "w0.25-d1-e2-k3" / "rung0-int8-qat.json").read_text())
+    return {**rung, "name": "w0.25-d1-e2-k3@int8-qat", "precision": "int8-qat",
+            "arch": {"width": 0.25, "depth": 1}, "params": 1, "macs": 1, "status": "finished",
+            "checkpoint": "candidates/w0.25-d1-e2-k3/rung0.qat.pt"}
 
 
 def test_a_log_file_shows_steady_progress(smoke_run: Path):

@@ -56,13 +56,18 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, 
 
 
 def _quiet_nncf() -> None:
-    logging.getLogger("nncf").setLevel(logging.ERROR)
+    """NNCF's info lines and the notices torch logs when NNCF loads its extension stay out of
+    edgekd's console."""
+    for name in ("nncf", "torch.utils.cpp_extension", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def insert_fake_quant(model: nn.Module, calibration: torch.Tensor, batch_size: int = 32) -> nn.Module:
-    """NNCF's quantizers inserted into `model` (weights per channel, activations asymmetric:
-    the MIXED preset, which maps to ONNX Runtime's U8S8 QDQ form), their ranges set from
-    `calibration` images; the returned model trains like any PyTorch model."""
+def insert_fake_quant(model: nn.Module, calibration: torch.Tensor, batch_size: int = 32,
+                      symmetric: bool = False) -> nn.Module:
+    """NNCF's quantizers inserted into `model` (weights per channel; activations asymmetric, the
+    MIXED preset, which maps to ONNX Runtime's U8S8 QDQ form, or symmetric for TensorRT, whose
+    explicit quantization wants zero points of 0), their ranges set from `calibration` images;
+    the returned model trains like any PyTorch model."""
     import nncf
 
     _quiet_nncf()
@@ -70,14 +75,22 @@ def insert_fake_quant(model: nn.Module, calibration: torch.Tensor, batch_size: i
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return nncf.quantize(model, nncf.Dataset(batches), preset=nncf.QuantizationPreset.MIXED,
+        preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
+        return nncf.quantize(model, nncf.Dataset(batches), preset=preset,
                              subset_size=len(calibration), fast_bias_correction=True)
 
 
-def prepare_qat(model: nn.Module, calibration: torch.Tensor) -> tuple[nn.Module, int]:
-    """(the fake-quantized copy of `model` to fine-tune, BatchNorms folded)."""
+def prepare_qat(model: nn.Module, calibration: torch.Tensor, symmetric: bool = False) -> tuple[nn.Module, int]:
+    """(the fake-quantized copy of `model` to fine-tune, how many BatchNorms were folded)."""
     folded, n = fold_batchnorm(model, calibration[:8])
-    return insert_fake_quant(folded, calibration), n
+    return insert_fake_quant(folded, calibration, symmetric=symmetric), n
+
+
+def is_fake_quantized(model: nn.Module) -> bool:
+    """Whether NNCF's quantizers were inserted into `model` (prepare_qat, load_qat)."""
+    from nncf.torch.function_hook.wrapper import is_wrapped
+
+    return is_wrapped(model)
 
 
 def strip_fake_quant(qmodel: nn.Module, input_shape: list[int]) -> nn.Module:

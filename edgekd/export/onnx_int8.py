@@ -24,11 +24,9 @@ def export_onnx_int8(model: torch.nn.Module, path: Path, ctx: ExportContext) -> 
 
 @EXPORTERS.register("onnx-int8-qat")
 def export_onnx_int8_qat(model: torch.nn.Module, path: Path, ctx: ExportContext) -> Path:
-    import nncf.torch
+    from ..convert.qat import is_fake_quantized, qat_to_onnx
 
-    from ..convert.qat import qat_to_onnx
-
-    if not nncf.torch.is_wrapped_model(model):
+    if not is_fake_quantized(model):
         raise ExportError("onnx-int8-qat exports a quantization-aware trained student (fake quantization inserted); "
                           "this model has none: search with --precisions fp32,int8-qat, or export onnx-int8")
     qat_to_onnx(model, path, ctx.input_shape, ctx.metadata)

@@ -137,6 +137,6 @@ class Candidate(RungResult):
                    train_seconds=round(sum(r.train_seconds for r in trial.rungs), 3),
                    train_loss=[v for r in trial.rungs for v in r.train_loss],
                    name=trial.name, precision=trial.precision, arch=trial.arch, params=params, macs=macs,
-                   checkpoint=f"candidates/{trial.arch.name}/rung{last.rung}{'.qat' if trial.precision == QAT else ''}.pt",
+                   checkpoint=f"candidates/{trial.arch.name}/rung{last.rung}{'.qat' * (trial.precision == QAT)}.pt",
                    status=trial.status,
                    detail=trial.detail)

@@ -41,7 +41,8 @@ def _trial(precision: str, r: RungResult, kept: bool = True) -> PrecisionTrial:
     window = m.conditions.reference if m.conditions is not None else None
     return PrecisionTrial(precision=precision, p50_ms=m.latency_ms.p50, p90_ms=m.latency_ms.p90,
                           latency_ratio=window.ratio_p10 if window is not None else None,
-                          val_accuracy=r.val_accuracy, source=m.source["latency"], contended=bool(m.contended), kept=kept)
+                          val_accuracy=r.val_accuracy, source=m.source["latency"], contended=bool(m.contended),
+                          kept=kept)
 
 
 def faster(low: PrecisionTrial, fp32: PrecisionTrial) -> tuple[bool, str]:

@@ -138,7 +138,7 @@ class KDTrainer:
 
         out, saved = qat_paths(onnx_path)
         calib = torch.from_numpy(calibration_subset(self.ds, self.calibration_size, self.seed))
-        qmodel, folded = prepare_qat(copy.deepcopy(model), calib)
+        qmodel, folded = prepare_qat(copy.deepcopy(model), calib, symmetric=self.symmetric_int8)
         hist = train(qmodel, self.ds.x_train, self.ds.y_train, epochs=self.qat_epochs, batch_size=self.batch_size,
                      lr=self.lr / 10, seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
                      teacher_channels=self.teacher_channels, pairs=self.feature_pairs,
