@@ -150,7 +150,8 @@ def test_no_function_is_longer_than_the_limit():
 def test_each_cli_module_holds_at_most_one_command():
     counts = cli_commands()
     assert all(n <= 1 for n in counts.values()), counts
-    assert sum(counts.values()) == 9  # optimize, profile, export, benchmark, report, targets, predict, calibrate, agent
+    assert sum(counts.values()) == 10  # optimize, profile, export, benchmark, report, targets, predict, calibrate,
+    # agent, update
 
 
 if __name__ == "__main__":

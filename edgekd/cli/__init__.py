@@ -3,7 +3,7 @@ report, targets, predict, calibrate, agent); shared options in options.py, table
 
 from __future__ import annotations
 
-from . import agent, benchmark, calibrate, export, optimize, predict, profile, report, targets  # noqa: F401,E402
+from . import agent, benchmark, calibrate, export, optimize, predict, profile, report, targets, update  # noqa: F401,E402
 from .app import app, err_console, user_errors
 
 

@@ -98,9 +98,10 @@ def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
 
 def load_dataset(
     data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
-    samples_per_class: int, max_samples_per_class: int | None,
+    samples_per_class: int, max_samples_per_class: int | None, min_classes: int = 2,
 ) -> Dataset:
-    """The demo set when `data` is None, else the image folder at `data`."""
+    """The demo set when `data` is None, else the image folder at `data` (with at least
+    `min_classes` class folders)."""
     if data is None:
         from .synthetic import generate_demo
 
@@ -112,5 +113,5 @@ def load_dataset(
 
     return load_image_folder(
         data, image_size=image_size or 64, seed=seed, val_fraction=val_fraction,
-        max_per_class=max_samples_per_class,
+        max_per_class=max_samples_per_class, min_classes=min_classes,
     )

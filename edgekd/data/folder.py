@@ -44,7 +44,8 @@ def _read_image(path: Path, size: int) -> np.ndarray | None:
 
 
 def load_image_folder(
-    root: Path, *, image_size: int, seed: int, val_fraction: float, max_per_class: int | None = None
+    root: Path, *, image_size: int, seed: int, val_fraction: float, max_per_class: int | None = None,
+    min_classes: int = 2,
 ) -> Dataset:
     """Read every image under root/CLASS/, resized to image_size x image_size RGB in [0, 1].
 
@@ -58,7 +59,7 @@ def load_image_folder(
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"data folder {root} has no class sub-folders; {fix}")
-    if len(class_dirs) < 2:
+    if len(class_dirs) < min_classes:  # an update's new data may bring a single class
         raise DataError(f"data folder {root} has only one class folder ({class_dirs[0].name}); "
                         "a classifier needs at least two classes")
     rng = np.random.default_rng(seed)

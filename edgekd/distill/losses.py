@@ -30,6 +30,13 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return temperature**2 * (weights * per_sample).mean()
 
 
+def history_loss(student_logits: torch.Tensor, previous_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """L_history(S_t, S_{t-1}) of an incremental update: the previous student's soft outputs
+    distilled into the updated one over the previous student's classes (the first
+    previous_logits.shape[1] outputs; classes added by the update have no history)."""
+    return soft_kl(student_logits[:, :previous_logits.shape[1]], previous_logits, temperature)
+
+
 WEIGHTINGS = ("none", "entropy", "disagreement")
 
 

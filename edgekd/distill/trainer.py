@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import TrainingError
 from ..models.taps import resolve_modules, tapped_channels, tapped_features
-from .losses import KDInputs, KDSettings, combined_loss, needs
+from .losses import KDInputs, KDSettings, combined_loss, history_loss, needs
 from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
 
 
@@ -25,11 +25,28 @@ class TrainHistory:
 
 
 @dataclass
+class History:
+    """The previous student's logits on every training image (its own classes only), for the
+    history term mu * L_history(S_t, S_{t-1}) of an incremental update (edgekd update)."""
+
+    logits: torch.Tensor  # (N, previous classes), row i for training image i
+    weight: float  # mu; 0 is plain fine-tuning
+    temperature: float = 4.0
+
+
+@dataclass
 class Unlabeled:
     """Unlabelled images and the teacher's outputs for them (the semi-supervised term)."""
 
     x: torch.Tensor
     teacher: TeacherSource
+
+    def draw(self, model: nn.Module, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(student logits, teacher logits) of `n` random unlabelled images in a random cached view."""
+        uidx = torch.randint(len(self.x), (n,), generator=gen)
+        uview = int(torch.randint(self.teacher.views, (1,), generator=gen))
+        ux = apply_view(self.x[uidx], uview)
+        return model(ux), self.teacher.batch(uidx, uview, ux).logits[0]
 
 
 def _flip_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -84,7 +101,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
           seed: int, teacher: TeacherSource | None = None, terms: list[tuple[str, float]] | None = None,
           kd: KDSettings | None = None, pairs: list[tuple[int, int]] | None = None,
           teacher_channels: list[int] | None = None, student_modules: list[str] | None = None,
-          unlabeled: Unlabeled | None = None, on_step: Callable[[], None] | None = None,
+          unlabeled: Unlabeled | None = None, history: History | None = None,
+          on_step: Callable[[], None] | None = None,
           on_epoch: Callable[[int, float], None] | None = None) -> TrainHistory:
     """AdamW with a one-cycle schedule.
 
@@ -93,7 +111,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     teacher source's cached views, so every target belongs to exactly the image the student sees.
     `student_modules`: the student's feature maps are these named modules' outputs, paired in
     order with the teacher's (feature_pairs by module name). `on_step` is called after each
-    optimiser step, `on_epoch(epoch, mean loss)` after each epoch (1-based)."""
+    optimiser step, `on_epoch(epoch, mean loss)` after each epoch (1-based). `history`: the
+    previous student's outputs, distilled into this one as well (an incremental update; the
+    teacher source must then hold one view, the images as they are)."""
+    if history is not None and (teacher is None or teacher.views != 1):
+        raise ValueError("the history term needs a teacher source with one view (the images as they are)")
     gen = torch.Generator().manual_seed(seed)
     terms = terms or [("response", 1.0)]
     kd = kd or KDSettings()
@@ -131,12 +153,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
                                  teacher_feats=[tb.feats[t] for _, t in pairs or []] if adapters is not None else [],
                                  student_emb=s_emb, teacher_emb=tb.emb)
                 if unlabeled is not None and "unlabeled" in want:
-                    uidx = torch.randint(len(unlabeled.x), (len(idx),), generator=gen)
-                    uview = int(torch.randint(unlabeled.teacher.views, (1,), generator=gen))
-                    ux = apply_view(unlabeled.x[uidx], uview)
-                    batch.unlabeled_student_logits = model(ux)
-                    batch.unlabeled_teacher_logits = unlabeled.teacher.batch(uidx, uview, ux).logits[0]
+                    drawn = unlabeled.draw(model, len(idx), gen)
+                    batch.unlabeled_student_logits, batch.unlabeled_teacher_logits = drawn
                 loss = combined_loss(terms, batch, kd)
+                if history is not None and history.weight > 0:
+                    loss = loss + history.weight * history_loss(s_logits, history.logits[idx], history.temperature)
             if not torch.isfinite(loss):
                 raise TrainingError(f"training diverged: the loss is {loss.item()} at epoch {len(hist.epoch_loss) + 1} "
                                     f"(lr {lr:g}); lower --lr (or lr in the config) and check the KD weights")

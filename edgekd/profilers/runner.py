@@ -44,13 +44,14 @@ def profile_runtimes(model: ModelInput, target: Target, runtimes: list[str], set
     return measured, skipped
 
 
-def onnx_logits(path, x, threads: int, batch_size: int = 64):
-    """Logits of an ONNX model (e.g. its INT8 version) on images `x`, from ONNX Runtime here."""
+def onnx_logits(path, x, threads: int, batch_size: int = 64, precision: str = "int8"):
+    """Logits of an ONNX model (its INT8 version unless `precision` says otherwise) on images `x`,
+    from ONNX Runtime here."""
     import torch
 
     from .base import load_runtime
 
-    loaded = load_runtime("onnxruntime", path, threads, "int8")
+    loaded = load_runtime("onnxruntime", path, threads, precision)
     try:
         return torch.cat([torch.from_numpy(loaded.run(x[i:i + batch_size].numpy()))
                           for i in range(0, len(x), batch_size)])

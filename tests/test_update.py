@@ -1,0 +1,146 @@
+"""`edgekd update`: incremental distillation end to end on tiny image folders, the head
+extension, the history term, and the errors of a run directory that cannot be updated."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgekd.distill.losses import history_loss, soft_kl
+from edgekd.distill.trainer import History, cached_targets, train
+from edgekd.models.arch import ArchSpec
+from edgekd.models.family import build_model
+from edgekd.models.heads import extend_head
+from edgekd.models.io import load_checkpoint
+
+from .conftest import run_cli
+
+COLOURS = {"water": (30, 60, 160), "forest": (30, 120, 40), "urban": (150, 150, 150), "sand": (210, 190, 120)}
+
+
+def image_folder(root: Path, classes: list[str], n: int, seed: int) -> Path:
+    """Tiny RGB tiles, one colour per class plus noise: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            tile = np.clip(np.array(COLOURS[c]) + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(tile).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("update")
+    old = image_folder(root / "old", ["water", "forest", "urban"], 24, seed=0)
+    cfg = root / "c.yaml"
+    cfg.write_text("candidates:\n  - {width: 0.25, depth: 1}\nbaseline: false\nimage_size: 16\n"
+                   "export_formats: [onnx]\nbudget_ms: 50\n")
+    out = root / "run1"
+    proc = run_cli("optimize", "--preset", "smoke", "--data", str(old), "--config", str(cfg), "--out", str(out),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_extend_head_keeps_the_old_rows():
+    torch.manual_seed(0)
+    m = build_model(ArchSpec(width=0.25, depth=1), 3, 3)
+    w, b = m.classifier.weight.detach().clone(), m.classifier.bias.detach().clone()
+    extend_head(m, 3, 2)
+    assert m.classifier.out_features == 5
+    assert torch.equal(m.classifier.weight[:3], w) and torch.equal(m.classifier.bias[:3], b)
+    assert m(torch.rand(2, 3, 16, 16)).shape == (2, 5)
+
+
+def test_history_loss_by_hand():
+    s = torch.tensor([[1.0, 0.0, 3.0]])  # the third output is a new class: no history
+    p = torch.tensor([[0.0, 1.0]])
+    t = 2.0
+    ps, pp = torch.softmax(s[:, :2] / t, 1), torch.softmax(p / t, 1)
+    by_hand = t * t * float((pp * (pp.log() - ps.log())).sum())
+    assert history_loss(s, p, t).item() == pytest.approx(by_hand, rel=1e-5)
+    assert history_loss(s, p, t).item() == pytest.approx(soft_kl(s[:, :2], p, t).item())
+
+
+def test_the_history_term_changes_training_and_needs_one_view():
+    torch.manual_seed(0)
+    x, y = torch.rand(32, 3, 16, 16), torch.randint(0, 3, (32,))
+    t_logits = torch.randn(32, 3)
+    prev = torch.randn(32, 2) * 3
+    losses = []
+    for mu in (0.0, 1.0):
+        m = build_model(ArchSpec(width=0.25, depth=1), 3, 3)
+        torch.manual_seed(1)
+        m = build_model(ArchSpec(width=0.25, depth=1), 3, 3)
+        hist = train(m, x, y, epochs=1, batch_size=16, lr=1e-3, seed=0, teacher=cached_targets(t_logits),
+                     history=History(prev, mu))
+        losses.append(hist.epoch_loss[0])
+    assert losses[1] > losses[0]  # the same run plus a non-negative KL term
+    with pytest.raises(ValueError, match="one view"):
+        train(build_model(ArchSpec(width=0.25, depth=1), 3, 3), x, y, epochs=1, batch_size=16, lr=1e-3, seed=0,
+              history=History(prev, 1.0))
+
+
+@pytest.mark.slow
+def test_update_adds_classes_keeps_old_ones_and_ships_the_student(first_run, tmp_path):
+    new = image_folder(tmp_path / "new", ["water", "sand"], 24, seed=1)
+    out = tmp_path / "run2"
+    proc = run_cli("update", str(first_run), "--data", str(new), "--out", str(out), "--epochs", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "update.json").read_text())
+    assert r["previous_classes"] == ["forest", "urban", "water"]
+    assert r["classes"] == ["forest", "urban", "water", "sand"] and r["classes_added"] == ["sand"]
+    assert "history:1" in r["kd_terms"] and r["mu"] == 1.0
+    assert r["replay_images"] > 0  # the first run's folder is still there
+    assert r["before"]["new_classes"] == 0.0  # the previous student has no output for sand
+    assert r["after"]["new_classes"] > 0 and r["after"]["old_classes"] is not None  # it learned the new class
+    assert r["forgetting_points"] == pytest.approx(100 * (r["before"]["old_classes"] - r["after"]["old_classes"]),
+                                                   abs=0.01)
+    assert r["measurement"]["source"]["latency"] == "measured" and r["measurement"]["latency_ms"]["n"] >= 50
+    assert r["exports"] and r["exports"][0]["parity"]["top1_agreement"] == 1.0
+    student, meta = load_checkpoint(out / r["student"]["checkpoint"])
+    assert meta["classes"] == r["classes"] and student(torch.rand(1, 3, 16, 16)).shape == (1, 4)
+    teacher, tmeta = load_checkpoint(out / "teacher.pt")
+    assert tmeta["classes"] == r["classes"]
+    assert "Forgetting" in (out / "update.md").read_text()
+    assert len(r["lineage"]) == 2
+
+    # plain fine-tuning for comparison: no history term; and an update of the update (the lineage grows)
+    plain = tmp_path / "plain"
+    proc = run_cli("update", str(first_run), "--data", str(new), "--out", str(plain), "--epochs", "1", "--mu", "0",
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    p = json.loads((plain / "update.json").read_text())
+    assert not any(t.startswith("history") for t in p["kd_terms"])
+    assert "plain fine-tuning" in (plain / "update.md").read_text()
+    more = image_folder(tmp_path / "more", ["water", "forest", "urban", "sand"], 8, seed=2)
+    proc = run_cli("update", str(out), "--data", str(more), "--out", str(tmp_path / "run3"), "--epochs", "1",
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r3 = json.loads((tmp_path / "run3" / "update.json").read_text())
+    assert r3["classes_added"] == [] and len(r3["lineage"]) == 3 and r3["replay_images"] > 0
+
+
+def test_update_errors_name_the_problem(first_run, tmp_path):
+    new = image_folder(tmp_path / "new", ["sand"], 4, seed=3)
+    empty = tmp_path / "stopped"
+    empty.mkdir()
+    (empty / "config.yaml").write_text("target: cpu\n")
+    proc = run_cli("update", str(empty), "--data", str(new), "--out", str(tmp_path / "o1"))
+    assert proc.returncode == 2 and "no report.json, so no selected student" in proc.stderr
+    assert "edgekd optimize --resume" in proc.stderr and not (tmp_path / "o1").exists()
+    proc = run_cli("update", str(first_run), "--data", str(new), "--out", str(first_run))
+    assert proc.returncode == 2 and "--out is the run being updated" in proc.stderr
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x.txt").write_text("mine")
+    proc = run_cli("update", str(first_run), "--data", str(new), "--out", str(busy))
+    assert proc.returncode == 2 and "already holds files" in proc.stderr and (busy / "x.txt").read_text() == "mine"
+    proc = run_cli("update", str(first_run), "--data", str(new), "--out", str(tmp_path / "o2"), "--teacher",
+                   str(first_run / "teacher.pt"))
+    assert proc.returncode == 2 and "pass a teacher trained on every class" in proc.stderr
+    assert not (tmp_path / "o2" / "update.json").exists()
