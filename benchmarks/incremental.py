@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--teacher-epochs", type=int, default=6)
+    ap.add_argument("--update-epochs", type=int, default=12, help="epochs of each update (it sees fewer images "
+                                                                    "per epoch than a retraining on everything)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgekd-incremental-"))
     s = split_stream(args.data, work)
@@ -118,7 +120,7 @@ def main() -> None:
     opt = ["optimize", "--config", str(cfg), "--no-cache"]
     t = _cli(*opt, "--data", str(s["step1"]), "--out", str(work / "r1"))
     record(1, "train (step 1)", work / "r1", t)
-    upd = ["--epochs", str(args.epochs), "--no-cache"]
+    upd = ["--epochs", str(args.update_epochs), "--no-cache"]
     for method, mu in (("update, history term (mu 1)", "1"), ("plain fine-tuning (mu 0)", "0")):
         tag = "h" if mu == "1" else "p"
         t = _cli("update", str(work / "r1"), "--data", str(s["step2"]), "--out", str(work / f"r2{tag}"), "--mu", mu,
@@ -135,6 +137,7 @@ def main() -> None:
 
 def record_files(rows: list[dict], args: argparse.Namespace, s: dict, test, load: float) -> None:
     rec = {"data": str(args.data), "image_size": args.image_size, "epochs": args.epochs,
+           "update_epochs": args.update_epochs,
            "teacher_epochs": args.teacher_epochs, "old_classes": s["old"], "new_classes": s["new"],
            "test_images": len(test.y_val), "rows": rows, "load1_at_end": load, "source": "measured"}
     RESULTS.mkdir(exist_ok=True)
@@ -143,15 +146,17 @@ def record_files(rows: list[dict], args: argparse.Namespace, s: dict, test, load
     lines = ["# Incremental updates over a three-step stream (measured)", "",
              f"Data: {args.data.name} at {args.image_size} px; old classes {', '.join(s['old'])} (step 1), new "
              f"classes {', '.join(s['new'])} (step 2), step 3: the second half of the images of all six. "
-             f"{len(test.y_val)} held-out test images no step sees. Student EdgeNet w0.5-d1, {args.epochs} epochs per "
-             f"step; teacher {args.teacher_epochs} epochs (updates fine-tune it 3 epochs when classes are added). "
+             f"{len(test.y_val)} held-out test images no step sees. Student EdgeNet w0.5-d1: {args.epochs} epochs for "
+             f"step 1 and each retraining, {args.update_epochs} per update (an update sees its new images plus as "
+             f"many replayed, a retraining everything); teacher {args.teacher_epochs} epochs (updates fine-tune it "
+             "3 epochs when classes are added). "
              "Accuracy in % on the test images of the old and the new classes; wall time of the whole command "
              f"(training, measurement, export) in s, 2 training threads; load average at the end {load:.2f}.", "",
              "| step | method | old classes | new classes | wall s |", "|---|---|---|---|---|"]
     lines += [f"| {r['step']} | {r['method']} | {f(r['old_classes'])} | {f(r['new_classes'])} | {r['seconds']} |"
               for r in rows]
     lines += ["", f"Command: `python benchmarks/incremental.py --data {args.data} --image-size {args.image_size} "
-                  f"--epochs {args.epochs} --teacher-epochs {args.teacher_epochs}`."]
+                  f"--epochs {args.epochs} --teacher-epochs {args.teacher_epochs} --update-epochs {args.update_epochs}`."]
     (RESULTS / "incremental.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

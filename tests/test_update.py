@@ -3,6 +3,7 @@ extension, the history term, and the errors of a run directory that cannot be up
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -82,7 +83,14 @@ def test_the_history_term_changes_training_and_needs_one_view():
     assert losses[1] > losses[0]  # the same run plus a non-negative KL term
     with pytest.raises(ValueError, match="one view"):
         train(build_model(ArchSpec(width=0.25, depth=1), 3, 3), x, y, epochs=1, batch_size=16, lr=1e-3, seed=0,
-              history=History(prev, 1.0))
+              teacher=SimpleNamespace(views=2), history=History(prev, 1.0))
+    # cross-entropy training (how a teacher is fine-tuned) takes the history term too
+    ce = []
+    for mu in (0.0, 1.0):
+        torch.manual_seed(1)
+        m = build_model(ArchSpec(width=0.25, depth=1), 3, 3)
+        ce.append(train(m, x, y, epochs=1, batch_size=16, lr=1e-3, seed=0, history=History(prev, mu)).epoch_loss[0])
+    assert ce[1] > ce[0]
 
 
 @pytest.mark.slow

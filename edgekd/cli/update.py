@@ -29,7 +29,7 @@ def update_cmd(
     teacher_epochs: int = typer.Option(3, "--teacher-epochs", min=1, help="Fine-tuning epochs of a teacher whose "
                                                                            "head was extended."),
     lr: float | None = typer.Option(None, "--lr", min=0.0, help="Learning rate. [default: the earlier run's]"),
-    replay_fraction: float = typer.Option(0.5, "--replay-fraction", min=0.0, help="Old training images replayed, "
+    replay_fraction: float = typer.Option(1.0, "--replay-fraction", min=0.0, help="Old training images replayed, "
                                           "as a fraction of the new ones (when the earlier data is still "
                                           "reachable)."),
     target: str | None = typer.Option(None, "--target", help="Where the update is measured. [default: the earlier "

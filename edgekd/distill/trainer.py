@@ -112,9 +112,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     `student_modules`: the student's feature maps are these named modules' outputs, paired in
     order with the teacher's (feature_pairs by module name). `on_step` is called after each
     optimiser step, `on_epoch(epoch, mean loss)` after each epoch (1-based). `history`: the
-    previous student's outputs, distilled into this one as well (an incremental update; the
-    teacher source must then hold one view, the images as they are)."""
-    if history is not None and (teacher is None or teacher.views != 1):
+    previous model's outputs, distilled into this one as well (an incremental update, of a
+    student or of a teacher trained by cross-entropy; a teacher source must then hold one view,
+    the images as they are, and cross-entropy training leaves out the flips)."""
+    if history is not None and teacher is not None and teacher.views != 1:
         raise ValueError("the history term needs a teacher source with one view (the images as they are)")
     gen = torch.Generator().manual_seed(seed)
     terms = terms or [("response", 1.0)]
@@ -138,8 +139,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
         for start in range(0, len(y), batch_size):
             idx = order[start:start + batch_size]
             yb = y[idx]
-            if teacher is None:
-                loss = F.cross_entropy(model(_flip_augment(x[idx], gen)), yb)
+            if teacher is None:  # cross-entropy; flips unless a history term needs the images as they are
+                logits = model(x[idx] if history is not None else _flip_augment(x[idx], gen))
+                loss = F.cross_entropy(logits, yb) + _history(history, logits, idx)
             else:
                 view = int(torch.randint(teacher.views, (1,), generator=gen))
                 xb = apply_view(x[idx], view)
@@ -155,9 +157,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
                 if unlabeled is not None and "unlabeled" in want:
                     drawn = unlabeled.draw(model, len(idx), gen)
                     batch.unlabeled_student_logits, batch.unlabeled_teacher_logits = drawn
-                loss = combined_loss(terms, batch, kd)
-                if history is not None and history.weight > 0:
-                    loss = loss + history.weight * history_loss(s_logits, history.logits[idx], history.temperature)
+                loss = combined_loss(terms, batch, kd) + _history(history, s_logits, idx)
             if not torch.isfinite(loss):
                 raise TrainingError(f"training diverged: the loss is {loss.item()} at epoch {len(hist.epoch_loss) + 1} "
                                     f"(lr {lr:g}); lower --lr (or lr in the config) and check the KD weights")
@@ -176,6 +176,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     recalibrate_batchnorm(model, x, batch_size)
     model.eval()
     return hist
+
+
+def _history(history: History | None, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | float:
+    """mu * L_history for the batch `idx`, or 0 without a history term."""
+    if history is None or history.weight <= 0:
+        return 0.0
+    return history.weight * history_loss(logits, history.logits[idx], history.temperature)
 
 
 @torch.no_grad()

@@ -59,7 +59,7 @@ class UpdateOptions:
     epochs: int | None = None  # default: the earlier run's student epochs
     teacher_epochs: int = 3  # fine-tuning of a teacher whose head was extended
     lr: float | None = None
-    replay_fraction: float = 0.5
+    replay_fraction: float = 1.0
     target: str | None = None
     export_formats: list[str] | None = None
     threads: int | None = None
@@ -183,16 +183,18 @@ def _teacher(opts: UpdateOptions, prev: Previous, ds: Dataset, observer: Console
     added = len(ds.classes) - len(prev.classes)
     if not added:
         return teacher, f"the earlier run's ({prev.teacher})"
+    own = predict_logits(teacher, ds.x_train)  # its own outputs: the teacher keeps its classes by the same term
     extend_head(teacher, len(prev.classes), added, seed=prev.settings.seed)
     label = "teacher"
     observer.say(f"teacher: head extended by {added} classes, fine-tuning {opts.teacher_epochs} epochs")
     observer.on_rung_start(label, opts.teacher_epochs * -(-len(ds.y_train) // prev.settings.batch_size), "extended")
     train(teacher, ds.x_train, ds.y_train, epochs=opts.teacher_epochs, batch_size=prev.settings.batch_size, lr=lr,
-          seed=prev.settings.seed, on_step=observer.on_step,
-          on_epoch=lambda e, v: observer.on_epoch(label, e, opts.teacher_epochs, v))
+          seed=prev.settings.seed, history=History(own, opts.mu, prev.settings.kd_temperature),
+          on_step=observer.on_step, on_epoch=lambda e, v: observer.on_epoch(label, e, opts.teacher_epochs, v))
     observer.on_rung_end(label)
     return teacher, (f"the earlier run's ({prev.teacher}), head extended by {added} classes and fine-tuned "
-                     f"{opts.teacher_epochs} epochs on this step's images")
+                     f"{opts.teacher_epochs} epochs on this step's images (cross-entropy"
+                     f"{f' + {opts.mu:g} x its own earlier outputs' if opts.mu > 0 else ''})")
 
 
 def _terms(prev: Previous, teacher: nn.Module) -> tuple[list[tuple[str, float]], list[str]]:
