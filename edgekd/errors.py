@@ -36,3 +36,14 @@ class TrainingError(EdgeKDError):
 
 class ExportError(EdgeKDError):
     """A model could not be exported, or its export disagrees with the PyTorch model."""
+
+
+class ExportFailures(ExportError):
+    """Some formats failed while the others were built and checked: `done` holds those results
+    (ExportResult records), `failed` the format name and the message of each failure."""
+
+    def __init__(self, failed: list[tuple[str, str]], done: list):
+        self.failed, self.done = failed, done
+        built = f"; built and checked: {', '.join(r.format for r in done)}" if done else ""
+        super().__init__(f"{len(failed)} export format(s) failed: "
+                         + " | ".join(f"{name}: {why}" for name, why in failed) + built)

@@ -10,6 +10,9 @@ class ParityTolerance(BaseModel):
     max_abs_diff: float | None = 1e-3  # None: not checked (quantized formats)
     min_top1_agreement: float = 0.99
     max_accuracy_drop: float | None = None  # in accuracy units (0.01 = 1 point)
+    # on a small split one image is a large share: this many flipped images never fail the
+    # agreement or accuracy limits by themselves (the logit limit still applies)
+    flip_images: int = 1
 
 
 # per precision: FP32 must match to rounding; FP16 to half precision; INT8 is judged by agreement

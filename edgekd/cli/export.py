@@ -39,7 +39,7 @@ def export_cmd(
     import json
 
     from ..data import dataset_from_source
-    from ..errors import DataError, ExportError
+    from ..errors import DataError, ExportError, ExportFailures
     from ..export import FORMATS, parse_formats
     from ..export.run import export_formats, export_metadata
     from ..host import default_threads
@@ -79,11 +79,15 @@ def export_cmd(
                       f"accuracy {r.parity.accuracy_export:.4f} (PyTorch {r.parity.accuracy_torch:.4f}), "
                       f"max |Δlogit| {r.parity.max_abs_diff:.2e}", highlight=False)
 
+    failure = None
     with console.status(f"exporting {checkpoint.name}: {formats}"):
-        results = export_formats(model, ds, formats, out, checkpoint.stem,
-                                 export_metadata(ds, model.name, "export", mean, std),
-                                 calibration_size=calibration_size, max_accuracy_drop=max_accuracy_drop,
-                                 threads=threads or default_threads(), on_done=done)
+        try:
+            results = export_formats(model, ds, formats, out, checkpoint.stem,
+                                     export_metadata(ds, model.name, "export", mean, std),
+                                     calibration_size=calibration_size, max_accuracy_drop=max_accuracy_drop,
+                                     threads=threads or default_threads(), on_done=done)
+        except ExportFailures as exc:  # the formats that passed are kept and recorded; the exit is still 2
+            failure, results = exc, exc.done
         if device is not None:
             from ..export.device import check_on_device
 
@@ -92,4 +96,8 @@ def export_cmd(
                 if r.device_parity is not None:
                     console.print(f"{r.format}: parity {r.device_parity.summary()}", highlight=False)
     (out / "export.json").write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": ds.summary(),
-                                                 "exports": [r.model_dump(mode="json") for r in results]}, indent=2))
+                                                 "exports": [r.model_dump(mode="json") for r in results],
+                                                 "failed": [{"format": f, "error": why} for f, why in
+                                                            (failure.failed if failure else [])]}, indent=2))
+    if failure is not None:
+        raise failure

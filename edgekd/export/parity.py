@@ -29,10 +29,17 @@ class Parity(BaseModel):
             out.append(f"{self.non_finite} logits are NaN or infinite")
         if tol.max_abs_diff is not None and not self.max_abs_diff <= tol.max_abs_diff:
             out.append(f"max |logit difference| {self.max_abs_diff:.3g} > tolerance {tol.max_abs_diff:.3g}")
-        if self.top1_agreement < tol.min_top1_agreement:
-            out.append(f"top-1 agreement {self.top1_agreement:.4f} < required {tol.min_top1_agreement:.4f}")
-        if tol.max_accuracy_drop is not None and -self.accuracy_delta > tol.max_accuracy_drop:
-            out.append(f"accuracy drop {-self.accuracy_delta:.4f} > allowed {tol.max_accuracy_drop:.4f}")
+        slack = tol.flip_images / self.n if self.n else 0.0  # k images of n, as a share
+        need = min(tol.min_top1_agreement, 1.0 - slack) if slack > 0 else tol.min_top1_agreement
+        why = f" (max of the tolerance and {tol.flip_images} of {self.n} images)" if need < tol.min_top1_agreement else ""
+        if self.top1_agreement < need - 1e-9:
+            out.append(f"top-1 agreement {self.top1_agreement:.4f} < required {need:.4f}{why}")
+        if tol.max_accuracy_drop is not None:
+            allowed = max(tol.max_accuracy_drop, slack)
+            if -self.accuracy_delta > allowed + 1e-9:
+                out.append(f"accuracy drop {-self.accuracy_delta:.4f} > allowed {allowed:.4f}"
+                           + (f" (max of {tol.max_accuracy_drop:.4f} and {tol.flip_images} of {self.n} images)"
+                              if allowed > tol.max_accuracy_drop else ""))
         return out
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..errors import ExportError, ExportFailures
 from ..data import Dataset
 from .base import FORMATS, ExportContext, ExportResult, export_model, parse_formats
 from .parity import ParityTolerance
@@ -42,10 +43,16 @@ def export_formats(model: torch.nn.Module, ds: Dataset, formats: str | list[str]
         input_shape=shape, metadata=metadata,
         calibration=calibration_subset(ds, calibration_size, seed) if needs_calib else None,
         validation=(ds.x_val.numpy(), ds.y_val.numpy()), max_accuracy_drop=max_accuracy_drop)
-    results = []
-    for name in names:
+    results, failed = [], []
+    for name in names:  # one format's failure is recorded and the others are still built
         tol = (tolerances or {}).get(FORMATS[name].precision)
-        res = export_model(name, model, out_dir, stem, ctx, ds.x_val, ds.y_val, tol, threads=threads)
+        try:
+            res = export_model(name, model, out_dir, stem, ctx, ds.x_val, ds.y_val, tol, threads=threads)
+        except ExportError as exc:
+            failed.append((name, str(exc)))
+            continue
         results.append(res)
         on_done(res)
+    if failed:
+        raise ExportFailures(failed, results)
     return results

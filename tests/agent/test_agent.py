@@ -450,7 +450,7 @@ def test_a_precision_that_fails_on_the_device_falls_back(agent, exported):
     from edgekd.export.parity import ParityTolerance
 
     net, x, y, fp32, int8 = exported
-    strict = {"int8": ParityTolerance(max_abs_diff=1e-9, min_top1_agreement=1.0)}
+    strict = {"int8": ParityTolerance(max_abs_diff=1e-9, min_top1_agreement=1.0, flip_images=0)}
     dp = check_on_device(device(agent), net, [fp32, int8], x, y, strict)[1].device_parity
     assert [t.precision for t in dp.tried] == ["int8", "fp32"]  # ONNX Runtime builds no FP16 from FP32
     assert dp.tried[0].problems and "max |logit difference|" in dp.tried[0].problems[0]
@@ -463,7 +463,7 @@ def test_an_export_that_fails_on_the_device_at_every_precision_is_refused(agent,
     from edgekd.export.parity import ParityTolerance
 
     net, x, y, fp32, _ = exported
-    impossible = {"fp32": ParityTolerance(min_top1_agreement=1.01)}  # no model meets it
+    impossible = {"fp32": ParityTolerance(min_top1_agreement=1.01, flip_images=0)}  # no model meets it
     with pytest.raises(ExportError, match="passed parity here but not on the device"):
         check_on_device(device(agent), net, [fp32], x, y, impossible)
 

@@ -89,3 +89,31 @@ def test_openvino_parity_names_the_execution_precision_it_holds_for(tmp_path, ti
     assert drift.parity.top1_agreement == 1.0  # the figures for f32 are unchanged
     assert drift.parity_plugin_default is not None and drift.parity_plugin_default.max_abs_diff > 1.0
     assert any("OpenVINO's default here is bf16" in n for n in drift.notes)
+
+
+def test_one_failing_format_does_not_skip_the_others(tmp_path, tiny, monkeypatch):
+    """openvino-fp16 is made to disagree: onnx and openvino after it are still built and checked,
+    and the error names the failed format and lists those that passed."""
+    from edgekd.data import Dataset
+    from edgekd.errors import ExportFailures
+    from edgekd.export.run import export_formats
+
+    model, x, y = tiny
+    real_load = export_base.load_runtime
+
+    def broken_fp16(runtime, path, *args):
+        loaded = real_load(runtime, path, *args)
+        if str(path).endswith(".fp16.xml"):
+            good = loaded.run
+            loaded.run = lambda batch: good(batch) * -1.0
+        return loaded
+
+    monkeypatch.setattr(export_base, "load_runtime", broken_fp16)
+    ds = Dataset(name="t", classes=["a", "b", "c"], bands=["R", "G", "B", "N"], x_train=x, y_train=y, x_val=x,
+                 y_val=y, synthetic=True, source="test")
+    done = []
+    with pytest.raises(ExportFailures) as info:
+        export_formats(model, ds, "onnx,openvino-fp16,openvino", tmp_path, "m", {}, on_done=done.append)
+    assert [f for f, _ in info.value.failed] == ["openvino-fp16"]
+    assert [r.format for r in info.value.done] == [r.format for r in done] == ["onnx", "openvino"]
+    assert (tmp_path / "m.xml").is_file() and "built and checked: onnx, openvino" in str(info.value)
