@@ -156,7 +156,8 @@ def record_files(rows: list[dict], args: argparse.Namespace, s: dict, test, load
     lines += [f"| {r['step']} | {r['method']} | {f(r['old_classes'])} | {f(r['new_classes'])} | {r['seconds']} |"
               for r in rows]
     lines += ["", f"Command: `python benchmarks/incremental.py --data {args.data} --image-size {args.image_size} "
-                  f"--epochs {args.epochs} --teacher-epochs {args.teacher_epochs} --update-epochs {args.update_epochs}`."]
+                  f"--epochs {args.epochs} --teacher-epochs {args.teacher_epochs} "
+                  f"--update-epochs {args.update_epochs}`."]
     (RESULTS / "incremental.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -31,7 +31,8 @@ class Parity(BaseModel):
             out.append(f"max |logit difference| {self.max_abs_diff:.3g} > tolerance {tol.max_abs_diff:.3g}")
         slack = tol.flip_images / self.n if self.n else 0.0  # k images of n, as a share
         need = min(tol.min_top1_agreement, 1.0 - slack) if slack > 0 else tol.min_top1_agreement
-        why = f" (max of the tolerance and {tol.flip_images} of {self.n} images)" if need < tol.min_top1_agreement else ""
+        why = (f" (max of the tolerance and {tol.flip_images} of {self.n} images)"
+               if need < tol.min_top1_agreement else "")
         if self.top1_agreement < need - 1e-9:
             out.append(f"top-1 agreement {self.top1_agreement:.4f} < required {need:.4f}{why}")
         if tol.max_accuracy_drop is not None:

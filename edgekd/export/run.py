@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import ExportError, ExportFailures
 from ..data import Dataset
+from ..errors import ExportError, ExportFailures
 from .base import FORMATS, ExportContext, ExportResult, export_model, parse_formats
 from .parity import ParityTolerance
 
