@@ -69,15 +69,21 @@ def insert_fake_quant(model: nn.Module, calibration: torch.Tensor, batch_size: i
     explicit quantization wants zero points of 0), their ranges set from `calibration` images;
     the returned model trains like any PyTorch model."""
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
     _quiet_nncf()
     batches = [calibration[i:i + batch_size] for i in range(0, len(calibration), batch_size)]
     model.eval()
+    # one scale per activation tensor: NNCF's default gives a depthwise convolution's input one
+    # per channel, which ONNX Runtime cannot run as QLinearConv (those convolutions stayed float,
+    # and the student ran 2.3x slower than with per-tensor scales, measured side by side)
+    per_tensor = AdvancedQuantizationParameters(
+        activations_quantization_params=QuantizationParameters(per_channel=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
-        return nncf.quantize(model, nncf.Dataset(batches), preset=preset,
-                             subset_size=len(calibration), fast_bias_correction=True)
+        return nncf.quantize(model, nncf.Dataset(batches), preset=preset, subset_size=len(calibration),
+                             fast_bias_correction=True, advanced_parameters=per_tensor)
 
 
 def prepare_qat(model: nn.Module, calibration: torch.Tensor, symmetric: bool = False) -> tuple[nn.Module, int]:

@@ -80,6 +80,15 @@ def test_qat_student_exports_int8_with_quantized_ops_and_parity(distilled, tmp_p
     ops = {n.op_type for n in onnx.load(onnx_res.path).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert onnx_res.precision == "int8" and not onnx_res.parity.violations(default_tolerance("int8"))
+    # ONNX Runtime runs every convolution in INT8 (per-tensor activation scales; per-channel ones
+    # at depthwise inputs left those convolutions in float)
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(onnx_res.path, opts, providers=["CPUExecutionProvider"])
+    run_ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "QLinearConv" in run_ops and not {"Conv", "FusedConv"} & set(run_ops), run_ops
     assert onnx_res.parity.top1_agreement >= 0.95  # integer kernels round where fake quantization does not
     ov_res = export_model("openvino-int8-qat", qmodel, tmp_path, "s", ctx, x, y)
     assert ov_res.precision == "int8" and not ov_res.parity.violations(default_tolerance("int8"))
