@@ -46,17 +46,7 @@ def export_cmd(
     from ..models.io import load_checkpoint
 
     names = parse_formats(formats)  # an unknown format fails before anything is loaded
-    device = None
-    if device_url is not None:  # parity where the model runs: the agent is reached before any work
-        from ..agent.client import AgentClient, check_device_url, read_token
-        from ..measurers import AgentMeasurer
-        from ..profilers import ProfileSettings
-        from ..targets import get_target
-
-        url, token = check_device_url(device_url), read_token(device_token_file)
-        board = get_target(AgentClient(url, token).info()["target"]["name"])
-        device = AgentMeasurer(board, device_runtime or board.runtimes[0], ProfileSettings(threads=1), url,
-                               token).connect()
+    device = _device(device_url, device_token_file, device_runtime)  # reached before any work
     taken = [p.name for p in [out / "export.json", *(out / f"{checkpoint.stem}{FORMATS[f].suffix}" for f in names)]
              if p.exists()]
     if taken and not overwrite:
@@ -101,3 +91,17 @@ def export_cmd(
                                                             (failure.failed if failure else [])]}, indent=2))
     if failure is not None:
         raise failure
+
+
+def _device(device_url: str | None, token_file: Path | None, runtime: str | None):
+    """The board for parity where the model runs (--device-url), connected; None without one."""
+    if device_url is None:
+        return None
+    from ..agent.client import AgentClient, check_device_url, read_token
+    from ..measurers import AgentMeasurer
+    from ..profilers import ProfileSettings
+    from ..targets import get_target
+
+    url, token = check_device_url(device_url), read_token(token_file)
+    board = get_target(AgentClient(url, token).info()["target"]["name"])
+    return AgentMeasurer(board, runtime or board.runtimes[0], ProfileSettings(threads=1), url, token).connect()

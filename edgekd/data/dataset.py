@@ -23,6 +23,9 @@ class Dataset:
     synthetic: bool
     source: str
     skipped_files: list[str] = field(default_factory=list)
+    x_test: torch.Tensor | None = None  # a held-out test split the user gave (train/val/test folders)
+    y_test: torch.Tensor | None = None
+    split: str = "drawn at random per class (val_fraction)"
 
     @property
     def in_channels(self) -> int:
@@ -46,7 +49,9 @@ class Dataset:
             "classes": self.classes,
             "bands": self.bands,
             "image_size": self.image_size,
-            "sizes": {"train": int(len(self.y_train)), "val": int(len(self.y_val))},
+            "sizes": {"train": int(len(self.y_train)), "val": int(len(self.y_val)),
+                      **({"test": int(len(self.y_test))} if self.y_test is not None else {})},
+            "split": self.split,
             "skipped_files": self.skipped_files,
         }
 

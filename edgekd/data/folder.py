@@ -43,15 +43,10 @@ def _read_image(path: Path, size: int) -> np.ndarray | None:
         return None
 
 
-def load_image_folder(
-    root: Path, *, image_size: int, seed: int, val_fraction: float, max_per_class: int | None = None,
-    min_classes: int = 2,
-) -> Dataset:
-    """Read every image under root/CLASS/, resized to image_size x image_size RGB in [0, 1].
+SPLITS = ("train", "val", "test")  # a folder with these at the top holds the user's own split
 
-    Unreadable files are skipped and listed in the data set summary; a class with no readable
-    image is an error."""
-    fix = "pass --data DIR with one sub-folder of images per class (e.g. DIR/Forest/*.jpg)"
+
+def _class_dirs(root: Path, min_classes: int, fix: str) -> list[Path]:
     if not root.exists():
         raise DataError(f"data folder {root} does not exist; {fix}")
     if not root.is_dir():
@@ -62,9 +57,15 @@ def load_image_folder(
     if len(class_dirs) < min_classes:  # an update's new data may bring a single class
         raise DataError(f"data folder {root} has only one class folder ({class_dirs[0].name}); "
                         "a classifier needs at least two classes")
-    rng = np.random.default_rng(seed)
+    return class_dirs
+
+
+def _read_classes(class_dirs: list[Path], classes: list[str], image_size: int, max_per_class: int | None,
+                  rng: np.random.Generator, min_images: int = 2) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """Every readable image of each class folder (label: its index in `classes`), and the skipped files."""
     xs, ys, skipped = [], [], []
-    for label, cdir in enumerate(class_dirs):
+    for cdir in class_dirs:
+        label = classes.index(cdir.name)
         files = sorted(p for p in cdir.iterdir() if p.is_file() and not p.name.startswith("."))
         if max_per_class is not None and len(files) > max_per_class:
             files = sorted(rng.choice(np.array(files, dtype=object), max_per_class, replace=False))
@@ -80,14 +81,73 @@ def load_image_folder(
         if n_ok == 0:
             raise DataError(f"class folder {cdir} has no readable images ({len(files)} files); "
                             f"add {', '.join(sorted(IMAGE_SUFFIXES))} images or remove the folder")
-        if n_ok < 2:
+        if n_ok < min_images:
             raise DataError(f"class folder {cdir} has only one readable image; "
                             "each class needs at least two (one for training, one for validation)")
+    return xs, ys, skipped
+
+
+def load_image_folder(
+    root: Path, *, image_size: int, seed: int, val_fraction: float, max_per_class: int | None = None,
+    min_classes: int = 2,
+) -> Dataset:
+    """Read every image under root/CLASS/, resized to image_size x image_size RGB in [0, 1].
+    A folder whose top level is train/ (with val/ and/or test/ beside it, each holding the class
+    folders) is the user's own split: it is honoured, not redrawn.
+
+    Unreadable files are skipped and listed in the data set summary; a class with no readable
+    image is an error."""
+    fix = "pass --data DIR with one sub-folder of images per class (e.g. DIR/Forest/*.jpg)"
+    if (root / "train").is_dir() and ((root / "val").is_dir() or (root / "test").is_dir()):
+        return _load_split_folders(root, image_size, seed, val_fraction, max_per_class, min_classes)
+    class_dirs = _class_dirs(root, min_classes, fix)
+    classes = [d.name for d in class_dirs]
+    xs, ys, skipped = _read_classes(class_dirs, classes, image_size, max_per_class, np.random.default_rng(seed))
     return make_dataset(
-        name=root.name, classes=[d.name for d in class_dirs], bands=["R", "G", "B"],
+        name=root.name, classes=classes, bands=["R", "G", "B"],
         x=np.stack(xs), y=np.array(ys), val_fraction=val_fraction, seed=seed,
         synthetic=False, source=str(root.resolve()), skipped=skipped,
     )
+
+
+def _load_split_folders(root: Path, image_size: int, seed: int, val_fraction: float, max_per_class: int | None,
+                        min_classes: int) -> Dataset:
+    """root/train/CLASS, root/val/CLASS, root/test/CLASS: the classes are train's; val/ and test/
+    may lack a class but not add one. Without val/, validation is drawn from train/."""
+    import torch
+
+    fix = "pass --data DIR holding train/CLASS/, val/CLASS/ and/or test/CLASS/ image folders"
+    train_dirs = _class_dirs(root / "train", min_classes, fix)
+    classes = [d.name for d in train_dirs]
+    rng = np.random.default_rng(seed)
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    skipped: list[str] = []
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            continue
+        dirs = train_dirs if split == "train" else _class_dirs(root / split, 1, fix)
+        extra = [d.name for d in dirs if d.name not in classes]
+        if extra:
+            raise DataError(f"{root / split} has classes that {root / 'train'} lacks ({', '.join(extra)}); every "
+                            "class of val/ and test/ must be in train/")
+        xs, ys, sk = _read_classes(dirs, classes, image_size, max_per_class, rng, min_images=1)
+        parts[split], skipped = (np.stack(xs), np.array(ys)), skipped + sk
+    x_tr, y_tr = parts["train"]
+    if "val" not in parts:
+        ds = make_dataset(name=root.name, classes=classes, bands=["R", "G", "B"], x=x_tr, y=y_tr,
+                          val_fraction=val_fraction, seed=seed, synthetic=False, source=str(root.resolve()),
+                          skipped=skipped)
+    else:
+        t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a, dtype=dt))  # noqa: E731
+        ds = Dataset(name=root.name, classes=classes, bands=["R", "G", "B"], x_train=t(x_tr, np.float32),
+                     y_train=t(y_tr, np.int64), x_val=t(parts["val"][0], np.float32),
+                     y_val=t(parts["val"][1], np.int64), synthetic=False, source=str(root.resolve()),
+                     skipped_files=skipped)
+    if "test" in parts:
+        ds.x_test = torch.from_numpy(np.ascontiguousarray(parts["test"][0], dtype=np.float32))
+        ds.y_test = torch.from_numpy(parts["test"][1].astype(np.int64))
+    ds.split = "the folder's own train/" + "/".join(k for k in ("val", "test") if k in parts)
+    return ds
 
 
 def unlabeled_images(root: Path, image_size: int) -> torch.Tensor:

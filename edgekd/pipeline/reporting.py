@@ -10,6 +10,7 @@ import torch
 
 from ..export import ExportResult
 from ..host import software_versions
+from ..metrics import class_metrics
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet
 from ..models.stats import count_macs, count_params
@@ -19,6 +20,7 @@ from ..report.model import (
     KDSummary,
     KDTermWeight,
     MeasurementMode,
+    ModelMetrics,
     ObjectiveSummary,
     Report,
     ScreenSettings,
@@ -63,6 +65,31 @@ def _search(plan: RunPlan, search: SearchResult) -> SearchSummary:
         train_seconds_on_over_budget_students=round(wasted, 2))
 
 
+def per_class(plan: RunPlan, teacher: TeacherResult, choice: Selection) -> list[ModelMetrics]:
+    """Per-class figures of the teacher and of the selected student (at its precision: an INT8
+    student through its INT8 graph) on the validation split and, when given, the test split."""
+    from ..distill.trainer import predict_logits
+    from ..models.io import load_checkpoint
+    from ..profilers.runner import onnx_logits
+
+    ds, best = plan.ds, choice.best
+    if best.precision == "fp32":
+        student, _ = load_checkpoint(plan.run_dir / "candidates" / best.arch.name / "student.pt")
+        run = lambda x: predict_logits(student, x)  # noqa: E731
+    else:  # its INT8 graph, as validated and measured
+        run = lambda x: onnx_logits(plan.run_dir / best.onnx, x, plan.threads)  # noqa: E731
+    out = []
+    for name, fn, val in (("teacher", lambda x: predict_logits(teacher.model, x), teacher.val_logits),
+                          (best.name, run, None)):
+        logits = val if val is not None else fn(ds.x_val)
+        test = None
+        if ds.x_test is not None and ds.y_test is not None:
+            test = class_metrics(fn(ds.x_test).argmax(1).numpy(), ds.y_test.numpy(), ds.classes, split="test")
+        out.append(ModelMetrics(model=name, validation=class_metrics(logits.argmax(1).numpy(), ds.y_val.numpy(),
+                                                                     ds.classes), test=test))
+    return out
+
+
 def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, choice: Selection,
                  exports: list[ExportResult], timer: StageTimer, baseline: Baseline | None = None) -> Report:
     cfg = plan.cfg
@@ -82,6 +109,6 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
                             "memory-mapped under teacher_cache/, shared by every candidate"),
         search=_search(plan, search), candidates=choice.candidates, trials=[t.summary() for t in search.trials],
         pareto_front=choice.pareto_front, selected=choice.selected, selection_reason=choice.reason,
-        precisions=choice.precisions, baseline=baseline,
+        precisions=choice.precisions, per_class=per_class(plan, teacher, choice), baseline=baseline,
         exports=exports, software=software_versions(), stage_seconds={**timer.seconds, "total": timer.total()},
         config=cfg.model_dump(mode="json", by_alias=True))

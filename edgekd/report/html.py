@@ -82,7 +82,9 @@ CAPTIONS = {"pareto": "Pareto view: accuracy against p90 latency, the budget lin
             "latency": "Latency distribution of every model (min to p99, p50 dot, p90 tick).",
             "hardware_cost": "C_hw breakdown: the weighted latency, memory and energy terms.",
             "energy": "Energy per inference (its source is on the axis).",
-            "training": "Training curves: the teacher's loss; each student's accuracy at each rung."}
+            "training": "Training curves: the teacher's loss; each student's accuracy at each rung.",
+            "confusion": "Confusion matrix of the selected student (rows: true class; the test split when the "
+                         "data has one)."}
 
 
 def _banners(r: Report) -> str:
@@ -130,6 +132,17 @@ def _precisions(r: Report) -> str:
                      rows) + f"<ul>{reasons}</ul></section>")
 
 
+def _per_class(r: Report) -> str:
+    parts = []
+    for m in r.per_class:
+        for figs in filter(None, (m.validation, m.test)):
+            rows = [[_e(c.name), _f(c.precision), _f(c.recall), _f(c.f1), str(c.support)] for c in figs.classes]
+            parts.append(f"<h3>{_e(m.model)}, {_e(figs.split)} split: accuracy {figs.accuracy:.3f}, balanced "
+                         f"accuracy {figs.balanced_accuracy:.3f}, macro F1 {figs.macro_f1:.3f}</h3>"
+                         + _table(["class", "precision", "recall", "F1", "support"], rows))
+    return f'<section id="per-class"><h2>Per class</h2>{"".join(parts)}</section>' if parts else ""
+
+
 def _host(r: Report) -> str:
     rows = facts.host_rows(r)
     if not rows:
@@ -165,6 +178,7 @@ def render_html(r: Report) -> str:
 {_candidates(r)}
 </section>
 {_precisions(r)}
+{_per_class(r)}
 <section id="host"><h2>Where and how busy</h2>{_host(r)}</section>
 <section id="exports"><h2>Exports and parity</h2>{_exports(r)}</section>
 <section id="config"><h2>Configuration and software</h2>{versions}

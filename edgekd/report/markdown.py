@@ -106,6 +106,19 @@ def _precisions(r: Report) -> list[str]:
                     "verdict"], rows), ""] + [f"- {p.student} r{p.rung}: {p.reason}" for p in r.precisions] + [""]
 
 
+def _per_class(r: Report) -> list[str]:
+    out = []
+    for m in r.per_class:
+        for figs in filter(None, (m.validation, m.test)):
+            out += [f"### {m.model}, {figs.split} split ({figs.n} images): accuracy {figs.accuracy:.3f}, balanced "
+                    f"accuracy {figs.balanced_accuracy:.3f}, macro F1 {figs.macro_f1:.3f}", "",
+                    _table(["class", "precision", "recall", "F1", "support"],
+                           [[c.name, _f(c.precision), _f(c.recall), _f(c.f1), str(c.support)] for c in figs.classes]),
+                    ""]
+    return ["## Per class", "", "The test split, when the data has one, is evaluated once at the end and never "
+            "used for selection.", ""] + out if out else []
+
+
 def _teacher(r: Report) -> list[str]:
     t, tm = r.teacher, r.teacher.measurement
     size = "" if t.params is None or t.macs is None else f"{t.params:,} params, {t.macs / 1e6:.2f} MMACs, "
@@ -138,5 +151,6 @@ def _exports(r: Report) -> list[str]:
 
 def render_markdown(r: Report) -> str:
     out = [f"# edgekd report — {r.target.name}, budget {r.budget_ms:g} ms", ""]
-    out += _banners(r) + _summary(r) + _candidates(r) + _precisions(r) + _search(r) + _teacher(r) + _exports(r)
+    for part in (_banners, _summary, _candidates, _precisions, _per_class, _search, _teacher, _exports):
+        out += part(r)
     return "\n".join(out)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..export.base import ExportResult
+from ..metrics import ClassMetrics
 from ..models.arch import ArchSpec
 from ..profilers.measurement import Measurement
 from ..search.candidates import Candidate, TrialSummary
@@ -64,6 +65,7 @@ class ObjectiveSummary(BaseModel):
 class DatasetSizes(BaseModel):
     train: int
     val: int
+    test: int | None = None  # the user's held-out test split, when given
 
 
 class DatasetSummary(BaseModel):
@@ -75,6 +77,7 @@ class DatasetSummary(BaseModel):
     image_size: int
     sizes: DatasetSizes
     skipped_files: list[str] = []
+    split: str = ""  # how train / validation (/ test) were formed
     subsampled: str | None = None  # how a preset cut the user's data down (e.g. smoke), or None
 
 
@@ -129,6 +132,15 @@ class SearchSummary(BaseModel):
     train_seconds_on_over_budget_students: float
 
 
+class ModelMetrics(BaseModel):
+    """Per-class figures of one model: on the validation split (what selection used) and, when
+    the data has a held-out test split, on it (evaluated once, at the end, never used to select)."""
+
+    model: str  # "teacher" or the selected student's name
+    validation: ClassMetrics
+    test: ClassMetrics | None = None
+
+
 class Report(BaseModel):
     """report.json (schema_version 2). Every measured figure carries its source and conditions."""
 
@@ -157,6 +169,7 @@ class Report(BaseModel):
     # per student with a lower precision searched: each precision's measured latency and accuracy,
     # and why it was kept or dropped (kept only when measured faster than FP32)
     precisions: list[PrecisionChoice] = []
+    per_class: list[ModelMetrics] = []  # the teacher and the selected student
     baseline: Baseline | None = None  # --baseline: the selected architecture without KD
     exports: list[ExportResult]
     software: dict[str, str]

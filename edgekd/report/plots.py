@@ -109,5 +109,28 @@ def training(r: Report) -> str:
     return _uri(fig)
 
 
+def confusion(r: Report) -> str:
+    """The selected student's confusion matrix on the validation split (test split when given)."""
+    chosen = next((m for m in r.per_class if m.model == r.selected), None)
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    if chosen is None:
+        ax.text(0.5, 0.5, "no per-class figures in this report", ha="center")
+        ax.set_axis_off()
+        return _uri(fig)
+    figs = chosen.test or chosen.validation
+    names = [c.name for c in figs.classes]
+    ax.imshow(figs.confusion, cmap="Greens")
+    for i, row in enumerate(figs.confusion):
+        for j, v in enumerate(row):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{r.selected}: {figs.split} split, {figs.n} images")
+    return _uri(fig)
+
+
 ALL: dict[str, Callable[[Report], str]] = {"pareto": pareto, "latency": latency, "hardware_cost": hardware_cost,
-                                           "energy": energy, "training": training}
+                                           "energy": energy, "training": training, "confusion": confusion}

@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edgekd.report import Report
+from edgekd.report import Report, plots
 from edgekd.report.html import render_html, summary
 from edgekd.report.markdown import render_markdown
 from edgekd.report.schema import SCHEMA_FILE, schema_text
@@ -113,7 +113,7 @@ def test_html_renders_in_headless_chromium_without_console_errors(smoke_run, tmp
              f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
     dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert "Summary" in dom.stdout and dom.stdout.count("data:image/png;base64,") == 5
+    assert "Summary" in dom.stdout and dom.stdout.count("data:image/png;base64,") == len(plots.ALL)
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     shot = tmp_path / "phone.png"
