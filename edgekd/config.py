@@ -58,6 +58,9 @@ class RunConfig(BaseModel):
                                    description="input resolution (default: 32 demo, 64 image folders)")
     val_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     max_samples_per_class: int | None = Field(default=None, ge=2)
+    bands: list[str] | None = Field(default=None, description="bands of a GeoTIFF folder, by name (B04,B03,B02,B08) "
+                                                             "or 1-based index (4,3,2,8), in the order the model "
+                                                             "takes them (default: every band)")
     # models and training
     teacher_arch: ArchSpec = ArchSpec(width=1.5, depth=3, expansion=4)
     candidates: list[ArchSpec] = []
@@ -253,6 +256,7 @@ class Overrides(BaseModel):
     device_url: str | None = None
     device_token_file: Path | None = None
     precisions: list[str] | None = None
+    bands: list[str] | None = None
     qat_epochs: int | None = None
     export_formats: list[str] | None = None
     kd: list[str] | None = None
@@ -272,7 +276,7 @@ class Overrides(BaseModel):
     baseline: bool | None = None
     quiet: bool | None = None
 
-    @field_validator("precisions", "export_formats", "kd", "students", mode="before")
+    @field_validator("precisions", "export_formats", "kd", "students", "bands", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v

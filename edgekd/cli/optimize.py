@@ -36,6 +36,7 @@ def optimize(
     teacher_epochs: int | None = opt("teacher_epochs", "--teacher-epochs"),
     student_epochs: int | None = opt("student_epochs", "--student-epochs"),
     image_size: int | None = opt("image_size", "--image-size"),
+    bands: str | None = opt("bands", "--bands"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML file with the same keys as these "
                                           "flags (budget_ms, lambda, ...); flags win over the file, the file over "
                                           "the preset."),

@@ -26,6 +26,8 @@ class Dataset:
     x_test: torch.Tensor | None = None  # a held-out test split the user gave (train/val/test folders)
     y_test: torch.Tensor | None = None
     split: str = "drawn at random per class (val_fraction)"
+    band_scale: list[float] | None = None  # per band: raw value / scale = model input (GeoTIFF folders)
+    band_note: str = ""  # how the bands were read and scaled
 
     @property
     def in_channels(self) -> int:
@@ -52,6 +54,8 @@ class Dataset:
             "sizes": {"train": int(len(self.y_train)), "val": int(len(self.y_val)),
                       **({"test": int(len(self.y_test))} if self.y_test is not None else {})},
             "split": self.split,
+            "band_scale": self.band_scale,
+            "band_note": self.band_note,
             "skipped_files": self.skipped_files,
         }
 
@@ -87,16 +91,17 @@ def make_dataset(
 
 
 def data_source(data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
-                samples_per_class: int, max_samples_per_class: int | None) -> dict:
+                samples_per_class: int, max_samples_per_class: int | None, bands: list[str] | None = None) -> dict:
     """What `load_dataset` was called with, as plain values a checkpoint can carry."""
     return {"data": None if data is None else str(Path(data).resolve()), "seed": seed, "val_fraction": val_fraction,
             "image_size": image_size, "samples_per_class": samples_per_class,
-            "max_samples_per_class": max_samples_per_class}
+            "max_samples_per_class": max_samples_per_class, "bands": bands}
 
 
 def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
     """The same data set (and split) a checkpoint was trained on; `data` overrides the folder."""
     kw = {k: source[k] for k in ("seed", "val_fraction", "image_size", "samples_per_class", "max_samples_per_class")}
+    kw["bands"] = source.get("bands")
     folder = data if data is not None else (Path(source["data"]) if source.get("data") else None)
     return load_dataset(folder, **kw)
 
@@ -104,12 +109,17 @@ def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
 def load_dataset(
     data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
     samples_per_class: int, max_samples_per_class: int | None, min_classes: int = 2,
+    bands: list[str] | None = None,
 ) -> Dataset:
     """The demo set when `data` is None, else the image folder at `data` (with at least
     `min_classes` class folders)."""
     if data is None:
         from .synthetic import generate_demo
 
+        if bands:
+            from ..errors import DataError
+
+            raise DataError("--bands selects bands of a GeoTIFF folder; the demo set has R, G, B, NIR: pass --data")
         return generate_demo(
             samples_per_class=samples_per_class, image_size=image_size or 32,
             seed=seed, val_fraction=val_fraction,
@@ -118,5 +128,5 @@ def load_dataset(
 
     return load_image_folder(
         data, image_size=image_size or 64, seed=seed, val_fraction=val_fraction,
-        max_per_class=max_samples_per_class, min_classes=min_classes,
+        max_per_class=max_samples_per_class, min_classes=min_classes, bands=bands,
     )

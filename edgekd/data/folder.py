@@ -89,9 +89,11 @@ def _read_classes(class_dirs: list[Path], classes: list[str], image_size: int, m
 
 def load_image_folder(
     root: Path, *, image_size: int, seed: int, val_fraction: float, max_per_class: int | None = None,
-    min_classes: int = 2,
+    min_classes: int = 2, bands: list[str] | None = None,
 ) -> Dataset:
-    """Read every image under root/CLASS/, resized to image_size x image_size RGB in [0, 1].
+    """Read every image under root/CLASS/, resized to image_size x image_size RGB in [0, 1]; a
+    folder of GeoTIFFs keeps its bands (all, or `bands` by name or 1-based index), each scaled
+    into [0, 1] from the training split's statistics (edgekd.data.geotiff).
     A folder whose top level is train/ (with val/ and/or test/ beside it, each holding the class
     folders) is the user's own split: it is honoured, not redrawn.
 
@@ -99,9 +101,17 @@ def load_image_folder(
     image is an error."""
     fix = "pass --data DIR with one sub-folder of images per class (e.g. DIR/Forest/*.jpg)"
     if (root / "train").is_dir() and ((root / "val").is_dir() or (root / "test").is_dir()):
+        if bands:
+            raise DataError("--bands applies to a folder of GeoTIFF class folders; train/val/test folders of "
+                            "GeoTIFFs are not supported yet: merge them into one folder per class")
         return _load_split_folders(root, image_size, seed, val_fraction, max_per_class, min_classes)
     class_dirs = _class_dirs(root, min_classes, fix)
     classes = [d.name for d in class_dirs]
+    if _is_geotiff_folder(class_dirs):
+        return _load_geotiff_folder(root, class_dirs, image_size, seed, val_fraction, max_per_class, bands)
+    if bands:
+        raise DataError(f"--bands selects bands of multispectral GeoTIFFs; {root} holds ordinary images (read as "
+                        "R, G, B): leave out --bands")
     xs, ys, skipped = _read_classes(class_dirs, classes, image_size, max_per_class, np.random.default_rng(seed))
     return make_dataset(
         name=root.name, classes=classes, bands=["R", "G", "B"],
@@ -148,6 +158,52 @@ def _load_split_folders(root: Path, image_size: int, seed: int, val_fraction: fl
         ds.y_test = torch.from_numpy(parts["test"][1].astype(np.int64))
     ds.split = "the folder's own train/" + "/".join(k for k in ("val", "test") if k in parts)
     return ds
+
+
+def _image_files(cdir: Path) -> list[Path]:
+    return sorted(p for p in cdir.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _is_geotiff_folder(class_dirs: list[Path]) -> bool:
+    """Every image file of the folder is a TIFF (then rasterio reads every band of it)."""
+    from .geotiff import TIFF_SUFFIXES
+
+    files = [f for d in class_dirs for f in _image_files(d)]
+    return bool(files) and all(f.suffix.lower() in TIFF_SUFFIXES for f in files)
+
+
+def _load_geotiff_folder(root: Path, class_dirs: list[Path], image_size: int, seed: int, val_fraction: float,
+                         max_per_class: int | None, bands: list[str] | None) -> Dataset:
+    import torch
+
+    from .dataset import stratified_split
+    from .geotiff import apply_scales, band_scales, read_layout, read_tiff, select_bands
+
+    rng = np.random.default_rng(seed)
+    per_class = []
+    for d in class_dirs:
+        files = _image_files(d)
+        if max_per_class is not None and len(files) > max_per_class:
+            files = sorted(rng.choice(np.array(files, dtype=object), max_per_class, replace=False))
+        if len(files) < 2:
+            raise DataError(f"class folder {d} has {len(files)} GeoTIFF(s); each class needs at least two")
+        per_class.append(files)
+    layout = read_layout(per_class[0][0])
+    chosen = select_bands(layout, bands)
+    x = np.stack([read_tiff(f, image_size, layout, chosen) for files in per_class for f in files])
+    y = np.array([label for label, files in enumerate(per_class) for _ in files])
+    tr, va = stratified_split(y, val_fraction, seed)
+    scales = band_scales(x[tr], layout.dtype)  # from the training split only
+    x = apply_scales(x, scales)
+    t = torch.from_numpy
+    names = [layout.names[i] for i in chosen]
+    return Dataset(name=root.name, classes=[d.name for d in class_dirs], bands=names, x_train=t(x[tr]),
+                   y_train=t(y[tr].astype(np.int64)), x_val=t(x[va]), y_val=t(y[va].astype(np.int64)),
+                   synthetic=False, source=str(root.resolve()), band_scale=scales,
+                   band_note=f"GeoTIFF {layout.dtype}, bands {', '.join(names)} of {', '.join(layout.names)}; "
+                             + ("8-bit values / 255" if layout.dtype == "uint8" else
+                                "each band / its 99th percentile over the training split, clipped to [0, 1]"))
 
 
 def unlabeled_images(root: Path, image_size: int) -> torch.Tensor:

@@ -29,6 +29,9 @@ def export_metadata(ds: Dataset, arch: str, run_id: str, mean: list[float], std:
         "classes": ",".join(ds.classes), "bands": ",".join(ds.bands), "input_layout": "NCHW",
         "input_range": "0..1 (normalisation is inside the model)",
         "normalization_mean": ",".join(map(str, mean)), "normalization_std": ",".join(map(str, std)),
+        **({"band_scale": ",".join(f"{v:g}" for v in ds.band_scale),
+            "input_scaling": "each band's raw value / band_scale, clipped to 0..1"} if ds.band_scale else {}),
+        "image_size": str(ds.image_size), "resize": "bilinear to image_size x image_size",
     }
 
 

@@ -142,12 +142,14 @@ def _prepare_out(opts: UpdateOptions) -> None:
 def _data(opts: UpdateOptions, prev: Previous, observer: ConsoleObserver) -> tuple[Dataset, int, list[str], dict]:
     s = prev.settings
     new = load_dataset(opts.data, seed=s.seed, val_fraction=s.val_fraction, image_size=prev.image_size,
-                       samples_per_class=0, max_samples_per_class=None, min_classes=1)
+                       samples_per_class=0, max_samples_per_class=None, min_classes=1,
+                       bands=prev.lineage[-1].data_source.get("bands") if prev.lineage else None)
     if new.in_channels != len(prev.bands):
         raise DataError(f"--data {opts.data} has {new.in_channels} bands ({', '.join(new.bands)}), the student of "
                         f"{prev.run_dir} takes {len(prev.bands)} ({', '.join(prev.bands)}); an update keeps the bands")
     source = data_source(opts.data, seed=s.seed, val_fraction=s.val_fraction, image_size=prev.image_size,
-                         samples_per_class=0, max_samples_per_class=None)
+                         samples_per_class=0, max_samples_per_class=None,
+                         bands=prev.lineage[-1].data_source.get("bands") if prev.lineage else None)
     classes = union_classes(prev.classes, new.classes)
     old, notes = old_data(prev.lineage, source, prev.image_size, classes)
     if prev.precision != "fp32":

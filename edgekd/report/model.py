@@ -78,6 +78,8 @@ class DatasetSummary(BaseModel):
     sizes: DatasetSizes
     skipped_files: list[str] = []
     split: str = ""  # how train / validation (/ test) were formed
+    band_scale: list[float] | None = None  # per band: raw value / scale = model input (GeoTIFF folders)
+    band_note: str = ""  # how the bands were read and scaled
     subsampled: str | None = None  # how a preset cut the user's data down (e.g. smoke), or None
 
 
