@@ -61,6 +61,11 @@ class RunConfig(BaseModel):
     bands: list[str] | None = Field(default=None, description="bands of a GeoTIFF folder, by name (B04,B03,B02,B08) "
                                                              "or 1-based index (4,3,2,8), in the order the model "
                                                              "takes them (default: every band)")
+    teacher_bands: list[str] | None = Field(default=None, description="cross-modal KD: the bands the teacher sees, "
+                                                                     "by name (default: the students' bands)")
+    student_bands: list[str] | None = Field(default=None, description="cross-modal KD: the bands the students see "
+                                                                     "(e.g. R,G,B for a drone camera while the "
+                                                                     "teacher sees every band; default: every band)")
     # models and training
     teacher_arch: ArchSpec = ArchSpec(width=1.5, depth=3, expansion=4)
     candidates: list[ArchSpec] = []
@@ -257,6 +262,8 @@ class Overrides(BaseModel):
     device_token_file: Path | None = None
     precisions: list[str] | None = None
     bands: list[str] | None = None
+    teacher_bands: list[str] | None = None
+    student_bands: list[str] | None = None
     qat_epochs: int | None = None
     export_formats: list[str] | None = None
     kd: list[str] | None = None
@@ -276,7 +283,8 @@ class Overrides(BaseModel):
     baseline: bool | None = None
     quiet: bool | None = None
 
-    @field_validator("precisions", "export_formats", "kd", "students", "bands", mode="before")
+    @field_validator("precisions", "export_formats", "kd", "students", "bands", "teacher_bands", "student_bands",
+                     mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v

@@ -97,7 +97,8 @@ def test_the_history_term_changes_training_and_needs_one_view():
 def test_update_adds_classes_keeps_old_ones_and_ships_the_student(first_run, tmp_path):
     new = image_folder(tmp_path / "new", ["water", "sand"], 24, seed=1)
     out = tmp_path / "run2"
-    proc = run_cli("update", str(first_run), "--data", str(new), "--out", str(out), "--epochs", "3", "--quiet")
+    proc = run_cli("update", str(first_run), "--data", str(new), "--out", str(out), "--epochs", "20", "--lr", "0.01",
+                   "--quiet")
     assert proc.returncode == 0, proc.stderr
     r = json.loads((out / "update.json").read_text())
     assert r["previous_classes"] == ["forest", "urban", "water"]
@@ -106,6 +107,7 @@ def test_update_adds_classes_keeps_old_ones_and_ships_the_student(first_run, tmp
     assert r["replay_images"] > 0  # the first run's folder is still there
     assert r["before"]["new_classes"] == 0.0  # the previous student has no output for sand
     assert r["after"]["new_classes"] > 0 and r["after"]["old_classes"] is not None  # it learned the new class
+    assert r["after"]["all"] > r["before"]["all"]
     assert r["forgetting_points"] == pytest.approx(100 * (r["before"]["old_classes"] - r["after"]["old_classes"]),
                                                    abs=0.01)
     assert r["measurement"]["source"]["latency"] == "measured" and r["measurement"]["latency_ms"]["n"] >= 50

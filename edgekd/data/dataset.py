@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,23 @@ class Dataset:
             "band_note": self.band_note,
             "skipped_files": self.skipped_files,
         }
+
+
+def band_view(ds: Dataset, names: list[str], who: str) -> Dataset:
+    """The same images and split with only the bands `names`, in that order (cross-modal KD:
+    the teacher and the students see different bands of the same images)."""
+    from ..errors import DataError
+
+    missing = [n for n in names if n not in ds.bands]
+    if missing:
+        raise DataError(f"--{who}-bands {','.join(missing)}: the data has bands {', '.join(ds.bands)}")
+    idx = [ds.bands.index(n) for n in names]
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        return x[:, idx].contiguous()
+
+    return replace(ds, bands=list(names), x_train=pick(ds.x_train), x_val=pick(ds.x_val),
+                   x_test=pick(ds.x_test) if ds.x_test is not None else None,
+                   band_scale=[ds.band_scale[i] for i in idx] if ds.band_scale else None)
 
 
 def stratified_split(

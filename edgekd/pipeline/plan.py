@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data import Dataset, data_source, load_dataset
+from ..data.dataset import band_view
 from ..distill.losses import KDSettings, parse_kd
 from ..distill.losses import needs as kd_needs
 from ..errors import CheckpointError, ConfigError, DataError, EdgeKDError, RunDirError
@@ -110,6 +111,17 @@ class RunPlan:
     lock: IO[str] | None = None  # the run directory's lock, held while the run lives
     deadline: float | None = None
     train_threads: int = 1  # PyTorch threads for training
+    teacher_ds: Dataset | None = None  # cross-modal KD: the teacher's bands of the same images and split
+
+    @property
+    def teacher_view(self) -> Dataset:
+        """The data as the teacher sees it (its own bands under cross-modal KD)."""
+        return self.teacher_ds if self.teacher_ds is not None else self.ds
+
+    @property
+    def teacher_input_shape(self) -> list[int]:
+        t = self.teacher_view
+        return [1, t.in_channels, t.image_size, t.image_size]
 
     @property
     def subsampled(self) -> str | None:
@@ -161,7 +173,7 @@ class RunPlan:
         that C_hw's latency ratio is taken in one window; a remote or predicted one is unchanged."""
         if not self.cfg.interleave or not isinstance(self.measurer, LocalMeasurer) or not teacher_onnx.exists():
             return self
-        return replace(self, measurer=self.measurer.beside(Reference(teacher_onnx, self.input_shape)))
+        return replace(self, measurer=self.measurer.beside(Reference(teacher_onnx, self.teacher_input_shape)))
 
     def objective(self, reference: Costs) -> Objective:
         c = self.cfg
@@ -190,9 +202,10 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
         ds = load_dataset(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, image_size=cfg.image_size,
                           samples_per_class=cfg.samples_per_class, max_samples_per_class=cfg.max_samples_per_class,
                           bands=cfg.bands)
+        ds, teacher_ds = cross_modal_views(cfg, ds)
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
-    teachers = load_teachers(cfg, ds, run_dir, resume, want)
-    check_feature_modules(cfg, ds, teachers, want)
+    teachers = load_teachers(cfg, teacher_ds or ds, run_dir, resume, want)
+    check_feature_modules(cfg, ds, teachers, want, teacher_ds)
     threads = cfg.threads or default_threads()
     prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
                            min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
@@ -210,7 +223,20 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
                    terms=terms, needs=want, run_dir=run_dir, measurer=measurer, threads=threads, ds=ds,
                    unlabeled_x=unl_x, teachers=teachers, kd=kd, export_formats=formats, export_note=export_note,
                    deadline=None if cfg.max_minutes is None else timer.start + 60 * cfg.max_minutes,
-                   train_threads=cfg.train_threads or 1)
+                   train_threads=cfg.train_threads or 1, teacher_ds=teacher_ds)
+
+
+def cross_modal_views(cfg: RunConfig, ds: Dataset) -> tuple[Dataset, Dataset | None]:
+    """(the students' data, the teacher's) under --teacher-bands / --student-bands; without
+    them, the data as loaded and None."""
+    if not cfg.teacher_bands and not cfg.student_bands:
+        return ds, None
+    if cfg.unlabeled is not None:
+        raise ConfigError("--teacher-bands/--student-bands with --unlabeled is not supported: unlabelled images are "
+                          "read as RGB; leave out one of them")
+    students = band_view(ds, cfg.student_bands, "student") if cfg.student_bands else ds
+    teacher = band_view(ds, cfg.teacher_bands, "teacher") if cfg.teacher_bands else ds
+    return students, teacher
 
 
 def check_students(students: list[str]) -> None:
@@ -319,7 +345,8 @@ def load_teachers(cfg: RunConfig, ds: Dataset, run_dir: Path, resume: bool, want
     return Teachers(main, extra)
 
 
-def check_feature_modules(cfg: RunConfig, ds: Dataset, teachers: Teachers, want: frozenset[str]) -> None:
+def check_feature_modules(cfg: RunConfig, ds: Dataset, teachers: Teachers, want: frozenset[str],
+                          teacher_ds: Dataset | None = None) -> None:
     """feature_pairs by module name: every name exists and runs in the teacher and in each configured
     student (a probe forward at the data's size), and a feature term uses them."""
     named = cfg.feature_modules
@@ -333,9 +360,10 @@ def check_feature_modules(cfg: RunConfig, ds: Dataset, teachers: Teachers, want:
     from ..models.taps import tapped_channels
 
     mean, std = [0.0] * ds.in_channels, [1.0] * ds.in_channels
+    tds = teacher_ds or ds
     teacher = teachers.main.model if teachers.main is not None else build_model(
-        cfg.teacher_arch, ds.in_channels, len(ds.classes), mean, std)
-    tapped_channels(teacher, named[1], ds.in_channels, ds.image_size, "teacher")
+        cfg.teacher_arch, tds.in_channels, len(ds.classes), [0.0] * tds.in_channels, [1.0] * tds.in_channels)
+    tapped_channels(teacher, named[1], tds.in_channels, ds.image_size, "teacher")
     edgenet, timm_specs = parse_students(cfg.students)
     specs: list[ArchSpec | TimmSpec] = [*(cfg.candidates if edgenet else []), *timm_specs]
     for spec in specs:

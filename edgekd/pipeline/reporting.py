@@ -48,10 +48,11 @@ def _teacher(plan: RunPlan, teacher: TeacherResult) -> TeacherSummary:
     torch_model = isinstance(t, (EdgeNet, ExternalNet))
     return TeacherSummary(name=model_name(t), arch=t.arch if isinstance(t, EdgeNet) else None, origin=teacher.origin,
                           params=count_params(t) if torch_model else None,
-                          macs=count_macs(t, tuple(plan.input_shape)) if torch_model else None,
+                          macs=count_macs(t, tuple(plan.teacher_input_shape)) if torch_model else None,
                           checkpoint="teacher.pt" if torch_model else None,
                           val_accuracy=teacher.accuracy, val_cross_entropy=teacher.cross_entropy,
-                          train_loss=teacher.train_loss, measurement=teacher.measurement)
+                          train_loss=teacher.train_loss, measurement=teacher.measurement,
+                          bands=plan.teacher_view.bands)
 
 
 def _search(plan: RunPlan, search: SearchResult) -> SearchSummary:
@@ -79,12 +80,12 @@ def per_class(plan: RunPlan, teacher: TeacherResult, choice: Selection) -> list[
     else:  # its INT8 graph, as validated and measured
         run = lambda x: onnx_logits(plan.run_dir / best.onnx, x, plan.threads)  # noqa: E731
     out = []
-    for name, fn, val in (("teacher", lambda x: predict_logits(teacher.model, x), teacher.val_logits),
-                          (best.name, run, None)):
-        logits = val if val is not None else fn(ds.x_val)
+    for name, fn, val, view in (("teacher", lambda x: predict_logits(teacher.model, x), teacher.val_logits,
+                                 plan.teacher_view), (best.name, run, None, ds)):
+        logits = val if val is not None else fn(view.x_val)
         test = None
-        if ds.x_test is not None and ds.y_test is not None:
-            test = class_metrics(fn(ds.x_test).argmax(1).numpy(), ds.y_test.numpy(), ds.classes, split="test")
+        if view.x_test is not None and ds.y_test is not None:
+            test = class_metrics(fn(view.x_test).argmax(1).numpy(), ds.y_test.numpy(), ds.classes, split="test")
         out.append(ModelMetrics(model=name, validation=class_metrics(logits.argmax(1).numpy(), ds.y_val.numpy(),
                                                                      ds.classes), test=test))
     return out

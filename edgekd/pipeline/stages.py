@@ -125,7 +125,7 @@ def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
 
 def _train_teacher(plan: RunPlan, observer: ConsoleObserver, teacher: nn.Module, label: str) -> list[float]:
     """Cross-entropy training of the teacher on the data set (from scratch, or fine-tuning)."""
-    cfg, ds = plan.cfg, plan.ds
+    cfg, ds = plan.cfg, plan.teacher_view
     observer.say(f"{label} ({cfg.teacher_epochs} epochs)")
     observer.on_rung_start("teacher", steps(len(ds.y_train), cfg.batch_size, cfg.teacher_epochs), label)
     hist = train(teacher, ds.x_train, ds.y_train, epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -140,8 +140,9 @@ def _teacher_model(plan: RunPlan, observer: ConsoleObserver) -> tuple[nn.Module,
     given and fine-tuned because its classifier is new for this data set, or trained here."""
     given = plan.teachers.main
     if given is None:
-        mean, std = plan.ds.channel_stats()
-        teacher: nn.Module = build_model(plan.cfg.teacher_arch, plan.ds.in_channels, len(plan.ds.classes), mean, std)
+        view = plan.teacher_view
+        mean, std = view.channel_stats()
+        teacher: nn.Module = build_model(plan.cfg.teacher_arch, view.in_channels, len(view.classes), mean, std)
         return teacher, "trained by this run", _train_teacher(plan, observer, teacher,
                                                               f"training teacher {plan.cfg.teacher_arch.name}")
     if not given.needs_training:
@@ -152,12 +153,13 @@ def _teacher_model(plan: RunPlan, observer: ConsoleObserver) -> tuple[nn.Module,
 
 def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -> TeacherResult:
     """Load, fine-tune or train the teacher, cache its outputs once (memory-mapped), measure it on the target."""
-    cfg, ds, run_dir = plan.cfg, plan.ds, plan.run_dir
+    cfg, ds, run_dir = plan.cfg, plan.teacher_view, plan.run_dir  # the teacher's bands under cross-modal KD
     with timer("teacher"):
         teacher, origin, loss = _teacher_model(plan, observer)
         record = run_dir / "teacher_training.json"  # the curve and origin, for a resumed run's report
         if isinstance(teacher, (EdgeNet, ExternalNet)) and (not (run_dir / "teacher.pt").exists() or not plan.resume):
-            save_checkpoint(run_dir / "teacher.pt", teacher, role="teacher", **plan.checkpoint_meta)
+            save_checkpoint(run_dir / "teacher.pt", teacher, role="teacher",
+                            **{**plan.checkpoint_meta, "bands": ds.bands})  # its own bands under cross-modal KD
             atomic_write(record, json.dumps({"origin": origin, "train_loss": loss}))
         elif plan.resume and record.exists():
             earlier = json.loads(record.read_text())
@@ -196,8 +198,8 @@ def _teacher_measurement(plan: RunPlan, teacher: nn.Module) -> Measurement:
     if isinstance(teacher, OnnxTeacher):  # an ONNX teacher is measured as given
         shutil.copyfile(teacher.path, onnx_path)
     else:
-        to_onnx(teacher, onnx_path, plan.input_shape)
-    m = plan.measurer.measure(onnx_path, plan.input_shape)
+        to_onnx(teacher, onnx_path, plan.teacher_input_shape)
+    m = plan.measurer.measure(onnx_path, plan.teacher_input_shape)
     atomic_write(path, m.model_dump_json())
     return m
 
@@ -205,7 +207,7 @@ def _teacher_measurement(plan: RunPlan, teacher: nn.Module) -> Measurement:
 def teacher_channels(plan: RunPlan, teacher: nn.Module) -> list[int]:
     """Channels of the teacher's feature maps: its stages, or the modules feature_pairs names."""
     if plan.teacher_modules and "features" in plan.needs:
-        return tapped_channels(teacher, plan.teacher_modules, plan.ds.in_channels, plan.ds.image_size)
+        return tapped_channels(teacher, plan.teacher_modules, plan.teacher_view.in_channels, plan.ds.image_size)
     return list(getattr(teacher, "stage_channels", []))
 
 

@@ -127,6 +127,9 @@ def _teacher(r: Report) -> list[str]:
            f"val accuracy {t.val_accuracy:.3f}; p50 {tm.latency_ms.p50:.3f} ms, "
            f"p90 {tm.latency_ms.p90:.3f} ms, peak memory {_f(tm.peak_memory_mb, 2)} MB, "
            f"energy {_f(tm.energy_mj, 4)} mJ ({tm.source.get('energy', 'not measured')}).", ""]
+    if t.bands and t.bands != r.dataset.bands:
+        out += [f"Cross-modal distillation: the teacher sees bands {', '.join(t.bands)}, the students "
+                f"{', '.join(r.dataset.bands)} (the same images and split).", ""]
     notes = sorted({n for c in r.candidates for n in c.measurement.notes} | set(tm.notes))
     return out + (["Notes: " + " ".join(notes), ""] if notes else [])
 

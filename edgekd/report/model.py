@@ -94,6 +94,7 @@ class TeacherSummary(BaseModel):
     val_cross_entropy: float
     train_loss: list[float] = []
     measurement: Measurement
+    bands: list[str] = []  # the bands the teacher sees (cross-modal KD: other than the students')
 
 
 class TrainingSummary(BaseModel):

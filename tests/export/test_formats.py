@@ -13,6 +13,7 @@ from edgekd.convert.onnx import to_onnx
 from edgekd.data.dataset import make_dataset
 from edgekd.errors import ExportError
 from edgekd.export import FORMATS, parse_formats
+from edgekd.export.base import QAT_FORMATS
 from edgekd.export.run import export_formats
 from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
@@ -40,7 +41,7 @@ def trained():
     return model, ds
 
 
-CPU_FORMATS = [f for f, spec in FORMATS.items() if not spec.needs_gpu]
+CPU_FORMATS = [f for f, spec in FORMATS.items() if not spec.needs_gpu and f not in QAT_FORMATS]  # QAT: test_qat.py
 
 
 def test_every_cpu_format_exports_loads_and_agrees(tmp_path, trained):
