@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .store import ImageArray, Images
+
 
 @dataclass
 class Dataset:
@@ -16,14 +18,14 @@ class Dataset:
     name: str
     classes: list[str]
     bands: list[str]
-    x_train: torch.Tensor
+    x_train: Images  # a tensor, or an ImageArray served from the image cache (indexing gives tensors)
     y_train: torch.Tensor
-    x_val: torch.Tensor
+    x_val: Images
     y_val: torch.Tensor
     synthetic: bool
     source: str
     skipped_files: list[str] = field(default_factory=list)
-    x_test: torch.Tensor | None = None  # a held-out test split the user gave (train/val/test folders)
+    x_test: Images | None = None  # a held-out test split the user gave (train/val/test folders)
     y_test: torch.Tensor | None = None
     split: str = "drawn at random per class (val_fraction)"
     band_scale: list[float] | None = None  # per band: raw value / scale = model input (GeoTIFF folders)
@@ -39,8 +41,12 @@ class Dataset:
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the training split (what the models normalise with)."""
-        mean = self.x_train.mean(dim=(0, 2, 3))
-        std = self.x_train.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        if isinstance(self.x_train, ImageArray):  # read in chunks, never all at once
+            mean, std = self.x_train.channel_stats()
+            std = std.clamp_min(1e-6)
+        else:
+            mean = self.x_train.mean(dim=(0, 2, 3))
+            std = self.x_train.std(dim=(0, 2, 3)).clamp_min(1e-6)
         return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
     def summary(self) -> dict:
@@ -69,8 +75,8 @@ def band_view(ds: Dataset, names: list[str], who: str) -> Dataset:
     if missing:
         raise DataError(f"--{who}-bands {','.join(missing)}: the data has bands {', '.join(ds.bands)}")
     idx = [ds.bands.index(n) for n in names]
-    def pick(x: torch.Tensor) -> torch.Tensor:
-        return x[:, idx].contiguous()
+    def pick(x: Images) -> Images:
+        return x.view(bands=idx) if isinstance(x, ImageArray) else x[:, idx].contiguous()
 
     return replace(ds, bands=list(names), x_train=pick(ds.x_train), x_val=pick(ds.x_val),
                    x_test=pick(ds.x_test) if ds.x_test is not None else None,

@@ -106,18 +106,74 @@ def load_image_folder(
                             "GeoTIFFs are not supported yet: merge them into one folder per class")
         return _load_split_folders(root, image_size, seed, val_fraction, max_per_class, min_classes)
     class_dirs = _class_dirs(root, min_classes, fix)
-    classes = [d.name for d in class_dirs]
     if _is_geotiff_folder(class_dirs):
         return _load_geotiff_folder(root, class_dirs, image_size, seed, val_fraction, max_per_class, bands)
     if bands:
         raise DataError(f"--bands selects bands of multispectral GeoTIFFs; {root} holds ordinary images (read as "
                         "R, G, B): leave out --bands")
-    xs, ys, skipped = _read_classes(class_dirs, classes, image_size, max_per_class, np.random.default_rng(seed))
-    return make_dataset(
-        name=root.name, classes=classes, bands=["R", "G", "B"],
-        x=np.stack(xs), y=np.array(ys), val_fraction=val_fraction, seed=seed,
-        synthetic=False, source=str(root.resolve()), skipped=skipped,
-    )
+    return _load_streamed(root, class_dirs, image_size, seed, val_fraction, max_per_class)
+
+
+def _listed(class_dirs: list[Path], max_per_class: int | None, rng: np.random.Generator) -> list[list[Path]]:
+    out = []
+    for cdir in class_dirs:
+        files = sorted(p for p in cdir.iterdir() if p.is_file() and not p.name.startswith("."))
+        if max_per_class is not None and len(files) > max_per_class:
+            files = sorted(rng.choice(np.array(files, dtype=object), max_per_class, replace=False))
+        out.append(files)
+    return out
+
+
+def _high_bit(files: list[Path]) -> bool:
+    """Whether the folder holds images deeper than 8 bits (then it is cached as uint16)."""
+    for f in files:
+        if f.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                with Image.open(f) as im:
+                    if im.mode in HIGH_BIT_MODES:
+                        return True
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+                continue
+    return False
+
+
+def _load_streamed(root: Path, class_dirs: list[Path], image_size: int, seed: int, val_fraction: float,
+                   max_per_class: int | None) -> Dataset:
+    """The folder decoded once into the image cache (edgekd.data.store) and served from it in
+    batches: its training and validation splits are views of one memory-mapped array."""
+    import torch
+
+    from .dataset import stratified_split
+    from .store import ImageArray, decode_folder
+
+    per_class = _listed(class_dirs, max_per_class, np.random.default_rng(seed))
+    files = [f for fs in per_class for f in fs]
+    labels = np.array([i for i, fs in enumerate(per_class) for _ in fs], dtype=np.int64)
+    deep = _high_bit([fs[0] for fs in per_class if fs])
+    full = 65535.0 if deep else 255.0
+
+    def read(f: Path) -> np.ndarray | None:
+        img = _read_image(f, image_size) if f.suffix.lower() in IMAGE_SUFFIXES else None
+        return None if img is None else np.round(img * full)
+
+    data, ok = decode_folder(files, read, (3, image_size, image_size), "uint16" if deep else "uint8",
+                             {"image_size": image_size, "resize": "bilinear", "reader": "rgb"})
+    readable = np.flatnonzero(ok)
+    for label, cdir in enumerate(class_dirs):
+        n_ok = int((labels[readable] == label).sum())
+        if n_ok == 0:
+            raise DataError(f"class folder {cdir} has no readable images ({len(per_class[label])} files); "
+                            f"add {', '.join(sorted(IMAGE_SUFFIXES))} images or remove the folder")
+        if n_ok < 2:
+            raise DataError(f"class folder {cdir} has only one readable image; "
+                            "each class needs at least two (one for training, one for validation)")
+    tr, va = stratified_split(labels[readable], val_fraction, seed)
+    images = ImageArray(data, [full] * 3)
+    y = torch.from_numpy(labels[readable])
+    return Dataset(name=root.name, classes=[d.name for d in class_dirs], bands=["R", "G", "B"],
+                   x_train=images.view(readable[tr]), y_train=y[tr], x_val=images.view(readable[va]), y_val=y[va],
+                   synthetic=False, source=str(root.resolve()),
+                   skipped_files=[str(f) for f, good in zip(files, ok) if not good])
 
 
 def _load_split_folders(root: Path, image_size: int, seed: int, val_fraction: float, max_per_class: int | None,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.store import Images
 from ..models.taps import tapped_features
 
 MAX_VIEWS = 8
@@ -92,20 +93,21 @@ class TeacherOutputs:
         return torch.from_numpy(np.asarray(self.logits[0][0]))
 
     @staticmethod
-    def key(teachers: list[nn.Module], x: torch.Tensor, views: int, features: bool, embedding: bool,
+    def key(teachers: list[nn.Module], x: Images, views: int, features: bool, embedding: bool,
             modules: list[str] | None = None) -> str:
         h = hashlib.sha256()
         for t in teachers:
             for k, v in t.state_dict().items():
                 h.update(k.encode())
                 h.update(v.detach().cpu().numpy().tobytes())
-        h.update(x.numpy().tobytes())
+        for i in range(0, len(x), 1024):  # in chunks: images served from the cache are never all in memory
+            h.update(x[i:i + 1024].numpy().tobytes())
         h.update(f"{views}|{features}|{embedding}|{','.join(modules or [])}".encode())
         return h.hexdigest()[:16]
 
     @classmethod
     @torch.no_grad()
-    def build(cls, root: Path, teachers: list[nn.Module], x: torch.Tensor, *, views: int = 1,
+    def build(cls, root: Path, teachers: list[nn.Module], x: Images, *, views: int = 1,
               features: bool = False, embedding: bool = False, modules: list[str] | None = None,
               batch_size: int = 256) -> TeacherOutputs:
         """Compute (or reuse, when the same teachers, images and settings were cached before).

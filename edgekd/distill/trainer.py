@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.store import ImageArray, Images
 from ..errors import TrainingError
 from ..models.taps import resolve_modules, tapped_channels, tapped_features
 from .losses import KDInputs, KDSettings, combined_loss, history_loss, needs
@@ -83,7 +84,7 @@ def _feature_reader(model: nn.Module, student_modules: list[str] | None
     return lambda xb: tapped_features(model, xb, student_modules, modules=modules)
 
 
-def _adapters(model: nn.Module, x: torch.Tensor, student_modules: list[str] | None, teacher_channels: list[int],
+def _adapters(model: nn.Module, x: Images, student_modules: list[str] | None, teacher_channels: list[int],
               pairs: list[tuple[int, int]] | None) -> tuple[nn.ModuleList, list[tuple[int, int]]]:
     """The feature term's adapters and pairs: the named modules in order, or the model's stages
     paired by relative depth (or as given)."""
@@ -97,7 +98,7 @@ def _adapters(model: nn.Module, x: torch.Tensor, student_modules: list[str] | No
     return make_adapters(channels, teacher_channels, pairs), pairs
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
           seed: int, teacher: TeacherSource | None = None, terms: list[tuple[str, float]] | None = None,
           kd: KDSettings | None = None, pairs: list[tuple[int, int]] | None = None,
           teacher_channels: list[int] | None = None, student_modules: list[str] | None = None,
@@ -136,15 +137,14 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     for _ in range(epochs):
         t0, total, seen = time.perf_counter(), 0.0, 0
         order = torch.randperm(len(y), generator=gen)
-        for start in range(0, len(y), batch_size):
-            idx = order[start:start + batch_size]
+        for idx, xi in batches(x, order, batch_size):
             yb = y[idx]
             if teacher is None:  # cross-entropy; flips unless a history term needs the images as they are
-                logits = model(x[idx] if history is not None else _flip_augment(x[idx], gen))
+                logits = model(xi if history is not None else _flip_augment(xi, gen))
                 loss = F.cross_entropy(logits, yb) + _history(history, logits, idx)
             else:
                 view = int(torch.randint(teacher.views, (1,), generator=gen))
-                xb = apply_view(x[idx], view)
+                xb = apply_view(xi, view)
                 tb = teacher.batch(idx, view, xb)
                 if want & {"features", "embedding"}:
                     s_logits, s_feats, s_emb = student_features(xb)
@@ -178,6 +178,44 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, ba
     return hist
 
 
+class _Chunks(torch.utils.data.Dataset):
+    """Batches of an ImageArray by precomputed index chunks (read by DataLoader workers)."""
+
+    def __init__(self, x: ImageArray, chunks: list[torch.Tensor]):
+        self.x, self.chunks = x, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.chunks[i], self.x[self.chunks[i]]
+
+
+def data_workers() -> int:
+    """Worker processes reading cached images while the model trains (EDGEKD_DATA_WORKERS, default 1)."""
+    import os
+
+    try:
+        return max(0, int(os.environ.get("EDGEKD_DATA_WORKERS", "1")))
+    except ValueError:
+        return 1
+
+
+def batches(x: Images, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(indices, images) of each batch in `order`: a tensor is indexed in place; images served
+    from the image cache are read by a torch.utils.data pipeline whose workers decode the next
+    batches while this one trains."""
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if not isinstance(x, ImageArray):
+        for idx in chunks:
+            yield idx, x[idx]
+        return
+    workers = data_workers() if len(chunks) > 1 else 0
+    loader = torch.utils.data.DataLoader(_Chunks(x, chunks), batch_size=None, shuffle=False, num_workers=workers,
+                                         prefetch_factor=2 if workers else None)
+    yield from loader
+
+
 def _history(history: History | None, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | float:
     """mu * L_history for the batch `idx`, or 0 without a history term."""
     if history is None or history.weight <= 0:
@@ -186,7 +224,7 @@ def _history(history: History | None, logits: torch.Tensor, idx: torch.Tensor) -
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+def recalibrate_batchnorm(model: nn.Module, x: Images, batch_size: int = 256) -> None:
     """Re-estimate BatchNorm running statistics as exact averages over `x` with the final weights.
 
     The running averages kept during training lag behind the weights (momentum 0.1); after a
@@ -210,7 +248,7 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 2
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: Images, batch_size: int = 256) -> torch.Tensor:
     model.eval()
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from ..data.store import Images
 from ..errors import ExportError
 from ..profilers import PROFILERS, load_runtime
 from ..registry import Registry, close_matches
@@ -112,7 +113,7 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx: ExportContext,
-                 x_val: torch.Tensor, y_val: torch.Tensor, tol: ParityTolerance | None = None,
+                 x_val: Images, y_val: torch.Tensor, tol: ParityTolerance | None = None,
                  threads: int = 1) -> ExportResult:
     """Export `model` to `fmt`, then check its outputs against PyTorch on the validation split;
     an export beyond the tolerance of its precision raises ExportError naming the format and
@@ -148,7 +149,7 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
                         execution=loaded.execution, parity_plugin_default=default)
 
 
-def _plugin_default_parity(spec: ExportFormat, path: Path, model: torch.nn.Module, x_val: torch.Tensor,
+def _plugin_default_parity(spec: ExportFormat, path: Path, model: torch.nn.Module, x_val: Images,
                            y_val: torch.Tensor, threads: int, execution: dict[str, str],
                            ctx: ExportContext) -> Parity | None:
     """An FP32 OpenVINO IR is checked with the f32 precision hint; a deployment that sets no hint

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from ..data.store import Images
 from ..tolerances import DEFAULT_TOLERANCES, ParityTolerance, default_tolerance
 
 __all__ = ["DEFAULT_TOLERANCES", "Parity", "ParityTolerance", "check_parity", "compare_logits", "default_tolerance"]
@@ -58,7 +59,7 @@ def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> Pari
 
 @torch.no_grad()
 def check_parity(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray],
-                 x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> Parity:
+                 x: Images, y: torch.Tensor, batch_size: int = 64) -> Parity:
     model.eval()
     ref, got = [], []
     for i in range(0, len(x), batch_size):

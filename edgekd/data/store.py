@@ -1,0 +1,128 @@
+"""Decoded images on disk: an image folder is decoded once into a compact memory-mapped array
+(uint8 for 8-bit images, uint16 for deeper ones) under the user cache directory, keyed by the
+folder's file list, sizes and modification times and the resize settings; a later run reads it
+back instead of decoding again, and a changed folder gets a new cache. `ImageArray` serves
+float32 batches in [0, 1] from it, so a data set far larger than memory is never held as float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CACHE_VERSION = 1  # bump when the decoding changes: old caches are then not reused
+
+
+def cache_root() -> Path:
+    from ..profilers.cache import default_cache_dir
+
+    return default_cache_dir() / "images"
+
+
+def folder_key(files: Sequence[Path], settings: dict[str, Any]) -> str:
+    """The identity of a decoded folder: every file's path, size and modification time, and the
+    settings that shape the decoded arrays (size, resampling, bands)."""
+    h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, **settings}, sort_keys=True).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+class ImageArray:
+    """Rows of a memory-mapped (N, C, H, W) integer array as float32 tensors in [0, 1]:
+    `x[idx]` reads just those rows and divides each band by its scale. A view (rows, bands)
+    shares the file; nothing is copied until indexed."""
+
+    def __init__(self, data: np.ndarray, scale: Sequence[float] | np.ndarray, rows: np.ndarray | None = None,
+                 bands: Sequence[int] | None = None):
+        self.data = data
+        self.rows = np.arange(len(data)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.bands = list(range(data.shape[1])) if bands is None else list(bands)
+        self.scale = np.asarray(scale, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.rows), len(self.bands), int(self.data.shape[2]), int(self.data.shape[3]))
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.numpy()
+        rows = self.rows[idx]
+        scalar = np.ndim(rows) == 0
+        rows = np.atleast_1d(rows)
+        order = np.argsort(rows, kind="stable")  # read the file forwards, return in the asked order
+        block = np.asarray(self.data[rows[order]])[:, self.bands]
+        out = np.empty(block.shape, dtype=np.float32)
+        out[order] = block.astype(np.float32) / self.scale[self.bands][None, :, None, None]
+        t = torch.from_numpy(np.clip(out, 0.0, 1.0, out=out))
+        return t[0] if scalar else t
+
+    def view(self, rows: np.ndarray | None = None, bands: Sequence[int] | None = None) -> ImageArray:
+        """These rows (indices into this view) and/or bands (indices into this view's bands)."""
+        return ImageArray(self.data, self.scale, self.rows if rows is None else self.rows[rows],
+                          self.bands if bands is None else [self.bands[b] for b in bands])
+
+    def numpy(self) -> np.ndarray:
+        return self[:].numpy()
+
+    def channel_stats(self, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band mean and std over every image, read in chunks."""
+        n, total, sq = 0, torch.zeros(len(self.bands), dtype=torch.float64), torch.zeros(len(self.bands),
+                                                                                          dtype=torch.float64)
+        for i in range(0, len(self), chunk):
+            xb = self[i:i + chunk].to(torch.float64)
+            total += xb.sum(dim=(0, 2, 3))
+            sq += (xb * xb).sum(dim=(0, 2, 3))
+            n += xb.shape[0] * xb.shape[2] * xb.shape[3]
+        mean = total / max(n, 1)
+        var = (sq / max(n, 1) - mean * mean).clamp_min(0) * n / max(n - 1, 1)
+        return mean.float(), var.sqrt().float()
+
+
+Images = torch.Tensor | ImageArray  # what a Dataset's image fields hold
+
+
+def as_tensor(x: Images) -> torch.Tensor:
+    """Every image as one float32 tensor (for the few places that need them all at once)."""
+    return x[:] if isinstance(x, ImageArray) else x
+
+
+def decode_folder(files: list[Path], read: Callable[[Path], np.ndarray | None], image_shape: tuple[int, int, int],
+                  dtype: str, settings: dict[str, Any], on_file: Callable[[], None] | None = None
+                  ) -> tuple[np.ndarray, list[bool]]:
+    """The decoded images of `files` as a read-only memory map (N, C, H, W) of `dtype`, from the
+    cache when the same files and settings were decoded before, and which files were readable
+    (`read` returns None for a file that is not an image; its row stays zero and is not used)."""
+    key = folder_key(files, {**settings, "dtype": dtype, "shape": list(image_shape)})
+    folder = cache_root() / key
+    data_file, meta_file = folder / "images.npy", folder / "meta.json"
+    if data_file.exists() and meta_file.exists():
+        ok = json.loads(meta_file.read_text())["readable"]
+        return np.load(data_file, mmap_mode="r"), ok
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".images.{os.getpid()}.npy"
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(files), *image_shape))
+    ok = []
+    for i, f in enumerate(files):
+        img = read(f)
+        ok.append(img is not None)
+        if img is not None:
+            mm[i] = img
+        if on_file is not None:
+            on_file()
+    mm.flush()
+    del mm
+    tmp.replace(data_file)  # complete or absent: a killed decode is redone, never half-read
+    meta_file.write_text(json.dumps({"readable": ok, "files": len(files), "settings": settings}))
+    return np.load(data_file, mmap_mode="r"), ok
