@@ -234,7 +234,8 @@ def _load_geotiff_folder(root: Path, class_dirs: list[Path], image_size: int, se
     import torch
 
     from .dataset import stratified_split
-    from .geotiff import apply_scales, band_scales, read_layout, read_tiff, select_bands
+    from .geotiff import band_scales, read_layout, read_tiff, select_bands
+    from .store import ImageArray, decode_folder
 
     rng = np.random.default_rng(seed)
     per_class = []
@@ -247,19 +248,25 @@ def _load_geotiff_folder(root: Path, class_dirs: list[Path], image_size: int, se
         per_class.append(files)
     layout = read_layout(per_class[0][0])
     chosen = select_bands(layout, bands)
-    x = np.stack([read_tiff(f, image_size, layout, chosen) for files in per_class for f in files])
-    y = np.array([label for label, files in enumerate(per_class) for _ in files])
+    files = [f for fs in per_class for f in fs]
+    store = layout.dtype if layout.dtype in ("uint8", "uint16") else "float32"
+    data, _ = decode_folder(files, lambda f: read_tiff(f, image_size, layout, chosen),
+                            (len(chosen), image_size, image_size), store,
+                            {"image_size": image_size, "resize": "bilinear", "reader": "geotiff", "bands": chosen})
+    y = np.array([label for label, fs in enumerate(per_class) for _ in fs])
     tr, va = stratified_split(y, val_fraction, seed)
-    scales = band_scales(x[tr], layout.dtype)  # from the training split only
-    x = apply_scales(x, scales)
+    sample = np.sort(np.random.default_rng(seed).permutation(tr)[:2000])  # a band's scale: training images only
+    scales = band_scales(np.asarray(data[sample], dtype=np.float32), layout.dtype)
+    images = ImageArray(data, scales)
     t = torch.from_numpy
     names = [layout.names[i] for i in chosen]
-    return Dataset(name=root.name, classes=[d.name for d in class_dirs], bands=names, x_train=t(x[tr]),
-                   y_train=t(y[tr].astype(np.int64)), x_val=t(x[va]), y_val=t(y[va].astype(np.int64)),
+    return Dataset(name=root.name, classes=[d.name for d in class_dirs], bands=names, x_train=images.view(tr),
+                   y_train=t(y[tr].astype(np.int64)), x_val=images.view(va), y_val=t(y[va].astype(np.int64)),
                    synthetic=False, source=str(root.resolve()), band_scale=scales,
                    band_note=f"GeoTIFF {layout.dtype}, bands {', '.join(names)} of {', '.join(layout.names)}; "
                              + ("8-bit values / 255" if layout.dtype == "uint8" else
-                                "each band / its 99th percentile over the training split, clipped to [0, 1]"))
+                                "each band / its 99th percentile over the training split (up to 2,000 images), "
+                                "clipped to [0, 1]"))
 
 
 def unlabeled_images(root: Path, image_size: int) -> torch.Tensor:

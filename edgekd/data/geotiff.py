@@ -99,7 +99,3 @@ def band_scales(x_train: np.ndarray, dtype: str) -> list[float]:
         return [255.0] * x_train.shape[1]
     per_band = np.percentile(x_train.transpose(1, 0, 2, 3).reshape(x_train.shape[1], -1), SCALE_PERCENTILE, axis=1)
     return [float(max(v, 1e-6)) for v in per_band]
-
-
-def apply_scales(x: np.ndarray, scales: list[float]) -> np.ndarray:
-    return np.clip(x / np.asarray(scales, dtype=np.float32)[None, :, None, None], 0.0, 1.0).astype(np.float32)

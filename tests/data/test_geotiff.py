@@ -12,6 +12,7 @@ from rasterio.transform import Affine
 
 from edgekd.data.folder import load_image_folder
 from edgekd.data.geotiff import SENTINEL2_13
+from edgekd.data.store import as_tensor
 from edgekd.errors import DataError
 
 from ..conftest import run_cli
@@ -47,7 +48,8 @@ def test_bands_by_name_and_index_with_per_band_scaling(tmp_path):
     assert ds.bands == ["nir", "red", "green"] and ds.in_channels == 3 and ds.image_size == 8
     assert ds.band_scale is not None and len(ds.band_scale) == 3
     assert ds.band_scale[0] > 3000 > 1300 > ds.band_scale[1]  # the NIR band's 99th percentile holds the crops
-    assert float(ds.x_train.min()) >= 0.0 and float(ds.x_train.max()) <= 1.0
+    x = as_tensor(ds.x_train)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
     assert "99th percentile" in ds.band_note and "uint16" in ds.band_note
     by_index = load_image_folder(root, image_size=8, seed=0, val_fraction=0.34, bands=["4", "3", "2"])
     assert by_index.bands == ds.bands and np.allclose(by_index.x_train.numpy(), ds.x_train.numpy())
