@@ -76,8 +76,9 @@ def _teacher(ds, epochs: int, cache: Path):
     t = build_model(TEACHER, ds.in_channels, len(ds.classes), mean, std)
     train(t, ds.x_train, ds.y_train, epochs=epochs, batch_size=64, lr=3e-3, seed=0)
     acc = evaluate(predict_logits(t, ds.x_val), ds.y_val)["accuracy"]
-    # the cache holds the teacher's outputs on its own view of each training image, row for row
-    return TeacherOutputs.build(cache, [t], ds.x_train), acc
+    # the cache holds the teacher's outputs on its own view of each training image, row for row, in the
+    # 8 dihedral views: KD students train on rotated and flipped images as the no-KD student (flips) does
+    return TeacherOutputs.build(cache, [t], ds.x_train, views=8), acc
 
 
 def main() -> None:
@@ -117,7 +118,8 @@ def main() -> None:
              f"bands, {len(ds13.y_train)} train / {len(ds13.y_val)} val at 24 px, read by edgekd's GeoTIFF loader. "
              f"Teachers EdgeNet {TEACHER.name}, {args.teacher_epochs} epochs: 13-band val accuracy {acc13:.4f}, "
              f"RGB {acc3:.4f}. Student EdgeNet {STUDENT.name} on B04, B03, B02, {args.epochs} epochs, response KD "
-             f"(alpha 0.5, T 4), seeds {args.seeds}.", "",
+             f"(alpha 0.5, T 4; teacher outputs cached for the 8 dihedral views, as --teacher-views 8), seeds "
+             f"{args.seeds}; the no-KD student trains by cross-entropy with random flips.", "",
              "| student | val accuracy per seed | mean ± sd |", "|---|---|---|"]
     lines += [f"| {k} | {', '.join(f'{a:.4f}' for a in r['accuracy'])} | {r['mean']:.4f} ± {r['stdev']:.4f} |"
               for k, r in results.items()]

@@ -44,6 +44,23 @@ VARIANTS = {
 }
 
 
+def data_and_teacher(data: Path | None, teacher_epochs: int):
+    """(data set, config, teacher trained on it, its val accuracy, its training seconds, training
+    threads): the demo set (300 per class) or an image folder, and the default preset's teacher."""
+    threads = default_train_threads()
+    torch.set_num_threads(threads)
+    cfg = build_config({"preset": "default"})
+    ds = load_dataset(data, seed=0, val_fraction=cfg.val_fraction, image_size=None,
+                      samples_per_class=300 if data is None else 0, max_samples_per_class=None)
+    mean, std = ds.channel_stats()
+    torch.manual_seed(0)
+    teacher = build_model(cfg.teacher_arch, ds.in_channels, len(ds.classes), mean, std)
+    t0 = time.perf_counter()
+    train(teacher, ds.x_train, ds.y_train, epochs=teacher_epochs, batch_size=64, lr=3e-3, seed=0)
+    seconds = time.perf_counter() - t0
+    return ds, cfg, teacher, evaluate(predict_logits(teacher, ds.x_val), ds.y_val)["accuracy"], seconds, threads
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None)
@@ -53,18 +70,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the result files, e.g. rsscn7")
     args = ap.parse_args()
     stem = "kd_weighting" + (f"_{args.tag}" if args.tag else "")
-    threads = default_train_threads()
-    torch.set_num_threads(threads)
-    cfg = build_config({"preset": "default"})
-    ds = load_dataset(args.data, seed=0, val_fraction=cfg.val_fraction, image_size=None,
-                      samples_per_class=300 if args.data is None else 0, max_samples_per_class=None)
+    ds, cfg, teacher, teacher_acc, teacher_s, threads = data_and_teacher(args.data, args.teacher_epochs)
     mean, std = ds.channel_stats()
-    torch.manual_seed(0)
-    teacher = build_model(cfg.teacher_arch, ds.in_channels, len(ds.classes), mean, std)
-    t0 = time.perf_counter()
-    train(teacher, ds.x_train, ds.y_train, epochs=args.teacher_epochs, batch_size=64, lr=3e-3, seed=0)
-    teacher_s = time.perf_counter() - t0
-    teacher_acc = evaluate(predict_logits(teacher, ds.x_val), ds.y_val)["accuracy"]
     print(f"teacher {cfg.teacher_arch.name}: {teacher_acc:.4f} in {teacher_s:.0f} s", flush=True)
     out = TeacherOutputs.build(Path(tempfile.mkdtemp(prefix="edgekd-kdw-")), [teacher], ds.x_train, features=True)
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -30,15 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.config import build_config
 from edgekd.convert.onnx import to_onnx
 from edgekd.convert.qat import prepare_qat, qat_to_onnx
 from edgekd.convert.qdq import calibration_batches, quantize_qdq
-from edgekd.data import load_dataset
 from edgekd.distill.teacher import TeacherOutputs
-from edgekd.distill.trainer import evaluate, predict_logits, train
+from edgekd.distill.trainer import evaluate, train
 from edgekd.export.run import calibration_subset
-from edgekd.host import default_threads, default_train_threads
+from edgekd.host import default_threads
 from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers.runner import onnx_logits
@@ -123,18 +121,10 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     stem = "qat" + (f"_{args.tag}" if args.tag else "")
-    threads = default_train_threads()
-    torch.set_num_threads(threads)
-    cfg = build_config({"preset": "default"})
-    ds = load_dataset(args.data, seed=0, val_fraction=cfg.val_fraction, image_size=None,
-                      samples_per_class=300 if args.data is None else 0, max_samples_per_class=None)
-    mean, std = ds.channel_stats()
-    torch.manual_seed(0)
-    teacher = build_model(cfg.teacher_arch, ds.in_channels, len(ds.classes), mean, std)
-    t0 = time.perf_counter()
-    train(teacher, ds.x_train, ds.y_train, epochs=args.teacher_epochs, batch_size=64, lr=LR, seed=0)
-    teacher_acc = evaluate(predict_logits(teacher, ds.x_val), ds.y_val)["accuracy"]
-    print(f"teacher {cfg.teacher_arch.name}: {teacher_acc:.4f} in {time.perf_counter() - t0:.0f} s", flush=True)
+    from kd_weighting import data_and_teacher  # the same data and teacher as the KD-weighting benchmark
+
+    ds, cfg, teacher, teacher_acc, seconds, threads = data_and_teacher(args.data, args.teacher_epochs)
+    print(f"teacher {cfg.teacher_arch.name}: {teacher_acc:.4f} in {seconds:.0f} s", flush=True)
     work = Path(tempfile.mkdtemp(prefix="edgekd-qat-"))
     teacher_out = TeacherOutputs.build(work / "teacher_cache", [teacher], ds.x_train)
     seeds = [int(s) for s in args.seeds.split(",")]
