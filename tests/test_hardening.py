@@ -1,6 +1,7 @@
 """Failure paths found by an attack on the CLI: non-finite numbers never pass silently."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -97,6 +98,7 @@ def test_16_bit_images_are_scaled_by_their_depth_and_bombs_refused(tmp_path, mon
     from PIL import Image
 
     from edgekd.data.folder import load_image_folder
+    from edgekd.data.store import as_tensor
     from edgekd.errors import DataError
 
     for cls, level in (("dark", 6000), ("bright", 50000)):
@@ -104,12 +106,13 @@ def test_16_bit_images_are_scaled_by_their_depth_and_bombs_refused(tmp_path, mon
         for i in range(4):
             Image.fromarray(np.full((40, 40), level + i, dtype=np.uint16)).save(tmp_path / cls / f"{i}.png")
     ds = load_image_folder(tmp_path, image_size=16, seed=0, val_fraction=0.25)
-    x = torch.cat([ds.x_train, ds.x_val])
+    x = torch.cat([as_tensor(ds.x_train), as_tensor(ds.x_val)])  # served from the uint16 image cache
     means = sorted(float(v) for v in x.mean(dim=(1, 2, 3)))
     assert means[0] == pytest.approx(6000 / 65535, abs=1e-3) and means[-1] == pytest.approx(50003 / 65535, abs=1e-3)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40x40 = 1600 pixels: over twice the limit
+    fresh = shutil.copytree(tmp_path, tmp_path.parent / f"{tmp_path.name}-copy")  # not in the cache yet
     with pytest.raises(DataError, match="is too large to decode safely"):
-        load_image_folder(tmp_path, image_size=16, seed=0, val_fraction=0.25)
+        load_image_folder(fresh, image_size=16, seed=0, val_fraction=0.25)
 
 
 @pytest.mark.slow
