@@ -61,11 +61,18 @@ class RunConfig(BaseModel):
     bands: list[str] | None = Field(default=None, description="bands of a GeoTIFF folder, by name (B04,B03,B02,B08) "
                                                              "or 1-based index (4,3,2,8), in the order the model "
                                                              "takes them (default: every band)")
+    split_file: Path | None = Field(default=None, description="YAML or JSON file mapping train, val, test to image "
+                                                               "paths relative to --data (CLASS/FILE): the user's own "
+                                                               "split; a test split is evaluated once, at the end")
     teacher_bands: list[str] | None = Field(default=None, description="cross-modal KD: the bands the teacher sees, "
                                                                      "by name (default: the students' bands)")
     student_bands: list[str] | None = Field(default=None, description="cross-modal KD: the bands the students see "
                                                                      "(e.g. R,G,B for a drone camera while the "
                                                                      "teacher sees every band; default: every band)")
+    augmentations: list[Literal["flip", "rot90", "crop"]] = Field(
+        default=["flip"], description="augmentations of the teacher's training, per image: flip, rot90, crop (random "
+                                      "resized crop); no colour jitter (students see the teacher's cached views, "
+                                      "--teacher-views)")
     # models and training
     teacher_arch: ArchSpec = ArchSpec(width=1.5, depth=3, expansion=4)
     candidates: list[ArchSpec] = []
@@ -262,6 +269,8 @@ class Overrides(BaseModel):
     device_token_file: Path | None = None
     precisions: list[str] | None = None
     bands: list[str] | None = None
+    split_file: Path | None = None
+    augmentations: list[str] | None = None
     teacher_bands: list[str] | None = None
     student_bands: list[str] | None = None
     qat_epochs: int | None = None
@@ -284,7 +293,7 @@ class Overrides(BaseModel):
     quiet: bool | None = None
 
     @field_validator("precisions", "export_formats", "kd", "students", "bands", "teacher_bands", "student_bands",
-                     mode="before")
+                     "augmentations", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
         return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v

@@ -37,6 +37,8 @@ def optimize(
     student_epochs: int | None = opt("student_epochs", "--student-epochs"),
     image_size: int | None = opt("image_size", "--image-size"),
     bands: str | None = opt("bands", "--bands"),
+    split_file: Path | None = opt("split_file", "--split"),
+    augmentations: str | None = opt("augmentations", "--augmentations"),
     teacher_bands: str | None = opt("teacher_bands", "--teacher-bands"),
     student_bands: str | None = opt("student_bands", "--student-bands"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML file with the same keys as these "

@@ -114,17 +114,20 @@ def make_dataset(
 
 
 def data_source(data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
-                samples_per_class: int, max_samples_per_class: int | None, bands: list[str] | None = None) -> dict:
+                samples_per_class: int, max_samples_per_class: int | None, bands: list[str] | None = None,
+                split_file: Path | None = None) -> dict:
     """What `load_dataset` was called with, as plain values a checkpoint can carry."""
     return {"data": None if data is None else str(Path(data).resolve()), "seed": seed, "val_fraction": val_fraction,
             "image_size": image_size, "samples_per_class": samples_per_class,
-            "max_samples_per_class": max_samples_per_class, "bands": bands}
+            "max_samples_per_class": max_samples_per_class, "bands": bands,
+            "split_file": None if split_file is None else str(Path(split_file).resolve())}
 
 
 def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
     """The same data set (and split) a checkpoint was trained on; `data` overrides the folder."""
     kw = {k: source[k] for k in ("seed", "val_fraction", "image_size", "samples_per_class", "max_samples_per_class")}
     kw["bands"] = source.get("bands")
+    kw["split_file"] = Path(source["split_file"]) if source.get("split_file") else None
     folder = data if data is not None else (Path(source["data"]) if source.get("data") else None)
     return load_dataset(folder, **kw)
 
@@ -132,17 +135,17 @@ def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
 def load_dataset(
     data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
     samples_per_class: int, max_samples_per_class: int | None, min_classes: int = 2,
-    bands: list[str] | None = None,
+    bands: list[str] | None = None, split_file: Path | None = None,
 ) -> Dataset:
     """The demo set when `data` is None, else the image folder at `data` (with at least
-    `min_classes` class folders)."""
+    `min_classes` class folders; `split_file`: the user's train/val/test lists)."""
     if data is None:
         from .synthetic import generate_demo
 
-        if bands:
+        if bands or split_file:
             from ..errors import DataError
 
-            raise DataError("--bands selects bands of a GeoTIFF folder; the demo set has R, G, B, NIR: pass --data")
+            raise DataError("--bands and --split apply to an image folder (--data DIR), not the demo set")
         return generate_demo(
             samples_per_class=samples_per_class, image_size=image_size or 32,
             seed=seed, val_fraction=val_fraction,
@@ -151,5 +154,5 @@ def load_dataset(
 
     return load_image_folder(
         data, image_size=image_size or 64, seed=seed, val_fraction=val_fraction,
-        max_per_class=max_samples_per_class, min_classes=min_classes, bands=bands,
+        max_per_class=max_samples_per_class, min_classes=min_classes, bands=bands, split_file=split_file,
     )

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from .dataset import Dataset, make_dataset
+from .dataset import Dataset
 
 if TYPE_CHECKING:
     import torch
@@ -60,36 +60,9 @@ def _class_dirs(root: Path, min_classes: int, fix: str) -> list[Path]:
     return class_dirs
 
 
-def _read_classes(class_dirs: list[Path], classes: list[str], image_size: int, max_per_class: int | None,
-                  rng: np.random.Generator, min_images: int = 2) -> tuple[list[np.ndarray], list[int], list[str]]:
-    """Every readable image of each class folder (label: its index in `classes`), and the skipped files."""
-    xs, ys, skipped = [], [], []
-    for cdir in class_dirs:
-        label = classes.index(cdir.name)
-        files = sorted(p for p in cdir.iterdir() if p.is_file() and not p.name.startswith("."))
-        if max_per_class is not None and len(files) > max_per_class:
-            files = sorted(rng.choice(np.array(files, dtype=object), max_per_class, replace=False))
-        n_ok = 0
-        for f in files:
-            img = _read_image(f, image_size) if f.suffix.lower() in IMAGE_SUFFIXES else None
-            if img is None:
-                skipped.append(str(f))
-                continue
-            xs.append(img)
-            ys.append(label)
-            n_ok += 1
-        if n_ok == 0:
-            raise DataError(f"class folder {cdir} has no readable images ({len(files)} files); "
-                            f"add {', '.join(sorted(IMAGE_SUFFIXES))} images or remove the folder")
-        if n_ok < min_images:
-            raise DataError(f"class folder {cdir} has only one readable image; "
-                            "each class needs at least two (one for training, one for validation)")
-    return xs, ys, skipped
-
-
 def load_image_folder(
     root: Path, *, image_size: int, seed: int, val_fraction: float, max_per_class: int | None = None,
-    min_classes: int = 2, bands: list[str] | None = None,
+    min_classes: int = 2, bands: list[str] | None = None, split_file: Path | None = None,
 ) -> Dataset:
     """Read every image under root/CLASS/, resized to image_size x image_size RGB in [0, 1]; a
     folder of GeoTIFFs keeps its bands (all, or `bands` by name or 1-based index), each scaled
@@ -100,6 +73,11 @@ def load_image_folder(
     Unreadable files are skipped and listed in the data set summary; a class with no readable
     image is an error."""
     fix = "pass --data DIR with one sub-folder of images per class (e.g. DIR/Forest/*.jpg)"
+    if split_file is not None:
+        if bands:
+            raise DataError("--split with --bands (GeoTIFF folders) is not supported yet; leave out one of them")
+        classes, listed = read_split_file(root, split_file)
+        return _load_listed(root, classes, listed, image_size, seed, val_fraction, f"--split {split_file}")
     if (root / "train").is_dir() and ((root / "val").is_dir() or (root / "test").is_dir()):
         if bands:
             raise DataError("--bands applies to a folder of GeoTIFF class folders; train/val/test folders of "
@@ -180,14 +158,11 @@ def _load_split_folders(root: Path, image_size: int, seed: int, val_fraction: fl
                         min_classes: int) -> Dataset:
     """root/train/CLASS, root/val/CLASS, root/test/CLASS: the classes are train's; val/ and test/
     may lack a class but not add one. Without val/, validation is drawn from train/."""
-    import torch
-
     fix = "pass --data DIR holding train/CLASS/, val/CLASS/ and/or test/CLASS/ image folders"
     train_dirs = _class_dirs(root / "train", min_classes, fix)
     classes = [d.name for d in train_dirs]
     rng = np.random.default_rng(seed)
-    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    skipped: list[str] = []
+    listed: dict[str, list[tuple[Path, int]]] = {}
     for split in SPLITS:
         if not (root / split).is_dir():
             continue
@@ -196,23 +171,73 @@ def _load_split_folders(root: Path, image_size: int, seed: int, val_fraction: fl
         if extra:
             raise DataError(f"{root / split} has classes that {root / 'train'} lacks ({', '.join(extra)}); every "
                             "class of val/ and test/ must be in train/")
-        xs, ys, sk = _read_classes(dirs, classes, image_size, max_per_class, rng, min_images=1)
-        parts[split], skipped = (np.stack(xs), np.array(ys)), skipped + sk
-    x_tr, y_tr = parts["train"]
-    if "val" not in parts:
-        ds = make_dataset(name=root.name, classes=classes, bands=["R", "G", "B"], x=x_tr, y=y_tr,
-                          val_fraction=val_fraction, seed=seed, synthetic=False, source=str(root.resolve()),
-                          skipped=skipped)
-    else:
-        t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a, dtype=dt))  # noqa: E731
-        ds = Dataset(name=root.name, classes=classes, bands=["R", "G", "B"], x_train=t(x_tr, np.float32),
-                     y_train=t(y_tr, np.int64), x_val=t(parts["val"][0], np.float32),
-                     y_val=t(parts["val"][1], np.int64), synthetic=False, source=str(root.resolve()),
-                     skipped_files=skipped)
-    if "test" in parts:
-        ds.x_test = torch.from_numpy(np.ascontiguousarray(parts["test"][0], dtype=np.float32))
-        ds.y_test = torch.from_numpy(parts["test"][1].astype(np.int64))
-    ds.split = "the folder's own train/" + "/".join(k for k in ("val", "test") if k in parts)
+        per_class = _listed(dirs, max_per_class, rng)
+        listed[split] = [(f, classes.index(d.name)) for d, fs in zip(dirs, per_class) for f in fs]
+    return _load_listed(root, classes, listed, image_size, seed, val_fraction,
+                        "the folder's own train/" + "/".join(k for k in ("val", "test") if k in listed))
+
+
+def read_split_file(root: Path, split_file: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """A YAML or JSON mapping train/val/test -> image paths relative to `root` (CLASS/FILE: the
+    class is the parent folder). Every path must exist; val and test may not add classes."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(split_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"--split {split_file} cannot be read ({exc}); pass a YAML or JSON file mapping train, val, "
+                        "test to lists of paths relative to --data") from None
+    if not isinstance(spec, dict) or "train" not in spec or set(spec) - set(SPLITS):
+        raise DataError(f"--split {split_file} must map train (and optionally val, test) to lists of image paths "
+                        f"relative to --data; it has {sorted(spec) if isinstance(spec, dict) else type(spec).__name__}")
+    paths = {k: [root / str(p) for p in (v or [])] for k, v in spec.items()}
+    missing = [p for ps in paths.values() for p in ps if not p.is_file()]
+    if missing:
+        raise DataError(f"--split {split_file} lists {len(missing)} file(s) that do not exist under {root}, e.g. "
+                        f"{missing[0]}; paths are relative to --data (CLASS/FILE)")
+    classes = sorted({p.parent.name for p in paths["train"]})
+    extra = sorted({p.parent.name for ps in paths.values() for p in ps} - set(classes))
+    if extra:
+        raise DataError(f"--split {split_file}: val/test hold classes that train lacks ({', '.join(extra)})")
+    return classes, {k: [(p, classes.index(p.parent.name)) for p in ps] for k, ps in paths.items() if ps}
+
+
+def _load_listed(root: Path, classes: list[str], listed: dict[str, list[tuple[Path, int]]], image_size: int,
+                 seed: int, val_fraction: float, how: str) -> Dataset:
+    """Given splits of (file, label), decoded once into the image cache; without a val split,
+    validation is drawn from train per class."""
+    import torch
+
+    from .dataset import stratified_split
+    from .store import ImageArray, decode_folder
+
+    files = [f for split in SPLITS for f, _ in listed.get(split, [])]
+    labels = np.array([y for split in SPLITS for _, y in listed.get(split, [])], dtype=np.int64)
+    where = np.concatenate([np.full(len(listed.get(k, [])), i) for i, k in enumerate(SPLITS)]).astype(np.int64)
+    deep = _high_bit(files[:1])
+    full = 65535.0 if deep else 255.0
+
+    def read(f: Path) -> np.ndarray | None:
+        img = _read_image(f, image_size) if f.suffix.lower() in IMAGE_SUFFIXES else None
+        return None if img is None else np.round(img * full)
+
+    data, ok = decode_folder(files, read, (3, image_size, image_size), "uint16" if deep else "uint8",
+                             {"image_size": image_size, "resize": "bilinear", "reader": "rgb"})
+    good = np.asarray(ok, dtype=bool)
+    rows = {k: np.flatnonzero((where == i) & good) for i, k in enumerate(SPLITS)}
+    if "val" not in listed:
+        tr, va = stratified_split(labels[rows["train"]], val_fraction, seed)
+        rows["train"], rows["val"] = rows["train"][tr], rows["train"][va]
+    missing = [c for i, c in enumerate(classes) if not (labels[rows["train"]] == i).any()]
+    if missing:
+        raise DataError(f"no readable training image of class {', '.join(missing)} in {root}; add images or remove "
+                        "the class")
+    images, y = ImageArray(data, [full] * 3), torch.from_numpy(labels)
+    ds = Dataset(name=root.name, classes=classes, bands=["R", "G", "B"], x_train=images.view(rows["train"]),
+                 y_train=y[rows["train"]], x_val=images.view(rows["val"]), y_val=y[rows["val"]], synthetic=False,
+                 source=str(root.resolve()), skipped_files=[str(f) for f, g in zip(files, ok) if not g], split=how)
+    if len(rows["test"]):
+        ds.x_test, ds.y_test = images.view(rows["test"]), y[rows["test"]]
     return ds
 
 

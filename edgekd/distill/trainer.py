@@ -50,13 +50,34 @@ class Unlabeled:
         return model(ux), self.teacher.batch(uidx, uview, ux).logits[0]
 
 
-def _flip_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal/vertical flips: label-preserving for top-down imagery."""
+AUGMENTATIONS = ("flip", "rot90", "crop")  # label-preserving for top-down imagery; no colour changes
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...] = ("flip",)) -> torch.Tensor:
+    """Random remote-sensing augmentations of a batch, each image its own draw: `flip`
+    (horizontal/vertical), `rot90` (0/90/180/270 degrees, square images), `crop` (a random
+    crop of 60-100 % of the side, resized back, bilinear). No colour jitter: the bands of
+    multispectral images keep their values."""
     n = x.shape[0]
-    h = torch.rand(n, generator=gen) < 0.5
-    v = torch.rand(n, generator=gen) < 0.5
-    x = torch.where(h[:, None, None, None], x.flip(3), x)
-    return torch.where(v[:, None, None, None], x.flip(2), x)
+    if "flip" in kinds:
+        h = torch.rand(n, generator=gen) < 0.5
+        v = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(h[:, None, None, None], x.flip(3), x)
+        x = torch.where(v[:, None, None, None], x.flip(2), x)
+    if "rot90" in kinds and x.shape[-1] == x.shape[-2]:
+        k = torch.randint(4, (n,), generator=gen)
+        x = torch.stack([torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(x, k)])
+    if "crop" in kinds:
+        size = x.shape[-1]
+        sides = (torch.rand(n, generator=gen) * 0.4 + 0.6) * size
+        out = []
+        for img, side in zip(x, sides):
+            s = max(1, int(side))
+            top, left = (int(torch.randint(size - s + 1, (1,), generator=gen)) for _ in range(2))
+            crop = img[None, :, top:top + s, left:left + s]
+            out.append(F.interpolate(crop, size=(x.shape[-2], size), mode="bilinear", align_corners=False)[0])
+        x = torch.stack(out)
+    return x
 
 
 def feature_pairs(student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
@@ -103,6 +124,7 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
           kd: KDSettings | None = None, pairs: list[tuple[int, int]] | None = None,
           teacher_channels: list[int] | None = None, student_modules: list[str] | None = None,
           unlabeled: Unlabeled | None = None, history: History | None = None,
+          augmentations: tuple[str, ...] = ("flip",),
           on_step: Callable[[], None] | None = None,
           on_epoch: Callable[[int, float], None] | None = None) -> TrainHistory:
     """AdamW with a one-cycle schedule.
@@ -112,7 +134,8 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     teacher source's cached views, so every target belongs to exactly the image the student sees.
     `student_modules`: the student's feature maps are these named modules' outputs, paired in
     order with the teacher's (feature_pairs by module name). `on_step` is called after each
-    optimiser step, `on_epoch(epoch, mean loss)` after each epoch (1-based). `history`: the
+    optimiser step, `on_epoch(epoch, mean loss)` after each epoch (1-based). `augmentations`:
+    what cross-entropy training draws per image (see `augment`). `history`: the
     previous model's outputs, distilled into this one as well (an incremental update, of a
     student or of a teacher trained by cross-entropy; a teacher source must then hold one view,
     the images as they are, and cross-entropy training leaves out the flips)."""
@@ -140,7 +163,7 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
         for idx, xi in batches(x, order, batch_size):
             yb = y[idx]
             if teacher is None:  # cross-entropy; flips unless a history term needs the images as they are
-                logits = model(xi if history is not None else _flip_augment(xi, gen))
+                logits = model(xi if history is not None else augment(xi, gen, augmentations))
                 loss = F.cross_entropy(logits, yb) + _history(history, logits, idx)
             else:
                 view = int(torch.randint(teacher.views, (1,), generator=gen))

@@ -149,7 +149,8 @@ class RunPlan:
         return dict(classes=self.ds.classes, bands=self.ds.bands, image_size=self.ds.image_size, dataset=self.ds.name,
                     data_source=data_source(c.data, seed=c.seed, val_fraction=c.val_fraction, image_size=c.image_size,
                                             samples_per_class=c.samples_per_class,
-                                            max_samples_per_class=c.max_samples_per_class, bands=c.bands))
+                                            max_samples_per_class=c.max_samples_per_class, bands=c.bands,
+                                            split_file=c.split_file))
 
     def bind_budget(self, teacher_p50_ms: float) -> RunPlan:
         """The plan with its budget decided: --budget-ms when given, else the teacher's p50 on the
@@ -201,7 +202,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     with timer("data"):
         ds = load_dataset(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, image_size=cfg.image_size,
                           samples_per_class=cfg.samples_per_class, max_samples_per_class=cfg.max_samples_per_class,
-                          bands=cfg.bands)
+                          bands=cfg.bands, split_file=cfg.split_file)
         ds, teacher_ds = cross_modal_views(cfg, ds)
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
     teachers = load_teachers(cfg, teacher_ds or ds, run_dir, resume, want)

@@ -129,7 +129,7 @@ def _train_teacher(plan: RunPlan, observer: ConsoleObserver, teacher: nn.Module,
     observer.say(f"{label} ({cfg.teacher_epochs} epochs)")
     observer.on_rung_start("teacher", steps(len(ds.y_train), cfg.batch_size, cfg.teacher_epochs), label)
     hist = train(teacher, ds.x_train, ds.y_train, epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                 seed=cfg.seed, on_step=observer.on_step,
+                 seed=cfg.seed, augmentations=tuple(cfg.augmentations), on_step=observer.on_step,
                  on_epoch=lambda e, loss: observer.on_epoch("teacher", e, cfg.teacher_epochs, loss))
     observer.on_rung_end("teacher")
     return hist.epoch_loss

@@ -56,6 +56,31 @@ def test_a_class_only_the_test_split_has_is_refused(tmp_path):
         load_image_folder(root, image_size=16, seed=0, val_fraction=0.2)
 
 
+def test_a_split_file_is_honoured_and_checked(tmp_path):
+    import yaml
+
+    root = tmp_path / "flat"
+    _tiles(root, {"a": 6, "b": 6}, 0)
+    spec = {"train": [f"{c}/{i}.png" for c in "ab" for i in range(4)], "val": ["a/4.png", "b/4.png"],
+            "test": ["a/5.png", "b/5.png"]}
+    split = tmp_path / "split.yaml"
+    split.write_text(yaml.safe_dump(spec))
+    ds = load_image_folder(root, image_size=16, seed=0, val_fraction=0.5, split_file=split)
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (8, 2, 2) and ds.classes == ["a", "b"]
+    assert ds.y_test.tolist() == [0, 1] and "--split" in ds.split
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**spec, "test": ["a/99.png"]}))
+    with pytest.raises(DataError, match=r"lists 1 file\(s\) that do not exist .*a/99.png"):
+        load_image_folder(root, image_size=16, seed=0, val_fraction=0.5, split_file=bad)
+    bad.write_text(yaml.safe_dump({"training": spec["train"]}))
+    with pytest.raises(DataError, match="must map train"):
+        load_image_folder(root, image_size=16, seed=0, val_fraction=0.5, split_file=bad)
+    _tiles(root / "extra", {"z": 2}, 3)
+    bad.write_text(yaml.safe_dump({**spec, "test": ["extra/z/0.png"]}))
+    with pytest.raises(DataError, match=r"val/test hold classes that train lacks \(z\)"):
+        load_image_folder(root, image_size=16, seed=0, val_fraction=0.5, split_file=bad)
+
+
 @pytest.mark.slow
 def test_the_test_split_is_reported_per_class_and_apart_from_validation(split_folder, tmp_path):
     out = tmp_path / "run"

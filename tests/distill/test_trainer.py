@@ -42,3 +42,23 @@ def pytest_approx(v):
     import pytest
 
     return pytest.approx(v, rel=1e-4)
+
+
+def test_augmentations_are_label_preserving_draws_per_image():
+    from edgekd.distill.teacher import apply_view
+    from edgekd.distill.trainer import augment
+
+    x = torch.arange(4 * 2 * 6 * 6, dtype=torch.float32).reshape(4, 2, 6, 6)
+    dihedral = [apply_view(x, v) for v in range(8)]
+    g = torch.Generator().manual_seed(0)
+    for kinds in (("flip",), ("flip", "rot90")):
+        out = augment(x, g, kinds)
+        assert out.shape == x.shape
+        for i in range(4):  # every image is one of its own 8 symmetries, drawn independently
+            assert any(torch.equal(out[i], d[i]) for d in dihedral)
+    cropped = augment(x, torch.Generator().manual_seed(1), ("crop",))
+    assert cropped.shape == x.shape
+    assert float(cropped.min()) >= float(x.min()) and float(cropped.max()) <= float(x.max())
+    same = augment(x, torch.Generator().manual_seed(1), ("crop",))
+    assert torch.equal(cropped, same)  # seeded: a resumed run draws the same
+    assert torch.equal(augment(x, g, ()), x)
