@@ -98,6 +98,22 @@ def as_tensor(x: Images) -> torch.Tensor:
     return x[:] if isinstance(x, ImageArray) else x
 
 
+PROGRESS_FROM = 500  # a first decode of at least this many images shows a progress bar on a terminal
+
+
+def _progress(files: list[Path]):
+    """`files`, with a transient progress bar on stderr when it is a terminal and the folder is large
+    (a log file gets nothing: the run's own lines say what happens)."""
+    from rich.console import Console
+    from rich.progress import track
+
+    console = Console(stderr=True)
+    if len(files) < PROGRESS_FROM or not console.is_terminal:
+        return files
+    return track(files, description=f"decoding {len(files):,} images into the image cache (once)", console=console,
+                 transient=True)
+
+
 def decode_folder(files: list[Path], read: Callable[[Path], np.ndarray | None], image_shape: tuple[int, int, int],
                   dtype: str, settings: dict[str, Any], on_file: Callable[[], None] | None = None
                   ) -> tuple[np.ndarray, list[bool]]:
@@ -114,7 +130,7 @@ def decode_folder(files: list[Path], read: Callable[[Path], np.ndarray | None], 
     tmp = folder / f".images.{os.getpid()}.npy"
     mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(files), *image_shape))
     ok = []
-    for i, f in enumerate(files):
+    for i, f in enumerate(_progress(files)):
         img = read(f)
         ok.append(img is not None)
         if img is not None:
