@@ -115,19 +115,12 @@ def _high_bit(files: list[Path]) -> bool:
     return False
 
 
-def _load_streamed(root: Path, class_dirs: list[Path], image_size: int, seed: int, val_fraction: float,
-                   max_per_class: int | None) -> Dataset:
-    """The folder decoded once into the image cache (edgekd.data.store) and served from it in
-    batches: its training and validation splits are views of one memory-mapped array."""
-    import torch
+def _decode_rgb(files: list[Path], image_size: int, probe: list[Path]) -> tuple[np.ndarray, list[bool], float]:
+    """`files` decoded as RGB into the image cache (uint16 when the `probe` files are deeper than
+    8 bits, else uint8): the memory map, which files were readable, and the full-scale value."""
+    from .store import decode_folder
 
-    from .dataset import stratified_split
-    from .store import ImageArray, decode_folder
-
-    per_class = _listed(class_dirs, max_per_class, np.random.default_rng(seed))
-    files = [f for fs in per_class for f in fs]
-    labels = np.array([i for i, fs in enumerate(per_class) for _ in fs], dtype=np.int64)
-    deep = _high_bit([fs[0] for fs in per_class if fs])
+    deep = _high_bit(probe)
     full = 65535.0 if deep else 255.0
 
     def read(f: Path) -> np.ndarray | None:
@@ -136,6 +129,22 @@ def _load_streamed(root: Path, class_dirs: list[Path], image_size: int, seed: in
 
     data, ok = decode_folder(files, read, (3, image_size, image_size), "uint16" if deep else "uint8",
                              {"image_size": image_size, "resize": "bilinear", "reader": "rgb"})
+    return data, ok, full
+
+
+def _load_streamed(root: Path, class_dirs: list[Path], image_size: int, seed: int, val_fraction: float,
+                   max_per_class: int | None) -> Dataset:
+    """The folder decoded once into the image cache (edgekd.data.store) and served from it in
+    batches: its training and validation splits are views of one memory-mapped array."""
+    import torch
+
+    from .dataset import stratified_split
+    from .store import ImageArray
+
+    per_class = _listed(class_dirs, max_per_class, np.random.default_rng(seed))
+    files = [f for fs in per_class for f in fs]
+    labels = np.array([i for i, fs in enumerate(per_class) for _ in fs], dtype=np.int64)
+    data, ok, full = _decode_rgb(files, image_size, [fs[0] for fs in per_class if fs])
     readable = np.flatnonzero(ok)
     for label, cdir in enumerate(class_dirs):
         n_ok = int((labels[readable] == label).sum())
@@ -209,20 +218,12 @@ def _load_listed(root: Path, classes: list[str], listed: dict[str, list[tuple[Pa
     import torch
 
     from .dataset import stratified_split
-    from .store import ImageArray, decode_folder
+    from .store import ImageArray
 
     files = [f for split in SPLITS for f, _ in listed.get(split, [])]
     labels = np.array([y for split in SPLITS for _, y in listed.get(split, [])], dtype=np.int64)
     where = np.concatenate([np.full(len(listed.get(k, [])), i) for i, k in enumerate(SPLITS)]).astype(np.int64)
-    deep = _high_bit(files[:1])
-    full = 65535.0 if deep else 255.0
-
-    def read(f: Path) -> np.ndarray | None:
-        img = _read_image(f, image_size) if f.suffix.lower() in IMAGE_SUFFIXES else None
-        return None if img is None else np.round(img * full)
-
-    data, ok = decode_folder(files, read, (3, image_size, image_size), "uint16" if deep else "uint8",
-                             {"image_size": image_size, "resize": "bilinear", "reader": "rgb"})
+    data, ok, full = _decode_rgb(files, image_size, files[:1])
     good = np.asarray(ok, dtype=bool)
     rows = {k: np.flatnonzero((where == i) & good) for i, k in enumerate(SPLITS)}
     if "val" not in listed:

@@ -3,6 +3,8 @@ real search engine with a fake trainer and a measurer whose INT8 speed depends o
 
 from pathlib import Path
 
+import pytest
+
 from edgekd.models.arch import ArchSpec
 from edgekd.profilers.measurement import Conditions, ReferenceWindow
 from edgekd.search.candidates import Candidate, RungResult, TrialStatus
@@ -93,3 +95,20 @@ def test_predicted_figures_do_not_drop_a_precision(tmp_path):
 def test_a_student_without_lower_precisions_gets_no_record(tmp_path):
     cands = _run(tmp_path, ("fp32",), PrecisionMeasurer())
     assert choose_precisions(cands, {}) == []
+
+
+def test_when_every_candidate_is_slower_than_fp32_the_error_names_the_fix(tmp_path):
+    """INT8 alone searched, and slower than FP32 for the only student: nothing is selectable, and
+    the selection says to search fp32 too instead of picking a slower model."""
+    from types import SimpleNamespace
+
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline.stages import select_student
+
+    settings = SearchSettings(mode="grid", candidates=(ArchSpec(width=0.25),), precisions=("int8",), student_epochs=1)
+    s, _, _ = search(tmp_path, settings, budget_ms=10, measurer=PrecisionMeasurer())
+    trials = s.run()
+    plan = SimpleNamespace(run_dir=tmp_path, ds=SimpleNamespace(in_channels=3, classes=["a", "b", "c", "d"]),
+                           input_shape=[1, 3, 16, 16], budget_ms=10.0)
+    with pytest.raises(ConfigError, match=r"no faster than the FP32 version .* --precisions fp32,int8"):
+        select_student(plan, trials)
