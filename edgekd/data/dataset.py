@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .store import ImageArray, Images
+from .store import LAZY, Images
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Dataset:
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the training split (what the models normalise with)."""
-        if isinstance(self.x_train, ImageArray):  # read in chunks, never all at once
+        if isinstance(self.x_train, LAZY):  # read in chunks, never all at once
             mean, std = self.x_train.channel_stats()
             std = std.clamp_min(1e-6)
         else:
@@ -76,7 +76,7 @@ def band_view(ds: Dataset, names: list[str], who: str) -> Dataset:
         raise DataError(f"--{who}-bands {','.join(missing)}: the data has bands {', '.join(ds.bands)}")
     idx = [ds.bands.index(n) for n in names]
     def pick(x: Images) -> Images:
-        return x.view(bands=idx) if isinstance(x, ImageArray) else x[:, idx].contiguous()
+        return x.view(bands=idx) if isinstance(x, LAZY) else x[:, idx].contiguous()
 
     return replace(ds, bands=list(names), x_train=pick(ds.x_train), x_val=pick(ds.x_val),
                    x_test=pick(ds.x_test) if ds.x_test is not None else None,

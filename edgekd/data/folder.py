@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,22 +76,20 @@ def load_image_folder(
     image is an error."""
     fix = "pass --data DIR with one sub-folder of images per class (e.g. DIR/Forest/*.jpg)"
     if split_file is not None:
-        if bands:
-            raise DataError("--split with --bands (GeoTIFF folders) is not supported yet; leave out one of them")
         classes, listed = read_split_file(root, split_file)
-        return _load_listed(root, classes, listed, image_size, seed, val_fraction, f"--split {split_file}")
+        return _load_listed(root, classes, listed, image_size, seed, val_fraction, f"--split {split_file}", bands)
     if (root / "train").is_dir() and ((root / "val").is_dir() or (root / "test").is_dir()):
-        if bands:
-            raise DataError("--bands applies to a folder of GeoTIFF class folders; train/val/test folders of "
-                            "GeoTIFFs are not supported yet: merge them into one folder per class")
-        return _load_split_folders(root, image_size, seed, val_fraction, max_per_class, min_classes)
+        return _load_split_folders(root, image_size, seed, val_fraction, max_per_class, min_classes, bands)
     class_dirs = _class_dirs(root, min_classes, fix)
     if _is_geotiff_folder(class_dirs):
         return _load_geotiff_folder(root, class_dirs, image_size, seed, val_fraction, max_per_class, bands)
     if bands:
-        raise DataError(f"--bands selects bands of multispectral GeoTIFFs; {root} holds ordinary images (read as "
-                        "R, G, B): leave out --bands")
+        raise DataError(_ORDINARY_BANDS.format(root=root))
     return _load_streamed(root, class_dirs, image_size, seed, val_fraction, max_per_class)
+
+
+_ORDINARY_BANDS = ("--bands selects bands of multispectral GeoTIFFs; {root} holds ordinary images (read as R, G, "
+                   "B): leave out --bands")
 
 
 def _listed(class_dirs: list[Path], max_per_class: int | None, rng: np.random.Generator) -> list[list[Path]]:
@@ -164,7 +164,7 @@ def _load_streamed(root: Path, class_dirs: list[Path], image_size: int, seed: in
 
 
 def _load_split_folders(root: Path, image_size: int, seed: int, val_fraction: float, max_per_class: int | None,
-                        min_classes: int) -> Dataset:
+                        min_classes: int, bands: list[str] | None = None) -> Dataset:
     """root/train/CLASS, root/val/CLASS, root/test/CLASS: the classes are train's; val/ and test/
     may lack a class but not add one. Without val/, validation is drawn from train/."""
     fix = "pass --data DIR holding train/CLASS/, val/CLASS/ and/or test/CLASS/ image folders"
@@ -183,7 +183,7 @@ def _load_split_folders(root: Path, image_size: int, seed: int, val_fraction: fl
         per_class = _listed(dirs, max_per_class, rng)
         listed[split] = [(f, classes.index(d.name)) for d, fs in zip(dirs, per_class) for f in fs]
     return _load_listed(root, classes, listed, image_size, seed, val_fraction,
-                        "the folder's own train/" + "/".join(k for k in ("val", "test") if k in listed))
+                        "the folder's own train/" + "/".join(k for k in ("val", "test") if k in listed), bands)
 
 
 def read_split_file(root: Path, split_file: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
@@ -212,9 +212,9 @@ def read_split_file(root: Path, split_file: Path) -> tuple[list[str], dict[str, 
 
 
 def _load_listed(root: Path, classes: list[str], listed: dict[str, list[tuple[Path, int]]], image_size: int,
-                 seed: int, val_fraction: float, how: str) -> Dataset:
-    """Given splits of (file, label), decoded once into the image cache; without a val split,
-    validation is drawn from train per class."""
+                 seed: int, val_fraction: float, how: str, bands: list[str] | None = None) -> Dataset:
+    """Given splits of (file, label), decoded once into the image cache (RGB images, or every
+    chosen band of GeoTIFFs); without a val split, validation is drawn from train per class."""
     import torch
 
     from .dataset import stratified_split
@@ -223,8 +223,8 @@ def _load_listed(root: Path, classes: list[str], listed: dict[str, list[tuple[Pa
     files = [f for split in SPLITS for f, _ in listed.get(split, [])]
     labels = np.array([y for split in SPLITS for _, y in listed.get(split, [])], dtype=np.int64)
     where = np.concatenate([np.full(len(listed.get(k, [])), i) for i, k in enumerate(SPLITS)]).astype(np.int64)
-    data, ok, full = _decode_rgb(files, image_size, files[:1])
-    good = np.asarray(ok, dtype=bool)
+    decoded = _decode_any(root, files, image_size, bands)
+    good = np.asarray(decoded.ok, dtype=bool)
     rows = {k: np.flatnonzero((where == i) & good) for i, k in enumerate(SPLITS)}
     if "val" not in listed:
         tr, va = stratified_split(labels[rows["train"]], val_fraction, seed)
@@ -233,13 +233,58 @@ def _load_listed(root: Path, classes: list[str], listed: dict[str, list[tuple[Pa
     if missing:
         raise DataError(f"no readable training image of class {', '.join(missing)} in {root}; add images or remove "
                         "the class")
-    images, y = ImageArray(data, [full] * 3), torch.from_numpy(labels)
-    ds = Dataset(name=root.name, classes=classes, bands=["R", "G", "B"], x_train=images.view(rows["train"]),
+    scales, band_scale, note = decoded.scales(rows["train"], seed)
+    images, y = ImageArray(decoded.data, scales), torch.from_numpy(labels)
+    ds = Dataset(name=root.name, classes=classes, bands=decoded.bands, x_train=images.view(rows["train"]),
                  y_train=y[rows["train"]], x_val=images.view(rows["val"]), y_val=y[rows["val"]], synthetic=False,
-                 source=str(root.resolve()), skipped_files=[str(f) for f, g in zip(files, ok) if not g], split=how)
+                 source=str(root.resolve()), skipped_files=[str(f) for f, g in zip(files, decoded.ok) if not g],
+                 split=how, band_scale=band_scale, band_note=note)
     if len(rows["test"]):
         ds.x_test, ds.y_test = images.view(rows["test"]), y[rows["test"]]
     return ds
+
+
+@dataclass
+class _Decoded:
+    """A list of files in the image cache: the memory map, which files were readable, the band
+    names, and how to scale each band given the training rows (scales, recorded scales, note)."""
+
+    data: np.ndarray
+    ok: list[bool]
+    bands: list[str]
+    scales: Callable[[np.ndarray, int], tuple[list[float], list[float] | None, str]]
+
+
+def _decode_any(root: Path, files: list[Path], image_size: int, bands: list[str] | None) -> _Decoded:
+    """RGB for ordinary images; every chosen band for a list whose images are all GeoTIFFs."""
+    from .geotiff import TIFF_SUFFIXES, band_scales, read_layout, read_tiff, select_bands
+    from .store import decode_folder
+
+    images = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not images or not all(f.suffix.lower() in TIFF_SUFFIXES for f in images):
+        if bands:
+            raise DataError(_ORDINARY_BANDS.format(root=root))
+        probe = list({f.parent: f for f in reversed(images)}.values())  # the first image of each folder
+        data, ok, full = _decode_rgb(files, image_size, probe)
+        return _Decoded(data, ok, ["R", "G", "B"], lambda rows, seed: ([full] * 3, None, ""))
+    layout = read_layout(images[0])
+    chosen = select_bands(layout, bands)
+    names = [layout.names[i] for i in chosen]
+    data, ok = decode_folder(files, lambda f: read_tiff(f, image_size, layout, chosen)
+                             if f.suffix.lower() in TIFF_SUFFIXES else None,
+                             (len(chosen), image_size, image_size),
+                             layout.dtype if layout.dtype in ("uint8", "uint16") else "float32",
+                             {"image_size": image_size, "resize": "bilinear", "reader": "geotiff", "bands": chosen})
+
+    def scales(train_rows: np.ndarray, seed: int) -> tuple[list[float], list[float] | None, str]:
+        sample = np.sort(np.random.default_rng(seed).permutation(train_rows)[:2000])  # training images only
+        s = band_scales(np.asarray(data[sample], dtype=np.float32), layout.dtype)
+        return s, s, (f"GeoTIFF {layout.dtype}, bands {', '.join(names)} of {', '.join(layout.names)}; "
+                      + ("8-bit values / 255" if layout.dtype == "uint8" else
+                         "each band / its 99th percentile over the training split (up to 2,000 images), "
+                         "clipped to [0, 1]"))
+
+    return _Decoded(data, ok, names, scales)
 
 
 def _image_files(cdir: Path) -> list[Path]:
@@ -257,42 +302,17 @@ def _is_geotiff_folder(class_dirs: list[Path]) -> bool:
 
 def _load_geotiff_folder(root: Path, class_dirs: list[Path], image_size: int, seed: int, val_fraction: float,
                          max_per_class: int | None, bands: list[str] | None) -> Dataset:
-    import torch
-
-    from .dataset import stratified_split
-    from .geotiff import band_scales, read_layout, read_tiff, select_bands
-    from .store import ImageArray, decode_folder
-
     rng = np.random.default_rng(seed)
-    per_class = []
-    for d in class_dirs:
+    listed = []
+    for label, d in enumerate(class_dirs):
         files = _image_files(d)
         if max_per_class is not None and len(files) > max_per_class:
             files = sorted(rng.choice(np.array(files, dtype=object), max_per_class, replace=False))
         if len(files) < 2:
             raise DataError(f"class folder {d} has {len(files)} GeoTIFF(s); each class needs at least two")
-        per_class.append(files)
-    layout = read_layout(per_class[0][0])
-    chosen = select_bands(layout, bands)
-    files = [f for fs in per_class for f in fs]
-    store = layout.dtype if layout.dtype in ("uint8", "uint16") else "float32"
-    data, _ = decode_folder(files, lambda f: read_tiff(f, image_size, layout, chosen),
-                            (len(chosen), image_size, image_size), store,
-                            {"image_size": image_size, "resize": "bilinear", "reader": "geotiff", "bands": chosen})
-    y = np.array([label for label, fs in enumerate(per_class) for _ in fs])
-    tr, va = stratified_split(y, val_fraction, seed)
-    sample = np.sort(np.random.default_rng(seed).permutation(tr)[:2000])  # a band's scale: training images only
-    scales = band_scales(np.asarray(data[sample], dtype=np.float32), layout.dtype)
-    images = ImageArray(data, scales)
-    t = torch.from_numpy
-    names = [layout.names[i] for i in chosen]
-    return Dataset(name=root.name, classes=[d.name for d in class_dirs], bands=names, x_train=images.view(tr),
-                   y_train=t(y[tr].astype(np.int64)), x_val=images.view(va), y_val=t(y[va].astype(np.int64)),
-                   synthetic=False, source=str(root.resolve()), band_scale=scales,
-                   band_note=f"GeoTIFF {layout.dtype}, bands {', '.join(names)} of {', '.join(layout.names)}; "
-                             + ("8-bit values / 255" if layout.dtype == "uint8" else
-                                "each band / its 99th percentile over the training split (up to 2,000 images), "
-                                "clipped to [0, 1]"))
+        listed += [(f, label) for f in files]
+    return _load_listed(root, [d.name for d in class_dirs], {"train": listed}, image_size, seed, val_fraction,
+                        "drawn at random per class (val_fraction)", bands)
 
 
 def unlabeled_images(root: Path, image_size: int) -> torch.Tensor:

@@ -76,26 +76,120 @@ class ImageArray:
     def numpy(self) -> np.ndarray:
         return self[:].numpy()
 
-    def channel_stats(self, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-band mean and std over every image, read in chunks."""
-        n, total, sq = 0, torch.zeros(len(self.bands), dtype=torch.float64), torch.zeros(len(self.bands),
-                                                                                          dtype=torch.float64)
-        for i in range(0, len(self), chunk):
-            xb = self[i:i + chunk].to(torch.float64)
-            total += xb.sum(dim=(0, 2, 3))
-            sq += (xb * xb).sum(dim=(0, 2, 3))
-            n += xb.shape[0] * xb.shape[2] * xb.shape[3]
-        mean = total / max(n, 1)
-        var = (sq / max(n, 1) - mean * mean).clamp_min(0) * n / max(n - 1, 1)
-        return mean.float(), var.sqrt().float()
+    def channel_stats(self, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band mean and std over every image, read in chunks of bounded size."""
+        return chunked_stats(self, chunk)
 
 
-Images = torch.Tensor | ImageArray  # what a Dataset's image fields hold
+class StackedImages:
+    """Images of several sources (image-cache arrays or tensors) as one indexable sequence,
+    nothing copied: an incremental update's new images followed by the replayed old ones, each
+    read from its own cache when a batch asks for it. Same interface as ImageArray."""
+
+    def __init__(self, parts: Sequence[torch.Tensor | ImageArray], index: np.ndarray | None = None):
+        self.parts = list(parts)
+        if index is None:
+            index = np.concatenate([np.stack([np.full(len(p), k), np.arange(len(p))], 1)
+                                    for k, p in enumerate(self.parts)]).astype(np.int64)
+        self.index = index.reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        first = self.parts[0].shape
+        return (len(self), int(first[1]), int(first[2]), int(first[3]))
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.numpy()
+        picked = self.index[idx]
+        scalar = picked.ndim == 1
+        picked = picked.reshape(-1, 2)
+        out = torch.empty((len(picked), *self.shape[1:]), dtype=torch.float32)
+        for k in np.unique(picked[:, 0]):
+            where = np.flatnonzero(picked[:, 0] == k)
+            out[torch.from_numpy(where)] = self.parts[k][torch.from_numpy(picked[where, 1])]
+        return out[0] if scalar else out
+
+    def view(self, rows: np.ndarray | None = None, bands: Sequence[int] | None = None) -> StackedImages:
+        parts = self.parts if bands is None else [p.view(bands=bands) if isinstance(p, ImageArray)
+                                                  else p[:, list(bands)].contiguous() for p in self.parts]
+        return StackedImages(parts, self.index if rows is None else self.index[rows])
+
+    def numpy(self) -> np.ndarray:
+        return self[:].numpy()
+
+    def channel_stats(self, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return chunked_stats(self, chunk)
+
+
+def chunked_stats(x: ImageArray | StackedImages, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band mean and std over every image of `x`, read in chunks of bounded size."""
+    chunk = chunk or rows_per_chunk(x, chunk_bytes=CHUNK_BYTES // 2)  # float64 copies below
+    bands = x.shape[1]
+    n, total, sq = 0, torch.zeros(bands, dtype=torch.float64), torch.zeros(bands, dtype=torch.float64)
+    for i in range(0, len(x), chunk):
+        xb = x[i:i + chunk].to(torch.float64)
+        total += xb.sum(dim=(0, 2, 3))
+        sq += xb.square_().sum(dim=(0, 2, 3))
+        n += xb.shape[0] * xb.shape[2] * xb.shape[3]
+    mean = total / max(n, 1)
+    var = (sq / max(n, 1) - mean * mean).clamp_min(0) * n / max(n - 1, 1)
+    return mean.float(), var.sqrt().float()
+
+
+LAZY = (ImageArray, StackedImages)  # image sources read on demand (isinstance checks)
+
+
+def stack(parts: Sequence[Images]) -> Images:
+    """`parts` one after another: tensors are concatenated; anything served from the image cache
+    stays there (a StackedImages over it), so merging data sets never materialises them."""
+    parts = [p for p in parts if len(p)] or list(parts[:1])
+    if all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat(list(parts))  # type: ignore[arg-type]
+    if len(parts) == 1:
+        return parts[0]
+    flat: list[torch.Tensor | ImageArray] = []
+    index = []
+    for p in parts:
+        if isinstance(p, StackedImages):
+            index.append(p.index + [len(flat), 0])
+            flat += p.parts
+        else:
+            index.append(np.stack([np.full(len(p), len(flat)), np.arange(len(p))], 1))
+            flat.append(p)
+    return StackedImages(flat, np.concatenate(index).astype(np.int64))
+
+
+def take(x: Images, rows: np.ndarray) -> Images:
+    """These rows of `x`: a view for images served from the cache, a copy for a tensor."""
+    return x.view(rows=rows) if isinstance(x, LAZY) else x[torch.from_numpy(np.asarray(rows, dtype=np.int64))]
+
+
+Images = torch.Tensor | ImageArray | StackedImages  # what a Dataset's image fields hold
+
+CHUNK_BYTES = 64 << 20  # float32 images read at once for statistics, hashing and inference
+
+
+def rows_per_chunk(x: Images, limit: int = 1 << 16, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """How many images of `x` make one bounded read (at most `limit`, at least 1): 512 images of
+    64x64x13 or 85 of 256x256x3 at the default 64 MB of float32, so statistics, hashing and
+    inference stay bounded at any image size."""
+    per_image = 4 * int(np.prod(x.shape[1:])) if len(x.shape) > 1 else 4
+    return max(1, min(limit, chunk_bytes // max(per_image, 1)))
+
+
+def inference_batch(x: Images, limit: int = 256) -> int:
+    """Images of `x` per forward pass without gradients: `limit` at 64x64x3, fewer for larger
+    images (16 MB of input per batch), so a teacher's activations stay bounded at 256 px."""
+    return rows_per_chunk(x, limit, chunk_bytes=16 << 20)
 
 
 def as_tensor(x: Images) -> torch.Tensor:
     """Every image as one float32 tensor (for the few places that need them all at once)."""
-    return x[:] if isinstance(x, ImageArray) else x
+    return x[:] if isinstance(x, LAZY) else x
 
 
 PROGRESS_FROM = 500  # a first decode of at least this many images shows a progress bar on a terminal

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.store import Images
+from ..data.store import Images, inference_batch, rows_per_chunk
 from ..models.taps import tapped_features
 
 MAX_VIEWS = 8
@@ -100,8 +100,9 @@ class TeacherOutputs:
             for k, v in t.state_dict().items():
                 h.update(k.encode())
                 h.update(v.detach().cpu().numpy().tobytes())
-        for i in range(0, len(x), 1024):  # in chunks: images served from the cache are never all in memory
-            h.update(x[i:i + 1024].numpy().tobytes())
+        chunk = rows_per_chunk(x)  # images served from the cache are never all in memory
+        for i in range(0, len(x), chunk):
+            h.update(x[i:i + chunk].numpy().tobytes())
         h.update(f"{views}|{features}|{embedding}|{','.join(modules or [])}".encode())
         return h.hexdigest()[:16]
 
@@ -109,7 +110,7 @@ class TeacherOutputs:
     @torch.no_grad()
     def build(cls, root: Path, teachers: list[nn.Module], x: Images, *, views: int = 1,
               features: bool = False, embedding: bool = False, modules: list[str] | None = None,
-              batch_size: int = 256) -> TeacherOutputs:
+              batch_size: int | None = None) -> TeacherOutputs:
         """Compute (or reuse, when the same teachers, images and settings were cached before).
         `modules`: the main teacher's feature maps are these named modules' outputs."""
         if not 1 <= views <= MAX_VIEWS:
@@ -122,6 +123,7 @@ class TeacherOutputs:
         for t in teachers:
             t.eval()
         n = len(x)
+        batch_size = batch_size or inference_batch(x)
         logits_arrays: list[np.ndarray] = []
         feat_arrays: list[np.ndarray] = []
         emb_array: np.ndarray | None = None

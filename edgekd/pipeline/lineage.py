@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from ..config import RunConfig
 from ..data import Dataset, dataset_from_source
-from ..data.store import as_tensor
+from ..data.store import stack, take
 from ..errors import DataError, EdgeKDError, RunDirError
 from ..models.io import Net, load_checkpoint
 
@@ -169,14 +169,14 @@ def merge(new: Dataset, old: list[Dataset], classes: list[str], replay_fraction:
         raise DataError(f"the new data has {new.in_channels} bands, earlier data "
                         f"{sorted({o.in_channels for o in old})}: an update keeps the bands of the student")
     y_new = relabel(new.y_train, new.classes, classes)
-    x_old = torch.cat([as_tensor(o.x_train) for o in old]) if old else as_tensor(new.x_train)[:0]
+    x_old = stack([o.x_train for o in old]) if old else take(new.x_train, np.arange(0))
     y_old = torch.cat([o.y_train for o in old]) if old else y_new[:0]
     n = min(len(x_old), round(replay_fraction * len(y_new)))
-    pick = torch.from_numpy(np.random.default_rng(seed).permutation(len(x_old))[:n].astype(np.int64))
-    return Dataset(
+    pick = np.sort(np.random.default_rng(seed).permutation(len(x_old))[:n]).astype(np.int64)
+    return Dataset(  # images served from the image cache stay there: nothing materialised
         name=new.name + (f" + replay of {', '.join(o.name for o in old)}" if n else ""), classes=classes,
-        bands=new.bands, x_train=torch.cat([as_tensor(new.x_train), x_old[pick]]),
-        y_train=torch.cat([y_new, y_old[pick]]),
-        x_val=torch.cat([as_tensor(new.x_val), *[as_tensor(o.x_val) for o in old]]),
+        bands=new.bands, x_train=stack([new.x_train, take(x_old, pick)]),
+        y_train=torch.cat([y_new, y_old[torch.from_numpy(pick)]]),
+        x_val=stack([new.x_val, *[o.x_val for o in old]]),
         y_val=torch.cat([relabel(new.y_val, new.classes, classes), *[o.y_val for o in old]]),
         synthetic=new.synthetic, source=new.source, skipped_files=new.skipped_files), n

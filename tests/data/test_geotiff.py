@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import rasterio
+import torch
 from rasterio.transform import Affine
 
 from edgekd.data.folder import load_image_folder
@@ -85,6 +86,28 @@ def test_bad_band_requests_and_mismatched_files(tmp_path):
             Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(rgb / c / f"{i}.png")
     with pytest.raises(DataError, match="--bands selects bands of multispectral GeoTIFFs"):
         load_image_folder(rgb, image_size=8, seed=0, val_fraction=0.5, bands=["1"])
+
+
+def test_geotiff_splits_from_a_file_and_from_folders(tmp_path):
+    root = tiff_folder(tmp_path / "ms", n=6)
+    split = tmp_path / "split.yaml"
+    split.write_text("train: [crop/0.tif, crop/1.tif, crop/2.tif, bare/0.tif, bare/1.tif, bare/2.tif]\n"
+                     "val: [crop/3.tif, bare/3.tif]\ntest: [bare/4.tif, bare/5.tif, crop/4.tif, crop/5.tif]\n")
+    ds = load_image_folder(root, image_size=8, seed=0, val_fraction=0.34, bands=["nir", "red"], split_file=split)
+    assert ds.bands == ["nir", "red"] and ds.split.startswith("--split")
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (6, 2, 4) and ds.x_test.shape == (4, 2, 8, 8)
+    assert ds.band_scale is not None and ds.band_scale[0] > 3000 and "99th percentile" in ds.band_note
+    # the same files as train/ val/ test/ folders give the same arrays
+    folders = tmp_path / "folders"
+    for name, files in (("train", [0, 1, 2]), ("val", [3]), ("test", [4, 5])):
+        for cls in ("crop", "bare"):
+            (folders / name / cls).mkdir(parents=True)
+            for i in files:
+                (folders / name / cls / f"{i}.tif").write_bytes((root / cls / f"{i}.tif").read_bytes())
+    same = load_image_folder(folders, image_size=8, seed=0, val_fraction=0.34, bands=["nir", "red"])
+    assert same.classes == ["bare", "crop"] == ds.classes and same.band_scale == ds.band_scale
+    assert np.array_equal(as_tensor(same.x_test).numpy(), as_tensor(ds.x_test).numpy())
+    assert torch.equal(same.y_test, ds.y_test)
 
 
 @pytest.mark.slow
