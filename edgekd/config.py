@@ -104,8 +104,22 @@ class RunConfig(BaseModel):
     energy_meter: str = Field(default="auto", description="auto, rapl, nvml, ina3221, estimate or none")
     no_cache: bool = Field(default=False, description="measure every model even if the measurement cache holds it")
     cache_dir: Path | None = None
-    device_url: str | None = Field(default=None, description="URL of `edgekd agent` on the target device: every "
-                                                            "candidate is measured there (source: remote)")
+    device_url: list[str] | None = Field(default=None, description="URL of `edgekd agent` on the target device: "
+                                                                  "every candidate is measured there (source: remote); "
+                                                                  "given several times, a pool of boards")
+    workers: int = Field(default=1, ge=1, le=1024, description="candidates of a rung trained in parallel as Ray tasks "
+                                                              "(1: in this process, no Ray); needs edgekd[ray]")
+    ray_address: str | None = Field(default=None, description="join this Ray cluster for --workers (else RAY_ADDRESS, "
+                                                             "else a local Ray instance is started)")
+    data_parallel: int = Field(default=1, ge=1, le=256, description="train each student data-parallel on this many "
+                                                                    "Ray Train workers (DDP; 1: one process)")
+    devices_file: Path | None = Field(default=None, description="YAML file listing boards (url, token_file, target, "
+                                                               "label): the pool the run's measurements go to")
+    device_timeout_s: float = Field(default=900.0, gt=0, description="one measurement job's time limit on a board; "
+                                                                     "past it the board leaves the pool")
+    board_tolerance: float = Field(default=0.25, gt=0, description="two boards of the target whose p50s of the same "
+                                                                   "model differ by more than this fraction are "
+                                                                   "reported")
     device_token_file: Path | None = Field(default=None, description="file with the agent's bearer token "
                                                                     "(else EDGEKD_AGENT_TOKEN)")
     precisions: list[Literal["fp32", "int8", "int8-qat"]] = Field(
@@ -187,14 +201,16 @@ class RunConfig(BaseModel):
             raise ValueError("must be a positive number of milliseconds, e.g. --budget-ms 20")
         return v
 
-    @field_validator("device_url")
+    @field_validator("device_url", mode="before")
     @classmethod
-    def _http_url(cls, v: str | None) -> str | None:
+    def _http_url(cls, v: Any) -> Any:
         from .agent.protocol import is_agent_url
 
-        if v is not None and not is_agent_url(v):
-            raise ValueError("must be an http(s) URL of `edgekd agent`, e.g. http://BOARD:8765")
-        return v
+        urls = [v] if isinstance(v, str) else v
+        for u in urls or []:
+            if not isinstance(u, str) or not is_agent_url(u):
+                raise ValueError(f"{u!r} must be an http(s) URL of `edgekd agent`, e.g. http://BOARD:8765")
+        return urls or None
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
@@ -265,7 +281,12 @@ class Overrides(BaseModel):
     image_size: int | None = None
     energy_meter: str | None = None
     no_cache: bool | None = None
-    device_url: str | None = None
+    device_url: list[str] | None = None
+    workers: int | None = None
+    ray_address: str | None = None
+    data_parallel: int | None = None
+    devices_file: Path | None = None
+    device_timeout_s: float | None = None
     device_token_file: Path | None = None
     precisions: list[str] | None = None
     bands: list[str] | None = None

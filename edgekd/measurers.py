@@ -127,17 +127,29 @@ class AgentMeasurer:
     token: str
     threads: int | None = None  # sent only when the user chose them; else the agent's default
     mode: Mode = "remote"
+    label: str = ""  # the board's name in records (else its URL)
+    timeout_s: float = 900.0  # one request's time limit
+    retries: int = 4  # transient failures retried on this agent
     _board: str = field(default="", repr=False)
     _max_body_bytes: int = field(default=64 * 2**20, repr=False)
 
     def __post_init__(self) -> None:
         from .agent.client import AgentClient
 
-        self.client = AgentClient(self.url, self.token)
+        self.client = AgentClient(self.url, self.token, retries=self.retries, timeout_s=self.timeout_s)
 
-    def connect(self) -> AgentMeasurer:
+    @property
+    def board(self) -> str:
+        return self.label or self.url
+
+    @property
+    def board_target(self) -> str:
+        """The target the agent said it runs on (after `connect`)."""
+        return self._board
+
+    def connect(self, timeout_s: float | None = None, retries: int | None = None) -> AgentMeasurer:
         """Ask the agent who it is: an unreachable agent or a wrong token fails here, before any work."""
-        info = self.client.info()
+        info = self.client.info(timeout_s, retries)
         self._board = info["target"]["name"]
         self._max_body_bytes = int(float(info["agent"].get("max_body_mb", 64)) * 2**20)
         return self
@@ -152,9 +164,10 @@ class AgentMeasurer:
         if model_path.suffix != ".onnx":
             raise EdgeKDError(f"the agent profiles ONNX models; {model_path.name} is measured where it was built")
         s = self.settings
-        return self.client.profile(model_path, ProfileRequest(
+        m = self.client.profile(model_path, ProfileRequest(
             runtime=self.runtime, precision=precision, shape=shape, runs=s.min_runs, min_seconds=s.min_seconds,
             warmup=s.warmup, threads=self.threads, energy_meter=s.energy_meter, measure_memory=s.measure_memory))
+        return m.model_copy(update={"board": self.board})
 
     def screen(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
         return PredictedMeasurer(self.target, self.runtime).measure(model_path, shape, precision)
@@ -182,15 +195,25 @@ class AgentMeasurer:
 
 
 def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCache | None = None,
-                 device_url: str | None = None, token_file: Path | None = None, runtime: str | None = None,
-                 device_threads: int | None = None) -> Measurer:
-    """The one decision: an agent URL means the board (checked now: reachable, token accepted);
-    else a target that is this machine is measured here; else the device model predicts."""
+                 device_url: str | list[str] | None = None, token_file: Path | None = None,
+                 runtime: str | None = None, device_threads: int | None = None, devices_file: Path | None = None,
+                 device_timeout_s: float = 900.0, board_tolerance: float = 0.25) -> Measurer:
+    """The one decision: agent URLs (or a --devices file) mean the boards (checked now: reachable,
+    token accepted; several make a pool); else a target that is this machine is measured here;
+    else the device model predicts."""
     rt = runtime or target.runtimes[0]
-    if device_url:
+    urls = [device_url] if isinstance(device_url, str) else list(device_url or [])
+    if devices_file is not None or len(urls) > 1:
+        from .agent.pool import BoardPool, BoardSpec, read_devices
+
+        boards = (read_devices(devices_file) if devices_file is not None else []) + [BoardSpec(url=u) for u in urls]
+        return BoardPool(target, rt, settings, boards, token_file, device_threads, device_timeout_s,
+                         board_tolerance).connect()
+    if urls:
         from .agent.client import read_token
 
-        return AgentMeasurer(target, rt, settings, device_url, read_token(token_file), device_threads).connect()
+        return AgentMeasurer(target, rt, settings, urls[0], read_token(token_file), device_threads,
+                             timeout_s=device_timeout_s).connect()
     if target.is_local:
         return LocalMeasurer(target, rt, settings, cache)
     return PredictedMeasurer(target, rt, settings.precision)

@@ -27,6 +27,14 @@ class AgentError(EdgeKDError):
     """The device agent could not be reached, refused us, or failed the job."""
 
 
+class AgentUnreachable(AgentError):
+    """No answer from the agent (connection refused or lost, or past the time limit), after the retries."""
+
+
+class AgentRefused(AgentError):
+    """The agent refused the token (401)."""
+
+
 def read_token(token_file: Path | None) -> str:
     """The bearer token: from a file, else EDGEKD_AGENT_TOKEN. A file that other users can read
     (or anyone but its owner write) is refused, as ssh refuses such a key, and so is a token with
@@ -70,27 +78,29 @@ class AgentClient:
         self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
                                  timeout=httpx.Timeout(timeout_s, connect=10.0), transport=transport)
 
-    def _send(self, method: str, path: str, **kw) -> httpx.Response:
-        last = ""
-        for attempt in range(self.retries + 1):
+    def _send(self, method: str, path: str, retries: int | None = None, **kw) -> httpx.Response:
+        last, retries = "", self.retries if retries is None else retries
+        for attempt in range(retries + 1):
             try:
                 r = self.http.request(method, f"/{API_VERSION}{path}", **kw)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             else:
                 if r.status_code == 401:
-                    raise AgentError(f"the agent at {self.url} refused the token (401); pass the token file the "
+                    raise AgentRefused(f"the agent at {self.url} refused the token (401); pass the token file the "
                                      "agent was started with (--device-token-file)")
                 if r.status_code not in TRANSIENT:
                     return r
                 last = f"HTTP {r.status_code}: {_detail(r)}"
-            if attempt < self.retries:
+            if attempt < retries:
                 time.sleep(self.backoff_s * 2**attempt)
-        raise AgentError(f"cannot reach the device agent at {self.url} after {self.retries + 1} tries ({last}); "
-                         "is `edgekd agent` running there, and is the port reachable from here?")
+        raise AgentUnreachable(f"cannot reach the device agent at {self.url} after {retries + 1} tries ({last}); "
+                               "is `edgekd agent` running there, and is the port reachable from here?")
 
-    def info(self) -> dict:
-        r = self._send("GET", "/info")
+    def info(self, timeout_s: float | None = None, retries: int | None = None) -> dict:
+        """Who the agent is (GET /v1/info); `timeout_s`/`retries`: a quick health check's bounds."""
+        kw = {"timeout": httpx.Timeout(timeout_s)} if timeout_s is not None else {}
+        r = self._send("GET", "/info", retries, **kw)
         if r.status_code != 200:
             raise AgentError(f"the agent at {self.url} answered {r.status_code}: {_detail(r)}")
         return r.json()

@@ -66,7 +66,12 @@ def optimize(
     resume: Path | None = typer.Option(None, "--resume", help="Continue a stopped run in this run directory "
                                           "(its config.yaml); finished work is not redone."),
     no_cache: bool | None = opt("no_cache", "--no-cache"),
-    device_url: str | None = opt("device_url", "--device-url"),
+    workers: int | None = opt("workers", "--workers"),
+    ray_address: str | None = opt("ray_address", "--ray-address"),
+    data_parallel: int | None = opt("data_parallel", "--data-parallel"),
+    device_url: list[str] | None = opt("device_url", "--device-url", metavar="URL"),
+    devices_file: Path | None = opt("devices_file", "--devices", metavar="FILE"),
+    device_timeout_s: float | None = opt("device_timeout_s", "--device-timeout"),
     device_token_file: Path | None = opt("device_token_file", "--device-token-file"),
     quiet: bool | None = opt("quiet", "--quiet", "-q"),
 ) -> None:
@@ -78,8 +83,9 @@ def optimize(
         if not (resume / "config.yaml").is_file():
             raise EdgeKDError(f"--resume {resume} holds no config.yaml; pass the run directory of an edgekd optimize "
                               "run")
-        cfg = build_config(Overrides(out=resume, quiet=bool(quiet), device_url=device_url,
-                                     device_token_file=device_token_file), resume / "config.yaml")
+        cfg = build_config(Overrides(out=resume, quiet=bool(quiet), device_url=device_url, devices_file=devices_file,
+                                     device_timeout_s=device_timeout_s, device_token_file=device_token_file),
+                           resume / "config.yaml")
     else:
         given = {k: v for k, v in ctx.params.items() if k not in ("config", "resume")}
         cfg = build_config(parse_flags(given), config)

@@ -51,6 +51,14 @@ class ImageArray:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by reference to its cache file (a worker process or a Ray task reopens the
+        memory map; the images are never copied into the pickle)."""
+        filename = getattr(self.data, "filename", None)
+        if filename is None:
+            return (ImageArray, (np.asarray(self.data), self.scale, self.rows, self.bands))
+        return (_reopen, (str(filename), self.scale, self.rows, self.bands))
+
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return (len(self.rows), len(self.bands), int(self.data.shape[2]), int(self.data.shape[3]))
@@ -79,6 +87,10 @@ class ImageArray:
     def channel_stats(self, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-band mean and std over every image, read in chunks of bounded size."""
         return chunked_stats(self, chunk)
+
+
+def _reopen(filename: str, scale: np.ndarray, rows: np.ndarray, bands: list[int]) -> ImageArray:
+    return ImageArray(np.load(filename, mmap_mode="r"), scale, rows, bands)
 
 
 class StackedImages:

@@ -83,6 +83,9 @@ class TeacherOutputs:
         self.feats = [np.load(folder / f"features{i}.npy", mmap_mode="r") for i in range(self.meta["feature_maps"])]
         self.emb = np.load(folder / "embedding.npy", mmap_mode="r") if self.meta["embedding"] else None
 
+    def __reduce__(self) -> tuple[type[TeacherOutputs], tuple[Path]]:
+        return (TeacherOutputs, (self.folder,))  # by reference: a task reopens the memory maps
+
     def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch:
         i = idx.numpy()
         return TeacherBatch([torch.from_numpy(np.asarray(a[view][i])) for a in self.logits],

@@ -211,7 +211,9 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
                            min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
     cache = None if cfg.no_cache else MeasurementCache((cfg.cache_dir or default_cache_dir()) / "measurements.sqlite")
-    measurer = measurer_for(target, prof, cache, cfg.device_url, cfg.device_token_file, device_threads=cfg.threads)
+    measurer = measurer_for(target, prof, cache, cfg.device_url, cfg.device_token_file, device_threads=cfg.threads,
+                            devices_file=cfg.devices_file, device_timeout_s=cfg.device_timeout_s,
+                            board_tolerance=cfg.board_tolerance)
     kd = KDSettings(alpha=cfg.kd_alpha, temperature=cfg.kd_temperature,
                     teacher_weights=tuple(cfg.teacher_weights or [1.0] * (1 + len(teachers.extra))),
                     robust_rho=cfg.robust_rho, feature_distance=cfg.feature_distance,
@@ -381,10 +383,20 @@ def check_search_inputs(cfg: RunConfig) -> None:
         hint = close_matches(cfg.energy_meter, METERS.names())
         raise ConfigError(f"unknown energy meter {cfg.energy_meter!r}; {hint}choose auto or one of: "
                           f"{', '.join(METERS.names())}")
+    if (cfg.workers > 1 or cfg.data_parallel > 1 or cfg.ray_address) and not _ray_installed():
+        flag = "--workers" if cfg.workers > 1 else "--data-parallel" if cfg.data_parallel > 1 else "--ray-address"
+        raise ConfigError(f"{flag} runs on Ray, which is not installed; run `pip install 'edgekd[ray]'` (or leave "
+                          f"out {flag})")
     edgenet, timm_specs = parse_students(cfg.students)
     if cfg.search == "grid" and not timm_specs and not (edgenet and cfg.candidates):
         raise ConfigError("the grid search has no candidates: list some under candidates: in the config file, add "
                           "--students (e.g. edgenet,mobilenetv3), or use --search tpe")
+
+
+def _ray_installed() -> bool:
+    from ..search.workers import RayWorkers
+
+    return RayWorkers.available()
 
 
 def resolve_exports(cfg: RunConfig, target: Target) -> tuple[list[str], str | None]:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+from ..agent.pool import BoardPool
 from ..export import ExportResult
 from ..host import software_versions
+from ..measurers import Measurer
 from ..metrics import class_metrics
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet
@@ -22,6 +24,7 @@ from ..report.model import (
     MeasurementMode,
     ModelMetrics,
     ObjectiveSummary,
+    Parallelism,
     Report,
     ScreenSettings,
     SearchSummary,
@@ -99,7 +102,7 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
         run_id=plan.run_id, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]), resumed=plan.resume, target=plan.target,
         budget_ms=plan.budget_ms, budget_source=plan.budget_source,
-        measurement=MeasurementMode(mode=m.mode, runtime=m.runtime, how=m.describe),
+        measurement=_measurement_mode(m),
         objective=_objective(plan, search),
         dataset=DatasetSummary.model_validate({**plan.ds.summary(), "subsampled": plan.subsampled}),
         teacher=_teacher(plan, teacher),
@@ -112,4 +115,18 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
         pareto_front=choice.pareto_front, selected=choice.selected, selection_reason=choice.reason,
         precisions=choice.precisions, per_class=per_class(plan, teacher, choice), baseline=baseline,
         exports=exports, software=software_versions(), stage_seconds={**timer.seconds, "total": timer.total()},
+        parallelism=Parallelism(training_workers=search.training_workers, boards=_boards_used(m)),
         config=cfg.model_dump(mode="json", by_alias=True))
+
+
+def _measurement_mode(m: Measurer) -> MeasurementMode:
+    """Where the figures came from; for a pool of boards, each board and what it did."""
+    boards: list[dict] = m.summary() if isinstance(m, BoardPool) else []
+    return MeasurementMode(mode=m.mode, runtime=m.runtime, how=m.describe, boards=boards,
+                           disagreements=getattr(m, "disagreements", []), notes=getattr(m, "notes", []))
+
+
+def _boards_used(m: Measurer) -> int:
+    if isinstance(m, BoardPool):
+        return sum(b["jobs"] > 0 for b in m.summary())
+    return 1 if m.mode == "remote" else 0

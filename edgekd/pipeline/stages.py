@@ -14,6 +14,8 @@ import yaml
 from rich.table import Table
 from torch import nn
 
+from ..agent.pool import BoardPool
+from ..config import RunConfig
 from ..console import ConsoleObserver
 from ..convert.onnx import to_onnx
 from ..distill.teacher import TeacherOutputs
@@ -38,6 +40,7 @@ from ..search.objective import Costs, Objective, Scored, select
 from ..search.pareto import pareto_front
 from ..search.precision import PrecisionChoice, choose_precisions
 from ..search.students import KDTrainer
+from ..search.workers import RayWorkers
 from .plan import RunPlan, StageTimer, lock_run_dir
 
 
@@ -67,6 +70,7 @@ class SearchResult:
     rung_epochs: list[int]
     objective: Objective
     trainer: KDTrainer
+    training_workers: int = 1
 
 
 @dataclass
@@ -226,10 +230,24 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir,
                         qat_epochs=cfg.qat_epochs)
     objective = plan.objective(teacher.costs(cfg.delta))
+    workers = ray_workers(cfg, plan.train_threads, observer)
     search = Search(SearchSettings.from_config(cfg, plan.deadline), objective, trainer, plan.measurer, plan.run_dir,
-                    plan.input_shape, plan.checkpoint_meta, observer, on_time=timer.add)
-    trials = search.run()
-    return SearchResult(trials, search.epochs, objective, trainer)
+                    plan.input_shape, plan.checkpoint_meta, observer, on_time=timer.add, workers=workers)
+    try:
+        trials = search.run()
+    finally:
+        if workers is not None:
+            workers.shutdown()
+    return SearchResult(trials, search.epochs, objective, trainer, workers.workers if workers else 1)
+
+
+def ray_workers(cfg: RunConfig, threads: int, observer: ConsoleObserver) -> RayWorkers | None:
+    """The Ray tasks the rungs are trained by (--workers > 1 or --ray-address), else None: in this process."""
+    if cfg.workers <= 1 and not cfg.ray_address:
+        return None
+    w = RayWorkers(cfg.workers, cfg.ray_address, cpus_per_task=1 if cfg.workers > 1 else threads).start()
+    observer.say(f"training: {w.describe()}")
+    return w
 
 
 def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
@@ -302,9 +320,10 @@ def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, ti
                                  export_metadata(plan.ds, choice.selected, plan.run_id, mean, std),
                                  calibration_size=cfg.calibration_size, max_accuracy_drop=cfg.max_accuracy_drop,
                                  tolerances=cfg.parity, threads=plan.threads, seed=cfg.seed)
-    if isinstance(plan.measurer, AgentMeasurer):  # parity where the model runs, too
+    device = plan.measurer.parity_board() if isinstance(plan.measurer, BoardPool) else plan.measurer
+    if isinstance(device, AgentMeasurer):  # parity where the model runs, too
         with timer("device_parity"):
-            exports = check_on_device(plan.measurer, student, exports, plan.ds.x_val, plan.ds.y_val, cfg.parity)
+            exports = check_on_device(device, student, exports, plan.ds.x_val, plan.ds.y_val, cfg.parity)
     for e in exports:
         observer.say(f"export {e.format}: {e.path} (top-1 agreement {e.parity.top1_agreement:.4f}, "
                      f"max |diff| {e.parity.max_abs_diff:.2e})"

@@ -108,6 +108,7 @@ class Measurement(BaseModel):
     energy_meter: str
     source: dict[str, Source]
     cached_from: str | None = None  # when answered from the cache: when it was measured
+    board: str | None = None  # the board whose agent measured it (its label, else its URL); None: not a board
     notes: list[str] = []
     conditions: Conditions | None = None  # None: predicted, or recorded before edgekd kept conditions
 

@@ -21,6 +21,14 @@ def banners(r: Report) -> list[tuple[str, str]]:
                             f"{r.measurement.how}."))
     elif r.measurement.mode == "remote":
         out.append(("info", f"Figures measured on the device: {r.measurement.how}."))
+    for d in r.measurement.disagreements:
+        out.append(("warn", f"Boards {d.boards[0]} and {d.boards[1]} disagree on {d.model}: p50 {d.p50_ms[0]:.3f} vs "
+                            f"{d.p50_ms[1]:.3f} ms (x{d.ratio:.2f}, tolerance {d.tolerance:.0%}). A throttled or "
+                            "misconfigured board gives such figures: check its clocks, power mode and cooling."))
+    gone = [b for b in r.measurement.boards if b.state == "out"]
+    if gone:
+        out.append(("warn", "Boards taken out of the pool: " + "; ".join(f"{b.board} ({b.why})" for b in gone)
+                    + ". Their jobs went to the other boards."))
     busy = contended_names(r)
     if busy:
         out.append(("warn", f"Contended host: {', '.join(busy)} were measured while other work held the CPUs (CPU "
@@ -77,9 +85,27 @@ def host_rows(r: Report) -> list[list[str]]:
         clock = " / ".join(str(v) for v in (h.get("governor"), h.get("cpu_mhz")) if v is not None) or "not readable"
         beside = "–" if c.reference is None else (f"p10 x{c.reference.ratio_p10:.3f}, p50 x{c.reference.ratio_p50:.3f} "
                                                   f"of {c.reference.p50:.3f} ms")
-        rows.append([name, m.source.get("latency", "?"), str(h.get("board") or h.get("host") or "?"), str(m.threads),
+        rows.append([name, m.source.get("latency", "?"), str(m.board or h.get("board") or h.get("host") or "?"),
+                     str(m.threads),
                      load, str(c.attempts), c.contended or "no", clock, str(h.get("power_mode") or "–"), beside])
     return rows
+
+
+BOARD_HEADERS = ["board", "URL", "target", "state", "jobs", "seconds", "why out"]
+
+
+def board_rows(r: Report) -> list[list[str]]:
+    """The pool's boards: what each measured, or why it left (both renderers escape)."""
+    return [[b.board, b.url, b.target or "–", b.state, str(b.jobs), f"{b.seconds:.1f}", b.why or "–"]
+            for b in r.measurement.boards]
+
+
+def parallelism(r: Report) -> str:
+    """Who did the work: training processes and measuring boards."""
+    p = r.parallelism
+    boards = (f"{p.boards} board(s) measured" if p.boards else
+              "measured on this machine" if r.measurement.mode == "measured" else "predicted, no board")
+    return f"{p.training_workers} training worker(s); {boards}."
 
 
 def checked_with(e) -> str:

@@ -150,6 +150,12 @@ def _host(r: Report) -> str:
     return _table(facts.HOST_HEADERS, [[_e(v) for v in row] for row in rows])
 
 
+def _boards(r: Report) -> str:
+    if not r.measurement.boards:
+        return ""
+    return "<h3>Boards</h3>" + _table(facts.BOARD_HEADERS, [[_e(v) for v in row] for row in facts.board_rows(r)])
+
+
 def _exports(r: Report) -> str:
     notes = "".join(f"<li>{_e(e.format)}: {_e(n)}</li>" for e in r.exports for n in e.notes)
     return _table(["format", "precision", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "checked with",
@@ -179,7 +185,7 @@ def render_html(r: Report) -> str:
 </section>
 {_precisions(r)}
 {_per_class(r)}
-<section id="host"><h2>Where and how busy</h2>{_host(r)}</section>
+<section id="host"><h2>Where and how busy</h2><p>{_e(facts.parallelism(r))}</p>{_boards(r)}{_host(r)}</section>
 <section id="exports"><h2>Exports and parity</h2>{_exports(r)}</section>
 <section id="config"><h2>Configuration and software</h2>{versions}
 <pre>{_e(yaml.safe_dump(r.config, sort_keys=False))}</pre></section>

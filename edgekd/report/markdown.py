@@ -145,7 +145,8 @@ def _exports(r: Report) -> list[str]:
         *[f"- {e.format}: {n}" for e in r.exports for n in e.notes], "",
         *(["## Where and how busy", "", _table(facts.HOST_HEADERS, facts.host_rows(r)), ""] if facts.host_rows(r)
           else []),
-        "## Time per stage", "",
+        *(["## Boards", "", _table(facts.BOARD_HEADERS, facts.board_rows(r)), ""] if r.measurement.boards else []),
+        "## Time per stage", "", facts.parallelism(r), "",
         _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in r.stage_seconds.items()]), "",
         "## Software", "",
         _table(["package", "version"], [[k, v] for k, v in r.software.items()]), "",

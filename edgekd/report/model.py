@@ -23,12 +23,44 @@ from ..targets import Target
 SCHEMA_VERSION = 2
 
 
+class BoardRecord(BaseModel):
+    """One board of a pool: what it did, or why it left the pool."""
+
+    board: str
+    url: str
+    target: str | None = None
+    state: Literal["ready", "out"]
+    why: str | None = None
+    jobs: int = 0
+    seconds: float = 0.0
+
+
+class BoardDisagreement(BaseModel):
+    """The same model measured on two boards of the target, p50s further apart than the tolerance."""
+
+    model: str
+    boards: list[str]
+    p50_ms: list[float]
+    ratio: float
+    tolerance: float
+
+
 class MeasurementMode(BaseModel):
     """Where every figure of the run came from."""
 
     mode: Literal["measured", "remote", "predicted"]
     runtime: str
     how: str
+    boards: list[BoardRecord] = []  # a pool of boards: each board, its jobs, or why it left
+    disagreements: list[BoardDisagreement] = []
+    notes: list[str] = []
+
+
+class Parallelism(BaseModel):
+    """How many processes trained and how many boards measured."""
+
+    training_workers: int = 1
+    boards: int = 0  # boards that measured (0: this machine, or predicted)
 
 
 class KDTermWeight(BaseModel):
@@ -177,6 +209,7 @@ class Report(BaseModel):
     exports: list[ExportResult]
     software: dict[str, str]
     stage_seconds: dict[str, float]
+    parallelism: Parallelism = Parallelism()
     config: dict[str, Any]
 
     @property

@@ -25,15 +25,16 @@ from ..config import RunConfig
 from ..convert.onnx import to_onnx
 from ..files import atomic_write
 from ..models.arch import ArchSpec, StudentSpec, TimmSpec, expand_students, parse_students
-from ..models.io import load_checkpoint, save_checkpoint
 from ..models.space import SearchSpace
 from .candidates import QAT, RungResult, Screen, TrialRecord, TrialStatus, costs_of, runtime_precision
 from .objective import Objective
 from .observer import SearchObserver, SilentObserver
-from .students import StudentTrainer, qat_paths
+from .students import StudentTrainer, Validation, qat_paths
+from .workers import Progress, RayWorkers, RungUnit, train_rung
 
 if TYPE_CHECKING:
     from ..measurers import Measurer
+    from ..profilers.measurement import Measurement
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ class Search:
 
     def __init__(self, settings: SearchSettings, objective: Objective, trainer: StudentTrainer, measurer: Measurer,
                  run_dir: Path, input_shape: list[int], checkpoint_meta: dict[str, Any],
-                 observer: SearchObserver | None = None, on_time: Callable[[str, float], None] | None = None):
+                 observer: SearchObserver | None = None, on_time: Callable[[str, float], None] | None = None,
+                 workers: RayWorkers | None = None):
         self.settings, self.objective, self.trainer, self.measurer = settings, objective, trainer, measurer
         self.on_time = on_time  # each stage's seconds as they pass (the run records them as it goes)
         self.run_dir, self.shape, self.meta = run_dir, input_shape, checkpoint_meta
@@ -127,6 +129,7 @@ class Search:
         self.state_file = run_dir / "search.json"
         self.epochs = settings.rung_epochs
         self.seconds: dict[str, float] = {}
+        self.workers = workers  # Ray tasks for the rungs' training (None: in this process)
 
     # -- files ---------------------------------------------------------------------------------
     def _dir(self, arch: StudentSpec) -> Path:
@@ -144,61 +147,70 @@ class Search:
         return self.settings.deadline is not None and time.perf_counter() > self.settings.deadline
 
     # -- units of work -------------------------------------------------------------------------
+    def _unit(self) -> RungUnit:
+        return RungUnit(self.trainer, self.run_dir, self.epochs, self.settings.seed, self.meta)
+
     def train_rung(self, arch: StudentSpec, rung: int) -> tuple[nn.Module, dict[str, Any]]:
         """The architecture trained to `self.epochs[rung]` epochs (continuing its previous rung)."""
-        d = self._dir(arch)
-        ckpt, info_file = d / f"rung{rung}.pt", d / f"rung{rung}.json"
-        if ckpt.exists() and info_file.exists():
-            loaded, _ = load_checkpoint(ckpt)
-            return loaded, json.loads(info_file.read_text())
-        model: nn.Module
-        if rung == 0:
-            with seeded(unit_seed(self.settings.seed, arch.name, "init")):  # the same start, whatever ran before
-                model, start = self.trainer.build(arch)
-            self.observer.on_note(f"student {arch.name}: {start}")
-        else:
-            model, previous = self.train_rung(arch, rung - 1)
-            start = previous.get("start", "")
-        epochs = self.epochs[rung] - (self.epochs[rung - 1] if rung else 0)
-        label = f"KD {arch.name} r{rung}"
-        self.observer.on_rung_start(label, self.trainer.steps(epochs),
-                                    f"{sum(p.numel() for p in model.parameters()):,} params")
-        t0 = time.perf_counter()
-        with seeded(unit_seed(self.settings.seed, arch.name, f"rung{rung}")):  # adapters, dropout: this unit's own RNG
-            loss = self.trainer.train(model, epochs, self.settings.seed + rung, self.observer.on_step,
-                                      lambda e, value: self.observer.on_epoch(label, e, epochs, value))
-        seconds = time.perf_counter() - t0
-        self._time("kd_training", t0)
-        self.observer.on_rung_end(label)
-        info = {"epochs": self.epochs[rung], "train_seconds": round(seconds, 3), "train_loss": loss, "start": start}
-        save_checkpoint(ckpt, model, role="student", metrics=info, **self.meta)
-        atomic_write(info_file, json.dumps(info))  # written last: its presence means the rung is complete
-        return model, info
+        o = self.observer
+        return train_rung(self._unit(), arch, rung, Progress(
+            note=o.on_note, start=o.on_rung_start, step=o.on_step, epoch=o.on_epoch, end=o.on_rung_end,
+            seconds=lambda s: self._time("kd_training", time.perf_counter() - s)))
+
+    def train_all(self, archs: list[StudentSpec], rung: int) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
+        """Every architecture's rung: as Ray tasks in parallel when the run has workers (their files
+        are then read back), else one after another in this process."""
+        if self.workers is not None and len(archs) > 1:
+            label = f"KD r{rung}: {len(archs)} students on {self.workers.workers} Ray workers"
+            self.observer.on_rung_start(label, len(archs), self.workers.describe())
+            t0 = time.perf_counter()
+            self.workers.train_many(self._unit(), archs, rung, self.observer.on_note, self.observer.on_step)
+            self._time("kd_training", t0)
+            self.observer.on_rung_end(label)
+        return {a.name: self.train_rung(a, rung) for a in archs}
 
     def evaluate_rung(self, arch: StudentSpec, precision: str, rung: int, model: nn.Module,
                       info: dict[str, Any]) -> RungResult:
-        d = self._dir(arch)
-        out = d / f"rung{rung}-{precision}.json"
-        if out.exists():
-            return RungResult.model_validate_json(out.read_text())
+        return self.evaluate_many([(arch, precision)], rung, {arch.name: (model, info)})[(arch.name, precision)]
+
+    def evaluate_many(self, wanted: list[tuple[StudentSpec, str]], rung: int,
+                      trained: dict[str, tuple[nn.Module, dict[str, Any]]]) -> dict[tuple[str, str], RungResult]:
+        """Every (architecture, precision) of the rung exported, validated and measured: the
+        measurements go to the measurer together (a pool of boards takes them in parallel)."""
+        done: dict[tuple[str, str], RungResult] = {}
+        todo: list[tuple[StudentSpec, str, Path, Validation]] = []
         t0 = time.perf_counter()
-        onnx_path = d / f"rung{rung}.onnx"
-        if not onnx_path.exists():
-            to_onnx(model, onnx_path, self.shape)
-        if precision == QAT:
-            onnx_path = self._quantization_aware(arch, rung, model, onnx_path)
-        val, onnx_path = self.trainer.validate(model, onnx_path, precision)
-        m = self.measurer.measure(onnx_path, self.shape, runtime_precision(precision))
-        score = self.objective.score(val.kd_loss, costs_of(m, self.objective.delta),
-                                     m.latency_ms.p90)
-        res = RungResult(rung=rung, epochs=info["epochs"], train_seconds=info["train_seconds"],
-                         train_loss=info["train_loss"], start=info.get("start", ""),
-                         val_accuracy=val.accuracy, val_kd_loss=val.kd_loss,
-                         val_cross_entropy=val.cross_entropy, onnx=onnx_path.relative_to(self.run_dir).as_posix(),
-                         measurement=m, **score.model_dump())
-        atomic_write(out, res.model_dump_json())
-        self._time("profiling", t0)
-        return res
+        for arch, precision in wanted:
+            out = self._dir(arch) / f"rung{rung}-{precision}.json"
+            if (arch.name, precision) in done or any(a.name == arch.name and p == precision for a, p, _, _ in todo):
+                continue
+            if out.exists():
+                done[(arch.name, precision)] = RungResult.model_validate_json(out.read_text())
+                continue
+            model = trained[arch.name][0]
+            onnx_path = self._dir(arch) / f"rung{rung}.onnx"
+            if not onnx_path.exists():
+                to_onnx(model, onnx_path, self.shape)
+            if precision == QAT:
+                onnx_path = self._quantization_aware(arch, rung, model, onnx_path)
+            val, onnx_path = self.trainer.validate(model, onnx_path, precision)
+            todo.append((arch, precision, onnx_path, val))
+        measured = measure_all(self.measurer, [(path, self.shape, runtime_precision(precision))
+                                               for _, precision, path, _ in todo])
+        for (arch, precision, onnx_path, val), m in zip(todo, measured):
+            info = trained[arch.name][1]
+            score = self.objective.score(val.kd_loss, costs_of(m, self.objective.delta), m.latency_ms.p90)
+            res = RungResult(rung=rung, epochs=info["epochs"], train_seconds=info["train_seconds"],
+                             train_loss=info["train_loss"], start=info.get("start", ""),
+                             val_accuracy=val.accuracy, val_kd_loss=val.kd_loss,
+                             val_cross_entropy=val.cross_entropy,
+                             onnx=onnx_path.relative_to(self.run_dir).as_posix(), measurement=m,
+                             **score.model_dump())
+            atomic_write(self._dir(arch) / f"rung{rung}-{precision}.json", res.model_dump_json())
+            done[(arch.name, precision)] = res
+        if todo:
+            self._time("profiling", t0)
+        return done
 
     def _quantization_aware(self, arch: StudentSpec, rung: int, model: nn.Module, onnx_path: Path) -> Path:
         """The INT8 graph of the rung's quantization-aware fine-tuning (done once: a resumed run
@@ -335,14 +347,13 @@ class Search:
                 for t in active:
                     t.set(TrialStatus.OUT_OF_TIME, "stopped: time budget" if t.rungs else "not trained: time budget")
                 return
-            trained: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
+            trained = self.train_all(list({t.arch.name: t.arch for t in active}.values()), rung)
+            # a lower precision is kept only when faster than FP32: that figure is measured beside it
+            wanted = [(t.arch, p) for t in active for p in dict.fromkeys(["fp32", t.precision])
+                      if p == t.precision or t.precision != "fp32"]
+            results = self.evaluate_many(wanted, rung, trained)
             for t in active:
-                if t.arch.name not in trained:
-                    trained[t.arch.name] = self.train_rung(t.arch, rung)
-                model, info = trained[t.arch.name]
-                if t.precision != "fp32":  # the figure a lower precision must beat to be kept
-                    self.evaluate_rung(t.arch, "fp32", rung, model, info)
-                t.rungs.append(self.evaluate_rung(t.arch, t.precision, rung, model, info))
+                t.rungs.append(results[(t.arch.name, t.precision)])
                 self.observer.on_note(result_line(t.name, t.rungs[-1], self.objective.budget_ms))
             if rung < len(self.epochs) - 1:
                 keep = set(survivors([(t.name, t.rungs[-1].objective) for t in active], self.settings.eta))
@@ -381,6 +392,15 @@ class Search:
                 study.tell(t.optuna_number, [1 - last.val_accuracy, last.measurement.latency_ms.p90])
             else:
                 study.tell(t.optuna_number, last.objective)
+
+
+def measure_all(measurer: Measurer, jobs: list[tuple[Path, list[int], str]]) -> list[Measurement]:
+    """Each job's measurement, in order: together when the measurer takes several at once (a pool
+    of boards), else one after another."""
+    many = getattr(measurer, "measure_many", None)
+    if many is not None and len(jobs) > 1:
+        return list(many(jobs))
+    return [measurer.measure(*job) for job in jobs]
 
 
 def _int8_screen_graph(path: Path, shape: list[int]) -> Path:

@@ -1,0 +1,209 @@
+"""Candidate training beyond one process: the candidates of a rung are independent, so they are
+trained as Ray tasks (`--workers N` on a local Ray instance edgekd starts, or `--ray-address` /
+RAY_ADDRESS to join a cluster). A task writes its rung files into the run directory exactly as
+the driver would (`rungN.pt`, then `rungN.json`), so `--resume` works whatever died, and the
+driver reads them back. Optuna's proposals, screening, measurement and selection stay in the
+driver.
+
+What a task reads: the trainer (settings, labels, small tensors) is put once in Ray's object
+store; the images and the teacher outputs are memory-mapped files (the image cache and the run
+directory's teacher_cache/) that each task reopens by path -- on a cluster those paths must be on
+a file system every node mounts (the run directory and EDGEKD_CACHE_DIR on shared storage)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, TrainingError
+from ..files import atomic_write
+from ..models.arch import StudentSpec
+from ..models.io import load_checkpoint, save_checkpoint
+from .students import StudentTrainer
+
+RAY_EXTRA = "pip install 'edgekd[ray]'"
+TASK_RETRIES = 3  # a task whose worker process or node died is run again, up to this many times
+
+
+@dataclass
+class RungUnit:
+    """What training one rung of one student needs, picklable: the trainer, where the rung files
+    go, the rung epochs and the seeds."""
+
+    trainer: StudentTrainer
+    run_dir: Path
+    epochs: list[int]
+    seed: int
+    meta: dict[str, Any]
+
+    def folder(self, arch: StudentSpec) -> Path:
+        d = self.run_dir / "candidates" / arch.name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+@dataclass
+class Progress:
+    """The driver's callbacks while a unit trains in-process (a Ray task reports nothing until done)."""
+
+    note: Callable[[str], None] = lambda text: None
+    start: Callable[[str, int, str], None] = lambda label, steps, info: None
+    step: Callable[[], None] = lambda: None
+    epoch: Callable[[str, int, int, float], None] = lambda label, e, n, loss: None
+    end: Callable[[str], None] = lambda label: None
+    seconds: Callable[[float], None] = lambda s: None
+
+
+def train_rung(unit: RungUnit, arch: StudentSpec, rung: int, progress: Progress | None = None
+               ) -> tuple[nn.Module, dict[str, Any]]:
+    """The architecture trained to `unit.epochs[rung]` epochs (continuing its previous rung), from
+    the rung's files when they are complete, else trained and written (checkpoint first, then the
+    info file: its presence means the rung is complete)."""
+    from .engine import seeded, unit_seed
+
+    p = progress or Progress()
+    d = unit.folder(arch)
+    ckpt, info_file = d / f"rung{rung}.pt", d / f"rung{rung}.json"
+    if ckpt.exists() and info_file.exists():
+        loaded, _ = load_checkpoint(ckpt)
+        return loaded, json.loads(info_file.read_text())
+    model: nn.Module
+    if rung == 0:
+        with seeded(unit_seed(unit.seed, arch.name, "init")):  # the same start, whatever ran before
+            model, start = unit.trainer.build(arch)
+        p.note(f"student {arch.name}: {start}")
+    else:
+        model, previous = train_rung(unit, arch, rung - 1, progress)
+        start = previous.get("start", "")
+    epochs = unit.epochs[rung] - (unit.epochs[rung - 1] if rung else 0)
+    label = f"KD {arch.name} r{rung}"
+    p.start(label, unit.trainer.steps(epochs), f"{sum(q.numel() for q in model.parameters()):,} params")
+    t0 = time.perf_counter()
+    with seeded(unit_seed(unit.seed, arch.name, f"rung{rung}")):  # adapters, dropout: this unit's own RNG
+        loss = unit.trainer.train(model, epochs, unit.seed + rung, p.step,
+                                  lambda e, value: p.epoch(label, e, epochs, value))
+    seconds = time.perf_counter() - t0
+    p.seconds(seconds)
+    p.end(label)
+    info = {"epochs": unit.epochs[rung], "train_seconds": round(seconds, 3), "train_loss": loss, "start": start}
+    save_checkpoint(ckpt, model, role="student", metrics=info, **unit.meta)
+    atomic_write(info_file, json.dumps(info))
+    return model, info
+
+
+def train_candidate_rung(unit: RungUnit, arch: StudentSpec, rung: int, threads: int) -> dict[str, Any]:
+    """One rung of one student in a Ray worker: its files written, its info returned."""
+    torch.set_num_threads(threads)
+    _, info = train_rung(unit, arch, rung)
+    return {**info, "pid": os.getpid(), "node": _node()}
+
+
+def _node() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+@dataclass
+class RayWorkers:
+    """Candidate training as Ray tasks. `workers`: tasks in flight at once (a local Ray instance is
+    started with that many task slots of `cpus_per_task` CPUs); `address`: an existing cluster
+    (else RAY_ADDRESS, else local). Each task declares `cpus_per_task` CPUs and runs PyTorch with
+    as many threads; a task whose worker died is retried by Ray (TASK_RETRIES); an exception in
+    the training itself is not retried (it would fail again) and stops the run."""
+
+    workers: int
+    address: str | None = None
+    cpus_per_task: int = 1
+    started_here: bool = False
+    nodes: set[str] = field(default_factory=set)
+    _remote: Any = field(default=None, repr=False)
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def start(self) -> RayWorkers:
+        if not self.available():
+            raise ConfigError(f"--workers {self.workers} trains candidates on Ray, which is not installed; "
+                              f"run `{RAY_EXTRA}` (or leave out --workers)")
+        import ray
+
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.workers * self.cpus_per_task, include_dashboard=False,
+                         logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
+                self.started_here = True
+        if address and self.workers == 1:  # joined a cluster without --workers: as many tasks as it has room for
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // self.cpus_per_task)
+        self._remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=TASK_RETRIES,
+                                  retry_exceptions=False)(train_candidate_rung)
+        return self
+
+    def describe(self) -> str:
+        where = f"the Ray cluster at {self.address or os.environ.get('RAY_ADDRESS')}" if not self.started_here \
+            else "a local Ray instance"
+        return f"{self.workers} Ray worker(s) on {where}, {self.cpus_per_task} CPU(s) and thread(s) per task"
+
+    def train_many(self, unit: RungUnit, archs: list[StudentSpec], rung: int,
+                   note: Callable[[str], None], done: Callable[[], None]) -> dict[str, dict[str, Any]]:
+        """Each architecture's rung trained as a task (those whose rung files are complete are
+        skipped); at most `workers` tasks in flight; `done()` as each finishes."""
+        import ray
+
+        todo = [a for a in archs if not _complete(unit, a, rung)]
+        if not todo:
+            return {}
+        ref_unit = ray.put(unit)
+        pending: dict[Any, StudentSpec] = {}
+        out: dict[str, dict[str, Any]] = {}
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < self.workers:
+                arch = queue.pop(0)
+                pending[self._remote.remote(ref_unit, arch, rung, self.cpus_per_task)] = arch
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            arch = pending.pop(ready[0])
+            try:
+                info = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:
+                raise TrainingError(f"training {arch.name} (rung {rung}) failed in a Ray task: "
+                                    f"{exc.cause if getattr(exc, 'cause', None) else exc}") from None
+            except ray.exceptions.RayError as exc:  # retries spent: the worker or node kept dying
+                raise TrainingError(f"training {arch.name} (rung {rung}) was lost {TASK_RETRIES + 1} times "
+                                    f"({type(exc).__name__}); check the Ray workers' memory and nodes, then run "
+                                    "again with --resume (finished rungs are kept)") from None
+            self.nodes.add(info.get("node", "?"))
+            out[arch.name] = info
+            done()
+            note(f"student {arch.name} r{rung}: trained in a Ray task ({info['train_seconds']:.1f} s, "
+                 f"pid {info.get('pid')})")
+        return out
+
+    def shutdown(self) -> None:
+        if self.started_here:
+            import ray
+
+            ray.shutdown()
+            self.started_here = False
+
+
+def _complete(unit: RungUnit, arch: StudentSpec, rung: int) -> bool:
+    d = unit.run_dir / "candidates" / arch.name
+    return (d / f"rung{rung}.pt").exists() and (d / f"rung{rung}.json").exists()
