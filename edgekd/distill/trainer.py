@@ -126,7 +126,8 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
           unlabeled: Unlabeled | None = None, history: History | None = None,
           augmentations: tuple[str, ...] = ("flip",),
           on_step: Callable[[], None] | None = None,
-          on_epoch: Callable[[int, float], None] | None = None) -> TrainHistory:
+          on_epoch: Callable[[int, float], None] | None = None,
+          shard: Shard | None = None) -> TrainHistory:
     """AdamW with a one-cycle schedule.
 
     Without a teacher: cross-entropy with random flips (how the teacher is trained). With one:
@@ -138,10 +139,16 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     what cross-entropy training draws per image (see `augment`). `history`: the
     previous model's outputs, distilled into this one as well (an incremental update, of a
     student or of a teacher trained by cross-entropy; a teacher source must then hold one view,
-    the images as they are, and cross-entropy training leaves out the flips)."""
+    the images as they are, and cross-entropy training leaves out the flips). `shard`: data-parallel
+    training (seed eq. 23): every process draws the same batches and trains on its own slice of
+    each, the gradients averaged over the processes before each step -- the mean of the shards'
+    KD losses, as one process training on the whole batch."""
     if history is not None and teacher is not None and teacher.views != 1:
         raise ValueError("the history term needs a teacher source with one view (the images as they are)")
     gen = torch.Generator().manual_seed(seed)
+    # data-parallel ranks must draw the same batches and views: those come from a generator of
+    # their own that per-image draws (which differ with a rank's slice) never advance
+    batch_gen = torch.Generator().manual_seed(seed + 7919) if shard is not None else gen
     terms = terms or [("response", 1.0)]
     kd = kd or KDSettings()
     want = needs(terms) if teacher is not None else frozenset()
@@ -159,14 +166,14 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     model.train()
     for _ in range(epochs):
         t0, total, seen = time.perf_counter(), 0.0, 0
-        order = torch.randperm(len(y), generator=gen)
-        for idx, xi in batches(x, order, batch_size):
+        order = torch.randperm(len(y), generator=batch_gen)
+        for idx, xi in batches(x, order, batch_size, shard):
             yb = y[idx]
             if teacher is None:  # cross-entropy; flips unless a history term needs the images as they are
                 logits = model(xi if history is not None else augment(xi, gen, augmentations))
                 loss = F.cross_entropy(logits, yb) + _history(history, logits, idx)
             else:
-                view = int(torch.randint(teacher.views, (1,), generator=gen))
+                view = int(torch.randint(teacher.views, (1,), generator=batch_gen))
                 xb = apply_view(xi, view)
                 tb = teacher.batch(idx, view, xb)
                 if want & {"features", "embedding"}:
@@ -186,12 +193,16 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
                                     f"(lr {lr:g}); lower --lr (or lr in the config) and check the KD weights")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if shard is not None:
+                shard.average_gradients(params)
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
             seen += len(idx)
             if on_step:
                 on_step()
+        if shard is not None:
+            total, seen = shard.sum(total, seen)  # every shard's loss in the epoch's figure
         hist.epoch_loss.append(total / seen)
         hist.epoch_seconds.append(time.perf_counter() - t0)
         if on_epoch:
@@ -235,11 +246,50 @@ def data_workers() -> int:
     return 0 if cpus <= SPARE_CORES_FOR_WORKERS else min(4, cpus // 4)
 
 
-def batches(x: Images, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(indices, images) of each batch in `order`: a tensor is indexed in place; images served
-    from the image cache are read by a torch.utils.data pipeline whose workers decode the next
-    batches while this one trains."""
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of data-parallel training: rank of world, over the torch.distributed
+    process group the launcher (Ray Train) set up."""
+
+    rank: int
+    world: int
+
+    def split(self, chunks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """This rank's slice of every batch; a last batch smaller than the world is left out on
+        every rank alike (each rank must take the same number of steps)."""
+        return [c[self.rank::self.world] for c in chunks if len(c) >= self.world]
+
+    def average_gradients(self, params: list[nn.Parameter]) -> None:
+        """Every parameter's gradient averaged over the ranks (one all-reduce of a flat buffer; a
+        parameter without a gradient counts as zero)."""
+        import torch.distributed as dist
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+            offset += n
+
+    def sum(self, total: float, seen: int) -> tuple[float, int]:
+        import torch.distributed as dist
+
+        t = torch.tensor([total, float(seen)], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t[0]), int(t[1])
+
+
+def batches(x: Images, order: torch.Tensor, batch_size: int, shard: Shard | None = None
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(indices, images) of each batch in `order` (this rank's slice of it with a `shard`): a
+    tensor is indexed in place; images served from the image cache are read by a
+    torch.utils.data pipeline whose workers decode the next batches while this one trains."""
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if shard is not None:
+        chunks = shard.split(chunks)
     if not isinstance(x, LAZY):
         for idx in chunks:
             yield idx, x[idx]

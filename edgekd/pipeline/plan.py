@@ -387,6 +387,9 @@ def check_search_inputs(cfg: RunConfig) -> None:
         flag = "--workers" if cfg.workers > 1 else "--data-parallel" if cfg.data_parallel > 1 else "--ray-address"
         raise ConfigError(f"{flag} runs on Ray, which is not installed; run `pip install 'edgekd[ray]'` (or leave "
                           f"out {flag})")
+    if cfg.workers > 1 and cfg.data_parallel > 1:
+        raise ConfigError(f"--workers {cfg.workers} and --data-parallel {cfg.data_parallel}: choose one (candidates "
+                          "in parallel, or each candidate on several workers)")
     edgenet, timm_specs = parse_students(cfg.students)
     if cfg.search == "grid" and not timm_specs and not (edgenet and cfg.candidates):
         raise ConfigError("the grid search has no candidates: list some under candidates: in the config file, add "

@@ -238,14 +238,16 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
     finally:
         if workers is not None:
             workers.shutdown()
-    return SearchResult(trials, search.epochs, objective, trainer, workers.workers if workers else 1)
+    return SearchResult(trials, search.epochs, objective, trainer,
+                        (max(workers.workers, workers.data_parallel) if workers else 1))
 
 
 def ray_workers(cfg: RunConfig, threads: int, observer: ConsoleObserver) -> RayWorkers | None:
     """The Ray tasks the rungs are trained by (--workers > 1 or --ray-address), else None: in this process."""
-    if cfg.workers <= 1 and not cfg.ray_address:
+    if cfg.workers <= 1 and cfg.data_parallel <= 1 and not cfg.ray_address:
         return None
-    w = RayWorkers(cfg.workers, cfg.ray_address, cpus_per_task=1 if cfg.workers > 1 else threads).start()
+    w = RayWorkers(cfg.workers, cfg.ray_address, cpus_per_task=1 if cfg.workers > 1 or cfg.data_parallel > 1
+                   else threads, data_parallel=cfg.data_parallel).start()
     observer.say(f"training: {w.describe()}")
     return w
 

@@ -160,7 +160,16 @@ class Search:
     def train_all(self, archs: list[StudentSpec], rung: int) -> dict[str, tuple[nn.Module, dict[str, Any]]]:
         """Every architecture's rung: as Ray tasks in parallel when the run has workers (their files
         are then read back), else one after another in this process."""
-        if self.workers is not None and len(archs) > 1:
+        if self.workers is not None and self.workers.data_parallel > 1:
+            for a in archs:
+                label = f"KD {a.name} r{rung}: data-parallel on {self.workers.data_parallel} Ray Train workers"
+                self.observer.on_rung_start(label, 1, self.workers.describe())
+                t0 = time.perf_counter()
+                self.workers.train_data_parallel(self._unit(), a, rung)
+                self._time("kd_training", t0)
+                self.observer.on_step()
+                self.observer.on_rung_end(label)
+        elif self.workers is not None and len(archs) > 1:
             label = f"KD r{rung}: {len(archs)} students on {self.workers.workers} Ray workers"
             self.observer.on_rung_start(label, len(archs), self.workers.describe())
             t0 = time.perf_counter()

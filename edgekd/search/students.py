@@ -17,7 +17,7 @@ from torch import nn
 from ..data import Dataset
 from ..distill.losses import KDSettings
 from ..distill.teacher import TeacherSource
-from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
+from ..distill.trainer import Shard, Unlabeled, evaluate, predict_logits, steps, train
 from ..models.arch import StudentSpec
 from ..models.sources import build_student
 
@@ -58,7 +58,7 @@ class StudentTrainer(Protocol):
     def steps(self, epochs: int) -> int: ...
 
     def train(self, model: nn.Module, epochs: int, seed: int, on_step: Callable[[], None],
-              on_epoch: Callable[[int, float], None]) -> list[float]: ...
+              on_epoch: Callable[[int, float], None], shard: Shard | None = None) -> list[float]: ...
 
     def validate(self, model: nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]: ...
 
@@ -102,12 +102,12 @@ class KDTrainer:
         return steps(len(self.ds.y_train), self.batch_size, epochs)
 
     def train(self, model: nn.Module, epochs: int, seed: int, on_step: Callable[[], None],
-              on_epoch: Callable[[int, float], None]) -> list[float]:
+              on_epoch: Callable[[int, float], None], shard: Shard | None = None) -> list[float]:
         hist = train(model, self.ds.x_train, self.ds.y_train, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
                      seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
                      teacher_channels=self.teacher_channels, pairs=self.feature_pairs,
                      student_modules=self.student_modules, unlabeled=self.unlabeled,
-                     on_step=on_step, on_epoch=on_epoch)
+                     on_step=on_step, on_epoch=on_epoch, shard=shard)
         return hist.epoch_loss
 
     def validate(self, model: nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]:

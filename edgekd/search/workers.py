@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distill.trainer import Shard
 from ..errors import ConfigError, TrainingError
 from ..files import atomic_write
 from ..models.arch import StudentSpec
@@ -63,11 +64,12 @@ class Progress:
     seconds: Callable[[float], None] = lambda s: None
 
 
-def train_rung(unit: RungUnit, arch: StudentSpec, rung: int, progress: Progress | None = None
-               ) -> tuple[nn.Module, dict[str, Any]]:
+def train_rung(unit: RungUnit, arch: StudentSpec, rung: int, progress: Progress | None = None,
+               shard: Shard | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The architecture trained to `unit.epochs[rung]` epochs (continuing its previous rung), from
     the rung's files when they are complete, else trained and written (checkpoint first, then the
-    info file: its presence means the rung is complete)."""
+    info file: its presence means the rung is complete). With a `shard` (data-parallel), every
+    rank trains its slice and rank 0 alone writes the files."""
     from .engine import seeded, unit_seed
 
     p = progress or Progress()
@@ -82,7 +84,7 @@ def train_rung(unit: RungUnit, arch: StudentSpec, rung: int, progress: Progress 
             model, start = unit.trainer.build(arch)
         p.note(f"student {arch.name}: {start}")
     else:
-        model, previous = train_rung(unit, arch, rung - 1, progress)
+        model, previous = train_rung(unit, arch, rung - 1, progress, shard)
         start = previous.get("start", "")
     epochs = unit.epochs[rung] - (unit.epochs[rung - 1] if rung else 0)
     label = f"KD {arch.name} r{rung}"
@@ -90,13 +92,15 @@ def train_rung(unit: RungUnit, arch: StudentSpec, rung: int, progress: Progress 
     t0 = time.perf_counter()
     with seeded(unit_seed(unit.seed, arch.name, f"rung{rung}")):  # adapters, dropout: this unit's own RNG
         loss = unit.trainer.train(model, epochs, unit.seed + rung, p.step,
-                                  lambda e, value: p.epoch(label, e, epochs, value))
+                                  lambda e, value: p.epoch(label, e, epochs, value), shard)
     seconds = time.perf_counter() - t0
     p.seconds(seconds)
     p.end(label)
-    info = {"epochs": unit.epochs[rung], "train_seconds": round(seconds, 3), "train_loss": loss, "start": start}
-    save_checkpoint(ckpt, model, role="student", metrics=info, **unit.meta)
-    atomic_write(info_file, json.dumps(info))
+    info = {"epochs": unit.epochs[rung], "train_seconds": round(seconds, 3), "train_loss": loss, "start": start,
+            **({"data_parallel": shard.world} if shard is not None else {})}
+    if shard is None or shard.rank == 0:
+        save_checkpoint(ckpt, model, role="student", metrics=info, **unit.meta)
+        atomic_write(info_file, json.dumps(info))
     return model, info
 
 
@@ -105,6 +109,17 @@ def train_candidate_rung(unit: RungUnit, arch: StudentSpec, rung: int, threads: 
     torch.set_num_threads(threads)
     _, info = train_rung(unit, arch, rung)
     return {**info, "pid": os.getpid(), "node": _node()}
+
+
+def train_data_parallel_loop(config: dict[str, Any]) -> None:
+    """Ray Train's loop on every worker: this rank's shard of one student's rung (rank 0 writes
+    the rung files)."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    torch.set_num_threads(config["threads"])
+    train_rung(config["unit"], config["arch"], config["rung"], shard=Shard(ctx.get_world_rank(),
+                                                                           ctx.get_world_size()))
 
 
 def _node() -> str:
@@ -124,6 +139,7 @@ class RayWorkers:
     workers: int
     address: str | None = None
     cpus_per_task: int = 1
+    data_parallel: int = 1  # > 1: each student's rung trained by this many Ray Train workers (DDP-style)
     started_here: bool = False
     nodes: set[str] = field(default_factory=set)
     _remote: Any = field(default=None, repr=False)
@@ -147,7 +163,7 @@ class RayWorkers:
             if address:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
             else:
-                ray.init(num_cpus=self.workers * self.cpus_per_task, include_dashboard=False,
+                ray.init(num_cpus=max(self.workers, self.data_parallel) * self.cpus_per_task, include_dashboard=False,
                          logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
                 self.started_here = True
         if address and self.workers == 1:  # joined a cluster without --workers: as many tasks as it has room for
@@ -159,7 +175,31 @@ class RayWorkers:
     def describe(self) -> str:
         where = f"the Ray cluster at {self.address or os.environ.get('RAY_ADDRESS')}" if not self.started_here \
             else "a local Ray instance"
+        if self.data_parallel > 1:
+            return (f"each student data-parallel on {self.data_parallel} Ray Train workers on {where} (gradients "
+                    f"averaged every step), {self.cpus_per_task} CPU(s) and thread(s) each")
         return f"{self.workers} Ray worker(s) on {where}, {self.cpus_per_task} CPU(s) and thread(s) per task"
+
+    def train_data_parallel(self, unit: RungUnit, arch: StudentSpec, rung: int) -> None:
+        """One student's rung trained by `data_parallel` Ray Train workers; rank 0 writes the rung
+        files (read back by the driver). Storage for Ray Train's own records: the run directory."""
+        if _complete(unit, arch, rung):
+            return
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        trainer = TorchTrainer(
+            train_data_parallel_loop,
+            train_loop_config={"unit": unit, "arch": arch, "rung": rung, "threads": self.cpus_per_task},
+            scaling_config=ScalingConfig(num_workers=self.data_parallel, use_gpu=False,
+                                         resources_per_worker={"CPU": self.cpus_per_task}),
+            run_config=RunConfig(storage_path=str((unit.run_dir / "ray_train").resolve()),
+                                 name=f"{arch.name}-r{rung}"))
+        try:
+            trainer.fit()
+        except Exception as exc:  # Ray Train wraps the workers' errors in its own
+            raise TrainingError(f"data-parallel training of {arch.name} (rung {rung}) failed: "
+                                f"{type(exc).__name__}: {str(exc)[:500]}") from None
 
     def train_many(self, unit: RungUnit, archs: list[StudentSpec], rung: int,
                    note: Callable[[str], None], done: Callable[[], None]) -> dict[str, dict[str, Any]]:
