@@ -156,7 +156,11 @@ def main() -> None:
     ap.add_argument("--epoch-images", type=int, default=800, help="per class, for the interleaved epoch comparison")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the interleaved epoch comparison")
     ap.add_argument("--optimize", action="store_true", help="also run optimize --preset smoke before and after")
+    ap.add_argument("--only-epochs", action="store_true",
+                    help="run only the interleaved epoch comparison and update it in the recorded results")
     args = ap.parse_args()
+    if args.only_epochs:
+        return only_epochs(args)
     work = Path(tempfile.mkdtemp(prefix="edgekd-scale-"))
     before = work / "before"
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before_rev], check=True,
@@ -190,6 +194,18 @@ def main() -> None:
                 print(out["optimize"][-1], flush=True)
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
+    record(out, args)
+
+
+def only_epochs(args: argparse.Namespace) -> None:
+    """The interleaved epoch comparison alone (on a quiet machine), merged into the recorded results."""
+    work = Path(tempfile.mkdtemp(prefix="edgekd-scale-"))
+    folder = generate(work / "EuroSAT-sized", args.eurosat, 64)
+    e = run(None, 64, REPO, work / "cache", EPOCHS, str(folder), str(args.epoch_images), str(args.rounds))
+    out = json.loads((RESULTS / "data_scale.json").read_text())
+    out.update({"epochs": e["rows"], "epoch_train_images": e["train"]})
+    print(out["epochs"], flush=True)
+    args.optimize = bool(out.get("optimize"))
     record(out, args)
 
 
