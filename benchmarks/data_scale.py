@@ -218,9 +218,10 @@ def record(out: dict, args: argparse.Namespace) -> None:
              "Each row is a fresh process: load the folder (80/20 split), per-band statistics, one epoch of an "
              "EdgeNet w0.25-d1 student (batch 64, 2 threads, the data-worker default of the code under test), "
              f"predictions on the validation split. 'before' is the loader of commit {args.before_rev} (every image "
-             "decoded into one float32 array). Peak RSS from getrusage (the training process; 'reader' is the "
-             "largest reader process, 0 when none ran); load average at each row.", "",
-             "| data | loader | load s | epoch s | wall s | peak RSS MB | reader MB | load1 |",
+             "decoded into one float32 array). Peak RSS from getrusage (the training process; 'largest child' is "
+             "its largest child process: a data reader, or a helper the libraries start); load average at each "
+             "row.", "",
+             "| data | loader | load s | epoch s | wall s | peak RSS MB | largest child MB | load1 |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['data']} ({r['images']} x {r['size']} px) | {r['loader']} | {r['load_s']:.1f} | "
               f"{r['epoch_s']:.1f} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | "

@@ -61,7 +61,7 @@ class ExportContext:
     metadata: dict[str, str]
     onnx_path: Path | None = None  # the ONNX export the other formats are built from
     calibration: np.ndarray | None = None  # images for INT8 calibration (N, C, H, W)
-    validation: tuple[np.ndarray, np.ndarray] | None = None  # for accuracy-controlled quantization
+    validation: tuple[Images, np.ndarray] | None = None  # (images, labels) for accuracy-controlled quantization
     max_accuracy_drop: float | None = None
     notes: list[str] = field(default_factory=list)
 

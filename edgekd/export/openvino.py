@@ -63,11 +63,15 @@ def export_openvino_int8(model: torch.nn.Module, path: Path, ctx: ExportContext)
     ov_model = _convert(ctx)
     try:
         if ctx.max_accuracy_drop is not None and ctx.validation is not None:
-            xv, yv = ctx.validation
-            val = nncf.Dataset([(xv[i:i + 1], int(yv[i])) for i in range(len(yv))], lambda item: item[0])
+            xv, yv = ctx.validation  # images read one at a time: a large split is never one array
+
+            def image(i: int) -> np.ndarray:
+                return np.asarray(xv[i:i + 1], dtype=np.float32)
+
+            val = nncf.Dataset(list(range(len(yv))), image)
 
             def accuracy(compiled, items) -> tuple[float, None]:
-                hits = [int(np.argmax(compiled([x])[0])) == y for x, y in items]
+                hits = [int(np.argmax(compiled([image(i)])[0])) == int(yv[i]) for i in items]
                 return float(np.mean(hits)), None
 
             q = nncf.quantize_with_accuracy_control(ov_model, calib, val, accuracy, max_drop=ctx.max_accuracy_drop,

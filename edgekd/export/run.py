@@ -45,7 +45,7 @@ def export_formats(model: torch.nn.Module, ds: Dataset, formats: str | list[str]
     ctx = ExportContext(
         input_shape=shape, metadata=metadata,
         calibration=calibration_subset(ds, calibration_size, seed) if needs_calib else None,
-        validation=(ds.x_val.numpy(), ds.y_val.numpy()), max_accuracy_drop=max_accuracy_drop)
+        validation=(ds.x_val, ds.y_val.numpy()), max_accuracy_drop=max_accuracy_drop)
     results, failed = [], []
     for name in names:  # one format's failure is recorded and the others are still built
         tol = (tolerances or {}).get(FORMATS[name].precision)

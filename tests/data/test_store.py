@@ -91,7 +91,7 @@ def test_bulk_reads_are_bounded_by_bytes_not_by_image_count():
     small, large = torch.zeros(10, 3, 64, 64), torch.zeros(10, 3, 256, 256)
     assert rows_per_chunk(small) == (64 << 20) // (4 * 3 * 64 * 64)  # 1365 images of 48 KB
     assert rows_per_chunk(large) == (64 << 20) // (4 * 3 * 256 * 256)  # 85 of 768 KB
-    assert inference_batch(small) == 256 and inference_batch(large) == 21
+    assert inference_batch(small) == 85 and inference_batch(large) == 5
     assert rows_per_chunk(torch.zeros(2, 3, 4096, 4096)) == 1  # never zero
 
 
