@@ -71,17 +71,19 @@ def trained(report: dict) -> dict[str, tuple[float, float]]:
     return {c["name"]: (c["val_accuracy"], c["val_kd_loss"], c["train_loss"]) for c in report["candidates"]}
 
 
-def cli(*args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgekd.cli", *args], stdout=subprocess.PIPE,
+def optimize_on_two_workers(ray_env, out) -> subprocess.Popen:
+    """`edgekd optimize --workers 2` started in the background (a test kills part of it)."""
+    env, cfg = ray_env
+    return subprocess.Popen([sys.executable, "-m", "edgekd.cli", "optimize", "--preset", "smoke", "--config", str(cfg),
+                             "--workers", "2", "--out", str(out), "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
 
 
 @pytest.mark.slow
 def test_workers_with_a_killed_task_give_the_sequential_selection(ray_env, sequential, tmp_path):
-    env, cfg = ray_env
+    env, _ = ray_env
     out = tmp_path / "run"
-    proc = cli("optimize", "--preset", "smoke", "--config", str(cfg), "--workers", "2", "--out", str(out), "--quiet",
-               env=env)
+    proc = optimize_on_two_workers(ray_env, out)
     killed: list[int] = []
 
     def kill_one_training_task():  # SIGKILL the first worker seen training a candidate
@@ -111,10 +113,9 @@ def test_workers_with_a_killed_task_give_the_sequential_selection(ray_env, seque
 
 @pytest.mark.slow
 def test_resume_after_the_driver_is_killed_keeps_finished_rungs(ray_env, sequential, tmp_path):
-    env, cfg = ray_env
+    env, _ = ray_env
     out = tmp_path / "run"
-    proc = cli("optimize", "--preset", "smoke", "--config", str(cfg), "--workers", "2", "--out", str(out), "--quiet",
-               env=env)
+    proc = optimize_on_two_workers(ray_env, out)
     deadline = time.time() + 600
     while not list(out.glob("candidates/*/rung0.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
