@@ -134,9 +134,9 @@ def workers(work: Path, epochs: int) -> dict:
 def boards(work: Path, n_models: int = 8) -> dict:
     import httpx
 
-    from edgekd.agent.pool import BoardPool, BoardSpec
     from edgekd.convert.onnx import to_onnx
     from edgekd.measurers import AgentMeasurer
+    from edgekd.measurers.pool import BoardPool, BoardSpec
     from edgekd.models.arch import ArchSpec
     from edgekd.models.family import build_model
     from edgekd.profilers import ProfileSettings

@@ -159,6 +159,8 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     if "features" in want:
         adapters, pairs = _adapters(model, x, student_modules, teacher_channels or [], pairs)
         params += list(adapters.parameters())
+    step = _KDStep(model, teacher, terms, kd, want, student_features, adapters, pairs, unlabeled, history) \
+        if teacher is not None else None
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(y) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
@@ -173,21 +175,8 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
                 logits = model(xi if history is not None else augment(xi, gen, augmentations))
                 loss = F.cross_entropy(logits, yb) + _history(history, logits, idx)
             else:
-                view = int(torch.randint(teacher.views, (1,), generator=batch_gen))
-                xb = apply_view(xi, view)
-                tb = teacher.batch(idx, view, xb)
-                if want & {"features", "embedding"}:
-                    s_logits, s_feats, s_emb = student_features(xb)
-                else:
-                    s_logits, s_feats, s_emb = model(xb), [], None
-                batch = KDInputs(student_logits=s_logits, labels=yb, teacher_logits=tb.logits, adapters=adapters,
-                                 student_feats=[s_feats[s] for s, _ in pairs or []] if adapters is not None else [],
-                                 teacher_feats=[tb.feats[t] for _, t in pairs or []] if adapters is not None else [],
-                                 student_emb=s_emb, teacher_emb=tb.emb)
-                if unlabeled is not None and "unlabeled" in want:
-                    drawn = unlabeled.draw(model, len(idx), gen)
-                    batch.unlabeled_student_logits, batch.unlabeled_teacher_logits = drawn
-                loss = combined_loss(terms, batch, kd) + _history(history, s_logits, idx)
+                assert step is not None
+                loss = step.loss(xi, yb, idx, int(torch.randint(teacher.views, (1,), generator=batch_gen)), gen)
             if not torch.isfinite(loss):
                 raise TrainingError(f"training diverged: the loss is {loss.item()} at epoch {len(hist.epoch_loss) + 1} "
                                     f"(lr {lr:g}); lower --lr (or lr in the config) and check the KD weights")
@@ -210,6 +199,41 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     recalibrate_batchnorm(model, x, batch_size)
     model.eval()
     return hist
+
+
+@dataclass
+class _KDStep:
+    """The KD loss of one batch: the student on the batch's cached teacher view, the run's terms
+    (features, embedding, unlabelled draws when they need them) and the history term."""
+
+    model: nn.Module
+    teacher: TeacherSource
+    terms: list[tuple[str, float]]
+    kd: KDSettings
+    want: frozenset[str]
+    student_features: Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]]
+    adapters: nn.ModuleList | None
+    pairs: list[tuple[int, int]] | None
+    unlabeled: Unlabeled | None
+    history: History | None
+
+    def loss(self, xi: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, view: int,
+             gen: torch.Generator) -> torch.Tensor:
+        xb = apply_view(xi, view)
+        tb = self.teacher.batch(idx, view, xb)
+        if self.want & {"features", "embedding"}:
+            s_logits, s_feats, s_emb = self.student_features(xb)
+        else:
+            s_logits, s_feats, s_emb = self.model(xb), [], None
+        paired = self.adapters is not None
+        batch = KDInputs(student_logits=s_logits, labels=yb, teacher_logits=tb.logits, adapters=self.adapters,
+                         student_feats=[s_feats[s] for s, _ in self.pairs or []] if paired else [],
+                         teacher_feats=[tb.feats[t] for _, t in self.pairs or []] if paired else [],
+                         student_emb=s_emb, teacher_emb=tb.emb)
+        if self.unlabeled is not None and "unlabeled" in self.want:
+            batch.unlabeled_student_logits, batch.unlabeled_teacher_logits = self.unlabeled.draw(
+                self.model, len(idx), gen)
+        return combined_loss(self.terms, batch, self.kd) + _history(self.history, s_logits, idx)
 
 
 class _Chunks(torch.utils.data.Dataset):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from ..agent.pool import BoardPool
 from ..export import ExportResult
 from ..host import software_versions
 from ..measurers import Measurer
+from ..measurers.pool import BoardPool
 from ..metrics import class_metrics
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet

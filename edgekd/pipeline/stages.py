@@ -14,7 +14,6 @@ import yaml
 from rich.table import Table
 from torch import nn
 
-from ..agent.pool import BoardPool
 from ..config import RunConfig
 from ..console import ConsoleObserver
 from ..convert.onnx import to_onnx
@@ -27,6 +26,7 @@ from ..export.run import export_formats, export_metadata
 from ..files import atomic_write
 from ..host import usable_cpus
 from ..measurers import AgentMeasurer
+from ..measurers.pool import BoardPool
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet, build_model
 from ..models.io import load_checkpoint, save_checkpoint

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from edgekd.agent.pool import BoardPool, BoardSpec, read_devices
 from edgekd.convert.onnx import to_onnx
 from edgekd.errors import ConfigError, ProfilingError
 from edgekd.measurers import measurer_for
+from edgekd.measurers.pool import BoardPool, BoardSpec, read_devices
 from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers import ProfileSettings

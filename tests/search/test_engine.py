@@ -40,7 +40,7 @@ class FakeTrainer:
     def steps(self, epochs: int) -> int:
         return 2 * epochs
 
-    def train(self, model, epochs, seed, on_step, on_epoch):
+    def train(self, model, epochs, seed, on_step, on_epoch, shard=None):
         assert not self.forbid, "a resumed search trained again"
         self.calls.append((model.name, epochs))
         for e in range(epochs):

@@ -19,12 +19,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..agent.client import AgentError, AgentRefused, AgentUnreachable, read_token
+from ..agent.protocol import is_agent_url
 from ..errors import ConfigError, ProfilingError
 from ..profilers.measurement import Measurement
 from ..profilers.settings import ProfileSettings
 from ..targets import Target
-from .client import AgentError, AgentRefused, AgentUnreachable, read_token
-from .protocol import is_agent_url
 
 HEALTH_TIMEOUT_S = 10.0  # a health check's time limit: an agent answers /v1/info at once
 
@@ -125,7 +125,7 @@ class BoardPool:
     def connect(self) -> BoardPool:
         """Reach every board (health check), keep those of the run's target; an error naming each
         board and why when none is left."""
-        from ..measurers import AgentMeasurer
+        from . import AgentMeasurer
 
         for spec in self.boards:
             if spec.target is not None and spec.target != self.target.name:
@@ -256,7 +256,7 @@ class BoardPool:
                                   f"tolerance {self.tolerance:.0%}); a throttled or misconfigured board?")
 
     def screen(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
-        from ..measurers import PredictedMeasurer
+        from . import PredictedMeasurer
 
         return PredictedMeasurer(self.target, self.runtime).measure(model_path, shape, precision)
 

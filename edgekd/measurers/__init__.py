@@ -13,12 +13,12 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .agent.protocol import MAX_PARITY_IMAGES
-from .errors import EdgeKDError, ProfilingError
-from .profilers import PROFILERS, MeasurementCache, ProfileSettings, profile_model
-from .profilers.base import Reference
-from .profilers.measurement import Measurement
-from .targets import Target
+from ..agent.protocol import MAX_PARITY_IMAGES
+from ..errors import EdgeKDError, ProfilingError
+from ..profilers import PROFILERS, MeasurementCache, ProfileSettings, profile_model
+from ..profilers.base import Reference
+from ..profilers.measurement import Measurement
+from ..targets import Target
 
 Mode = Literal["measured", "remote", "predicted"]
 MAX_PARITY_REQUESTS = 4  # a device parity check sends its images in at most this many requests
@@ -58,7 +58,7 @@ class PredictedMeasurer:
 
     @property
     def describe(self) -> str:
-        from .profilers.predictor.calibration import load_calibration
+        from ..profilers.predictor.calibration import load_calibration
 
         cal = load_calibration(self.target.name, self.runtime, self.precision)
         return (f"PREDICTED by the device model for {self.target.name} ({self.runtime}); no device was reached "
@@ -66,8 +66,8 @@ class PredictedMeasurer:
                 + (cal.describe() if cal else "uncalibrated (edgekd calibrate --target ... improves it)"))
 
     def measure(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
-        from .profilers.predictor import predict_model
-        from .profilers.predictor.calibration import load_calibration
+        from ..profilers.predictor import predict_model
+        from ..profilers.predictor.calibration import load_calibration
 
         if model_path.suffix != ".onnx":
             raise ProfilingError(f"no device reached and the device model reads ONNX graphs, not {model_path.name}")
@@ -134,7 +134,7 @@ class AgentMeasurer:
     _max_body_bytes: int = field(default=64 * 2**20, repr=False)
 
     def __post_init__(self) -> None:
-        from .agent.client import AgentClient
+        from ..agent.client import AgentClient
 
         self.client = AgentClient(self.url, self.token, retries=self.retries, timeout_s=self.timeout_s)
 
@@ -159,7 +159,7 @@ class AgentMeasurer:
         return f"measured on the device by the agent at {self.url} ({self._board or self.target.name}, {self.runtime})"
 
     def measure(self, model_path: Path, shape: list[int], precision: str = "fp32") -> Measurement:
-        from .agent.protocol import ProfileRequest
+        from ..agent.protocol import ProfileRequest
 
         if model_path.suffix != ".onnx":
             raise EdgeKDError(f"the agent profiles ONNX models; {model_path.name} is measured where it was built")
@@ -177,7 +177,7 @@ class AgentMeasurer:
         Requests stay under the agent's body limit: the images go in as few requests as fit, at
         most `MAX_PARITY_REQUESTS` (each loads the model again on the device), and the images
         beyond those are not sent -- the returned logits cover the first len(logits) images."""
-        from .agent.protocol import ParityRequest
+        from ..agent.protocol import ParityRequest
 
         room = self._max_body_bytes - model_path.stat().st_size - 256 * 1024  # multipart and JSON overhead
         per_image = int(np.prod(x.shape[1:])) * 4
@@ -204,13 +204,13 @@ def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCa
     rt = runtime or target.runtimes[0]
     urls = [device_url] if isinstance(device_url, str) else list(device_url or [])
     if devices_file is not None or len(urls) > 1:
-        from .agent.pool import BoardPool, BoardSpec, read_devices
+        from .pool import BoardPool, BoardSpec, read_devices
 
         boards = (read_devices(devices_file) if devices_file is not None else []) + [BoardSpec(url=u) for u in urls]
         return BoardPool(target, rt, settings, boards, token_file, device_threads, device_timeout_s,
                          board_tolerance).connect()
     if urls:
-        from .agent.client import read_token
+        from ..agent.client import read_token
 
         return AgentMeasurer(target, rt, settings, urls[0], read_token(token_file), device_threads,
                              timeout_s=device_timeout_s).connect()
