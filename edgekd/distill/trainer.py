@@ -255,7 +255,7 @@ SPARE_CORES_FOR_WORKERS = 4  # a reader process only pays where it does not take
 def data_workers() -> int:
     """Worker processes reading cached images while the model trains: EDGEKD_DATA_WORKERS, else
     none on a machine of up to 4 logical CPUs (measured on 2 cores: a reader process took a core
-    from the training threads and made each epoch ~20 % slower than reading in the training
+    from the training threads and made each epoch 10-19 % slower than reading in the training
     process) and a quarter of the CPUs, at most 4, on larger ones."""
     import os
 

@@ -243,8 +243,11 @@ class BoardPool:
                 continue
             try:
                 m = b.measurer.measure(model_path, shape, precision)
-            except AgentError as exc:
+            except (AgentUnreachable, AgentRefused) as exc:
                 self._drop(b, f"failed the cross-check ({exc})")
+                continue
+            except AgentError as exc:  # answered with an error: the model's, the board stays
+                self.notes.append(f"board {b.name} could not run {model_path.name} for the cross-check: {exc}")
                 continue
             ratio = m.latency_ms.p50 / first.latency_ms.p50
             row = {"model": model_path.name, "boards": [first.board, m.board], "p50_ms": [first.latency_ms.p50,

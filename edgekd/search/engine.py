@@ -133,9 +133,7 @@ class Search:
 
     # -- files ---------------------------------------------------------------------------------
     def _dir(self, arch: StudentSpec) -> Path:
-        d = self.run_dir / "candidates" / arch.name
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        return self._unit().folder(arch)
 
     def _time(self, stage: str, t0: float) -> None:
         took = time.perf_counter() - t0

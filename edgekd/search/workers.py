@@ -75,7 +75,7 @@ def train_rung(unit: RungUnit, arch: StudentSpec, rung: int, progress: Progress 
     p = progress or Progress()
     d = unit.folder(arch)
     ckpt, info_file = d / f"rung{rung}.pt", d / f"rung{rung}.json"
-    if ckpt.exists() and info_file.exists():
+    if _complete(unit, arch, rung):
         loaded, _ = load_checkpoint(ckpt)
         return loaded, json.loads(info_file.read_text())
     model: nn.Module

@@ -51,9 +51,10 @@ def recorded(agents, models):
     return info, profile
 
 
-def stub_board(info: dict, profile: dict, delay_s: float = 0.0, slower: float = 1.0):
+def stub_board(info: dict, profile: dict, delay_s: float = 0.0, slower: float = 1.0, status: int = 200):
     """An HTTP server on loopback that answers like an agent: /v1/info at once, /v1/profile after
-    `delay_s` with the recorded figures times `slower` (a throttled board)."""
+    `delay_s` with the recorded figures times `slower` (a throttled board), or with `status` and
+    an error detail (a job the board's runtime cannot run)."""
     lat = profile["measurement"]["latency_ms"]
     answer = {**profile, "measurement": {**profile["measurement"], "latency_ms": {
         k: (v * slower if isinstance(v, float) and k not in ("cv",) else v) for k, v in lat.items()}}}
@@ -62,9 +63,9 @@ def stub_board(info: dict, profile: dict, delay_s: float = 0.0, slower: float = 
         def log_message(self, *args):
             pass
 
-        def _send(self, body: dict) -> None:
+        def _send(self, body: dict, code: int = 200) -> None:
             data = json.dumps(body).encode()
-            self.send_response(200)
+            self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -77,7 +78,7 @@ def stub_board(info: dict, profile: dict, delay_s: float = 0.0, slower: float = 
             self.rfile.read(int(self.headers["Content-Length"]))
             time.sleep(delay_s)
             try:
-                self._send(answer)
+                self._send(answer) if status == 200 else self._send({"detail": "the runtime cannot run it"}, status)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (its time limit)
 
@@ -155,6 +156,22 @@ def test_a_board_slow_past_the_time_limit_leaves_the_pool(agents, models, record
         assert slow["state"] == "out" and "ReadTimeout" in slow["why"] and slow["jobs"] == 0
     finally:
         server.shutdown()
+
+
+def test_a_job_a_board_answers_with_an_error_is_tried_elsewhere_once(agents, models, recorded):
+    a = agents[0]
+    bad, bad_url = stub_board(*recorded, status=422)
+    worse, worse_url = stub_board(*recorded, status=422)
+    try:
+        p = pool([BoardSpec(url=bad_url, label="bad"), BoardSpec(url=a["url"], label="a")], a["token_file"])
+        assert p.measure(models[0], SHAPE).board == "a"  # the job went on to the other board
+        assert [b.name for b in p.ready] == ["bad", "a"]  # an answered error is the job's, not the board's
+        both = pool([BoardSpec(url=bad_url, label="bad"), BoardSpec(url=worse_url, label="worse")], a["token_file"])
+        with pytest.raises(ProfilingError, match=r"m0.onnx failed on 2 board\(s\): bad: .*422.*worse: .*422"):
+            both.measure(models[0], SHAPE)
+    finally:
+        bad.shutdown()
+        worse.shutdown()
 
 
 def test_boards_whose_figures_disagree_are_reported(agents, models, recorded):
