@@ -53,11 +53,24 @@ class RunConfig(BaseModel):
     w_memory: float = Field(default=0.2, ge=0)
     w_energy: float = Field(default=0.2, ge=0)
     # data
+    task: Literal["auto", "classification", "segmentation"] = Field(
+        default="auto", description="what the model predicts: classification (a class per image) or segmentation "
+                                    "(a class per pixel); auto reads it from the data's layout (class folders: "
+                                    "classification; images/ + masks/: segmentation; no --data: classification)")
+    mask_palette: Path | None = Field(default=None, description="segmentation: JSON map of mask colours to class "
+                                                               "indices ({\"#3C1098\": 0, ...}) that converts "
+                                                               "colour-coded RGB masks")
+    teacher_cache_max_gb: float = Field(default=8.0, gt=0, description="largest teacher-output cache written to "
+                                                                       "disk; past it (dense logits of a large data "
+                                                                       "set) the teacher runs live on every batch")
     samples_per_class: int = Field(default=300, ge=4, description="demo data set only")
     image_size: int | None = Field(default=None, ge=8, le=1024,
-                                   description="input resolution (default: 32 demo, 64 image folders)")
+                                   description="input resolution, the tile size the model sees (default: 32 demo, "
+                                               "64 image folders, 128 segmentation folders)")
     val_fraction: float = Field(default=0.2, gt=0, lt=0.9)
-    max_samples_per_class: int | None = Field(default=None, ge=2)
+    max_samples_per_class: int | None = Field(default=None, ge=2, description="at most this many images per class "
+                                                                         "(segmentation: x the number of classes, "
+                                                                         "of the whole folder); null: no cap")
     bands: list[str] | None = Field(default=None, description="bands of a GeoTIFF folder, by name (B04,B03,B02,B08) "
                                                              "or 1-based index (4,3,2,8), in the order the model "
                                                              "takes them (default: every band)")
@@ -131,7 +144,9 @@ class RunConfig(BaseModel):
                                                                   "int8-qat student (at a tenth of --lr)")
     # distillation
     kd: list[str] = Field(default=["response"], description="KD terms NAME[:WEIGHT],...: response, feature, "
-                                                            "relation, multi-teacher, semi-supervised, robust")
+                                                            "relation, multi-teacher, semi-supervised, robust; "
+                                                            "segmentation: response (per pixel), cwd (channel-wise), "
+                                                            "feature, robust, multi-teacher")
     teachers: list[str] = Field(default=[], description="more teachers for --kd multi-teacher (repeatable; "
                                                        "the same sources as --teacher)")
     teacher_weights: list[float] = []
@@ -262,6 +277,8 @@ class Overrides(BaseModel):
     preset: str | None = None
     target: str | None = None
     data: Path | None = None
+    task: str | None = None
+    mask_palette: Path | None = None
     teacher: str | None = None
     teacher_weights_file: Path | None = None
     teacher_normalization: str | None = None

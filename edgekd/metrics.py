@@ -1,10 +1,12 @@
-"""Per-class figures of a classifier on a labelled split: precision, recall, F1 and support per
+"""Per-class figures on a labelled split. A classifier: precision, recall, F1 and support per
 class, accuracy, balanced accuracy (the mean recall) and the confusion matrix (rows: true class,
-columns: predicted class). Pure arithmetic on labels, checked against hand-computed values."""
+columns: predicted class). A segmenter: IoU per class and mIoU. Pure arithmetic on labels,
+checked against hand-computed values."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -47,3 +49,36 @@ def class_metrics(pred: Sequence[int] | np.ndarray, truth: Sequence[int] | np.nd
                         balanced_accuracy=float(np.mean([f.recall for f in present])) if present else 0.0,
                         macro_f1=float(np.mean([f.f1 or 0.0 for f in present])) if present else 0.0,
                         classes=figures, confusion=confusion.tolist())
+
+
+class ClassIoU(BaseModel):
+    name: str
+    iou: float | None  # None: the class is in no ground-truth pixel of the split
+    pixels: int  # ground-truth pixels of the class
+
+
+class SegmentationMetrics(BaseModel):
+    """A segmenter on a labelled split: mIoU over the classes present, per-class IoU, pixel
+    accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+
+    split: str
+    n: int  # tiles
+    miou: float
+    pixel_accuracy: float
+    classes: list[ClassIoU]
+    confusion: list[list[int]]
+
+
+def metrics_from_confusion(cm: Any, classes: list[str], split: str, n: int
+                           ) -> SegmentationMetrics:
+    m = np.asarray(cm, dtype=np.int64)
+    tp = np.diag(m)
+    support, predicted = m.sum(1), m.sum(0)
+    union = support + predicted - tp
+    per = [ClassIoU(name=c, iou=float(tp[i] / union[i]) if support[i] > 0 else None, pixels=int(support[i]))
+           for i, c in enumerate(classes)]
+    present = [p.iou for p in per if p.iou is not None]
+    total = int(m.sum())
+    return SegmentationMetrics(split=split, n=n, miou=float(np.mean(present)) if present else 0.0,
+                               pixel_accuracy=float(tp.sum() / total) if total else 0.0, classes=per,
+                               confusion=m.tolist())

@@ -18,6 +18,8 @@ def optimize(
     ctx: typer.Context,
     target: str | None = opt("target", "--target", "-t"),
     data: Path | None = opt("data", "--data"),
+    task: str | None = opt("task", "--task"),
+    mask_palette: Path | None = opt("mask_palette", "--mask-palette"),
     teacher: str | None = opt("teacher", "--teacher"),
     teacher_weights_file: Path | None = opt("teacher_weights_file", "--teacher-weights"),
     teacher_normalization: str | None = opt("teacher_normalization", "--teacher-normalization"),

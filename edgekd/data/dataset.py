@@ -30,6 +30,8 @@ class Dataset:
     split: str = "drawn at random per class (val_fraction)"
     band_scale: list[float] | None = None  # per band: raw value / scale = model input (GeoTIFF folders)
     band_note: str = ""  # how the bands were read and scaled
+    task: str = "classification"  # what a label is (edgekd.tasks): a class index, or a mask of class indices
+    ignore_index: int | None = None  # segmentation: the mask value of pixels without a label
 
     @property
     def in_channels(self) -> int:
@@ -63,6 +65,8 @@ class Dataset:
             "band_scale": self.band_scale,
             "band_note": self.band_note,
             "skipped_files": self.skipped_files,
+            "task": self.task,
+            "ignore_index": self.ignore_index,
         }
 
 
@@ -115,12 +119,14 @@ def make_dataset(
 
 def data_source(data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
                 samples_per_class: int, max_samples_per_class: int | None, bands: list[str] | None = None,
-                split_file: Path | None = None) -> dict:
+                split_file: Path | None = None, task: str = "classification",
+                mask_palette: Path | None = None) -> dict:
     """What `load_dataset` was called with, as plain values a checkpoint can carry."""
     return {"data": None if data is None else str(Path(data).resolve()), "seed": seed, "val_fraction": val_fraction,
             "image_size": image_size, "samples_per_class": samples_per_class,
             "max_samples_per_class": max_samples_per_class, "bands": bands,
-            "split_file": None if split_file is None else str(Path(split_file).resolve())}
+            "split_file": None if split_file is None else str(Path(split_file).resolve()), "task": task,
+            "mask_palette": None if mask_palette is None else str(Path(mask_palette).resolve())}
 
 
 def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
@@ -128,6 +134,8 @@ def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
     kw = {k: source[k] for k in ("seed", "val_fraction", "image_size", "samples_per_class", "max_samples_per_class")}
     kw["bands"] = source.get("bands")
     kw["split_file"] = Path(source["split_file"]) if source.get("split_file") else None
+    kw["task"] = source.get("task") or "classification"  # checkpoints written before tasks: classification
+    kw["mask_palette"] = Path(source["mask_palette"]) if source.get("mask_palette") else None
     folder = data if data is not None else (Path(source["data"]) if source.get("data") else None)
     return load_dataset(folder, **kw)
 
@@ -135,10 +143,22 @@ def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
 def load_dataset(
     data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
     samples_per_class: int, max_samples_per_class: int | None, min_classes: int = 2,
-    bands: list[str] | None = None, split_file: Path | None = None,
+    bands: list[str] | None = None, split_file: Path | None = None, task: str = "classification",
+    mask_palette: Path | None = None,
 ) -> Dataset:
     """The demo set when `data` is None, else the image folder at `data` (with at least
-    `min_classes` class folders; `split_file`: the user's train/val/test lists)."""
+    `min_classes` class folders; `split_file`: the user's train/val/test lists). `task` says
+    what the labels are (edgekd.tasks): segmentation reads images/ + masks/ (or paints the demo
+    set's masks)."""
+    if task == "segmentation":
+        return _load_segmentation(data, seed=seed, val_fraction=val_fraction, image_size=image_size,
+                                  samples_per_class=samples_per_class, max_samples_per_class=max_samples_per_class,
+                                  bands=bands, split_file=split_file, mask_palette=mask_palette)
+    if mask_palette is not None:
+        from ..errors import DataError
+
+        raise DataError("--mask-palette converts colour masks of a segmentation data set; leave it out for "
+                        f"--task {task}")
     if data is None:
         from .synthetic import generate_demo
 
@@ -156,3 +176,28 @@ def load_dataset(
         data, image_size=image_size or 64, seed=seed, val_fraction=val_fraction,
         max_per_class=max_samples_per_class, min_classes=min_classes, bands=bands, split_file=split_file,
     )
+
+
+def _load_segmentation(data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
+                       samples_per_class: int, max_samples_per_class: int | None, bands: list[str] | None,
+                       split_file: Path | None, mask_palette: Path | None) -> Dataset:
+    """The painted demo masks, or an images/ + masks/ folder (the cap: max_samples_per_class
+    images per class, of the whole folder)."""
+    from ..errors import DataError
+
+    if data is None:
+        if bands or split_file or mask_palette:
+            raise DataError("--bands, --split and --mask-palette apply to a data folder (--data DIR), not the demo set")
+        from .synthetic import generate_segmentation_demo
+
+        return generate_segmentation_demo(samples_per_class=samples_per_class, image_size=image_size or 32, seed=seed,
+                                          val_fraction=val_fraction)
+    from .masks import is_mask_folder, load_mask_folder, read_classes
+
+    root = Path(data)
+    if not is_mask_folder(root):
+        raise DataError(f"--task segmentation reads {root}/images and {root}/masks (same file names), which are not "
+                        "both there; lay the data out so, or pick the task of the data (--task classification)")
+    cap = None if max_samples_per_class is None else max_samples_per_class * len(read_classes(root).names)
+    return load_mask_folder(root, image_size=image_size or 128, seed=seed, val_fraction=val_fraction,
+                            max_images=cap, bands=bands, split_file=split_file, mask_palette=mask_palette)

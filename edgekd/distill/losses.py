@@ -140,6 +140,21 @@ def feature_kd_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch
     return total
 
 
+def channel_wise_kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Channel-wise distillation (Shu et al., ICCV 2021) of dense maps (N, C, H, W):
+
+    tau^2 / (N * C) * sum_{n,c} KL(softmax_HW(T_nc / tau) || softmax_HW(S_nc / tau))
+
+    each channel turned into a distribution over spatial positions; the student's map is resized
+    (bilinear) to the teacher's when their sizes differ."""
+    if student.shape[-2:] != teacher.shape[-2:]:
+        student = F.interpolate(student, size=teacher.shape[-2:], mode="bilinear", align_corners=False)
+    n, c = student.shape[:2]
+    log_s = F.log_softmax(student.reshape(n * c, -1) / temperature, dim=1)
+    log_t = F.log_softmax(teacher.reshape(n * c, -1).to(student.dtype) / temperature, dim=1)
+    return temperature**2 * F.kl_div(log_s, log_t, reduction="sum", log_target=True) / (n * c)
+
+
 def _pairwise_distances(e: torch.Tensor) -> torch.Tensor:
     d = torch.cdist(e, e)
     mean = d[d > 0].mean() if (d > 0).any() else d.new_ones(())
@@ -176,6 +191,9 @@ class KDInputs:
     adapters: nn.ModuleList | None = None
     unlabeled_student_logits: torch.Tensor | None = None
     unlabeled_teacher_logits: torch.Tensor | None = None
+    # dense tasks: the logit maps (N, K, h, w) before they become rows of valid pixels
+    student_dense: torch.Tensor | None = None
+    teacher_dense: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +259,14 @@ def semi_supervised_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
     return (s.semi_alpha * response_kd_loss(b.student_logits, b.teacher_logits[0], b.labels, alpha=s.alpha,
                                             temperature=s.temperature)
             + (1 - s.semi_alpha) * soft_kl(b.unlabeled_student_logits, b.unlabeled_teacher_logits, s.temperature))
+
+
+@KD_LOSSES.register("cwd", needs=frozenset({"dense"}))
+def cwd_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
+    """CWD (Shu et al. 2021): tau^2 / (N*C) * sum_{n,c} KL(softmax_HW(T_nc/tau) || softmax_HW(S_nc/tau))."""
+    if b.student_dense is None or b.teacher_dense is None:
+        raise ConfigError("the cwd KD term compares dense logit maps: use it with --task segmentation")
+    return channel_wise_kd_loss(b.student_dense, b.teacher_dense, s.temperature)
 
 
 def parse_kd(spec: str | list[str]) -> list[tuple[str, float]]:

@@ -135,9 +135,9 @@ class TeacherOutputs:
                 xb = apply_view(x[start:start + batch_size], v)
                 main, feats, emb = _forward(teachers[0], xb, features or embedding, modules)
                 outs = [main] + [t(xb) for t in teachers[1:]]
-                if not logits_arrays:
-                    logits_arrays = [np.lib.format.open_memmap(tmp / f"logits{i}.npy", "w+", np.float32,
-                                                               (views, n, o.shape[1])) for i, o in enumerate(outs)]
+                if not logits_arrays:  # dense logits (N, K, h, w) at the teacher's output stride, in float16
+                    logits_arrays = [np.lib.format.open_memmap(tmp / f"logits{i}.npy", "w+", _dtype(o),
+                                                               (views, n, *o.shape[1:])) for i, o in enumerate(outs)]
                     if features:
                         feat_arrays = [np.lib.format.open_memmap(tmp / f"features{j}.npy", "w+", np.float32,
                                                                  (views, n, *f.shape[1:])) for j, f in enumerate(feats)]
@@ -156,6 +156,19 @@ class TeacherOutputs:
                                                    "feature_maps": len(feat_arrays), "embedding": embedding}))
         tmp.replace(folder)  # complete or absent: a killed build is recomputed, never half-read
         return cls(folder)
+
+
+def _dtype(out: torch.Tensor) -> type:
+    """float16 for dense maps (half the disk; logits need no more), float32 for class scores."""
+    return np.float16 if out.dim() == 4 else np.float32
+
+
+def cache_bytes(teacher: nn.Module, x: Images, views: int) -> int:
+    """Disk bytes of the teacher's logits for `views` views of every image of `x` (one probe forward)."""
+    teacher.eval()
+    with torch.no_grad():
+        out = teacher(x[0:1])
+    return views * len(x) * int(np.prod(out.shape[1:])) * np.dtype(_dtype(out)).itemsize
 
 
 class InMemoryTeacher:

@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,9 @@ from ..errors import ConfigError, TrainingError
 from ..models.taps import resolve_modules, tapped_channels, tapped_features
 from .losses import KDInputs, KDSettings, combined_loss, history_loss, needs
 from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
+
+if TYPE_CHECKING:
+    from ..tasks import Task
 
 
 @dataclass
@@ -127,7 +130,7 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
           augmentations: tuple[str, ...] = ("flip",),
           on_step: Callable[[], None] | None = None,
           on_epoch: Callable[[int, float], None] | None = None,
-          shard: Shard | None = None) -> TrainHistory:
+          shard: Shard | None = None, task: Task | None = None) -> TrainHistory:
     """AdamW with a one-cycle schedule.
 
     Without a teacher: cross-entropy with random flips (how the teacher is trained). With one:
@@ -142,9 +145,15 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     the images as they are, and cross-entropy training leaves out the flips). `shard`: data-parallel
     training (seed eq. 23): every process draws the same batches and trains on its own slice of
     each, the gradients averaged over the processes before each step -- the mean of the shards'
-    KD losses, as one process training on the whole batch."""
+    KD losses, as one process training on the whole batch. `task` (edgekd.tasks; default
+    classification) says what a label is: augmentations move masks with their images, and the
+    per-sample KD terms see one row per valid pixel of a segmentation batch."""
     if history is not None and teacher is not None and teacher.views != 1:
         raise ValueError("the history term needs a teacher source with one view (the images as they are)")
+    if task is None:
+        from ..tasks import get_task
+
+        task = get_task("classification")
     gen = torch.Generator().manual_seed(seed)
     # data-parallel ranks must draw the same batches and views: those come from a generator of
     # their own that per-image draws (which differ with a rank's slice) never advance
@@ -159,7 +168,7 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     if "features" in want:
         adapters, pairs = _adapters(model, x, student_modules, teacher_channels or [], pairs)
         params += list(adapters.parameters())
-    step = _KDStep(model, teacher, terms, kd, want, student_features, adapters, pairs, unlabeled, history) \
+    step = _KDStep(model, teacher, terms, kd, want, student_features, adapters, pairs, unlabeled, history, task) \
         if teacher is not None else None
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(y) / batch_size)
@@ -172,8 +181,10 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
         for idx, xi in batches(x, order, batch_size, shard):
             yb = y[idx]
             if teacher is None:  # cross-entropy; flips unless a history term needs the images as they are
-                logits = model(xi if history is not None else augment(xi, gen, augmentations))
-                loss = F.cross_entropy(logits, yb) + _history(history, logits, idx)
+                if history is None:
+                    xi, yb = task.augment(xi, yb, gen, augmentations)
+                logits = model(xi)
+                loss = task.loss(logits, yb) + _history(history, logits, idx)
             else:
                 assert step is not None
                 loss = step.loss(xi, yb, idx, int(torch.randint(teacher.views, (1,), generator=batch_gen)), gen)
@@ -216,20 +227,25 @@ class _KDStep:
     pairs: list[tuple[int, int]] | None
     unlabeled: Unlabeled | None
     history: History | None
+    task: Task
 
     def loss(self, xi: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, view: int,
              gen: torch.Generator) -> torch.Tensor:
-        xb = apply_view(xi, view)
+        xb, yb = apply_view(xi, view), self.task.view_labels(yb, view)
         tb = self.teacher.batch(idx, view, xb)
         if self.want & {"features", "embedding"}:
             s_logits, s_feats, s_emb = self.student_features(xb)
         else:
             s_logits, s_feats, s_emb = self.model(xb), [], None
         paired = self.adapters is not None
-        batch = KDInputs(student_logits=s_logits, labels=yb, teacher_logits=tb.logits, adapters=self.adapters,
+        t_logits = [t.float() for t in tb.logits]  # dense teacher outputs are cached in float16
+        rows, labels, t_rows = self.task.kd_rows(s_logits, yb, t_logits)
+        batch = KDInputs(student_logits=rows, labels=labels, teacher_logits=t_rows, adapters=self.adapters,
                          student_feats=[s_feats[s] for s, _ in self.pairs or []] if paired else [],
                          teacher_feats=[tb.feats[t] for _, t in self.pairs or []] if paired else [],
-                         student_emb=s_emb, teacher_emb=tb.emb)
+                         student_emb=s_emb, teacher_emb=tb.emb,
+                         student_dense=s_logits if "dense" in self.want else None,
+                         teacher_dense=t_logits[0] if "dense" in self.want else None)
         if self.unlabeled is not None and "unlabeled" in self.want:
             batch.unlabeled_student_logits, batch.unlabeled_teacher_logits = self.unlabeled.draw(
                 self.model, len(idx), gen)

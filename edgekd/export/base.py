@@ -14,7 +14,7 @@ from ..data.store import Images
 from ..errors import ExportError
 from ..profilers import PROFILERS, load_runtime
 from ..registry import Registry, close_matches
-from .device import DeviceParity
+from .device import Compare, DeviceParity
 from .parity import Parity, ParityTolerance, check_parity, default_tolerance
 
 
@@ -64,6 +64,8 @@ class ExportContext:
     validation: tuple[Images, np.ndarray] | None = None  # (images, labels) for accuracy-controlled quantization
     max_accuracy_drop: float | None = None
     notes: list[str] = field(default_factory=list)
+    compare: Compare | None = None  # the task's parity comparison (default: classification's)
+    metric: Callable[[np.ndarray, np.ndarray], float] | None = None  # the task's metric of (logits, labels)
 
 
 # exporter(model, out_path, ctx) -> path written
@@ -135,7 +137,8 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
     tol = tol or default_tolerance(spec.precision)
     loaded = load_runtime(spec.runtime, path, threads, spec.precision, ctx.input_shape)
     try:
-        parity = check_parity(model, loaded.run, x_val, y_val, batch_size=ctx.input_shape[0] if spec.needs_gpu else 64)
+        parity = check_parity(model, loaded.run, x_val, y_val, batch_size=ctx.input_shape[0] if spec.needs_gpu else 64,
+                              compare=ctx.compare)
     finally:
         loaded.close()
     problems = parity.violations(tol)
@@ -168,7 +171,7 @@ def _plugin_default_parity(spec: ExportFormat, path: Path, model: torch.nn.Modul
             ctx.notes.append(f"parity figures hold for OpenVINO inference precision {hint} (this CPU's default too); "
                              f"to keep it on other CPUs, {how}")
             return None
-        other = check_parity(model, plain.run, x_val, y_val)
+        other = check_parity(model, plain.run, x_val, y_val, compare=ctx.compare)
     finally:
         plain.close()
     ctx.notes.append(f"parity figures hold for OpenVINO inference precision {hint}; OpenVINO's default here is "

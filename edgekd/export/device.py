@@ -7,6 +7,7 @@ result says which precision passed and what was tried."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from ..data.store import Images
 from ..errors import EdgeKDError, ExportError
 from ..profilers import PROFILERS
 from .parity import Parity, ParityTolerance, compare_logits, default_tolerance
+
+Compare = Callable[[np.ndarray, np.ndarray, np.ndarray], Parity]  # the task's comparison (reference, export, labels)
 
 if TYPE_CHECKING:
     from ..measurers import AgentMeasurer
@@ -66,7 +69,7 @@ class DeviceParity(BaseModel):
 
 def device_parity(measurer: AgentMeasurer, model: torch.nn.Module, export: ExportResult, fp32_onnx: Path,
                   x: Images, y: torch.Tensor, tolerances: dict[str, ParityTolerance] | None = None,
-                  ) -> DeviceParity:
+                  compare: Compare | None = None) -> DeviceParity:
     """Run `export` (an ONNX file) on the device and compare with `model`; fall back on failure."""
     xs, ys = x[:DEVICE_SLICE], y[:DEVICE_SLICE]
     with torch.no_grad():
@@ -94,7 +97,7 @@ def device_parity(measurer: AgentMeasurer, model: torch.nn.Module, export: Expor
         if logits.shape != ref.shape:
             attempt.problems = [f"the device returned logits of shape {list(logits.shape)}, not {list(ref.shape)}"]
             continue
-        attempt.parity = compare_logits(ref, logits, ys.numpy())
+        attempt.parity = (compare or compare_logits)(ref, logits, ys.numpy())
         tol = (tolerances or {}).get(precision) or default_tolerance(precision)
         attempt.problems = attempt.parity.violations(tol)
         if not attempt.problems:
@@ -106,7 +109,7 @@ def device_parity(measurer: AgentMeasurer, model: torch.nn.Module, export: Expor
 
 def check_on_device(measurer: AgentMeasurer, model: torch.nn.Module, exports: list[ExportResult],
                     x: Images, y: torch.Tensor, tolerances: dict[str, ParityTolerance] | None = None,
-                    ) -> list[ExportResult]:
+                    compare: Compare | None = None) -> list[ExportResult]:
     """Every ONNX export checked on the device too (the agent runs ONNX models); an export passes
     only if host and device parity pass, at its precision or one it fell back to."""
     onnx = next((Path(e.path) for e in exports if e.format == "onnx"), None)
@@ -115,7 +118,7 @@ def check_on_device(measurer: AgentMeasurer, model: torch.nn.Module, exports: li
         if not e.path.endswith(".onnx") or onnx is None:
             out.append(e)
             continue
-        dp = device_parity(measurer, model, e, onnx, x, y, tolerances)
+        dp = device_parity(measurer, model, e, onnx, x, y, tolerances, compare)
         if dp.precision is None:
             raise ExportError(f"{e.format} export {e.path} passed parity here but not on the device: {dp.summary()}")
         out.append(e.model_copy(update={"device_parity": dp, "notes": [*e.notes, "parity " + dp.summary()]}))

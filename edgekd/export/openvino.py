@@ -71,6 +71,10 @@ def export_openvino_int8(model: torch.nn.Module, path: Path, ctx: ExportContext)
             val = nncf.Dataset(list(range(len(yv))), image)
 
             def accuracy(compiled, items) -> tuple[float, None]:
+                if ctx.metric is not None:  # the task's metric over the items (mIoU for segmentation)
+                    items = list(items)
+                    logits = np.concatenate([np.asarray(compiled([image(i)])[0]) for i in items])
+                    return ctx.metric(logits, np.stack([np.asarray(yv[i]) for i in items])), None
                 hits = [int(np.argmax(compiled([image(i)])[0])) == int(yv[i]) for i in items]
                 return float(np.mean(hits)), None
 

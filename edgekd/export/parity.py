@@ -23,6 +23,13 @@ class Parity(BaseModel):
     max_abs_diff: float
     mean_abs_diff: float
     non_finite: int = 0  # NaN or infinite logits, of either model
+    # the task's terms: "accuracy" (top1_agreement per image) or "mIoU" (top1_agreement is the
+    # agreement of the argmax maps per pixel, accuracy_* the mIoU of each model)
+    metric: str = "accuracy"
+
+    @property
+    def agreement_name(self) -> str:
+        return "pixel agreement" if self.metric == "mIoU" else "top-1 agreement"
 
     def violations(self, tol: ParityTolerance) -> list[str]:
         out = []
@@ -35,11 +42,11 @@ class Parity(BaseModel):
         why = (f" (max of the tolerance and {tol.flip_images} of {self.n} images)"
                if need < tol.min_top1_agreement else "")
         if self.top1_agreement < need - 1e-9:
-            out.append(f"top-1 agreement {self.top1_agreement:.4f} < required {need:.4f}{why}")
+            out.append(f"{self.agreement_name} {self.top1_agreement:.4f} < required {need:.4f}{why}")
         if tol.max_accuracy_drop is not None:
             allowed = max(tol.max_accuracy_drop, slack)
             if -self.accuracy_delta > allowed + 1e-9:
-                out.append(f"accuracy drop {-self.accuracy_delta:.4f} > allowed {allowed:.4f}"
+                out.append(f"{self.metric} drop {-self.accuracy_delta:.4f} > allowed {allowed:.4f}"
                            + (f" (max of {tol.max_accuracy_drop:.4f} and {tol.flip_images} of {self.n} images)"
                               if allowed > tol.max_accuracy_drop else ""))
         return out
@@ -59,11 +66,14 @@ def compare_logits(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> Pari
 
 @torch.no_grad()
 def check_parity(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray],
-                 x: Images, y: torch.Tensor, batch_size: int = 64) -> Parity:
+                 x: Images, y: torch.Tensor, batch_size: int = 64,
+                 compare: Callable[[np.ndarray, np.ndarray, np.ndarray], Parity] | None = None) -> Parity:
+    """The export (`run`) against the PyTorch model on (x, y), compared in the task's terms
+    (`compare`; default: classification's top-1 agreement and accuracy)."""
     model.eval()
     ref, got = [], []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
         ref.append(model(xb).numpy())
         got.append(np.asarray(run(xb.numpy()), dtype=np.float32))
-    return compare_logits(np.concatenate(ref), np.concatenate(got), y.numpy())
+    return (compare or compare_logits)(np.concatenate(ref), np.concatenate(got), y.numpy())

@@ -13,7 +13,7 @@ from .. import __version__
 from ..data import Dataset
 from ..errors import ExportError, ExportFailures
 from .base import FORMATS, ExportContext, ExportResult, export_model, parse_formats
-from .parity import ParityTolerance
+from .parity import DEFAULT_TOLERANCES, ParityTolerance
 
 
 def calibration_subset(ds: Dataset, n: int, seed: int = 0) -> np.ndarray:
@@ -23,7 +23,8 @@ def calibration_subset(ds: Dataset, n: int, seed: int = 0) -> np.ndarray:
     return ds.x_train[idx].numpy()
 
 
-def export_metadata(ds: Dataset, arch: str, run_id: str, mean: list[float], std: list[float]) -> dict[str, str]:
+def export_metadata(ds: Dataset, arch: str, run_id: str, mean: list[float], std: list[float],
+                    output_stride: int | None = None) -> dict[str, str]:
     return {
         "edgekd_version": __version__, "run_id": run_id, "arch": arch, "dataset": ds.name,
         "classes": ",".join(ds.classes), "bands": ",".join(ds.bands), "input_layout": "NCHW",
@@ -31,7 +32,10 @@ def export_metadata(ds: Dataset, arch: str, run_id: str, mean: list[float], std:
         "normalization_mean": ",".join(map(str, mean)), "normalization_std": ",".join(map(str, std)),
         **({"band_scale": ",".join(f"{v:g}" for v in ds.band_scale),
             "input_scaling": "each band's raw value / band_scale, clipped to 0..1"} if ds.band_scale else {}),
-        "image_size": str(ds.image_size), "resize": "bilinear to image_size x image_size",
+        "image_size": str(ds.image_size), "resize": "bilinear to image_size x image_size", "task": ds.task,
+        **({"output": "logits N x K x h x w (upsample bilinear to the tile for the class map)",
+            "ignore_index": str(ds.ignore_index), "tile_size": str(ds.image_size),
+            **({"output_stride": str(output_stride)} if output_stride else {})} if ds.task == "segmentation" else {}),
     }
 
 
@@ -42,10 +46,15 @@ def export_formats(model: torch.nn.Module, ds: Dataset, formats: str | list[str]
     names = parse_formats(formats if isinstance(formats, str) else ",".join(formats))
     shape = [1, ds.in_channels, ds.image_size, ds.image_size]
     needs_calib = any(FORMATS[n].needs_calibration for n in names)
+    from ..tasks import task_of
+
+    task = task_of(ds)
     ctx = ExportContext(
         input_shape=shape, metadata=metadata,
         calibration=calibration_subset(ds, calibration_size, seed) if needs_calib else None,
-        validation=(ds.x_val, ds.y_val.numpy()), max_accuracy_drop=max_accuracy_drop)
+        validation=(ds.x_val, ds.y_val.numpy()), max_accuracy_drop=max_accuracy_drop, compare=task.compare,
+        metric=lambda logits, labels: task.evaluate(torch.from_numpy(logits), torch.from_numpy(labels))["accuracy"])
+    tolerances = task.tolerances(tolerances or dict(DEFAULT_TOLERANCES))
     results, failed = [], []
     for name in names:  # one format's failure is recorded and the others are still built
         tol = (tolerances or {}).get(FORMATS[name].precision)

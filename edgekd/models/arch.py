@@ -65,12 +65,31 @@ class TimmSpec(BaseModel):
         return f"timm-{self.model}" + (f"-r{self.resolution}" if self.resolution else "")
 
 
+class TorchvisionSpec(BaseModel):
+    """A torchvision segmentation student (LRASPP-MobileNetV3), built for the data's bands and
+    classes; from scratch (no torchvision weights are here offline)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: Literal["torchvision"] = "torchvision"
+    model: str = Field(description="torchvision model name, e.g. lraspp_mobilenet_v3_large")
+    resolution: int | None = Field(default=None, ge=8, le=1024,
+                                   description="input resolution the network runs at (resized inside)")
+
+    @property
+    def name(self) -> str:
+        return f"tv-{self.model}" + (f"-r{self.resolution}" if self.resolution else "")
+
+
+ExternalSpec = TimmSpec | TorchvisionSpec  # a student from another library
+
+
 def _family(v: Any) -> str:
     return str(v.get("family", "edgenet") if isinstance(v, dict) else getattr(v, "family", "edgenet"))
 
 
-StudentSpec = Annotated[Annotated[ArchSpec, Tag("edgenet")] | Annotated[TimmSpec, Tag("timm")],
-                        Discriminator(_family)]
+StudentSpec = Annotated[Annotated[ArchSpec, Tag("edgenet")] | Annotated[TimmSpec, Tag("timm")]
+                        | Annotated[TorchvisionSpec, Tag("torchvision")], Discriminator(_family)]
 
 
 # Student families a user can name in --students: each is the standard mobile models of one
@@ -83,6 +102,8 @@ STUDENT_FAMILIES: dict[str, tuple[str, ...]] = {
     "mobilevit": ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100"),
     "efficientvit": ("efficientvit_m0", "efficientvit_m1", "efficientvit_m2"),
 }
+# Segmentation students from torchvision, by the short name --students takes
+TORCHVISION_STUDENTS = {"lraspp": "lraspp_mobilenet_v3_large"}
 
 
 def expand_students(items: list[str]) -> list[str]:
@@ -92,19 +113,23 @@ def expand_students(items: list[str]) -> list[str]:
     for item in items:
         if item in STUDENT_FAMILIES:
             out += [f"timm:{m}" for m in STUDENT_FAMILIES[item]]
-        elif item == "edgenet" or item.startswith("timm:"):
+        elif item in TORCHVISION_STUDENTS:
+            out.append(f"torchvision:{TORCHVISION_STUDENTS[item]}")
+        elif item == "edgenet" or item.startswith(("timm:", "torchvision:")):
             out.append(item)
         else:
             from ..errors import ConfigError
             from ..registry import close_matches
 
-            raise ConfigError(f"--students {item!r}: write edgenet, a family ({', '.join(STUDENT_FAMILIES)}) or "
-                              f"timm:NAME; {close_matches(item, ['edgenet', *STUDENT_FAMILIES])}e.g. "
+            raise ConfigError(f"--students {item!r}: write edgenet, a family ({', '.join(STUDENT_FAMILIES)}), "
+                              f"timm:NAME or (segmentation) lraspp; "
+                              f"{close_matches(item, ['edgenet', 'lraspp', *STUDENT_FAMILIES])}e.g. "
                               "--students edgenet,mobilenetv3,timm:efficientnet_lite0")
     return list(dict.fromkeys(out))
 
 
-def parse_students(items: list[str]) -> tuple[bool, list[TimmSpec]]:
-    """`--students edgenet,FAMILY,timm:NAME,...` -> (EdgeNet in the search?, the timm students)."""
+def parse_students(items: list[str]) -> tuple[bool, list[ExternalSpec]]:
+    """`--students edgenet,FAMILY,timm:NAME,lraspp,...` -> (EdgeNet in the search?, the others)."""
     students = expand_students(items)
-    return "edgenet" in students, [TimmSpec(model=s.removeprefix("timm:")) for s in students if s != "edgenet"]
+    return "edgenet" in students, [TorchvisionSpec(model=s.removeprefix("torchvision:")) if s.startswith("torchvision:")
+                                   else TimmSpec(model=s.removeprefix("timm:")) for s in students if s != "edgenet"]

@@ -44,16 +44,22 @@ class ExternalNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.inner(self._input(x))
+        if isinstance(out, dict):  # torchvision segmenters: {"out": logits, ...}
+            return out["out"]
         return out[0] if isinstance(out, (tuple, list)) else out
 
     @property
     def has_features(self) -> bool:
-        return hasattr(self.inner, "forward_intermediates") or bool(self.feature_modules)
+        return (hasattr(self.inner, "forward_intermediates") or hasattr(self.inner, "dense_features")
+                or bool(self.feature_modules))
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """(logits, stage feature maps, pooled embedding)."""
         x = self._input(x)
         inner: Any = self.inner
+        if hasattr(inner, "dense_features"):  # segmenters: (logits, encoder feature maps)
+            logits, stages = inner.dense_features(x)
+            return logits, stages, stages[-1].mean(dim=(2, 3))
         if hasattr(inner, "forward_intermediates") and hasattr(inner, "forward_head"):
             final, stages = inner.forward_intermediates(x)
             emb = inner.forward_head(final, pre_logits=True)
@@ -76,6 +82,11 @@ class ExternalNet(nn.Module):
         logits = out[0] if isinstance(out, (tuple, list)) else out
         stages = [found[n] for n in self.feature_modules]
         return logits, stages, stages[-1].mean(dim=(2, 3))
+
+    @property
+    def output_stride(self) -> int:
+        """Input pixels per output pixel of a segmenter (1 for classifiers and full-size outputs)."""
+        return int(getattr(self.inner, "output_stride", 1))
 
     @property
     def stage_channels(self) -> list[int]:

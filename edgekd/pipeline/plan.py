@@ -27,7 +27,7 @@ from ..errors import CheckpointError, ConfigError, DataError, EdgeKDError, RunDi
 from ..files import atomic_write
 from ..host import default_threads, default_train_threads
 from ..measurers import LocalMeasurer, Measurer, measurer_for
-from ..models.arch import ArchSpec, TimmSpec, parse_students
+from ..models.arch import ArchSpec, ExternalSpec, TimmSpec, TorchvisionSpec, parse_students
 from ..models.sources import LoadedModel, SourceRequest, load_model
 from ..profilers import MeasurementCache, ProfileSettings
 from ..profilers.base import Reference
@@ -35,6 +35,7 @@ from ..profilers.cache import default_cache_dir
 from ..registry import close_matches
 from ..search.objective import Costs, CostWeights, Objective
 from ..targets import Target, get_target
+from ..tasks import get_task, resolve_task
 
 
 class StageTimer:
@@ -150,7 +151,7 @@ class RunPlan:
                     data_source=data_source(c.data, seed=c.seed, val_fraction=c.val_fraction, image_size=c.image_size,
                                             samples_per_class=c.samples_per_class,
                                             max_samples_per_class=c.max_samples_per_class, bands=c.bands,
-                                            split_file=c.split_file))
+                                            split_file=c.split_file, task=c.task, mask_palette=c.mask_palette))
 
     def bind_budget(self, teacher_p50_ms: float) -> RunPlan:
         """The plan with its budget decided: --budget-ms when given, else the teacher's p50 on the
@@ -186,13 +187,15 @@ class RunPlan:
 def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     """Check every input and decide every setting; raises an EdgeKDError naming the fix."""
     target = get_target(cfg.target)
+    cfg = cfg.model_copy(update={"task": resolve_task(cfg.task, cfg.data)})  # config.yaml keeps the resolved task
     terms = parse_kd(cfg.kd)
+    check_terms(terms, cfg.task)
     want = kd_needs(terms)
     if "teachers" in want and not cfg.teachers:
         raise ConfigError("--kd multi-teacher needs more teachers: add --teacher-extra PATH (one or more)")
     if "unlabeled" in want and cfg.unlabeled is None:
         raise ConfigError("--kd semi-supervised needs unlabelled images: pass --unlabeled DIR")
-    check_students(cfg.students)
+    check_students(cfg.students, cfg.task)
     check_search_inputs(cfg)
     formats, export_note = resolve_exports(cfg, target)
     if cfg.student_weights_dir is not None and not cfg.student_weights_dir.is_dir():
@@ -202,7 +205,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     with timer("data"):
         ds = load_dataset(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, image_size=cfg.image_size,
                           samples_per_class=cfg.samples_per_class, max_samples_per_class=cfg.max_samples_per_class,
-                          bands=cfg.bands, split_file=cfg.split_file)
+                          bands=cfg.bands, split_file=cfg.split_file, task=cfg.task, mask_palette=cfg.mask_palette)
         ds, teacher_ds = cross_modal_views(cfg, ds)
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
     teachers = load_teachers(cfg, teacher_ds or ds, run_dir, resume, want)
@@ -242,9 +245,27 @@ def cross_modal_views(cfg: RunConfig, ds: Dataset) -> tuple[Dataset, Dataset | N
     return students, teacher
 
 
-def check_students(students: list[str]) -> None:
-    """Every --students entry is edgenet or a timm model that exists."""
-    _, timm_specs = parse_students(students)
+def check_terms(terms: list[tuple[str, float]], task: str) -> None:
+    """Every --kd term applies to the task's outputs."""
+    allowed = get_task(task).kd_terms
+    wrong = [n for n, _ in terms if n not in allowed]
+    if wrong:
+        raise ConfigError(f"--kd {wrong[0]} does not apply to {task}; use {', '.join(sorted(allowed))}")
+
+
+def check_students(students: list[str], task: str = "classification") -> None:
+    """Every --students entry is edgenet, a timm model that exists, or (segmentation) a torchvision segmenter."""
+    _, others = parse_students(students)
+    tv = [s for s in others if isinstance(s, TorchvisionSpec)]
+    if tv and task != "segmentation":
+        raise ConfigError(f"--students torchvision:{tv[0].model} is a segmentation student; use it with --task "
+                          "segmentation, or name timm:NAME classifiers")
+    from ..models.segnet import TORCHVISION_SEGMENTERS
+
+    unknown = [s.model for s in tv if s.model not in TORCHVISION_SEGMENTERS]
+    if unknown:
+        raise ConfigError(f"--students torchvision:{unknown[0]}: edgekd builds {', '.join(TORCHVISION_SEGMENTERS)}")
+    timm_specs = [s for s in others if isinstance(s, TimmSpec)]
     if timm_specs:
         import timm
 
@@ -316,7 +337,7 @@ def _load_teacher(spec: str, cfg: RunConfig, ds: Dataset, weights: Path | None =
     mean, std = ds.channel_stats()
     loaded = load_model(spec, SourceRequest(in_channels=ds.in_channels, num_classes=len(ds.classes), data_mean=mean,
                                             data_std=std, weights=weights, normalization=cfg.teacher_normalization,
-                                            require_weights=True))
+                                            require_weights=True, task=ds.task))
     if loaded.meta is not None:
         _teacher_matches(loaded.meta, ds, spec)
     return loaded
@@ -358,19 +379,19 @@ def check_feature_modules(cfg: RunConfig, ds: Dataset, teachers: Teachers, want:
     if "features" not in want:
         raise ConfigError("feature_pairs pair feature maps for the feature KD term, but --kd has none; add "
                           "--kd response,feature or leave out feature_pairs")
-    from ..models.family import build_model
     from ..models.sources import build_student
     from ..models.taps import tapped_channels
 
     mean, std = [0.0] * ds.in_channels, [1.0] * ds.in_channels
     tds = teacher_ds or ds
-    teacher = teachers.main.model if teachers.main is not None else build_model(
-        cfg.teacher_arch, tds.in_channels, len(ds.classes), [0.0] * tds.in_channels, [1.0] * tds.in_channels)
+    teacher = teachers.main.model if teachers.main is not None else build_student(
+        cfg.teacher_arch, tds.in_channels, len(ds.classes), [0.0] * tds.in_channels, [1.0] * tds.in_channels,
+        task=ds.task)[0]
     tapped_channels(teacher, named[1], tds.in_channels, ds.image_size, "teacher")
     edgenet, timm_specs = parse_students(cfg.students)
-    specs: list[ArchSpec | TimmSpec] = [*(cfg.candidates if edgenet else []), *timm_specs]
+    specs: list[ArchSpec | ExternalSpec] = [*(cfg.candidates if edgenet else []), *timm_specs]
     for spec in specs:
-        student = build_student(spec, ds.in_channels, len(ds.classes), mean, std, pretrained=False)[0]
+        student = build_student(spec, ds.in_channels, len(ds.classes), mean, std, pretrained=False, task=ds.task)[0]
         tapped_channels(student, named[0], ds.in_channels, ds.image_size, f"student {spec.name}")
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,6 +21,7 @@ from ..models.stats import count_macs, count_params
 from ..report.model import (
     Baseline,
     DatasetSummary,
+    DenseModelMetrics,
     KDSummary,
     KDTermWeight,
     MeasurementMode,
@@ -32,6 +35,7 @@ from ..report.model import (
     TrainingSummary,
 )
 from ..search.candidates import TrialStatus
+from ..tasks import task_of
 from .plan import RunPlan, StageTimer
 from .stages import SearchResult, Selection, TeacherResult, model_name
 
@@ -69,22 +73,62 @@ def _search(plan: RunPlan, search: SearchResult) -> SearchSummary:
         train_seconds_on_over_budget_students=round(wasted, 2))
 
 
-def per_class(plan: RunPlan, teacher: TeacherResult, choice: Selection) -> list[ModelMetrics]:
-    """Per-class figures of the teacher and of the selected student (at its precision: an INT8
-    student through its INT8 graph) on the validation split and, when given, the test split."""
+def _student_logits(plan: RunPlan, choice: Selection) -> Callable[[Any], torch.Tensor]:
+    """The selected student at its precision (an INT8 student through its INT8 graph)."""
     from ..distill.trainer import predict_logits
     from ..models.io import load_checkpoint
     from ..profilers.runner import onnx_logits
 
-    ds, best = plan.ds, choice.best
+    best = choice.best
     if best.precision == "fp32":
         student, _ = load_checkpoint(plan.run_dir / "candidates" / best.arch.name / "student.pt")
-        run = lambda x: predict_logits(student, x)  # noqa: E731
-    else:  # its INT8 graph, as validated and measured
-        run = lambda x: onnx_logits(plan.run_dir / best.onnx, x, plan.threads)  # noqa: E731
+        return lambda x: predict_logits(student, x)
+    return lambda x: onnx_logits(plan.run_dir / best.onnx, x, plan.threads)  # as validated and measured
+
+
+OVERLAY_TILES = 4
+
+
+def per_class_dense(plan: RunPlan, teacher: TeacherResult, choice: Selection
+                    ) -> tuple[list[DenseModelMetrics], list[str]]:
+    """Segmentation: per-class IoU of the teacher and the selected student on the validation (and
+    test) split, and a PNG of a few validation tiles with their true and predicted masks."""
+    from ..distill.trainer import predict_logits
+    from ..report.plots import mask_overlay
+    from ..tasks.segmentation import segmentation_metrics, upsample
+
+    ds, run = plan.ds, _student_logits(plan, choice)
+    ignore = ds.ignore_index if ds.ignore_index is not None else 255
+    out, student_val = [], None
+    for name, fn, val, view in (("teacher", lambda x: predict_logits(teacher.model, x), teacher.val_logits,
+                                 plan.teacher_view), (choice.best.name, run, None, ds)):
+        logits = val if val is not None else fn(view.x_val)
+        student_val = logits
+        test = None
+        if view.x_test is not None and ds.y_test is not None:
+            test = segmentation_metrics(fn(view.x_test), ds.y_test, ds.classes, ignore, "test")
+        out.append(DenseModelMetrics(model=name, validation=segmentation_metrics(logits, ds.y_val, ds.classes, ignore,
+                                                                                 "validation"), test=test))
+    n = min(OVERLAY_TILES, len(ds.y_val))
+    idx = torch.linspace(0, len(ds.y_val) - 1, n).long()
+    size = ds.y_val.shape[-2:]
+    rows = [(plan.ds.x_val[int(i)].numpy(), ds.y_val[int(i)].numpy(),
+             upsample(teacher.val_logits[int(i)][None], size).argmax(1)[0].numpy(),
+             upsample(student_val[int(i)][None], size).argmax(1)[0].numpy()) for i in idx]  # type: ignore[index]
+    mask_overlay(plan.run_dir / "mask_overlays.png", rows, ds.classes, ignore)
+    return out, ["mask_overlays.png"]
+
+
+def per_class(plan: RunPlan, teacher: TeacherResult, choice: Selection) -> list[ModelMetrics]:
+    """Per-class figures of the teacher and of the selected student (at its precision: an INT8
+    student through its INT8 graph) on the validation split and, when given, the test split."""
+    from ..distill.trainer import predict_logits
+
+    ds = plan.ds
+    run = _student_logits(plan, choice)
     out = []
     for name, fn, val, view in (("teacher", lambda x: predict_logits(teacher.model, x), teacher.val_logits,
-                                 plan.teacher_view), (best.name, run, None, ds)):
+                                 plan.teacher_view), (choice.best.name, run, None, ds)):
         logits = val if val is not None else fn(view.x_val)
         test = None
         if view.x_test is not None and ds.y_test is not None:
@@ -98,7 +142,10 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
                  exports: list[ExportResult], timer: StageTimer, baseline: Baseline | None = None) -> Report:
     cfg = plan.cfg
     m = plan.measurer
+    task = task_of(plan.ds)
+    dense, overlays = per_class_dense(plan, teacher, choice) if plan.ds.task == "segmentation" else ([], [])
     return Report(
+        task=plan.ds.task, metric=task.metric, per_class_iou=dense, mask_overlays=overlays,
         run_id=plan.run_id, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]), resumed=plan.resume, target=plan.target,
         budget_ms=plan.budget_ms, budget_source=plan.budget_source,
@@ -113,7 +160,7 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
                             "memory-mapped under teacher_cache/, shared by every candidate"),
         search=_search(plan, search), candidates=choice.candidates, trials=[t.summary() for t in search.trials],
         pareto_front=choice.pareto_front, selected=choice.selected, selection_reason=choice.reason,
-        precisions=choice.precisions, per_class=per_class(plan, teacher, choice), baseline=baseline,
+        precisions=choice.precisions, per_class=[] if dense else per_class(plan, teacher, choice), baseline=baseline,
         exports=exports, software=software_versions(), stage_seconds={**timer.seconds, "total": timer.total()},
         parallelism=Parallelism(training_workers=search.training_workers, boards=_boards_used(m)),
         config=cfg.model_dump(mode="json", by_alias=True))

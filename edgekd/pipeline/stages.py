@@ -17,8 +17,8 @@ from torch import nn
 from ..config import RunConfig
 from ..console import ConsoleObserver
 from ..convert.onnx import to_onnx
-from ..distill.teacher import TeacherOutputs
-from ..distill.trainer import Unlabeled, evaluate, predict_logits, steps, train
+from ..distill.teacher import LiveTeacher, TeacherOutputs, cache_bytes
+from ..distill.trainer import Unlabeled, predict_logits, steps, train
 from ..errors import ConfigError
 from ..export import FORMATS, ExportResult
 from ..export.device import check_on_device
@@ -28,7 +28,7 @@ from ..host import usable_cpus
 from ..measurers import AgentMeasurer
 from ..measurers.pool import BoardPool
 from ..models.external import ExternalNet
-from ..models.family import EdgeNet, build_model
+from ..models.family import EdgeNet
 from ..models.io import load_checkpoint, save_checkpoint
 from ..models.sources import OnnxTeacher, build_student
 from ..models.stats import count_macs, count_params
@@ -41,6 +41,7 @@ from ..search.pareto import pareto_front
 from ..search.precision import PrecisionChoice, choose_precisions
 from ..search.students import KDTrainer
 from ..search.workers import RayWorkers
+from ..tasks import task_of
 from .plan import RunPlan, StageTimer, lock_run_dir
 
 
@@ -54,7 +55,7 @@ class TeacherResult:
     train_loss: list[float]
     accuracy: float
     cross_entropy: float
-    outputs: TeacherOutputs
+    outputs: TeacherOutputs | LiveTeacher
     unlabeled: Unlabeled | None
     val_logits: torch.Tensor
     measurement: Measurement
@@ -134,7 +135,7 @@ def _train_teacher(plan: RunPlan, observer: ConsoleObserver, teacher: nn.Module,
     observer.on_rung_start("teacher", steps(len(ds.y_train), cfg.batch_size, cfg.teacher_epochs), label)
     hist = train(teacher, ds.x_train, ds.y_train, epochs=cfg.teacher_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                  seed=cfg.seed, augmentations=tuple(cfg.augmentations), on_step=observer.on_step,
-                 on_epoch=lambda e, loss: observer.on_epoch("teacher", e, cfg.teacher_epochs, loss))
+                 on_epoch=lambda e, loss: observer.on_epoch("teacher", e, cfg.teacher_epochs, loss), task=task_of(ds))
     observer.on_rung_end("teacher")
     return hist.epoch_loss
 
@@ -146,7 +147,8 @@ def _teacher_model(plan: RunPlan, observer: ConsoleObserver) -> tuple[nn.Module,
     if given is None:
         view = plan.teacher_view
         mean, std = view.channel_stats()
-        teacher: nn.Module = build_model(plan.cfg.teacher_arch, view.in_channels, len(view.classes), mean, std)
+        teacher: nn.Module = build_student(plan.cfg.teacher_arch, view.in_channels, len(view.classes), mean, std,
+                                           task=view.task)[0]
         return teacher, "trained by this run", _train_teacher(plan, observer, teacher,
                                                               f"training teacher {plan.cfg.teacher_arch.name}")
     if not given.needs_training:
@@ -169,16 +171,15 @@ def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -
             earlier = json.loads(record.read_text())
             origin, loss = f"{earlier['origin']} (resumed from the run directory)", earlier["train_loss"]
     with timer("teacher_outputs"):  # computed once, memory-mapped, shared by every candidate and rung
-        outputs = TeacherOutputs.build(run_dir / "teacher_cache", [teacher, *plan.teachers.extra], ds.x_train,
-                                       views=cfg.teacher_views, features="features" in plan.needs,
-                                       embedding="embedding" in plan.needs, modules=plan.teacher_modules)
+        outputs = teacher_outputs(plan, [teacher, *plan.teachers.extra], observer)
         unlabeled = None
         if plan.unlabeled_x is not None:
             unlabeled = Unlabeled(plan.unlabeled_x, TeacherOutputs.build(
                 run_dir / "teacher_cache", [teacher], plan.unlabeled_x, views=cfg.teacher_views))
         t_val = predict_logits(teacher, ds.x_val)
-    ev = evaluate(t_val, ds.y_val)
-    observer.say(f"teacher {model_name(teacher)} ({origin}): val accuracy {ev['accuracy']:.3f}")
+    task = task_of(ds)
+    ev = task.evaluate(t_val, ds.y_val)
+    observer.say(f"teacher {model_name(teacher)} ({origin}): val {task.metric} {ev['accuracy']:.3f}")
     m = plan.measurer
     observer.say(f"measurements: {m.describe}" + (
         f" (batch 1, >= {cfg.profile_min_runs} runs and >= {cfg.profile_min_seconds:g} s each)"
@@ -187,6 +188,27 @@ def teacher_stage(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -
         measurement = _teacher_measurement(plan, teacher)
     return TeacherResult(teacher, origin, loss, ev["accuracy"], ev["cross_entropy"], outputs, unlabeled, t_val,
                          measurement)
+
+
+def teacher_outputs(plan: RunPlan, teachers: list[nn.Module], observer: ConsoleObserver
+                    ) -> TeacherOutputs | LiveTeacher:
+    """The teachers' outputs on the training images, cached once on disk -- or, when the cache
+    would pass --teacher-cache-max-gb (dense logits of a large data set), the teachers run live."""
+    cfg, ds = plan.cfg, plan.teacher_view
+    features, embedding = "features" in plan.needs, "embedding" in plan.needs
+    need = cache_bytes(teachers[0], ds.x_train, cfg.teacher_views) * len(teachers)
+    if need > cfg.teacher_cache_max_gb * 2**30:
+        observer.say(f"teacher outputs: the cache would take {need / 2**30:.1f} GB (> teacher_cache_max_gb "
+                     f"{cfg.teacher_cache_max_gb:g}); the teacher runs live on every batch instead (slower training)",
+                     style="yellow")
+        return LiveTeacher(teachers, views=cfg.teacher_views, features=features or embedding,
+                           modules=plan.teacher_modules)
+    out = TeacherOutputs.build(plan.run_dir / "teacher_cache", teachers, ds.x_train, views=cfg.teacher_views,
+                               features=features, embedding=embedding, modules=plan.teacher_modules)
+    if ds.task != "classification":
+        observer.say(f"teacher outputs: {need / 2**20:.1f} MB of dense logits cached (float16, at the teacher's output "
+                     f"stride) for {len(ds.x_train)} tiles x {cfg.teacher_views} view(s)")
+    return out
 
 
 def model_name(model: nn.Module) -> str:
@@ -259,7 +281,7 @@ def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
     for t in trials:
         if t.last is not None and t.status != TrialStatus.DUPLICATE:
             m, _ = build_student(t.arch, plan.ds.in_channels, len(plan.ds.classes), [0.0] * plan.ds.in_channels,
-                                 [1.0] * plan.ds.in_channels, pretrained=False)
+                                 [1.0] * plan.ds.in_channels, pretrained=False, task=plan.ds.task)
             candidates.append(Candidate.from_trial(t, count_params(m), count_macs(m, tuple(plan.input_shape))))
     last_rung = {c.arch.name: (c.arch, c.rung) for c in sorted(candidates, key=lambda c: c.rung)}
     for arch, rung in last_rung.values():  # candidates/NAME/student.pt: every candidate is exportable
@@ -319,16 +341,20 @@ def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, ti
     mean, std = plan.ds.channel_stats()
     with timer("export"):
         exports = export_formats(student, plan.ds, formats, plan.run_dir / "exports", f"student-{best.arch.name}",
-                                 export_metadata(plan.ds, choice.selected, plan.run_id, mean, std),
+                                 export_metadata(plan.ds, choice.selected, plan.run_id, mean, std,
+                                                 getattr(student, "output_stride", None)),
                                  calibration_size=cfg.calibration_size, max_accuracy_drop=cfg.max_accuracy_drop,
                                  tolerances=cfg.parity, threads=plan.threads, seed=cfg.seed)
     device = plan.measurer.parity_board() if isinstance(plan.measurer, BoardPool) else plan.measurer
     if isinstance(device, AgentMeasurer):  # parity where the model runs, too
         with timer("device_parity"):
-            exports = check_on_device(device, student, exports, plan.ds.x_val, plan.ds.y_val, cfg.parity)
+            task = task_of(plan.ds)
+            exports = check_on_device(device, student, exports, plan.ds.x_val, plan.ds.y_val,
+                                      task.tolerances(cfg.parity), task.compare)
     for e in exports:
-        observer.say(f"export {e.format}: {e.path} (top-1 agreement {e.parity.top1_agreement:.4f}, "
-                     f"max |diff| {e.parity.max_abs_diff:.2e})"
+        observer.say(f"export {e.format}: {e.path} ({e.parity.agreement_name} {e.parity.top1_agreement:.4f}, "
+                     + (f"mIoU {e.parity.accuracy_export:.4f} vs {e.parity.accuracy_torch:.4f}, "
+                        if e.parity.metric == "mIoU" else "") + f"max |diff| {e.parity.max_abs_diff:.2e})"
                      + (f"; {e.device_parity.summary()}" if e.device_parity is not None else ""))
     if plan.export_note:
         observer.say(plan.export_note, style="yellow")

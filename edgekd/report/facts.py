@@ -116,3 +116,17 @@ def checked_with(e) -> str:
     if e.parity_plugin_default is not None:
         how += f" (plugin default: agreement {e.parity_plugin_default.top1_agreement:.4f})"
     return how
+
+
+def metric(r: Report) -> str:
+    """The name of the task's metric, which every accuracy figure of the report is in."""
+    return r.metric
+
+
+def val_label(r: Report) -> str:
+    """The column heading of the validation metric: val acc, val mIoU."""
+    return "val acc" if r.metric == "accuracy" else f"val {r.metric}"
+
+
+def agreement_label(r: Report) -> str:
+    return "pixel agreement" if r.metric == "mIoU" else "top-1 agreement"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -12,6 +13,8 @@ import yaml
 from . import facts, plots
 from .markdown import conditions
 from .model import Report
+
+_RUN_DIR: Path | None = None  # the run directory of the page being rendered (files it embeds)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d232a}
@@ -65,6 +68,7 @@ class SummaryCard:
     p90_ms: float
     dataset: str
     synthetic: bool
+    metric: str = "accuracy"
 
 
 def summary(r: Report) -> SummaryCard:
@@ -75,7 +79,8 @@ def summary(r: Report) -> SummaryCard:
                        student_accuracy=best.val_accuracy, teacher_accuracy=t.val_accuracy,
                        speedup=tp50 / bp50 if bp50 > 0 else None, budget_met=best.meets_budget,
                        energy_mj=m.energy_mj, energy_source=m.source.get("energy"), latency_source=m.source["latency"],
-                       p90_ms=m.latency_ms.p90, dataset=r.dataset.name, synthetic=r.dataset.synthetic)
+                       p90_ms=m.latency_ms.p90, dataset=r.dataset.name, synthetic=r.dataset.synthetic,
+                       metric=r.metric)
 
 
 CAPTIONS = {"pareto": "Pareto view: accuracy against p90 latency, the budget line and the selected student.",
@@ -95,7 +100,7 @@ def _cards(r: Report, s: SummaryCard) -> str:
     cards = [
         ("target", _e(s.target), f"budget p90 ≤ {s.budget_ms:g} ms"),
         ("selected student", _e(s.selected), _e(r.selection_reason[:140])),
-        ("accuracy", f"{s.student_accuracy:.3f}", f"teacher {s.teacher_accuracy:.3f}"),
+        (s.metric, f"{s.student_accuracy:.3f}", f"teacher {s.teacher_accuracy:.3f}"),
         ("speed-up vs teacher", "–" if s.speedup is None else f"{s.speedup:.1f}x", f"p50, {_e(s.latency_source)}"),
         ("budget", '<span class="ok">met</span>' if s.budget_met else '<span class="bad">not met</span>',
          f"p90 {s.p90_ms:.3f} ms"),
@@ -114,8 +119,8 @@ def _candidates(r: Report) -> str:
              _f(c.measurement.energy_mj, 4), _f(c.c_hw), _f(c.penalty, 1), _f(c.objective),
              _e(", ".join(f"{k}: {v}" for k, v in c.measurement.source.items()))] for c in cands]
     selected = {i for i, c in enumerate(cands) if c.name == r.selected}
-    return _table(["candidate", "precision", "params", "val acc", "KD loss", "p50 ms", "p90 ms", "peak MB", "mJ",
-                   "C_hw", "P_rt", "J", "sources"], rows, selected)
+    return _table(["candidate", "precision", "params", facts.val_label(r), "KD loss", "p50 ms", "p90 ms", "peak MB",
+                   "mJ", "C_hw", "P_rt", "J", "sources"], rows, selected)
 
 
 def _precisions(r: Report) -> str:
@@ -128,8 +133,8 @@ def _precisions(r: Report) -> str:
     reasons = "".join(f"<li>{_e(p.student)} r{p.rung}: {_e(p.reason)}</li>" for p in r.precisions)
     return ('<section id="precisions"><h2>Precisions</h2><p>A lower precision is kept only when measured faster '
             "on the target than the FP32 version of the same student.</p>"
-            + _table(["student", "precision", "p50 ms", "p90 ms", "p10 / teacher", "val acc", "source", "verdict"],
-                     rows) + f"<ul>{reasons}</ul></section>")
+            + _table(["student", "precision", "p50 ms", "p90 ms", "p10 / teacher", facts.val_label(r), "source",
+                      "verdict"], rows) + f"<ul>{reasons}</ul></section>")
 
 
 def _per_class(r: Report) -> str:
@@ -140,7 +145,17 @@ def _per_class(r: Report) -> str:
             parts.append(f"<h3>{_e(m.model)}, {_e(figs.split)} split: accuracy {figs.accuracy:.3f}, balanced "
                          f"accuracy {figs.balanced_accuracy:.3f}, macro F1 {figs.macro_f1:.3f}</h3>"
                          + _table(["class", "precision", "recall", "F1", "support"], rows))
-    return f'<section id="per-class"><h2>Per class</h2>{"".join(parts)}</section>' if parts else ""
+    for d in r.per_class_iou:
+        for seg in filter(None, (d.validation, d.test)):
+            rows = [[_e(c.name), _f(c.iou), f"{c.pixels:,}"] for c in seg.classes]
+            parts.append(f"<h3>{_e(d.model)}, {_e(seg.split)} split ({seg.n} tiles): mIoU {seg.miou:.3f}, pixel "
+                         f"accuracy {seg.pixel_accuracy:.3f}</h3>" + _table(["class", "IoU", "pixels"], rows))
+    if r.mask_overlays and _RUN_DIR is not None:
+        parts.append("<h3>Validation tiles: image, truth, teacher, selected student</h3>"
+                     + "".join(f'<img alt="mask overlay" src="{plots.file_uri(_RUN_DIR / p)}">'
+                               for p in r.mask_overlays))
+    title = "Per class IoU" if r.per_class_iou else "Per class"
+    return f'<section id="per-class"><h2>{title}</h2>{"".join(parts)}</section>' if parts else ""
 
 
 def _host(r: Report) -> str:
@@ -158,14 +173,17 @@ def _boards(r: Report) -> str:
 
 def _exports(r: Report) -> str:
     notes = "".join(f"<li>{_e(e.format)}: {_e(n)}</li>" for e in r.exports for n in e.notes)
-    return _table(["format", "precision", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "checked with",
-                   "file"],
+    return _table(["format", "precision", "size MB", facts.agreement_label(r), f"{facts.metric(r)} Δ", "max |Δlogit|",
+                   "checked with", "file"],
                   [[_e(e.format), _e(e.precision), _f(e.size_mb), _f(e.parity.top1_agreement, 4),
                     _f(e.parity.accuracy_delta, 4), f"{e.parity.max_abs_diff:.2e}", _e(facts.checked_with(e)),
                     _e(e.path)] for e in r.exports]) + (f"<ul>{notes}</ul>" if notes else "")
 
 
-def render_html(r: Report) -> str:
+def render_html(r: Report, run_dir: Path | None = None) -> str:
+    """The page; `run_dir` lets it embed the files the report names (mask overlays)."""
+    global _RUN_DIR
+    _RUN_DIR = run_dir
     s = summary(r)
     figs = "".join(f'<figure id="plot-{k}"><img alt="{_e(k)} plot" src="{fn(r)}"><figcaption>{_e(CAPTIONS[k])}'
                    "</figcaption></figure>" for k, fn in plots.ALL.items())

@@ -46,7 +46,7 @@ def _summary(r: Report) -> list[str]:
         ["target", f"{r.target.name} ({r.target.device_class})"],
         ["budget (p90)", f"{r.budget_ms:g} ms ({r.budget_source})"],
         ["selected student", f"**{r.selected}** — {r.selection_reason}"],
-        ["accuracy (val)", f"{best.val_accuracy:.3f} student vs {r.teacher.val_accuracy:.3f} teacher"],
+        [f"{facts.metric(r)} (val)", f"{best.val_accuracy:.3f} student vs {r.teacher.val_accuracy:.3f} teacher"],
         ["latency p50 / p90", f"{bm.latency_ms.p50:.3f} / {bm.latency_ms.p90:.3f} ms "
                               f"(teacher {tm.latency_ms.p50:.3f} / {tm.latency_ms.p90:.3f} ms)"],
         ["speed-up vs teacher (p50)", _f(speedup, 2) + "x"],
@@ -73,8 +73,8 @@ def _candidates(r: Report) -> list[str]:
             f"J = L_KD,val + {o.lambda_:g}·C_hw + P_rt + {o.delta:g}·energy_mJ; "
             f"C_hw weights {o.weights} relative to the teacher; "
             f"P_rt = {o.gamma:g} when p90 > {r.budget_ms:g} ms.", "",
-            _table(["candidate", "params", "MMACs", "val acc", "val KD loss", "p50 ms", "p90 ms", "p99 ms", "n",
-                    "peak MB", "size MB", "energy mJ", "C_hw", "P_rt", "J", "sources"], rows), ""]
+            _table(["candidate", "params", "MMACs", facts.val_label(r), "val KD loss", "p50 ms", "p90 ms", "p99 ms",
+                    "n", "peak MB", "size MB", "energy mJ", "C_hw", "P_rt", "J", "sources"], rows), ""]
 
 
 def _search(r: Report) -> list[str]:
@@ -102,7 +102,7 @@ def _precisions(r: Report) -> list[str]:
     return ["## Precisions", "",
             "A lower precision is kept only when measured faster on the target than the FP32 version of the same "
             "student (the p10 ratio to the teacher timed beside it when there is one, else p50).", "",
-            _table(["student", "rung", "precision", "p50 ms", "p90 ms", "p10 / teacher", "val acc", "source",
+            _table(["student", "rung", "precision", "p50 ms", "p90 ms", "p10 / teacher", facts.val_label(r), "source",
                     "verdict"], rows), ""] + [f"- {p.student} r{p.rung}: {p.reason}" for p in r.precisions] + [""]
 
 
@@ -115,6 +115,12 @@ def _per_class(r: Report) -> list[str]:
                     _table(["class", "precision", "recall", "F1", "support"],
                            [[c.name, _f(c.precision), _f(c.recall), _f(c.f1), str(c.support)] for c in figs.classes]),
                     ""]
+    for d in r.per_class_iou:
+        for seg in filter(None, (d.validation, d.test)):
+            out += [f"### {d.model}, {seg.split} split ({seg.n} tiles): mIoU {seg.miou:.3f} (over the classes "
+                    f"present), pixel accuracy {seg.pixel_accuracy:.3f}", "",
+                    _table(["class", "IoU", "pixels"], [[c.name, _f(c.iou), f"{c.pixels:,}"] for c in seg.classes]), ""]
+    out += [f"![validation tiles: image, truth, teacher, student]({p})" for p in r.mask_overlays]
     return ["## Per class", "", "The test split, when the data has one, is evaluated once at the end and never "
             "used for selection.", ""] + out if out else []
 
@@ -124,7 +130,7 @@ def _teacher(r: Report) -> list[str]:
     size = "" if t.params is None or t.macs is None else f"{t.params:,} params, {t.macs / 1e6:.2f} MMACs, "
     out = ["## Teacher", "",
            f"{t.name} ({t.origin}): {size}"
-           f"val accuracy {t.val_accuracy:.3f}; p50 {tm.latency_ms.p50:.3f} ms, "
+           f"val {facts.metric(r)} {t.val_accuracy:.3f}; p50 {tm.latency_ms.p50:.3f} ms, "
            f"p90 {tm.latency_ms.p90:.3f} ms, peak memory {_f(tm.peak_memory_mb, 2)} MB, "
            f"energy {_f(tm.energy_mj, 4)} mJ ({tm.source.get('energy', 'not measured')}).", ""]
     if t.bands and t.bands != r.dataset.bands:
@@ -137,8 +143,8 @@ def _teacher(r: Report) -> list[str]:
 def _exports(r: Report) -> list[str]:
     return [
         "## Exports of the selected student", "",
-        _table(["format", "file", "size MB", "top-1 agreement", "accuracy Δ", "max |Δlogit|", "mean |Δlogit|",
-                "checked with"],
+        _table(["format", "file", "size MB", facts.agreement_label(r), f"{facts.metric(r)} Δ", "max |Δlogit|",
+                "mean |Δlogit|", "checked with"],
                [[e.format, f"`{e.path}`", _f(e.size_mb, 3), _f(e.parity.top1_agreement, 4),
                  _f(e.parity.accuracy_delta, 4), f"{e.parity.max_abs_diff:.2e}",
                  f"{e.parity.mean_abs_diff:.2e}", facts.checked_with(e)] for e in r.exports]), "",

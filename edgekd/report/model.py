@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..export.base import ExportResult
-from ..metrics import ClassMetrics
+from ..metrics import ClassMetrics, SegmentationMetrics
 from ..models.arch import ArchSpec
 from ..profilers.measurement import Measurement
 from ..search.candidates import Candidate, TrialSummary
@@ -113,6 +113,8 @@ class DatasetSummary(BaseModel):
     band_scale: list[float] | None = None  # per band: raw value / scale = model input (GeoTIFF folders)
     band_note: str = ""  # how the bands were read and scaled
     subsampled: str | None = None  # how a preset cut the user's data down (e.g. smoke), or None
+    task: str = "classification"  # what a label is: a class per image, or a mask (segmentation)
+    ignore_index: int | None = None  # segmentation: the mask value of unlabelled pixels
 
 
 class TeacherSummary(BaseModel):
@@ -176,6 +178,14 @@ class ModelMetrics(BaseModel):
     test: ClassMetrics | None = None
 
 
+class DenseModelMetrics(BaseModel):
+    """Per-class IoU of one segmenter on the validation split and, when given, the test split."""
+
+    model: str  # "teacher" or the selected student's name
+    validation: SegmentationMetrics
+    test: SegmentationMetrics | None = None
+
+
 class Report(BaseModel):
     """report.json (schema_version 2). Every measured figure carries its source and conditions."""
 
@@ -204,7 +214,13 @@ class Report(BaseModel):
     # per student with a lower precision searched: each precision's measured latency and accuracy,
     # and why it was kept or dropped (kept only when measured faster than FP32)
     precisions: list[PrecisionChoice] = []
-    per_class: list[ModelMetrics] = []  # the teacher and the selected student
+    per_class: list[ModelMetrics] = []  # the teacher and the selected student (classification)
+    # the task (edgekd.tasks) and the metric every "accuracy" figure of this report is in: top-1
+    # accuracy for classification, mIoU (over the classes present) for segmentation
+    task: str = "classification"
+    metric: str = "accuracy"
+    per_class_iou: list[DenseModelMetrics] = []  # segmentation: the teacher and the selected student
+    mask_overlays: list[str] = []  # segmentation: PNGs of validation tiles (image, truth, teacher, student)
     baseline: Baseline | None = None  # --baseline: the selected architecture without KD
     exports: list[ExportResult]
     software: dict[str, str]

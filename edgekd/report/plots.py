@@ -6,10 +6,14 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -26,6 +30,38 @@ def _uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def file_uri(path: Path) -> str:
+    """A PNG file as a data URI (empty when it is gone)."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.is_file() else ""
+
+
+def mask_overlay(path: Path, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                 classes: list[str], ignore_index: int) -> None:
+    """A PNG of validation tiles, one row each: the image (first three bands), the true mask, the
+    teacher's and the student's predicted masks (one colour per class, ignore pixels black)."""
+    k = len(classes)
+    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"].resampled(k)
+    fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2.1 * len(rows)), squeeze=False)
+    for row, (img, *masks) in zip(axes, rows):
+        rgb = np.clip(img[:3].transpose(1, 2, 0) if img.shape[0] >= 3 else np.repeat(img[:1], 3, 0).transpose(1, 2, 0),
+                      0, 1)
+        row[0].imshow(rgb / max(float(rgb.max()), 1e-6))
+        for ax, m in zip(row[1:], masks):
+            shown = np.ma.masked_where(m == ignore_index, m)
+            ax.set_facecolor("black")
+            ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
+    for ax, title in zip(axes[0], ("image", "truth", "teacher", "student")):
+        ax.set_title(title, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [matplotlib.patches.Patch(color=cmap(i), label=c) for i, c in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(k, 6), fontsize=7)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, format="png", dpi=90)
+    plt.close(fig)
+
+
 def pareto(r: Report) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     front = set(r.pareto_front)
@@ -40,8 +76,8 @@ def pareto(r: Report) -> str:
     ax.axvline(r.budget_ms, color=BUDGET, linestyle="--", label=f"budget {r.budget_ms:g} ms")
     ax.set_xscale("log")  # students at 0.1 ms and a budget or teacher far away stay apart
     ax.set_xlabel(f"p90 latency, ms, log scale ({r.teacher.measurement.source['latency']})")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("accuracy vs p90 latency (star: selected, o: Pareto front)")
+    ax.set_ylabel(f"validation {r.metric}")
+    ax.set_title(f"{r.metric} vs p90 latency (star: selected, o: Pareto front)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _uri(fig)
@@ -102,7 +138,7 @@ def training(r: Report) -> str:
         if t.rungs:
             a2.plot([g.epochs for g in t.rungs], [g.val_accuracy for g in t.rungs], marker="o",
                     color=SELECTED if t.name == r.selected else OTHER, alpha=0.8, lw=1)
-    a2.set_title("students: validation accuracy per rung")
+    a2.set_title(f"students: validation {r.metric} per rung")
     a2.set_xlabel("epochs")
     for a in (a1, a2):
         a.grid(alpha=0.3)
@@ -111,7 +147,8 @@ def training(r: Report) -> str:
 
 def confusion(r: Report) -> str:
     """The selected student's confusion matrix on the validation split (test split when given)."""
-    chosen = next((m for m in r.per_class if m.model == r.selected), None)
+    every: list[Any] = [*r.per_class, *r.per_class_iou]
+    chosen: Any = next((m for m in every if m.model == r.selected), None)
     fig, ax = plt.subplots(figsize=(5.6, 4.8))
     if chosen is None:
         ax.text(0.5, 0.5, "no per-class figures in this report", ha="center")
@@ -123,12 +160,12 @@ def confusion(r: Report) -> str:
     for i, row in enumerate(figs.confusion):
         for j, v in enumerate(row):
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+                ax.text(j, i, str(v) if v < 10_000 else f"{v / 1000:.0f}k", ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{r.selected}: {figs.split} split, {figs.n} images")
+    ax.set_title(f"{r.selected}: {figs.split} split, {figs.n} images" + (" (pixels)" if r.per_class_iou else ""))
     return _uri(fig)
 
 

@@ -13,4 +13,4 @@ from .model import Report
 def write_reports(run_dir: Path, report: Report) -> None:
     atomic_write(run_dir / "report.json", report.to_json())
     atomic_write(run_dir / "report.md", render_markdown(report))
-    atomic_write(run_dir / "report.html", render_html(report))
+    atomic_write(run_dir / "report.html", render_html(report, run_dir))

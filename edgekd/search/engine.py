@@ -24,7 +24,7 @@ from torch import nn
 from ..config import RunConfig
 from ..convert.onnx import to_onnx
 from ..files import atomic_write
-from ..models.arch import ArchSpec, StudentSpec, TimmSpec, expand_students, parse_students
+from ..models.arch import ArchSpec, ExternalSpec, StudentSpec, expand_students, parse_students
 from ..models.space import SearchSpace
 from .candidates import QAT, RungResult, Screen, TrialRecord, TrialStatus, costs_of, runtime_precision
 from .objective import Objective
@@ -42,7 +42,7 @@ class SearchSettings:
     """The part of the run configuration the search reads."""
 
     mode: Literal["grid", "tpe", "nsga2"] = "grid"
-    candidates: tuple[ArchSpec | TimmSpec, ...] = ()
+    candidates: tuple[ArchSpec | ExternalSpec, ...] = ()
     precisions: tuple[str, ...] = ("fp32",)
     search_space: SearchSpace = field(default_factory=SearchSpace)
     trials: int = 16
@@ -88,11 +88,11 @@ def survivors(results: list[tuple[str, float]], eta: int) -> list[str]:
     return [name for name, _ in sorted(results, key=lambda r: r[1])[:keep]]
 
 
-def result_line(name: str, r: RungResult, budget_ms: float) -> str:
+def result_line(name: str, r: RungResult, budget_ms: float, metric: str = "accuracy") -> str:
     """One line per evaluated candidate and rung: accuracy, p90 against the budget, J."""
     m = r.measurement
     verdict = "meets" if r.meets_budget else "[red]over[/]"
-    return (f"{name} r{r.rung} ({r.epochs} epochs): val accuracy {r.val_accuracy:.3f}, p90 "
+    return (f"{name} r{r.rung} ({r.epochs} epochs): val {metric} {r.val_accuracy:.3f}, p90 "
             f"{m.latency_ms.p90:.3f} ms {m.source['latency']}{' [yellow]CONTENDED[/]' if m.contended else ''} "
             f"({verdict} the {budget_ms:g} ms budget), J {r.objective:.3f}")
 
@@ -361,7 +361,8 @@ class Search:
             results = self.evaluate_many(wanted, rung, trained)
             for t in active:
                 t.rungs.append(results[(t.arch.name, t.precision)])
-                self.observer.on_note(result_line(t.name, t.rungs[-1], self.objective.budget_ms))
+                metric = getattr(getattr(self.trainer, "task", None), "metric", "accuracy")
+                self.observer.on_note(result_line(t.name, t.rungs[-1], self.objective.budget_ms, metric))
             if rung < len(self.epochs) - 1:
                 keep = set(survivors([(t.name, t.rungs[-1].objective) for t in active], self.settings.eta))
                 for t in active:

@@ -17,9 +17,10 @@ from torch import nn
 from ..data import Dataset
 from ..distill.losses import KDSettings
 from ..distill.teacher import TeacherSource
-from ..distill.trainer import Shard, Unlabeled, evaluate, predict_logits, steps, train
+from ..distill.trainer import Shard, Unlabeled, predict_logits, steps, train
 from ..models.arch import StudentSpec
 from ..models.sources import build_student
+from ..tasks import Task, task_of
 
 
 def qat_paths(onnx_path: Path) -> tuple[Path, Path]:
@@ -91,12 +92,17 @@ class KDTrainer:
     weights_dir: Path | None = None  # --student-weights-dir: NAME.safetensors / .pth / .pt per timm student
     _calib: list[np.ndarray] | None = field(default=None, repr=False)
 
+    @property
+    def task(self) -> Task:
+        return task_of(self.ds)
+
     def build(self, spec: StudentSpec) -> tuple[nn.Module, str]:
         return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std,
-                             weights_dir=self.weights_dir)
+                             weights_dir=self.weights_dir, task=self.ds.task)
 
     def bare(self, spec: StudentSpec) -> nn.Module:
-        return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std, pretrained=False)[0]
+        return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std, pretrained=False,
+                             task=self.ds.task)[0]
 
     def steps(self, epochs: int) -> int:
         return steps(len(self.ds.y_train), self.batch_size, epochs)
@@ -107,7 +113,7 @@ class KDTrainer:
                      seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
                      teacher_channels=self.teacher_channels, pairs=self.feature_pairs,
                      student_modules=self.student_modules, unlabeled=self.unlabeled,
-                     on_step=on_step, on_epoch=on_epoch, shard=shard)
+                     on_step=on_step, on_epoch=on_epoch, shard=shard, task=self.task)
         return hist.epoch_loss
 
     def validate(self, model: nn.Module, onnx_path: Path, precision: str) -> tuple[Validation, Path]:
@@ -124,7 +130,7 @@ class KDTrainer:
             logits = onnx_logits(onnx_path, self.ds.x_val, self.threads)
         else:
             logits = predict_logits(model, self.ds.x_val)
-        ev = evaluate(logits, self.ds.y_val, self.t_val, self.kd.alpha, self.kd.temperature)
+        ev = self.task.evaluate(logits, self.ds.y_val, self.t_val, self.kd.alpha, self.kd.temperature)
         return Validation(accuracy=ev["accuracy"], kd_loss=ev["kd_loss"], cross_entropy=ev["cross_entropy"]), onnx_path
 
     def quantization_aware(self, model: nn.Module, onnx_path: Path, seed: int, on_step: Callable[[], None],
@@ -143,7 +149,7 @@ class KDTrainer:
                      lr=self.lr / 10, seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
                      teacher_channels=self.teacher_channels, pairs=self.feature_pairs,
                      student_modules=self.student_modules, unlabeled=self.unlabeled, on_step=on_step,
-                     on_epoch=on_epoch)
+                     on_epoch=on_epoch, task=self.task)
         shape = [1, self.ds.in_channels, self.ds.image_size, self.ds.image_size]
         qat_to_onnx(qmodel, out, shape)
         save_qat(saved, qmodel, {"batchnorms_folded": folded, "qat_epochs": self.qat_epochs,
