@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +17,6 @@ from ..errors import ConfigError, TrainingError
 from ..models.taps import resolve_modules, tapped_channels, tapped_features
 from .losses import KDInputs, KDSettings, combined_loss, history_loss, needs
 from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
-
-if TYPE_CHECKING:
-    from ..tasks import Task
 
 
 @dataclass
@@ -51,6 +48,38 @@ class Unlabeled:
         uview = int(torch.randint(self.teacher.views, (1,), generator=gen))
         ux = apply_view(self.x[uidx], uview)
         return model(ux), self.teacher.batch(uidx, uview, ux).logits[0]
+
+
+class Labels(Protocol):
+    """What training asks of a task about its labels (edgekd.tasks.Task keeps this contract)."""
+
+    def augment(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...]
+                ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def view_labels(self, y: torch.Tensor, view: int) -> torch.Tensor: ...
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def kd_rows(self, student: torch.Tensor, y: torch.Tensor, teachers: list[torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]: ...
+
+
+class PerImage:
+    """Labels of classification: one class per image, kept by every view and augmentation."""
+
+    def augment(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment(x, gen, kinds), y
+
+    def view_labels(self, y: torch.Tensor, view: int) -> torch.Tensor:
+        return y
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def kd_rows(self, student: torch.Tensor, y: torch.Tensor, teachers: list[torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        return student, y, teachers
 
 
 AUGMENTATIONS = ("flip", "rot90", "crop")  # label-preserving for top-down imagery; no colour changes
@@ -130,7 +159,7 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
           augmentations: tuple[str, ...] = ("flip",),
           on_step: Callable[[], None] | None = None,
           on_epoch: Callable[[int, float], None] | None = None,
-          shard: Shard | None = None, task: Task | None = None) -> TrainHistory:
+          shard: Shard | None = None, task: Labels | None = None) -> TrainHistory:
     """AdamW with a one-cycle schedule.
 
     Without a teacher: cross-entropy with random flips (how the teacher is trained). With one:
@@ -145,15 +174,11 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     the images as they are, and cross-entropy training leaves out the flips). `shard`: data-parallel
     training (seed eq. 23): every process draws the same batches and trains on its own slice of
     each, the gradients averaged over the processes before each step -- the mean of the shards'
-    KD losses, as one process training on the whole batch. `task` (edgekd.tasks; default
-    classification) says what a label is: augmentations move masks with their images, and the
-    per-sample KD terms see one row per valid pixel of a segmentation batch."""
+    KD losses, as one process training on the whole batch. `task` (edgekd.tasks; default `PerImage`)
+    says what a label is: masks move with their images, KD terms see rows of valid pixels."""
     if history is not None and teacher is not None and teacher.views != 1:
         raise ValueError("the history term needs a teacher source with one view (the images as they are)")
-    if task is None:
-        from ..tasks import get_task
-
-        task = get_task("classification")
+    task = task or PerImage()
     gen = torch.Generator().manual_seed(seed)
     # data-parallel ranks must draw the same batches and views: those come from a generator of
     # their own that per-image draws (which differ with a rank's slice) never advance
@@ -163,7 +188,6 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     want = needs(terms) if teacher is not None else frozenset()
     adapters = None
     params = list(model.parameters())
-
     student_features = _feature_reader(model, student_modules)
     if "features" in want:
         adapters, pairs = _adapters(model, x, student_modules, teacher_channels or [], pairs)
@@ -171,23 +195,19 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     step = _KDStep(model, teacher, terms, kd, want, student_features, adapters, pairs, unlabeled, history, task) \
         if teacher is not None else None
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    steps_per_epoch = math.ceil(len(y) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(y) / batch_size),
+                                                pct_start=0.15)
     hist = TrainHistory()
     model.train()
     for _ in range(epochs):
         t0, total, seen = time.perf_counter(), 0.0, 0
         order = torch.randperm(len(y), generator=batch_gen)
         for idx, xi in batches(x, order, batch_size, shard):
-            yb = y[idx]
-            if teacher is None:  # cross-entropy; flips unless a history term needs the images as they are
-                if history is None:
-                    xi, yb = task.augment(xi, yb, gen, augmentations)
-                logits = model(xi)
-                loss = task.loss(logits, yb) + _history(history, logits, idx)
+            if step is None:
+                loss = _cross_entropy(model, task, xi, y[idx], idx, history, gen, augmentations)
             else:
-                assert step is not None
-                loss = step.loss(xi, yb, idx, int(torch.randint(teacher.views, (1,), generator=batch_gen)), gen)
+                view = int(torch.randint(step.teacher.views, (1,), generator=batch_gen))
+                loss = step.loss(xi, y[idx], idx, view, gen)
             if not torch.isfinite(loss):
                 raise TrainingError(f"training diverged: the loss is {loss.item()} at epoch {len(hist.epoch_loss) + 1} "
                                     f"(lr {lr:g}); lower --lr (or lr in the config) and check the KD weights")
@@ -212,6 +232,16 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     return hist
 
 
+def _cross_entropy(model: nn.Module, task: Labels, xi: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor,
+                   history: History | None, gen: torch.Generator, augmentations: tuple[str, ...]) -> torch.Tensor:
+    """The loss of a batch without a teacher: the task's augmentations (none when a history term
+    needs the images as they are), its cross-entropy, and the history term."""
+    if history is None:
+        xi, yb = task.augment(xi, yb, gen, augmentations)
+    logits = model(xi)
+    return task.loss(logits, yb) + _history(history, logits, idx)
+
+
 @dataclass
 class _KDStep:
     """The KD loss of one batch: the student on the batch's cached teacher view, the run's terms
@@ -227,7 +257,7 @@ class _KDStep:
     pairs: list[tuple[int, int]] | None
     unlabeled: Unlabeled | None
     history: History | None
-    task: Task
+    task: Labels
 
     def loss(self, xi: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, view: int,
              gen: torch.Generator) -> torch.Tensor:

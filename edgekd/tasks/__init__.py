@@ -22,8 +22,8 @@ from ..errors import ConfigError, DataError
 from ..registry import Registry
 
 if TYPE_CHECKING:
+    from ..agreement import Parity
     from ..data import Dataset
-    from ..export.parity import Parity
     from ..tolerances import ParityTolerance
 
 TASK_NAMES = ("classification", "segmentation")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..export.parity import Parity
+from ..agreement import Parity
 from ..metrics import SegmentationMetrics, metrics_from_confusion
 from ..tolerances import ParityTolerance
 from . import TASKS

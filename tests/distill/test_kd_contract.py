@@ -28,6 +28,8 @@ def batch_for(need: frozenset[str]) -> tuple[KDInputs, list[torch.Tensor]]:
         b.adapters = make_adapters([4], [7], [(0, 0)])
     if "embedding" in need:
         b.student_emb, b.teacher_emb = leaf(8, 16), torch.randn(8, 32, generator=g)
+    if "dense" in need:  # segmentation: the logit maps the rows came from
+        b.student_dense, b.teacher_dense = leaf(2, 5, 4, 4), torch.randn(2, 5, 4, 4, generator=g)
     if "unlabeled" in need:
         b.unlabeled_student_logits = leaf(6, 5)
         b.unlabeled_teacher_logits = torch.randn(6, 5, generator=g)
@@ -37,7 +39,7 @@ def batch_for(need: frozenset[str]) -> tuple[KDInputs, list[torch.Tensor]]:
 @pytest.mark.parametrize("name", KD_LOSSES.names())
 def test_every_term_is_a_finite_scalar_with_a_gradient(name):
     need = KD_LOSSES.meta(name)["needs"]
-    assert need <= {"features", "embedding", "unlabeled", "teachers"}
+    assert need <= {"features", "embedding", "unlabeled", "teachers", "dense"}
     b, leaves = batch_for(need)
     loss = KD_LOSSES.get(name)(b, KDSettings(teacher_weights=(1.0, 2.0)))
     assert loss.dim() == 0 and torch.isfinite(loss)
@@ -45,7 +47,8 @@ def test_every_term_is_a_finite_scalar_with_a_gradient(name):
     grads = [t.grad for t in leaves if t.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
     # what a term says it needs is what it learns from
-    read = {"features": b.student_feats[:1], "embedding": [b.student_emb], "unlabeled": [b.unlabeled_student_logits]}
+    read = {"features": b.student_feats[:1], "embedding": [b.student_emb], "unlabeled": [b.unlabeled_student_logits],
+            "dense": [b.student_dense]}
     for key in need & read.keys():
         assert all(t.grad is not None for t in read[key]), key
 

@@ -20,7 +20,7 @@ X = torch.rand(2, 3, 32, 32)
 
 def test_the_registry_names_every_source():
     assert set(MODEL_SOURCES.names()) == {"edgekd", "timm", "torchvision", "torchscript", "export", "onnx",
-                                          "factory"}
+                                          "factory", "smp"}
 
 
 def test_a_timm_model_without_weights_trains_from_scratch_and_round_trips(tmp_path):

@@ -108,7 +108,8 @@ def test_when_every_candidate_is_slower_than_fp32_the_error_names_the_fix(tmp_pa
     settings = SearchSettings(mode="grid", candidates=(ArchSpec(width=0.25),), precisions=("int8",), student_epochs=1)
     s, _, _ = search(tmp_path, settings, budget_ms=10, measurer=PrecisionMeasurer())
     trials = s.run()
-    plan = SimpleNamespace(run_dir=tmp_path, ds=SimpleNamespace(in_channels=3, classes=["a", "b", "c", "d"]),
+    ds = SimpleNamespace(in_channels=3, classes=["a", "b", "c", "d"], task="classification")
+    plan = SimpleNamespace(run_dir=tmp_path, ds=ds,
                            input_shape=[1, 3, 16, 16], budget_ms=10.0)
     with pytest.raises(ConfigError, match=r"no faster than the FP32 version .* --precisions fp32,int8"):
         select_student(plan, trials)

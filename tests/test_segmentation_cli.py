@@ -1,0 +1,84 @@
+"""Integration: `edgekd optimize --task segmentation` end to end on the painted demo masks (ONNX
+and OpenVINO exports passing parity in mIoU terms), resume, and bad segmentation inputs through
+the real CLI (exit 2, one line, nothing written)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from .conftest import run_cli
+from .data.test_masks import make_mask_folder
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("seg") / "run"
+    proc = run_cli("optimize", "--task", "segmentation", "--preset", "smoke", "--out", str(out), "--kd",
+                   "response,cwd:0.5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def test_segmentation_smoke_run_reports_miou_and_exports_dense_logits(seg_run: Path):
+    r = json.loads((seg_run / "report.json").read_text())
+    assert r["task"] == "segmentation" and r["metric"] == "mIoU" and r["dataset"]["task"] == "segmentation"
+    assert r["config"]["task"] == "segmentation" and r["per_class"] == []
+    teacher, student = r["per_class_iou"]
+    assert teacher["model"] == "teacher" and student["model"] == r["selected"]
+    v = student["validation"]
+    assert len(v["classes"]) == 7 and 0 < v["miou"] <= 1 and 0 < v["pixel_accuracy"] <= 1
+    ious = [c["iou"] for c in v["classes"] if c["iou"] is not None]
+    assert v["miou"] == pytest.approx(sum(ious) / len(ious))
+    best = next(c for c in r["candidates"] if c["name"] == r["selected"])
+    assert best["val_accuracy"] == pytest.approx(v["miou"], abs=1e-6)  # the validation metric is the mIoU
+    assert {e["format"] for e in r["exports"]} == {"onnx", "openvino"}
+    for e in r["exports"]:
+        p = e["parity"]
+        assert p["metric"] == "mIoU" and p["top1_agreement"] >= 0.99 and abs(p["accuracy_delta"]) <= 0.01
+    onnx_path = seg_run / next(e["path"] for e in r["exports"] if e["format"] == "onnx")
+    meta = {m.key: m.value for m in onnx.load(str(onnx_path)).metadata_props}
+    assert meta["task"] == "segmentation" and meta["ignore_index"] == "255" and meta["output_stride"] == "4"
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"input": np.random.default_rng(0).random((2, 4, 32, 32), dtype=np.float32)})[0]
+    assert out.shape == (2, 7, 8, 8)  # N x K x h x w at the output stride
+    md, page = (seg_run / "report.md").read_text(), (seg_run / "report.html").read_text()
+    assert "mIoU" in md and "| class | IoU | pixels |" in md and "val mIoU" in md
+    assert "Per class IoU" in page and page.count("data:image/png;base64,") >= 7  # the plots and the mask overlays
+    assert (seg_run / "mask_overlays.png").is_file()
+    assert "cwd" in json.dumps(r["objective"]) or "cwd" in json.dumps(r["config"]["kd"])
+
+
+def test_a_stopped_segmentation_run_resumes_without_redoing_work(seg_run: Path):
+    teacher_mtime = (seg_run / "teacher.pt").stat().st_mtime_ns
+    rung = next((seg_run / "candidates").glob("*/rung0.pt"))
+    rung_mtime = rung.stat().st_mtime_ns
+    selected = json.loads((seg_run / "report.json").read_text())["selected"]
+    for name in ("report.json", "report.md", "report.html"):
+        (seg_run / name).unlink()
+    proc = run_cli("optimize", "--resume", str(seg_run))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (seg_run / "teacher.pt").stat().st_mtime_ns == teacher_mtime and rung.stat().st_mtime_ns == rung_mtime
+    assert json.loads((seg_run / "report.json").read_text())["selected"] == selected
+
+
+def test_bad_segmentation_inputs_exit_2_and_write_nothing(tmp_path: Path):
+    root = make_mask_folder(tmp_path / "tiles")
+    Image.fromarray(np.full((32, 32), 9, dtype=np.uint8)).save(root / "masks" / "scene1_r0_c2.png")
+    out = tmp_path / "run"
+    # the layout says segmentation: no --task
+    proc = run_cli("optimize", "--data", str(root), "--preset", "smoke", "--out", str(out))
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "scene1_r0_c2.png" in lines[0] and "neither a class" in lines[0]
+    assert not out.exists()
+    proc = run_cli("optimize", "--task", "segmentation", "--kd", "relation", "--preset", "smoke", "--out", str(out))
+    assert proc.returncode == 2 and "relation does not apply to segmentation" in proc.stderr and not out.exists()
+    proc = run_cli("optimize", "--students", "lraspp", "--preset", "smoke", "--out", str(out))
+    assert proc.returncode == 2 and "segmentation student" in proc.stderr and not out.exists()
