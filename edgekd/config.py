@@ -60,6 +60,12 @@ class RunConfig(BaseModel):
     mask_palette: Path | None = Field(default=None, description="segmentation: JSON map of mask colours to class "
                                                                "indices ({\"#3C1098\": 0, ...}) that converts "
                                                                "colour-coded RGB masks")
+    tile: int | None = Field(default=None, ge=16, le=8192, description="segmentation: cut images larger than this "
+                                                                      "into tile x tile px windows for training "
+                                                                      "(resized to --image-size); the tiles of an "
+                                                                      "image stay on one side of the split")
+    tile_overlap: int = Field(default=32, ge=0, description="segmentation: px by which neighbouring tiles overlap "
+                                                            "(--tile)")
     teacher_cache_max_gb: float = Field(default=8.0, gt=0, description="largest teacher-output cache written to "
                                                                        "disk; past it (dense logits of a large data "
                                                                        "set) the teacher runs live on every batch")
@@ -279,6 +285,8 @@ class Overrides(BaseModel):
     data: Path | None = None
     task: str | None = None
     mask_palette: Path | None = None
+    tile: int | None = None
+    tile_overlap: int | None = None
     teacher: str | None = None
     teacher_weights_file: Path | None = None
     teacher_normalization: str | None = None

@@ -68,6 +68,34 @@ def test_a_stopped_segmentation_run_resumes_without_redoing_work(seg_run: Path):
     assert json.loads((seg_run / "report.json").read_text())["selected"] == selected
 
 
+def test_large_scenes_train_on_tiles_and_are_evaluated_whole(tmp_path: Path):
+    """--tile cuts each scene into overlapping tiles (the layout says segmentation); the report
+    scores whole validation scenes by sliding window and states the cost per megapixel."""
+    from edgekd.data.synthetic import CLASSES, generate_scenes
+
+    root = tmp_path / "scenes"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    x, m = generate_scenes(5, 128, seed=0)
+    for i in range(5):
+        Image.fromarray((x[i, :3].transpose(1, 2, 0) * 255).astype(np.uint8)).save(root / "images" / f"s{i}.png")
+        Image.fromarray(m[i]).save(root / "masks" / f"s{i}.png")
+    (root / "classes.txt").write_text("".join(f"{i} {c}\n" for i, c in enumerate(CLASSES)))
+    out = tmp_path / "run"
+    proc = run_cli("optimize", "--data", str(root), "--preset", "smoke", "--tile", "64", "--tile-overlap", "16",
+                   "--teacher-epochs", "1", "--student-epochs", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    assert r["task"] == "segmentation" and "64 px tiles overlapping by 16 px" in r["dataset"]["split"]
+    assert r["dataset"]["sizes"]["train"] % 9 == 0  # 9 tiles of each 128 px scene
+    assert [s["model"] for s in r["scenes"]] == ["teacher", r["selected"]]
+    assert "sliding window" in r["scenes"][0]["validation"]["split"] and r["scenes"][1]["validation"]["n"] >= 1
+    cost = r["scene_cost"]
+    assert cost["tile"] == 64 and cost["overlap"] == 16 and cost["source"] == "measured"
+    best = next(c for c in r["candidates"] if c["name"] == r["selected"])
+    assert cost["student_ms_per_mp"] == pytest.approx(best["measurement"]["latency_ms"]["p50"] * 1e6 / 48**2, rel=1e-3)
+
+
 def test_bad_segmentation_inputs_exit_2_and_write_nothing(tmp_path: Path):
     root = make_mask_folder(tmp_path / "tiles")
     Image.fromarray(np.full((32, 32), 9, dtype=np.uint8)).save(root / "masks" / "scene1_r0_c2.png")

@@ -20,6 +20,8 @@ def optimize(
     data: Path | None = opt("data", "--data"),
     task: str | None = opt("task", "--task"),
     mask_palette: Path | None = opt("mask_palette", "--mask-palette"),
+    tile: int | None = opt("tile", "--tile"),
+    tile_overlap: int | None = opt("tile_overlap", "--tile-overlap"),
     teacher: str | None = opt("teacher", "--teacher"),
     teacher_weights_file: Path | None = opt("teacher_weights_file", "--teacher-weights"),
     teacher_normalization: str | None = opt("teacher_normalization", "--teacher-normalization"),

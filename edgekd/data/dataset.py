@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .store import LAZY, Images
+from .store import LAZY, Images, Labels
 
 
 @dataclass
@@ -19,19 +19,20 @@ class Dataset:
     classes: list[str]
     bands: list[str]
     x_train: Images  # a tensor, or an ImageArray served from the image cache (indexing gives tensors)
-    y_train: torch.Tensor
+    y_train: Labels  # class indices (N,), or masks (N, H, W): a tensor, or a MaskArray served from the image cache
     x_val: Images
-    y_val: torch.Tensor
+    y_val: Labels
     synthetic: bool
     source: str
     skipped_files: list[str] = field(default_factory=list)
     x_test: Images | None = None  # a held-out test split the user gave (train/val/test folders)
-    y_test: torch.Tensor | None = None
+    y_test: Labels | None = None
     split: str = "drawn at random per class (val_fraction)"
     band_scale: list[float] | None = None  # per band: raw value / scale = model input (GeoTIFF folders)
     band_note: str = ""  # how the bands were read and scaled
     task: str = "classification"  # what a label is (edgekd.tasks): a class index, or a mask of class indices
     ignore_index: int | None = None  # segmentation: the mask value of pixels without a label
+    val_scenes: list[tuple[str, str]] = field(default_factory=list)  # tiled segmentation: (image, mask) of val scenes
 
     @property
     def in_channels(self) -> int:
@@ -68,6 +69,17 @@ class Dataset:
             "task": self.task,
             "ignore_index": self.ignore_index,
         }
+
+
+def class_labels(y: Labels) -> torch.Tensor:
+    """Class indices of a classification data set (masks are refused: what needs this reads one
+    class per image)."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 1:
+        from ..errors import DataError
+
+        raise DataError("this step works on one class per image; a segmentation data set (masks) is not supported "
+                        "here yet")
+    return y
 
 
 def band_view(ds: Dataset, names: list[str], who: str) -> Dataset:
@@ -120,13 +132,14 @@ def make_dataset(
 def data_source(data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
                 samples_per_class: int, max_samples_per_class: int | None, bands: list[str] | None = None,
                 split_file: Path | None = None, task: str = "classification",
-                mask_palette: Path | None = None) -> dict:
+                mask_palette: Path | None = None, tile: int | None = None, tile_overlap: int = 32) -> dict:
     """What `load_dataset` was called with, as plain values a checkpoint can carry."""
     return {"data": None if data is None else str(Path(data).resolve()), "seed": seed, "val_fraction": val_fraction,
             "image_size": image_size, "samples_per_class": samples_per_class,
             "max_samples_per_class": max_samples_per_class, "bands": bands,
             "split_file": None if split_file is None else str(Path(split_file).resolve()), "task": task,
-            "mask_palette": None if mask_palette is None else str(Path(mask_palette).resolve())}
+            "mask_palette": None if mask_palette is None else str(Path(mask_palette).resolve()), "tile": tile,
+            "tile_overlap": tile_overlap}
 
 
 def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
@@ -136,6 +149,7 @@ def dataset_from_source(source: dict, data: Path | None = None) -> Dataset:
     kw["split_file"] = Path(source["split_file"]) if source.get("split_file") else None
     kw["task"] = source.get("task") or "classification"  # checkpoints written before tasks: classification
     kw["mask_palette"] = Path(source["mask_palette"]) if source.get("mask_palette") else None
+    kw["tile"], kw["tile_overlap"] = source.get("tile"), source.get("tile_overlap", 32)
     folder = data if data is not None else (Path(source["data"]) if source.get("data") else None)
     return load_dataset(folder, **kw)
 
@@ -144,7 +158,7 @@ def load_dataset(
     data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
     samples_per_class: int, max_samples_per_class: int | None, min_classes: int = 2,
     bands: list[str] | None = None, split_file: Path | None = None, task: str = "classification",
-    mask_palette: Path | None = None,
+    mask_palette: Path | None = None, tile: int | None = None, tile_overlap: int = 32,
 ) -> Dataset:
     """The demo set when `data` is None, else the image folder at `data` (with at least
     `min_classes` class folders; `split_file`: the user's train/val/test lists). `task` says
@@ -153,11 +167,12 @@ def load_dataset(
     if task == "segmentation":
         return _load_segmentation(data, seed=seed, val_fraction=val_fraction, image_size=image_size,
                                   samples_per_class=samples_per_class, max_samples_per_class=max_samples_per_class,
-                                  bands=bands, split_file=split_file, mask_palette=mask_palette)
-    if mask_palette is not None:
+                                  bands=bands, split_file=split_file, mask_palette=mask_palette, tile=tile,
+                                  tile_overlap=tile_overlap)
+    if mask_palette is not None or tile is not None:
         from ..errors import DataError
 
-        raise DataError("--mask-palette converts colour masks of a segmentation data set; leave it out for "
+        raise DataError("--mask-palette and --tile apply to a segmentation data set; leave them out for "
                         f"--task {task}")
     if data is None:
         from .synthetic import generate_demo
@@ -180,14 +195,16 @@ def load_dataset(
 
 def _load_segmentation(data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
                        samples_per_class: int, max_samples_per_class: int | None, bands: list[str] | None,
-                       split_file: Path | None, mask_palette: Path | None) -> Dataset:
+                       split_file: Path | None, mask_palette: Path | None, tile: int | None = None,
+                       tile_overlap: int = 32) -> Dataset:
     """The painted demo masks, or an images/ + masks/ folder (the cap: max_samples_per_class
     images per class, of the whole folder)."""
     from ..errors import DataError
 
     if data is None:
-        if bands or split_file or mask_palette:
-            raise DataError("--bands, --split and --mask-palette apply to a data folder (--data DIR), not the demo set")
+        if bands or split_file or mask_palette or tile:
+            raise DataError("--bands, --split, --mask-palette and --tile apply to a data folder (--data DIR), not the "
+                            "demo set")
         from .synthetic import generate_segmentation_demo
 
         return generate_segmentation_demo(samples_per_class=samples_per_class, image_size=image_size or 32, seed=seed,
@@ -200,4 +217,5 @@ def _load_segmentation(data: Path | None, *, seed: int, val_fraction: float, ima
                         "both there; lay the data out so, or pick the task of the data (--task classification)")
     cap = None if max_samples_per_class is None else max_samples_per_class * len(read_classes(root).names)
     return load_mask_folder(root, image_size=image_size or 128, seed=seed, val_fraction=val_fraction,
-                            max_images=cap, bands=bands, split_file=split_file, mask_palette=mask_palette)
+                            max_images=cap, bands=bands, split_file=split_file, mask_palette=mask_palette,
+                            tile=tile, tile_overlap=tile_overlap)

@@ -23,12 +23,15 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 HIGH_BIT_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0}
 
 
-def _read_image(path: Path, size: int) -> np.ndarray | None:
+def _read_image(path: Path, size: int, window: tuple[int, int, int] | None = None) -> np.ndarray | None:
     """RGB in [0, 1] at size x size, or None when the file is not an image. A 16-bit image is
     scaled by its bit depth (not clipped to white); an image over Pillow's decompression-bomb
-    limit is refused."""
+    limit is refused. `window` (top, left, side): that square of the image only (a tile)."""
     try:
         with Image.open(path) as im:
+            if window is not None:
+                top, left, side = window
+                im = im.crop((left, top, left + side, top + side))
             if im.mode in HIGH_BIT_MODES:
                 im = im.convert("I") if im.mode != "I" else im
                 if im.size != (size, size):
@@ -115,20 +118,27 @@ def _high_bit(files: list[Path]) -> bool:
     return False
 
 
-def _decode_rgb(files: list[Path], image_size: int, probe: list[Path]) -> tuple[np.ndarray, list[bool], float]:
+Window = tuple[int, int, int]  # (top, left, side) of a square tile in its source image
+
+
+def _decode_rgb(files: list[Path], image_size: int, probe: list[Path], windows: list[Window | None] | None = None
+                ) -> tuple[np.ndarray, list[bool], float]:
     """`files` decoded as RGB into the image cache (uint16 when the `probe` files are deeper than
-    8 bits, else uint8): the memory map, which files were readable, and the full-scale value."""
+    8 bits, else uint8): the memory map, which files were readable, and the full-scale value.
+    `windows`: row i is that square of files[i] (tiles of large scenes)."""
     from .store import decode_folder
 
     deep = _high_bit(probe)
     full = 65535.0 if deep else 255.0
 
-    def read(f: Path) -> np.ndarray | None:
-        img = _read_image(f, image_size) if f.suffix.lower() in IMAGE_SUFFIXES else None
+    def read_at(i: int, f: Path) -> np.ndarray | None:
+        window = windows[i] if windows is not None else None
+        img = _read_image(f, image_size, window) if f.suffix.lower() in IMAGE_SUFFIXES else None
         return None if img is None else np.round(img * full)
 
-    data, ok = decode_folder(files, read, (3, image_size, image_size), "uint16" if deep else "uint8",
-                             {"image_size": image_size, "resize": "bilinear", "reader": "rgb"})
+    data, ok = decode_folder(files, lambda f: None, (3, image_size, image_size), "uint16" if deep else "uint8",
+                             {"image_size": image_size, "resize": "bilinear", "reader": "rgb",
+                              **({"windows": windows} if windows is not None else {})}, read_at=read_at)
     return data, ok, full
 
 
@@ -255,7 +265,8 @@ class _Decoded:
     scales: Callable[[np.ndarray, int], tuple[list[float], list[float] | None, str]]
 
 
-def _decode_any(root: Path, files: list[Path], image_size: int, bands: list[str] | None) -> _Decoded:
+def _decode_any(root: Path, files: list[Path], image_size: int, bands: list[str] | None,
+                windows: list[Window | None] | None = None) -> _Decoded:
     """RGB for ordinary images; every chosen band for a list whose images are all GeoTIFFs."""
     from .geotiff import TIFF_SUFFIXES, band_scales, read_layout, read_tiff, select_bands
     from .store import decode_folder
@@ -265,16 +276,18 @@ def _decode_any(root: Path, files: list[Path], image_size: int, bands: list[str]
         if bands:
             raise DataError(_ORDINARY_BANDS.format(root=root))
         probe = list({f.parent: f for f in reversed(images)}.values())  # the first image of each folder
-        data, ok, full = _decode_rgb(files, image_size, probe)
+        data, ok, full = _decode_rgb(files, image_size, probe, windows)
         return _Decoded(data, ok, ["R", "G", "B"], lambda rows, seed: ([full] * 3, None, ""))
     layout = read_layout(images[0])
     chosen = select_bands(layout, bands)
     names = [layout.names[i] for i in chosen]
-    data, ok = decode_folder(files, lambda f: read_tiff(f, image_size, layout, chosen)
-                             if f.suffix.lower() in TIFF_SUFFIXES else None,
-                             (len(chosen), image_size, image_size),
+    data, ok = decode_folder(files, lambda f: None, (len(chosen), image_size, image_size),
                              layout.dtype if layout.dtype in ("uint8", "uint16") else "float32",
-                             {"image_size": image_size, "resize": "bilinear", "reader": "geotiff", "bands": chosen})
+                             {"image_size": image_size, "resize": "bilinear", "reader": "geotiff", "bands": chosen,
+                              **({"windows": windows} if windows is not None else {})},
+                             read_at=lambda i, f: read_tiff(f, image_size, layout, chosen,
+                                                            windows[i] if windows is not None else None)
+                             if f.suffix.lower() in TIFF_SUFFIXES else None)
 
     def scales(train_rows: np.ndarray, seed: int) -> tuple[list[float], list[float] | None, str]:
         sample = np.sort(np.random.default_rng(seed).permutation(train_rows)[:2000])  # training images only

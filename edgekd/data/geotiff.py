@@ -74,8 +74,10 @@ def select_bands(layout: BandLayout, wanted: list[str] | None) -> list[int]:
     return out
 
 
-def read_tiff(path: Path, size: int, layout: BandLayout, bands: list[int]) -> np.ndarray:
-    """The chosen bands of `path` at size x size (bilinear), as float32 raw values (C, H, W)."""
+def read_tiff(path: Path, size: int, layout: BandLayout, bands: list[int],
+              window: tuple[int, int, int] | None = None) -> np.ndarray:
+    """The chosen bands of `path` at size x size (bilinear), as float32 raw values (C, H, W);
+    `window` (top, left, side): that square of the raster only (a tile)."""
     import rasterio
     from rasterio.enums import Resampling
 
@@ -85,8 +87,11 @@ def read_tiff(path: Path, size: int, layout: BandLayout, bands: list[int]) -> np
                 raise DataError(f"{path} has {src.count} bands of {src.dtypes[0]}, the other files {layout.count} of "
                                 f"{layout.dtype}; every image of a data set needs the same bands (remove or convert "
                                 "it)")
+            from rasterio.windows import Window
+
+            win = None if window is None else Window(window[1], window[0], window[2], window[2])
             data = src.read([b + 1 for b in bands], out_shape=(len(bands), size, size),
-                            resampling=Resampling.bilinear)
+                            resampling=Resampling.bilinear, window=win)
     except rasterio.errors.RasterioIOError as exc:
         raise DataError(f"{path} cannot be read as a GeoTIFF ({exc}); remove it or fix the file") from None
     return data.astype(np.float32)

@@ -162,11 +162,10 @@ def _check_geo_pair(image: Path, mask: Path) -> None:
                             "onto the image's grid")
 
 
-def read_mask(mask: Path, image: Path, size: int, classes: ClassList,
-              palette: dict[tuple[int, int, int], int] | None) -> np.ndarray:
-    """The mask of `image` as uint8 class indices at size x size (nearest), checked: its size
-    is the image's, it has one channel (or --mask-palette colours), every value is a class or
-    the ignore index."""
+def mask_values(mask: Path, image: Path, classes: ClassList,
+                palette: dict[tuple[int, int, int], int] | None) -> np.ndarray:
+    """The mask of `image` as class indices at its own size, checked: its size is the image's,
+    it has one channel (or --mask-palette colours), every value is a class or the ignore index."""
     from PIL import Image
 
     if mask.suffix.lower() in (".tif", ".tiff"):
@@ -201,10 +200,47 @@ def read_mask(mask: Path, image: Path, size: int, classes: ClassList,
     if len(bad):
         raise DataError(f"mask {mask} holds value {int(bad[0])}, neither a class (0..{len(classes.names) - 1}) nor the "
                         f"ignore index {classes.ignore_index}; fix the mask or list the class in classes.json")
-    out = Image.fromarray(arr.astype(np.uint8))
+    return arr.astype(np.uint8)
+
+
+def resize_mask(arr: np.ndarray, size: int, window: tuple[int, int, int] | None = None) -> np.ndarray:
+    """A mask (or its `window` square: top, left, side) at size x size, nearest neighbour."""
+    from PIL import Image
+
+    if window is not None:
+        top, left, side = window
+        arr = arr[top:top + side, left:left + side]
+    out = Image.fromarray(arr)
     if out.size != (size, size):
         out = out.resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(out, dtype=np.uint8)
+
+
+def read_mask(mask: Path, image: Path, size: int, classes: ClassList,
+              palette: dict[tuple[int, int, int], int] | None) -> np.ndarray:
+    """The checked mask of `image` at size x size (nearest)."""
+    return resize_mask(mask_values(mask, image, classes, palette), size)
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int, int]]:
+    """(top, left, side) of square tiles of `tile` px stepping by tile - overlap, the last row and
+    column flush with the edges; one window of the whole image's shorter side when it is smaller."""
+    if height <= tile or width <= tile:
+        side = min(height, width)
+        return [(0, 0, side)] if height == width else _grid(height, width, side, 0)
+    return _grid(height, width, tile, overlap)
+
+
+def _grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int, int]]:
+    step = max(1, tile - overlap)
+
+    def starts(n: int) -> list[int]:
+        out = list(range(0, n - tile + 1, step))
+        if out[-1] + tile < n:
+            out.append(n - tile)
+        return out
+
+    return [(t, left, tile) for t in starts(height) for left in starts(width)]
 
 
 def _from_palette(rgb: np.ndarray, palette: dict[tuple[int, int, int], int], mask: Path, ignore: int) -> np.ndarray:
@@ -239,16 +275,60 @@ def split_by_scene(scenes: list[str], val_fraction: float, seed: int) -> tuple[n
     return np.setdiff1d(np.arange(len(scenes)), val_rows), val_rows
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One row of the data set: an image (or a `window` of it: top, left, side) and its mask."""
+
+    image: Path
+    mask: Path
+    window: tuple[int, int, int] | None = None
+
+
+def _entries(pairs: list[tuple[Path, Path]], tile: int | None, overlap: int) -> list[Entry]:
+    if tile is None:
+        return [Entry(img, m) for img, m in pairs]
+    out = []
+    for img, m in pairs:
+        w, h = _image_size_of(img)
+        out += [Entry(img, m, win) for win in tile_grid(h, w, tile, overlap)]
+    return out
+
+
+def _decode_masks(entries: list[Entry], image_size: int, classes: ClassList,
+                  palette: dict[tuple[int, int, int], int] | None, tile: int | None, overlap: int) -> np.ndarray:
+    """Every entry's mask, checked, cut and resized (nearest), in the image cache as uint8 (N, 1, S, S)."""
+    from .store import decode_folder
+
+    last: dict[Path, np.ndarray] = {}
+
+    def read_at(i: int, _f: Path) -> np.ndarray:
+        e = entries[i]
+        if e.mask not in last:  # the tiles of one scene follow each other: its mask is read once
+            last.clear()
+            last[e.mask] = mask_values(e.mask, e.image, classes, palette)
+        return resize_mask(last[e.mask], image_size, e.window)[None]
+
+    data, _ = decode_folder([e.mask for e in entries], lambda f: None, (1, image_size, image_size), "uint8",
+                            {"image_size": image_size, "resize": "nearest", "reader": "mask", "tile": tile,
+                             "overlap": overlap, "classes": classes.names, "ignore": classes.ignore_index,
+                             "palette": sorted((list(k), v) for k, v in (palette or {}).items())}, read_at=read_at)
+    return data
+
+
 def load_mask_folder(root: Path, *, image_size: int, seed: int, val_fraction: float, max_images: int | None,
                      bands: list[str] | None = None, split_file: Path | None = None,
-                     mask_palette: Path | None = None) -> Dataset:
+                     mask_palette: Path | None = None, tile: int | None = None, tile_overlap: int = 32) -> Dataset:
     """A segmentation data set from `root` (images/ + masks/ + classes), split by scene (or by
-    --split FILE, whose lists name files under images/)."""
-    import torch
-
+    --split FILE, whose lists name files under images/). With `tile`, every image larger than
+    it is cut into tile x tile windows overlapping by `tile_overlap` px (each resized to
+    `image_size`); the tiles of an image are one scene. Images and masks are decoded once into
+    the image cache and served from it (masks as uint8)."""
     from .folder import _decode_any
-    from .store import ImageArray
+    from .store import ImageArray, MaskArray
 
+    if tile is not None and not 0 <= tile_overlap < tile:
+        raise DataError(f"--tile-overlap {tile_overlap} must be at least 0 and less than --tile {tile}; e.g. "
+                        "--tile 256 --tile-overlap 32")
     classes = read_classes(root)
     palette = read_palette(mask_palette, classes.names) if mask_palette is not None else None
     pairs = _pairs(root)
@@ -256,41 +336,56 @@ def load_mask_folder(root: Path, *, image_size: int, seed: int, val_fraction: fl
     if max_images is not None and listed is None and len(pairs) > max_images:
         keep = np.sort(np.random.default_rng(seed).permutation(len(pairs))[:max_images])
         pairs = [pairs[i] for i in keep]
-    files = [img for img, _ in pairs]
-    masks = np.stack([read_mask(m, img, image_size, classes, palette) for img, m in pairs])
-    decoded = _decode_any(root / "images", files, image_size, bands)
-    unreadable = [f for f, ok in zip(files, decoded.ok) if not ok]
+    entries = _entries(pairs, tile, tile_overlap)
+    masks = _decode_masks(entries, image_size, classes, palette, tile, tile_overlap)
+    decoded = _decode_any(root / "images", [e.image for e in entries], image_size, bands,
+                          [e.window for e in entries] if tile is not None else None)
+    unreadable = [e.image for e, ok in zip(entries, decoded.ok) if not ok]
     if unreadable:
         raise DataError(f"image {unreadable[0]} cannot be read; remove it (and its mask) or replace it")
-    if listed is not None:
-        rows = {k: np.array([i for i, (img, _) in enumerate(pairs) if img.name in names], dtype=np.int64)
-                for k, names in listed.items()}
-        how = f"--split {split_file}"
-        if "val" not in rows:
-            tr, va = split_by_scene([scene_of(pairs[i][0].stem) for i in rows["train"]], val_fraction, seed)
-            rows["train"], rows["val"] = rows["train"][tr], rows["train"][va]
-    else:
-        scenes = [scene_of(img.stem) for img, _ in pairs]
+    scenes = [scene_of(e.image.stem) for e in entries]
+    rows, how = _split_rows(entries, scenes, listed, val_fraction, seed, split_file, tile, tile_overlap)
+    _check_present(masks, rows["train"], classes, root)
+    scales, band_scale, note = decoded.scales(rows["train"], seed)
+    images, y = ImageArray(decoded.data, scales), MaskArray(masks)
+    ds = Dataset(name=root.name, classes=classes.names, bands=decoded.bands, x_train=images.view(rows["train"]),
+                 y_train=y.view(rows["train"]), x_val=images.view(rows["val"]), y_val=y.view(rows["val"]),
+                 synthetic=False, source=str(root.resolve()), split=how, band_scale=band_scale, band_note=note,
+                 task="segmentation", ignore_index=classes.ignore_index)
+    if len(rows.get("test", [])):
+        ds.x_test, ds.y_test = images.view(rows["test"]), y.view(rows["test"])
+    if tile is not None:  # the whole validation scenes, for the sliding-window evaluation
+        ds.val_scenes = list(dict.fromkeys((str(entries[i].image), str(entries[i].mask)) for i in rows["val"]))
+    return ds
+
+
+def _split_rows(entries: list[Entry], scenes: list[str], listed: dict[str, set[str]] | None, val_fraction: float,
+                seed: int, split_file: Path | None, tile: int | None, overlap: int
+                ) -> tuple[dict[str, np.ndarray], str]:
+    cut = f"; images cut into {tile} px tiles overlapping by {overlap} px" if tile else ""
+    if listed is None:
         tr, va = split_by_scene(scenes, val_fraction, seed)
-        rows = {"train": tr, "val": va}
-        how = (f"by scene ({len(set(scenes))} scenes; tiles named SCENE_rR_cC share one), val_fraction "
-               f"{val_fraction:g} of the tiles")
-    present = np.zeros(len(classes.names) + 1, dtype=bool)
-    for m in masks[rows["train"]]:
-        present[np.unique(np.minimum(m, len(classes.names)))] = True
+        return {"train": tr, "val": va}, (f"by scene ({len(set(scenes))} scenes; tiles named SCENE_rR_cC, or cut from "
+                                          f"one image, share one), val_fraction {val_fraction:g} of the tiles{cut}")
+    rows = {k: np.array([i for i, e in enumerate(entries) if e.image.name in names], dtype=np.int64)
+            for k, names in listed.items()}
+    if "val" not in rows:
+        tr, va = split_by_scene([scenes[i] for i in rows["train"]], val_fraction, seed)
+        rows["train"], rows["val"] = rows["train"][tr], rows["train"][va]
+    return rows, f"--split {split_file}{cut}"
+
+
+def _check_present(masks: np.ndarray, train_rows: np.ndarray, classes: ClassList, root: Path) -> None:
+    """Every class shows in some training mask (a class the students never see cannot be learnt)."""
+    k = len(classes.names)
+    present = np.zeros(256, dtype=bool)
+    for start in range(0, len(train_rows), 256):
+        present[np.unique(np.asarray(masks[np.sort(train_rows[start:start + 256])]))] = True
     absent = [n for i, n in enumerate(classes.names) if not present[i]]
     if absent:
         raise DataError(f"class {absent[0]!r} appears in no training mask of {root}; add training tiles that show it "
                         "or remove it from classes.json (or mark its pixels with the ignore index)")
-    scales, band_scale, note = decoded.scales(rows["train"], seed)
-    images, y = ImageArray(decoded.data, scales), torch.from_numpy(masks)
-    ds = Dataset(name=root.name, classes=classes.names, bands=decoded.bands, x_train=images.view(rows["train"]),
-                 y_train=y[rows["train"]], x_val=images.view(rows["val"]), y_val=y[rows["val"]], synthetic=False,
-                 source=str(root.resolve()), split=how, band_scale=band_scale, band_note=note,
-                 task="segmentation", ignore_index=classes.ignore_index)
-    if len(rows.get("test", [])):
-        ds.x_test, ds.y_test = images.view(rows["test"]), y[rows["test"]]
-    return ds
+    del k
 
 
 def _listed_split(root: Path, pairs: list[tuple[Path, Path]], split_file: Path) -> dict[str, set[str]]:

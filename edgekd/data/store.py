@@ -89,6 +89,57 @@ class ImageArray:
         return chunked_stats(self, chunk)
 
 
+class MaskArray:
+    """Rows of a memory-mapped (N, H, W) uint8 array of class masks as uint8 tensors: `y[idx]`
+    reads just those rows. Like `ImageArray`, a view shares the file and pickles by reference."""
+
+    def __init__(self, data: np.ndarray, rows: np.ndarray | None = None):
+        self.data = data
+        self.rows = np.arange(len(data)) if rows is None else np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        filename = getattr(self.data, "filename", None)
+        if filename is None:
+            return (MaskArray, (np.asarray(self.data), self.rows))
+        return (_reopen_masks, (str(filename), self.rows))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.rows), int(self.data.shape[-2]), int(self.data.shape[-1]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.uint8
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        if isinstance(idx, torch.Tensor):
+            idx = idx.numpy()
+        rows = self.rows[idx]
+        scalar = np.ndim(rows) == 0
+        rows = np.atleast_1d(rows)
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
+        out[order] = np.asarray(self.data[rows[order]]).reshape(len(rows), *self.shape[1:])
+        t = torch.from_numpy(out)
+        return t[0] if scalar else t
+
+    def view(self, rows: np.ndarray) -> MaskArray:
+        return MaskArray(self.data, self.rows[rows])
+
+    def numpy(self) -> np.ndarray:
+        return self[:].numpy()
+
+
+Labels = torch.Tensor | MaskArray  # what a data set's labels are (class indices, or masks)
+
+
+def _reopen_masks(filename: str, rows: np.ndarray) -> MaskArray:
+    return MaskArray(np.load(filename, mmap_mode="r"), rows)
+
+
 def _reopen(filename: str, scale: np.ndarray, rows: np.ndarray, bands: list[int]) -> ImageArray:
     return ImageArray(np.load(filename, mmap_mode="r"), scale, rows, bands)
 
@@ -222,11 +273,14 @@ def _progress(files: list[Path]):
 
 
 def decode_folder(files: list[Path], read: Callable[[Path], np.ndarray | None], image_shape: tuple[int, int, int],
-                  dtype: str, settings: dict[str, Any], on_file: Callable[[], None] | None = None
-                  ) -> tuple[np.ndarray, list[bool]]:
+                  dtype: str, settings: dict[str, Any], on_file: Callable[[], None] | None = None,
+                  read_at: Callable[[int, Path], np.ndarray | None] | None = None) -> tuple[np.ndarray, list[bool]]:
     """The decoded images of `files` as a read-only memory map (N, C, H, W) of `dtype`, from the
     cache when the same files and settings were decoded before, and which files were readable
-    (`read` returns None for a file that is not an image; its row stays zero and is not used)."""
+    (`read` returns None for a file that is not an image; its row stays zero and is not used).
+    `read_at(row, file)`, when given, reads row `row` instead (a file may give several rows:
+    tiles of a large scene; `settings` must then say how it was cut). A read that raises leaves
+    no partial file behind."""
     key = folder_key(files, {**settings, "dtype": dtype, "shape": list(image_shape)})
     folder = cache_root() / key
     data_file, meta_file = folder / "images.npy", folder / "meta.json"
@@ -237,14 +291,19 @@ def decode_folder(files: list[Path], read: Callable[[Path], np.ndarray | None], 
     tmp = folder / f".images.{os.getpid()}.npy"
     mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(files), *image_shape))
     ok = []
-    for i, f in enumerate(_progress(files)):
-        img = read(f)
-        ok.append(img is not None)
-        if img is not None:
-            mm[i] = img
-        if on_file is not None:
-            on_file()
-    mm.flush()
+    try:
+        for i, f in enumerate(_progress(files)):
+            img = read_at(i, f) if read_at is not None else read(f)
+            ok.append(img is not None)
+            if img is not None:
+                mm[i] = img
+            if on_file is not None:
+                on_file()
+        mm.flush()
+    except BaseException:
+        del mm
+        tmp.unlink(missing_ok=True)
+        raise
     del mm
     tmp.replace(data_file)  # complete or absent: a killed decode is redone, never half-read
     meta_file.write_text(json.dumps({"readable": ok, "files": len(files), "settings": settings}))

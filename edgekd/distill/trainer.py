@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.store import LAZY, ImageArray, Images, StackedImages, inference_batch
+from ..data.store import Labels as LabelsArray
 from ..errors import ConfigError, TrainingError
 from ..models.taps import resolve_modules, tapped_channels, tapped_features
 from .losses import KDInputs, KDSettings, combined_loss, history_loss, needs
@@ -50,7 +51,7 @@ class Unlabeled:
         return model(ux), self.teacher.batch(uidx, uview, ux).logits[0]
 
 
-class Labels(Protocol):
+class LabelOps(Protocol):
     """What training asks of a task about its labels (edgekd.tasks.Task keeps this contract)."""
 
     def augment(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...]
@@ -151,7 +152,7 @@ def _adapters(model: nn.Module, x: Images, student_modules: list[str] | None, te
     return make_adapters(channels, teacher_channels, pairs), pairs
 
 
-def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+def train(model: nn.Module, x: Images, y: LabelsArray, *, epochs: int, batch_size: int, lr: float,
           seed: int, teacher: TeacherSource | None = None, terms: list[tuple[str, float]] | None = None,
           kd: KDSettings | None = None, pairs: list[tuple[int, int]] | None = None,
           teacher_channels: list[int] | None = None, student_modules: list[str] | None = None,
@@ -159,7 +160,7 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
           augmentations: tuple[str, ...] = ("flip",),
           on_step: Callable[[], None] | None = None,
           on_epoch: Callable[[int, float], None] | None = None,
-          shard: Shard | None = None, task: Labels | None = None) -> TrainHistory:
+          shard: Shard | None = None, task: LabelOps | None = None) -> TrainHistory:
     """AdamW with a one-cycle schedule.
 
     Without a teacher: cross-entropy with random flips (how the teacher is trained). With one:
@@ -232,7 +233,7 @@ def train(model: nn.Module, x: Images, y: torch.Tensor, *, epochs: int, batch_si
     return hist
 
 
-def _cross_entropy(model: nn.Module, task: Labels, xi: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor,
+def _cross_entropy(model: nn.Module, task: LabelOps, xi: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor,
                    history: History | None, gen: torch.Generator, augmentations: tuple[str, ...]) -> torch.Tensor:
     """The loss of a batch without a teacher: the task's augmentations (none when a history term
     needs the images as they are), its cross-entropy, and the history term."""
@@ -257,7 +258,7 @@ class _KDStep:
     pairs: list[tuple[int, int]] | None
     unlabeled: Unlabeled | None
     history: History | None
-    task: Labels
+    task: LabelOps
 
     def loss(self, xi: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, view: int,
              gen: torch.Generator) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from ..data.store import Images
+from ..data.store import Images, Labels
 from ..errors import ExportError
 from ..profilers import PROFILERS, load_runtime
 from ..registry import Registry, close_matches
@@ -115,7 +115,7 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx: ExportContext,
-                 x_val: Images, y_val: torch.Tensor, tol: ParityTolerance | None = None,
+                 x_val: Images, y_val: Labels, tol: ParityTolerance | None = None,
                  threads: int = 1) -> ExportResult:
     """Export `model` to `fmt`, then check its outputs against PyTorch on the validation split;
     an export beyond the tolerance of its precision raises ExportError naming the format and
@@ -153,7 +153,7 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
 
 
 def _plugin_default_parity(spec: ExportFormat, path: Path, model: torch.nn.Module, x_val: Images,
-                           y_val: torch.Tensor, threads: int, execution: dict[str, str],
+                           y_val: Labels, threads: int, execution: dict[str, str],
                            ctx: ExportContext) -> Parity | None:
     """An FP32 OpenVINO IR is checked with the f32 precision hint; a deployment that sets no hint
     runs the plugin's default (bf16 on CPUs with bf16 units). Where that differs here, the

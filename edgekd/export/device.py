@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from ..data.store import Images
+from ..data.store import Images, Labels
 from ..errors import EdgeKDError, ExportError
 from ..profilers import PROFILERS
 from .parity import Parity, ParityTolerance, compare_logits, default_tolerance
@@ -68,7 +68,7 @@ class DeviceParity(BaseModel):
 
 
 def device_parity(measurer: AgentMeasurer, model: torch.nn.Module, export: ExportResult, fp32_onnx: Path,
-                  x: Images, y: torch.Tensor, tolerances: dict[str, ParityTolerance] | None = None,
+                  x: Images, y: Labels, tolerances: dict[str, ParityTolerance] | None = None,
                   compare: Compare | None = None) -> DeviceParity:
     """Run `export` (an ONNX file) on the device and compare with `model`; fall back on failure."""
     xs, ys = x[:DEVICE_SLICE], y[:DEVICE_SLICE]
@@ -108,7 +108,7 @@ def device_parity(measurer: AgentMeasurer, model: torch.nn.Module, export: Expor
 
 
 def check_on_device(measurer: AgentMeasurer, model: torch.nn.Module, exports: list[ExportResult],
-                    x: Images, y: torch.Tensor, tolerances: dict[str, ParityTolerance] | None = None,
+                    x: Images, y: Labels, tolerances: dict[str, ParityTolerance] | None = None,
                     compare: Compare | None = None) -> list[ExportResult]:
     """Every ONNX export checked on the device too (the agent runs ONNX models); an export passes
     only if host and device parity pass, at its precision or one it fell back to."""

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..agreement import Parity, compare_logits
-from ..data.store import Images
+from ..data.store import Images, Labels
 from ..tolerances import DEFAULT_TOLERANCES, ParityTolerance, default_tolerance
 
 __all__ = ["DEFAULT_TOLERANCES", "Parity", "ParityTolerance", "check_parity", "compare_logits", "default_tolerance"]
@@ -16,7 +16,7 @@ __all__ = ["DEFAULT_TOLERANCES", "Parity", "ParityTolerance", "check_parity", "c
 
 @torch.no_grad()
 def check_parity(model: torch.nn.Module, run: Callable[[np.ndarray], np.ndarray],
-                 x: Images, y: torch.Tensor, batch_size: int = 64,
+                 x: Images, y: Labels, batch_size: int = 64,
                  compare: Callable[[np.ndarray, np.ndarray, np.ndarray], Parity] | None = None) -> Parity:
     """The export (`run`) against the PyTorch model on (x, y), compared in the task's terms
     (`compare`; default: classification's top-1 agreement and accuracy)."""

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from ..config import RunConfig
 from ..data import Dataset, dataset_from_source
+from ..data.dataset import class_labels
 from ..data.store import stack, take
 from ..errors import DataError, EdgeKDError, RunDirError
 from ..models.io import Net, load_checkpoint
@@ -154,8 +155,8 @@ def old_data(lineage: list[Source], new_source: dict[str, Any], image_size: int,
         except EdgeKDError as exc:
             notes.append(f"{where} could not be read ({exc}): no replay from it")
             continue
-        ds.y_train = relabel(ds.y_train, ds.classes, classes)
-        ds.y_val = relabel(ds.y_val, ds.classes, classes)
+        ds.y_train = relabel(class_labels(ds.y_train), ds.classes, classes)
+        ds.y_val = relabel(class_labels(ds.y_val), ds.classes, classes)
         found.append(ds)
     return found, notes
 
@@ -168,9 +169,9 @@ def merge(new: Dataset, old: list[Dataset], classes: list[str], replay_fraction:
     if old and any(o.in_channels != new.in_channels for o in old):
         raise DataError(f"the new data has {new.in_channels} bands, earlier data "
                         f"{sorted({o.in_channels for o in old})}: an update keeps the bands of the student")
-    y_new = relabel(new.y_train, new.classes, classes)
+    y_new = relabel(class_labels(new.y_train), new.classes, classes)
     x_old = stack([o.x_train for o in old]) if old else take(new.x_train, np.arange(0))
-    y_old = torch.cat([o.y_train for o in old]) if old else y_new[:0]
+    y_old = torch.cat([class_labels(o.y_train) for o in old]) if old else y_new[:0]
     n = min(len(x_old), round(replay_fraction * len(y_new)))
     pick = np.sort(np.random.default_rng(seed).permutation(len(x_old))[:n]).astype(np.int64)
     return Dataset(  # images served from the image cache stay there: nothing materialised
@@ -178,5 +179,6 @@ def merge(new: Dataset, old: list[Dataset], classes: list[str], replay_fraction:
         bands=new.bands, x_train=stack([new.x_train, take(x_old, pick)]),
         y_train=torch.cat([y_new, y_old[torch.from_numpy(pick)]]),
         x_val=stack([new.x_val, *[o.x_val for o in old]]),
-        y_val=torch.cat([relabel(new.y_val, new.classes, classes), *[o.y_val for o in old]]),
+        y_val=torch.cat([relabel(class_labels(new.y_val), new.classes, classes),
+                         *[class_labels(o.y_val) for o in old]]),
         synthetic=new.synthetic, source=new.source, skipped_files=new.skipped_files), n

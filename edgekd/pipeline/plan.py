@@ -151,7 +151,8 @@ class RunPlan:
                     data_source=data_source(c.data, seed=c.seed, val_fraction=c.val_fraction, image_size=c.image_size,
                                             samples_per_class=c.samples_per_class,
                                             max_samples_per_class=c.max_samples_per_class, bands=c.bands,
-                                            split_file=c.split_file, task=c.task, mask_palette=c.mask_palette))
+                                            split_file=c.split_file, task=c.task, mask_palette=c.mask_palette,
+                                            tile=c.tile, tile_overlap=c.tile_overlap))
 
     def bind_budget(self, teacher_p50_ms: float) -> RunPlan:
         """The plan with its budget decided: --budget-ms when given, else the teacher's p50 on the
@@ -205,7 +206,8 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     with timer("data"):
         ds = load_dataset(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction, image_size=cfg.image_size,
                           samples_per_class=cfg.samples_per_class, max_samples_per_class=cfg.max_samples_per_class,
-                          bands=cfg.bands, split_file=cfg.split_file, task=cfg.task, mask_palette=cfg.mask_palette)
+                          bands=cfg.bands, split_file=cfg.split_file, task=cfg.task, mask_palette=cfg.mask_palette,
+                          tile=cfg.tile, tile_overlap=cfg.tile_overlap)
         ds, teacher_ds = cross_modal_views(cfg, ds)
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
     teachers = load_teachers(cfg, teacher_ds or ds, run_dir, resume, want)

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..export import ExportResult
 from ..host import software_versions
 from ..measurers import Measurer
 from ..measurers.pool import BoardPool
-from ..metrics import class_metrics
+from ..metrics import class_metrics, metrics_from_confusion
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet
 from ..models.stats import count_macs, count_params
@@ -29,6 +30,7 @@ from ..report.model import (
     ObjectiveSummary,
     Parallelism,
     Report,
+    SceneCost,
     ScreenSettings,
     SearchSummary,
     TeacherSummary,
@@ -119,6 +121,52 @@ def per_class_dense(plan: RunPlan, teacher: TeacherResult, choice: Selection
     return out, ["mask_overlays.png"]
 
 
+MAX_SCENES = 20  # whole validation scenes evaluated by sliding window in the report
+
+
+def scene_figures(plan: RunPlan, teacher: TeacherResult, choice: Selection) -> list[DenseModelMetrics]:
+    """Tiled segmentation: the teacher and the selected student run over whole validation scenes
+    by sliding window (the training tiles' grid, overlaps blended), scored against the full masks."""
+    from PIL import Image
+
+    from ..data.masks import mask_values, read_classes
+    from ..distill.trainer import predict_logits
+    from ..tasks.scenes import predict_scene
+    from ..tasks.segmentation import confusion
+
+    ds, cfg = plan.ds, plan.cfg
+    if not cfg.tile or not ds.val_scenes or ds.band_scale is not None or cfg.data is None:
+        return []  # GeoTIFF scenes: their band scaling is per tile here; not evaluated whole
+    classes, k = read_classes(Path(cfg.data)), len(ds.classes)
+    run = _student_logits(plan, choice)
+    out = []
+    for name, fn in (("teacher", lambda x: predict_logits(teacher.model, x)), (choice.best.name, run)):
+        cm = torch.zeros(k, k, dtype=torch.long)
+        for img, mask in ds.val_scenes[:MAX_SCENES]:
+            with Image.open(img) as im:
+                x = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0)
+            truth = torch.from_numpy(mask_values(Path(mask), Path(img), classes, None).astype(np.int64))
+            logits = predict_scene(fn, x, cfg.tile, cfg.tile_overlap, ds.image_size)
+            cm += confusion(logits.argmax(0), truth, k, classes.ignore_index)
+        m = metrics_from_confusion(cm, ds.classes, f"validation scenes, sliding window ({cfg.tile} px tiles, "
+                                   f"{cfg.tile_overlap} px overlap blended)", min(len(ds.val_scenes), MAX_SCENES))
+        out.append(DenseModelMetrics(model=name, validation=m))
+    return out
+
+
+def scene_cost(plan: RunPlan, teacher: TeacherResult, choice: Selection) -> SceneCost:
+    from ..tasks.scenes import ms_per_megapixel
+
+    cfg, ds = plan.cfg, plan.ds
+    tile, overlap = (cfg.tile, cfg.tile_overlap) if cfg.tile else (ds.image_size, 0)
+    basis = ("source imagery (each tile resized to the model's input)" if cfg.tile
+             else f"the model's {ds.image_size} px input (no --tile: tiles as the data holds them, side by side)")
+    return SceneCost(tile=tile, overlap=overlap, basis=basis,
+                     teacher_ms_per_mp=round(ms_per_megapixel(teacher.measurement.latency_ms.p50, tile, overlap), 3),
+                     student_ms_per_mp=round(ms_per_megapixel(choice.best.measurement.latency_ms.p50, tile, overlap),
+                                             3), source=choice.best.measurement.source["latency"])
+
+
 def per_class(plan: RunPlan, teacher: TeacherResult, choice: Selection) -> list[ModelMetrics]:
     """Per-class figures of the teacher and of the selected student (at its precision: an INT8
     student through its INT8 graph) on the validation split and, when given, the test split."""
@@ -146,6 +194,8 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
     dense, overlays = per_class_dense(plan, teacher, choice) if plan.ds.task == "segmentation" else ([], [])
     return Report(
         task=plan.ds.task, metric=task.metric, per_class_iou=dense, mask_overlays=overlays,
+        scene_cost=scene_cost(plan, teacher, choice) if dense else None,
+        scenes=scene_figures(plan, teacher, choice) if dense else [],
         run_id=plan.run_id, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]), resumed=plan.resume, target=plan.target,
         budget_ms=plan.budget_ms, budget_source=plan.budget_source,

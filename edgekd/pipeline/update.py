@@ -26,6 +26,7 @@ from torch import nn
 from ..console import ConsoleObserver
 from ..convert.onnx import to_onnx
 from ..data import Dataset, data_source, load_dataset
+from ..data.dataset import class_labels
 from ..distill.losses import KDSettings, needs, parse_kd
 from ..distill.teacher import TeacherOutputs
 from ..distill.trainer import History, predict_logits, train
@@ -232,6 +233,9 @@ def run_update(opts: UpdateOptions, observer: ConsoleObserver | None = None) -> 
     observer = observer or ConsoleObserver(quiet=opts.quiet)
     timer = StageTimer()
     prev = read_previous(opts.previous)
+    if (prev.lineage and prev.lineage[-1].data_source.get("task") or "classification") != "classification":
+        raise ConfigError(f"{opts.previous} is a {prev.lineage[-1].data_source['task']} run; edgekd update continues "
+                          "classification runs only (segmentation updates are not built yet)")
     _prepare_out(opts)
     target = get_target(opts.target or prev.settings.target)
     formats, _ = resolve_exports(_export_cfg(opts, prev), target)
@@ -260,9 +264,9 @@ def _run(opts: UpdateOptions, prev: Previous, target, formats: list[str], observ
         ds, replayed, notes, source = _data(opts, prev, observer)
     with timer("teacher"):
         teacher, origin = _teacher(opts, prev, ds, observer, lr)
-        teacher_acc = class_accuracy(predict_logits(teacher, ds.x_val), ds.y_val, len(prev.classes))
+        teacher_acc = class_accuracy(predict_logits(teacher, ds.x_val), class_labels(ds.y_val), len(prev.classes))
     previous = prev.load_student()
-    before = class_accuracy(_padded(predict_logits(previous, ds.x_val), len(ds.classes)), ds.y_val,
+    before = class_accuracy(_padded(predict_logits(previous, ds.x_val), len(ds.classes)), class_labels(ds.y_val),
                             len(prev.classes))
     student = copy.deepcopy(previous)
     added = len(ds.classes) - len(prev.classes)
@@ -271,7 +275,7 @@ def _run(opts: UpdateOptions, prev: Previous, target, formats: list[str], observ
     with timer("kd_training"):
         loss, seconds, named = _distil(opts, prev, ds, teacher, student, predict_logits(previous, ds.x_train), lr,
                                        epochs, observer)
-    after = class_accuracy(predict_logits(student, ds.x_val), ds.y_val, len(prev.classes))
+    after = class_accuracy(predict_logits(student, ds.x_val), class_labels(ds.y_val), len(prev.classes))
     forgot = (None if before.old_classes is None or after.old_classes is None
               else round(100 * (before.old_classes - after.old_classes), 2))
     observer.say(f"old classes {_pct(before.old_classes)} -> {_pct(after.old_classes)}, new classes "

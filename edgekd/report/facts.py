@@ -118,6 +118,15 @@ def checked_with(e) -> str:
     return how
 
 
+def scene_cost(r: Report) -> str:
+    """The whole-scene cost sentence of a segmentation report ("" for other tasks)."""
+    c = r.scene_cost
+    if c is None:
+        return ""
+    return (f"Whole-scene cost ({c.source} p50 of one tile x tiles per megapixel of {c.basis}; {c.tile} px tiles, "
+            f"{c.overlap} px overlap): student {c.student_ms_per_mp:g} ms/MP, teacher {c.teacher_ms_per_mp:g} ms/MP.")
+
+
 def metric(r: Report) -> str:
     """The name of the task's metric, which every accuracy figure of the report is in."""
     return r.metric

@@ -150,6 +150,13 @@ def _per_class(r: Report) -> str:
             rows = [[_e(c.name), _f(c.iou), f"{c.pixels:,}"] for c in seg.classes]
             parts.append(f"<h3>{_e(d.model)}, {_e(seg.split)} split ({seg.n} tiles): mIoU {seg.miou:.3f}, pixel "
                          f"accuracy {seg.pixel_accuracy:.3f}</h3>" + _table(["class", "IoU", "pixels"], rows))
+    for d in r.scenes:
+        seg = d.validation
+        rows = [[_e(c.name), _f(c.iou), f"{c.pixels:,}"] for c in seg.classes]
+        parts.append(f"<h3>{_e(d.model)}, {_e(seg.split)}, {seg.n} scenes: mIoU {seg.miou:.3f}, pixel accuracy "
+                     f"{seg.pixel_accuracy:.3f}</h3>" + _table(["class", "IoU", "pixels"], rows))
+    if r.scene_cost is not None:
+        parts.append(f"<p>{_e(facts.scene_cost(r))}</p>")
     if r.mask_overlays and _RUN_DIR is not None:
         parts.append("<h3>Validation tiles: image, truth, teacher, selected student</h3>"
                      + "".join(f'<img alt="mask overlay" src="{plots.file_uri(_RUN_DIR / p)}">'

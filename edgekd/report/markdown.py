@@ -120,6 +120,12 @@ def _per_class(r: Report) -> list[str]:
             out += [f"### {d.model}, {seg.split} split ({seg.n} tiles): mIoU {seg.miou:.3f} (over the classes "
                     f"present), pixel accuracy {seg.pixel_accuracy:.3f}", "",
                     _table(["class", "IoU", "pixels"], [[c.name, _f(c.iou), f"{c.pixels:,}"] for c in seg.classes]), ""]
+    for d in r.scenes:
+        seg = d.validation
+        out += [f"### {d.model}, {seg.split}, {seg.n} scenes: mIoU {seg.miou:.3f}, pixel accuracy "
+                f"{seg.pixel_accuracy:.3f}", "",
+                _table(["class", "IoU", "pixels"], [[c.name, _f(c.iou), f"{c.pixels:,}"] for c in seg.classes]), ""]
+    out += [facts.scene_cost(r), ""] if r.scene_cost else []
     out += [f"![validation tiles: image, truth, teacher, student]({p})" for p in r.mask_overlays]
     return ["## Per class", "", "The test split, when the data has one, is evaluated once at the end and never "
             "used for selection.", ""] + out if out else []

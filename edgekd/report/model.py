@@ -178,6 +178,17 @@ class ModelMetrics(BaseModel):
     test: ClassMetrics | None = None
 
 
+class SceneCost(BaseModel):
+    """What a whole scene costs on the target (segmentation): the p50 of one tile per new pixel."""
+
+    tile: int  # px of source imagery per tile (--tile, else the model's input size)
+    overlap: int
+    basis: str  # what a megapixel is of: source imagery (tiled) or the model's input
+    teacher_ms_per_mp: float
+    student_ms_per_mp: float
+    source: str  # the latency figures' source (measured / remote / predicted / cached)
+
+
 class DenseModelMetrics(BaseModel):
     """Per-class IoU of one segmenter on the validation split and, when given, the test split."""
 
@@ -221,6 +232,9 @@ class Report(BaseModel):
     metric: str = "accuracy"
     per_class_iou: list[DenseModelMetrics] = []  # segmentation: the teacher and the selected student
     mask_overlays: list[str] = []  # segmentation: PNGs of validation tiles (image, truth, teacher, student)
+    scene_cost: SceneCost | None = None  # segmentation: ms per megapixel of a whole scene
+    # tiled segmentation: the teacher and the selected student on whole validation scenes (sliding window)
+    scenes: list[DenseModelMetrics] = []
     baseline: Baseline | None = None  # --baseline: the selected architecture without KD
     exports: list[ExportResult]
     software: dict[str, str]

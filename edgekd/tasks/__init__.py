@@ -24,6 +24,7 @@ from ..registry import Registry
 if TYPE_CHECKING:
     from ..agreement import Parity
     from ..data import Dataset
+    from ..data.store import Labels
     from ..tolerances import ParityTolerance
 
 TASK_NAMES = ("classification", "segmentation")
@@ -56,7 +57,7 @@ class Task(Protocol):
         images, or valid pixels at the mask's size."""
         ...
 
-    def evaluate(self, logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+    def evaluate(self, logits: torch.Tensor, y: Labels, teacher_logits: torch.Tensor | None = None,
                  alpha: float = 0.5, temperature: float = 4.0) -> dict[str, float]:
         """"accuracy" (the task's metric: top-1 or mIoU), "cross_entropy", and with teacher logits "kd_loss"."""
         ...

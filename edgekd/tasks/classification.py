@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ..agreement import Parity, compare_logits
+from ..data.store import Labels
 from ..distill.trainer import PerImage
 from ..tolerances import ParityTolerance
 from . import TASKS
@@ -19,11 +20,12 @@ class ClassificationTask(PerImage):
     metric = "accuracy"
     kd_terms = frozenset({"response", "feature", "relation", "multi-teacher", "semi-supervised", "robust"})
 
-    def evaluate(self, logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+    def evaluate(self, logits: torch.Tensor, y: Labels, teacher_logits: torch.Tensor | None = None,
                  alpha: float = 0.5, temperature: float = 4.0) -> dict[str, float]:
+        from ..data.dataset import class_labels
         from ..distill.trainer import evaluate
 
-        return evaluate(logits, y, teacher_logits, alpha, temperature)
+        return evaluate(logits, class_labels(y), teacher_logits, alpha, temperature)
 
     def compare(self, ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> Parity:
         return compare_logits(ref, got, labels)

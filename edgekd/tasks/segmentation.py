@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..agreement import Parity
+from ..data.store import Labels
 from ..metrics import SegmentationMetrics, metrics_from_confusion
 from ..tolerances import ParityTolerance
 from . import TASKS
@@ -96,7 +97,7 @@ class SegmentationTask:
         return rows, y.reshape(-1)[valid].long(), [_rows(upsample(t, size))[valid] for t in teachers]
 
     @torch.no_grad()
-    def evaluate(self, logits: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+    def evaluate(self, logits: torch.Tensor, y: Labels, teacher_logits: torch.Tensor | None = None,
                  alpha: float = 0.5, temperature: float = 4.0) -> dict[str, float]:
         """mIoU (as "accuracy": the task's metric), pixel accuracy, cross-entropy and KD loss per
         valid pixel, in chunks (upsampled logits of a whole split are never held at once)."""
@@ -149,7 +150,7 @@ class SegmentationTask:
         return out
 
 
-def segmentation_metrics(logits: torch.Tensor, y: torch.Tensor, classes: list[str], ignore_index: int,
+def segmentation_metrics(logits: torch.Tensor, y: Labels, classes: list[str], ignore_index: int,
                          split: str) -> SegmentationMetrics:
     """The report's per-class figures of dense logits on a split."""
     k = len(classes)
