@@ -133,7 +133,9 @@ def _decode_rgb(files: list[Path], image_size: int, probe: list[Path], windows: 
 
     def read_at(i: int, f: Path) -> np.ndarray | None:
         window = windows[i] if windows is not None else None
-        img = _read_image(f, image_size, window) if f.suffix.lower() in IMAGE_SUFFIXES else None
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            return None
+        img = _read_image(f, image_size) if window is None else _read_image(f, image_size, window)
         return None if img is None else np.round(img * full)
 
     data, ok = decode_folder(files, lambda f: None, (3, image_size, image_size), "uint16" if deep else "uint8",

@@ -36,6 +36,18 @@ def folder_key(files: Sequence[Path], settings: dict[str, Any]) -> str:
     return h.hexdigest()[:24]
 
 
+def _read_rows(data: np.ndarray, rows: np.ndarray, idx: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(the rows `idx` of a view read from the file in file order, where each goes back in the
+    asked order, whether `idx` named one row)."""
+    if isinstance(idx, torch.Tensor):
+        idx = idx.numpy()
+    picked = rows[idx]
+    scalar = bool(np.ndim(picked) == 0)
+    picked = np.atleast_1d(picked)
+    order = np.argsort(picked, kind="stable")  # read the file forwards, return in the asked order
+    return np.asarray(data[picked[order]]), order, scalar
+
+
 class ImageArray:
     """Rows of a memory-mapped (N, C, H, W) integer array as float32 tensors in [0, 1]:
     `x[idx]` reads just those rows and divides each band by its scale. A view (rows, bands)
@@ -64,13 +76,8 @@ class ImageArray:
         return (len(self.rows), len(self.bands), int(self.data.shape[2]), int(self.data.shape[3]))
 
     def __getitem__(self, idx: Any) -> torch.Tensor:
-        if isinstance(idx, torch.Tensor):
-            idx = idx.numpy()
-        rows = self.rows[idx]
-        scalar = np.ndim(rows) == 0
-        rows = np.atleast_1d(rows)
-        order = np.argsort(rows, kind="stable")  # read the file forwards, return in the asked order
-        block = np.asarray(self.data[rows[order]])[:, self.bands]
+        block, order, scalar = _read_rows(self.data, self.rows, idx)
+        block = block[:, self.bands]
         out = np.empty(block.shape, dtype=np.float32)
         out[order] = block.astype(np.float32) / self.scale[self.bands][None, :, None, None]
         t = torch.from_numpy(np.clip(out, 0.0, 1.0, out=out))
@@ -115,14 +122,9 @@ class MaskArray:
         return torch.uint8
 
     def __getitem__(self, idx: Any) -> torch.Tensor:
-        if isinstance(idx, torch.Tensor):
-            idx = idx.numpy()
-        rows = self.rows[idx]
-        scalar = np.ndim(rows) == 0
-        rows = np.atleast_1d(rows)
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
-        out[order] = np.asarray(self.data[rows[order]]).reshape(len(rows), *self.shape[1:])
+        block, order, scalar = _read_rows(self.data, self.rows, idx)
+        out = np.empty((len(block), *self.shape[1:]), dtype=np.uint8)
+        out[order] = block.reshape(len(block), *self.shape[1:])
         t = torch.from_numpy(out)
         return t[0] if scalar else t
 
