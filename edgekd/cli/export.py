@@ -65,8 +65,9 @@ def export_cmd(
     std = model.normalize.std.flatten().tolist()
 
     def done(r) -> None:
-        console.print(f"{r.format}: {r.path} ({r.size_mb:.3f} MB) top-1 agreement {r.parity.top1_agreement:.4f}, "
-                      f"accuracy {r.parity.accuracy_export:.4f} (PyTorch {r.parity.accuracy_torch:.4f}), "
+        p = r.parity
+        console.print(f"{r.format}: {r.path} ({r.size_mb:.3f} MB) {p.agreement_name} {p.top1_agreement:.4f}, "
+                      f"{p.metric} {p.accuracy_export:.4f} (PyTorch {p.accuracy_torch:.4f}), "
                       f"max |Δlogit| {r.parity.max_abs_diff:.2e}", highlight=False)
 
     failure = None

@@ -175,7 +175,7 @@ def _plugin_default_parity(spec: ExportFormat, path: Path, model: torch.nn.Modul
     finally:
         plain.close()
     ctx.notes.append(f"parity figures hold for OpenVINO inference precision {hint}; OpenVINO's default here is "
-                     f"{default}, with top-1 agreement {other.top1_agreement:.4f} and max |diff| "
+                     f"{default}, with {other.agreement_name} {other.top1_agreement:.4f} and max |diff| "
                      f"{other.max_abs_diff:.2e}: {how}")
     return other
 

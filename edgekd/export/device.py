@@ -59,7 +59,7 @@ class DeviceParity(BaseModel):
                     + "; ".join(f"{t.precision}: {', '.join(t.problems)}" for t in self.tried))
         p = self.parity
         assert p is not None
-        said = (f"on the device ({self.where}, {self.runtime} {self.precision}): top-1 agreement "
+        said = (f"on the device ({self.where}, {self.runtime} {self.precision}): {p.agreement_name} "
                 f"{p.top1_agreement:.4f}, max |diff| {p.max_abs_diff:.2e}")
         if self.fell_back:
             failed = "; ".join(f"{t.precision}: {', '.join(t.problems)}" for t in self.tried if t.problems)
