@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from real_models import p50_interleaved  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
-from edgekd.distill.losses import KDSettings  # noqa: E402
+from edgekd.distill.losses import KDSettings, parse_kd  # noqa: E402
 from edgekd.distill.teacher import TeacherOutputs  # noqa: E402
 from edgekd.distill.trainer import predict_logits, train  # noqa: E402
 from edgekd.models.arch import ArchSpec, TimmSpec, TorchvisionSpec  # noqa: E402
@@ -60,14 +60,15 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-def fit(model: torch.nn.Module, ds, epochs: int, lr: float, seed: int, teacher: TeacherOutputs, alpha: float
-        ) -> tuple[float, float]:
-    """(validation mIoU, training seconds): KD from the cached views; alpha = 1 is the no-KD run."""
+def fit(model: torch.nn.Module, ds, epochs: int, lr: float, seed: int, teacher: TeacherOutputs, alpha: float,
+        terms: list[tuple[str, float]] | None = None, temperature: float = 4.0) -> tuple[float, float]:
+    """(validation mIoU, training seconds): KD from the cached views with `terms` (default:
+    response); alpha = 1 with the response term alone is the no-KD run (cross-entropy only)."""
     task = task_of(ds)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     train(model, ds.x_train, ds.y_train, epochs=epochs, batch_size=16, lr=lr, seed=seed, teacher=teacher,
-          kd=KDSettings(alpha=alpha, temperature=4.0), task=task)
+          terms=terms, kd=KDSettings(alpha=alpha, temperature=temperature), task=task)
     return task.evaluate(predict_logits(model, ds.x_val), ds.y_val)["miou"], time.perf_counter() - t0
 
 
@@ -122,8 +123,12 @@ def main() -> None:
     ap.add_argument("--students", default="edgenet,lite0,mnv3,lraspp")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--kd", default="response", help="KD terms of the KD runs, e.g. response,cwd:3")
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--out", default="segmentation")
     args = ap.parse_args()
+    kd_terms = parse_kd(args.kd)
     seeds = [int(s) for s in args.seeds.split(",")]
     load = os.getloadavg()[0]
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -150,10 +155,11 @@ def main() -> None:
         spec = STUDENTS[key]
         for seed in seeds:
             res = {}
-            for label, alpha in (("kd", 0.5), ("no_kd", 1.0)):
+            for label, alpha, terms in (("kd", args.alpha, kd_terms), ("no_kd", 1.0, [("response", 1.0)])):
                 torch.manual_seed(seed)
                 model, start = build_student(spec, ds.in_channels, len(ds.classes), mean, std, task="segmentation")
-                miou, secs = fit(model, ds, args.student_epochs, args.lr, seed, cache, alpha)
+                miou, secs = fit(model, ds, args.student_epochs, args.lr, seed, cache, alpha, terms,
+                                 args.temperature)
                 res[label] = round(miou, 4)
                 res[f"{label}_seconds"] = round(secs, 1)
                 log(f"{spec.name} seed {seed} {label}: val mIoU {miou:.4f} ({secs:.0f} s; {start})")
@@ -187,6 +193,7 @@ def main() -> None:
                     "train_seconds": round(teacher_s, 1), "p50_ms": p50["teacher"],
                     "ms_per_megapixel": round(p50["teacher"] / mpix, 2), "params": count_params(teacher)},
         "teacher_cache_mb": round(cache_mb, 2), "views": args.views, "student_epochs": args.student_epochs,
+        "kd": args.kd, "alpha": args.alpha, "temperature": args.temperature,
         "rows": rows, "summary": summary, "selected_3x": best, "int8": int8,
         "latency_conditions": "ONNX Runtime 1.x CPU, batch 1, 1 thread, 20 rounds x 20 runs interleaved (measured)",
     }
@@ -205,6 +212,10 @@ def render(r: dict) -> str:
              f"Teacher {t['name']}, {t['epochs']} epochs ({t['train_seconds']:.0f} s): val mIoU **{t['miou']:.4f}**, "
              f"pixel accuracy {t['pixel_accuracy']:.4f}, p50 {t['p50_ms']} ms ({t['ms_per_megapixel']} ms/MP). "
              f"Teacher cache: {r['teacher_cache_mb']} MB for {r['views']} view(s) (float16, output stride 4).", "",
+             f"KD runs: `--kd {r.get('kd', 'response')}`, alpha {r.get('alpha', 0.5)}, "
+             f"tau {r.get('temperature', 4.0)}; "
+             f"no-KD runs: cross-entropy only (alpha 1), the same views, data order and optimiser; "
+             f"{r['student_epochs']} epochs each.", "",
              "| student | params | KD mIoU (mean) | no-KD mIoU (mean) | KD gain (points) | p50 ms | speed-up | ms/MP |",
              "|---|---|---|---|---|---|---|---|"]
     for s in r["summary"]:

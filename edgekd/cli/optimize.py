@@ -4,12 +4,16 @@ from RunConfig (edgekd/config.py), where each default lives once."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..errors import EdgeKDError
 from .app import app, user_errors
 from .options import config_option as opt
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
 
 
 @app.command()
@@ -79,20 +83,27 @@ def optimize(
     device_token_file: Path | None = opt("device_token_file", "--device-token-file"),
     quiet: bool | None = opt("quiet", "--quiet", "-q"),
 ) -> None:
-    """Distil, measure, select, export and report: the whole loop for one target."""
-    from ..config import Overrides, build_config, parse_flags
+    """Distil, measure, select, export and report: the whole loop for one target (classification
+    or segmentation: --task, or the data's layout)."""
+    from ..config import build_config, parse_flags
 
     # every flag and the config file are validated before torch and the runtimes are imported
     if resume is not None:
-        if not (resume / "config.yaml").is_file():
-            raise EdgeKDError(f"--resume {resume} holds no config.yaml; pass the run directory of an edgekd optimize "
-                              "run")
-        cfg = build_config(Overrides(out=resume, quiet=bool(quiet), device_url=device_url, devices_file=devices_file,
-                                     device_timeout_s=device_timeout_s, device_token_file=device_token_file),
-                           resume / "config.yaml")
+        cfg = _resumed(resume, ctx.params)
     else:
-        given = {k: v for k, v in ctx.params.items() if k not in ("config", "resume")}
-        cfg = build_config(parse_flags(given), config)
+        cfg = build_config(parse_flags({k: v for k, v in ctx.params.items() if k not in ("config", "resume")}), config)
     from ..pipeline import run_optimize
 
     run_optimize(cfg, resume=resume is not None)
+
+
+def _resumed(run_dir: Path, params: dict) -> RunConfig:
+    """The stopped run's configuration, with the flags a resumed run may change (where and how
+    it is measured, quiet)."""
+    from ..config import Overrides, build_config
+
+    if not (run_dir / "config.yaml").is_file():
+        raise EdgeKDError(f"--resume {run_dir} holds no config.yaml; pass the run directory of an edgekd optimize run")
+    keep = ("device_url", "devices_file", "device_timeout_s", "device_token_file")
+    return build_config(Overrides(out=run_dir, quiet=bool(params.get("quiet")), **{k: params.get(k) for k in keep}),
+                        run_dir / "config.yaml")

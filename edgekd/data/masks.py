@@ -377,7 +377,6 @@ def _split_rows(entries: list[Entry], scenes: list[str], listed: dict[str, set[s
 
 def _check_present(masks: np.ndarray, train_rows: np.ndarray, classes: ClassList, root: Path) -> None:
     """Every class shows in some training mask (a class the students never see cannot be learnt)."""
-    k = len(classes.names)
     present = np.zeros(256, dtype=bool)
     for start in range(0, len(train_rows), 256):
         present[np.unique(np.asarray(masks[np.sort(train_rows[start:start + 256])]))] = True
@@ -385,7 +384,6 @@ def _check_present(masks: np.ndarray, train_rows: np.ndarray, classes: ClassList
     if absent:
         raise DataError(f"class {absent[0]!r} appears in no training mask of {root}; add training tiles that show it "
                         "or remove it from classes.json (or mark its pixels with the ignore index)")
-    del k
 
 
 def _listed_split(root: Path, pairs: list[tuple[Path, Path]], split_file: Path) -> dict[str, set[str]]:

@@ -105,13 +105,10 @@ def detect_task(data: Path | None) -> str:
     if coco:
         raise DataError(f"{root} holds a COCO annotation file ({coco[0].name}): object detection is not built yet; "
                         "edgekd distils classifiers (class folders) and segmenters (images/ + masks/)")
-    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if (root / "images").is_dir() and not (root / "masks").is_dir():
         raise DataError(f"{root} has images/ but no masks/: for segmentation add masks/ with a mask of the same name "
                         "per image; for classification lay out one folder per class; or pass --task")
-    if not subdirs:
-        return "classification"  # an empty folder: the loader names the fix
-    return "classification"
+    return "classification"  # class folders (an empty or odd folder: the loader names the fix)
 
 
 def resolve_task(task: str | None, data: Path | None) -> str:
@@ -123,4 +120,10 @@ def resolve_task(task: str | None, data: Path | None) -> str:
 
         raise ConfigError(f"unknown --task {task!r}; {close_matches(task, TASK_NAMES)}choose one of "
                           f"{', '.join(TASK_NAMES)} (or leave it out: the data's layout decides)")
+    if task == "classification" and data is not None:
+        from ..data.masks import is_mask_folder
+
+        if is_mask_folder(Path(data)):
+            raise ConfigError(f"{data} holds images/ + masks/, a segmentation data set, not class folders; pass --task "
+                              "segmentation (or leave --task out)")
     return task

@@ -133,6 +133,9 @@ def test_layout_decides_the_task(tmp_path: Path):
         detect_task(tmp_path / "half")
     with pytest.raises(ConfigError, match="segmentation"):
         resolve_task("segmentaton", None)
+    with pytest.raises(ConfigError, match="--task segmentation"):
+        resolve_task("classification", tmp_path / "seg")  # two "class folders" images/ and masks/ would mislead
+    assert resolve_task("auto", tmp_path / "seg") == "segmentation"
 
 
 @pytest.mark.parametrize("spec", [ArchSpec(width=0.25, depth=1), TimmSpec(model="efficientnet_lite0"),
