@@ -40,7 +40,10 @@ class ExternalNet(nn.Module):
 
     @property
     def name(self) -> str:
-        return f"{self.source['kind']}:{self.source['name']}"
+        kind = self.source["kind"]
+        if kind == "seg":  # a backbone under edgekd's light FPN decoder
+            return f"{self.source['encoder']}:{self.source['name']}+fpn"
+        return f"{'torchvision' if kind == 'torchvision-seg' else kind}:{self.source['name']}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.inner(self._input(x))

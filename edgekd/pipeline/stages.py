@@ -286,7 +286,8 @@ def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
     last_rung = {c.arch.name: (c.arch, c.rung) for c in sorted(candidates, key=lambda c: c.rung)}
     for arch, rung in last_rung.values():  # candidates/NAME/student.pt: every candidate is exportable
         finalize_checkpoint(plan.run_dir, arch, rung)
-    precisions = choose_precisions(candidates, _fp32_results(plan.run_dir, candidates))
+    precisions = choose_precisions(candidates, _fp32_results(plan.run_dir, candidates),
+                                   task_of(plan.ds).metric)
     if not candidates:
         raise ConfigError("no candidate was trained: every proposal was screened out or the time budget ran out; "
                           "raise --budget-ms, add smaller candidates, or give --max-minutes more time")

@@ -53,8 +53,8 @@ def faster(low: PrecisionTrial, fp32: PrecisionTrial) -> tuple[bool, str]:
     return low.p50_ms < fp32.p50_ms, f"p50 {low.p50_ms:.4f} ms vs {fp32.p50_ms:.4f} ms"
 
 
-def choose_precisions(candidates: list[Candidate], fp32_results: dict[tuple[str, int], RungResult]
-                      ) -> list[PrecisionChoice]:
+def choose_precisions(candidates: list[Candidate], fp32_results: dict[tuple[str, int], RungResult],
+                      metric: str = "accuracy") -> list[PrecisionChoice]:
     """Mark every lower-precision candidate that is not faster than its FP32 version
     (status SLOWER_THAN_FP32, out of the selection) and say, per student, what was tried and kept.
     `fp32_results[(arch name, rung)]`: the FP32 figures of each student at each rung (the FP32
@@ -77,7 +77,7 @@ def choose_precisions(candidates: list[Candidate], fp32_results: dict[tuple[str,
             tried.append(_trial(c.precision, c, kept=keep))
             verdict = ("kept: predicted, not measured -- measure on the target to decide" if predicted and not ok
                        else "kept: faster than FP32" if ok else "dropped: not faster than FP32")
-            said.append(f"{c.precision} {verdict} ({figures}; accuracy {c.val_accuracy:.3f} vs {ref.val_accuracy:.3f})")
+            said.append(f"{c.precision} {verdict} ({figures}; {metric} {c.val_accuracy:.3f} vs {ref.val_accuracy:.3f})")
             if not keep:
                 c.status = TrialStatus.SLOWER_THAN_FP32
                 c.detail = f"{c.precision} measured no faster than FP32 ({figures}): dropped"
