@@ -41,7 +41,7 @@ from ..search.pareto import pareto_front
 from ..search.precision import PrecisionChoice, choose_precisions
 from ..search.students import KDTrainer
 from ..search.workers import RayWorkers
-from ..tasks import task_of
+from ..tasks import get_task, task_of
 from .plan import RunPlan, StageTimer, lock_run_dir
 
 
@@ -287,7 +287,7 @@ def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
     for arch, rung in last_rung.values():  # candidates/NAME/student.pt: every candidate is exportable
         finalize_checkpoint(plan.run_dir, arch, rung)
     precisions = choose_precisions(candidates, _fp32_results(plan.run_dir, candidates),
-                                   task_of(plan.ds).metric)
+                                   get_task(plan.ds.task).metric)
     if not candidates:
         raise ConfigError("no candidate was trained: every proposal was screened out or the time budget ran out; "
                           "raise --budget-ms, add smaller candidates, or give --max-minutes more time")
