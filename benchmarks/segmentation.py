@@ -49,6 +49,7 @@ RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dubai-aerial-seg-256"
 STUDENTS = {
     "edgenet": ArchSpec(width=1.0, depth=2, expansion=4),
+    "edgenet-s": ArchSpec(width=0.75, depth=1, expansion=3),
     "lite0": TimmSpec(model="efficientnet_lite0"),
     "mnv3": TimmSpec(model="mobilenetv3_large_100"),
     "lraspp": TorchvisionSpec(model="lraspp_mobilenet_v3_large"),
@@ -182,7 +183,9 @@ def main() -> None:
                         "ms_per_megapixel": round(p50[name] / mpix, 2)})
     fast = [s for s in summary if s["speedup"] >= 3]
     best = max(fast, key=lambda s: s["kd_mean"]) if fast else None
-    int8 = int8_check(models[best["student"]], ds, work / "exports") if best else None
+    int8_of = best or max(summary, key=lambda s: s["speedup"])  # none >= 3x: the fastest, said so
+    int8 = int8_check(models[int8_of["student"]], ds, work / "exports")
+    int8["student"] = int8_of["student"]
     record = {
         "command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M"), "load_1min": load,
         "load_1min_end": os.getloadavg()[0], "cpu": platform.processor() or platform.machine(),
@@ -224,9 +227,15 @@ def render(r: dict) -> str:
     lines += ["", "Per seed:", "", "| student | seed | KD | no-KD | KD s | no-KD s |", "|---|---|---|---|---|---|"]
     lines += [f"| {x['student']} | {x['seed']} | {x['kd']:.4f} | {x['no_kd']:.4f} | {x['kd_seconds']} | "
               f"{x['no_kd_seconds']} |" for x in r["rows"]]
+    best = r.get("selected_3x")
+    lines += ["", f"Best KD student >= 3x faster than the teacher: {best['student']} ({best['kd_mean']:.4f} mIoU, "
+                  f"{best['speedup']}x), {100 * (t['miou'] - best['kd_mean']):.2f} points below the teacher." if best
+              else "No student ran >= 3x faster than the teacher."]
     if r.get("int8"):
         i = r["int8"]
-        lines += ["", f"OpenVINO exports of {r['selected_3x']['student']} (the best KD student >= 3x faster):", ""]
+        who = i.get("student") or r["selected_3x"]["student"]
+        lines += ["", f"OpenVINO exports of {who} ({'the best KD student >= 3x faster' if best else 'the fastest'}):",
+                  ""]
         lines += [f"- {f}: mIoU {e['miou_export']:.4f} (PyTorch {e['miou_torch']:.4f}), pixel agreement "
                   f"{e['pixel_agreement']:.4f}" for f, e in i["exports"].items()]
         lines += [f"- {f} failed parity: {why}" for f, why in i["failed"]]
