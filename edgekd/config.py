@@ -152,7 +152,8 @@ class RunConfig(BaseModel):
     kd: list[str] = Field(default=["response"], description="KD terms NAME[:WEIGHT],...: response, feature, "
                                                             "relation, multi-teacher, semi-supervised, robust; "
                                                             "segmentation: response (per pixel), cwd (channel-wise), "
-                                                            "feature, robust, multi-teacher")
+                                                            "feature, robust, multi-teacher (default there: "
+                                                            "response,cwd:3)")
     teachers: list[str] = Field(default=[], description="more teachers for --kd multi-teacher (repeatable; "
                                                        "the same sources as --teacher)")
     teacher_weights: list[float] = []

@@ -189,6 +189,8 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     """Check every input and decide every setting; raises an EdgeKDError naming the fix."""
     target = get_target(cfg.target)
     cfg = cfg.model_copy(update={"task": resolve_task(cfg.task, cfg.data)})  # config.yaml keeps the resolved task
+    if "kd" not in cfg.model_fields_set:  # the task's default terms (written to config.yaml: a resume keeps them)
+        cfg = cfg.model_copy(update={"kd": list(get_task(cfg.task).default_kd)})
     terms = parse_kd(cfg.kd)
     check_terms(terms, cfg.task)
     want = kd_needs(terms)

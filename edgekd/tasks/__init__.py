@@ -37,6 +37,7 @@ class Task(Protocol):
     name: str
     metric: str  # the figure validation, selection and parity report: "accuracy" or "mIoU"
     kd_terms: frozenset[str]  # the KD terms that apply to its outputs
+    default_kd: tuple[str, ...]  # --kd when the user names none
 
     def augment(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...]
                 ) -> tuple[torch.Tensor, torch.Tensor]:

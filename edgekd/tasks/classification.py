@@ -19,6 +19,7 @@ class ClassificationTask(PerImage):
     name = "classification"
     metric = "accuracy"
     kd_terms = frozenset({"response", "feature", "relation", "multi-teacher", "semi-supervised", "robust"})
+    default_kd: tuple[str, ...] = ("response",)
 
     def evaluate(self, logits: torch.Tensor, y: Labels, teacher_logits: torch.Tensor | None = None,
                  alpha: float = 0.5, temperature: float = 4.0) -> dict[str, float]:

@@ -162,3 +162,17 @@ def test_teacher_cache_holds_dense_logits_in_float16(tmp_path: Path):
     with torch.no_grad():
         ref = model.eval()(apply_view(x[[1, 4]], 1))
     assert torch.allclose(b.logits[0].float(), ref, atol=2e-2)
+
+
+def test_each_task_has_its_default_kd_terms_and_a_given_kd_wins():
+    from edgekd.config import build_config
+    from edgekd.pipeline.plan import StageTimer, resolve_run
+
+    seg = resolve_run(build_config({"task": "segmentation", "preset": "smoke", "samples_per_class": 4}), False,
+                      StageTimer())
+    assert seg.cfg.kd == ["response", "cwd:3"] and [n for n, _ in seg.terms] == ["response", "cwd"]
+    given = resolve_run(build_config({"task": "segmentation", "preset": "smoke", "samples_per_class": 4,
+                                      "kd": ["response"]}), False, StageTimer())
+    assert given.terms == [("response", 1.0)]
+    cls = resolve_run(build_config({"preset": "smoke", "samples_per_class": 4}), False, StageTimer())
+    assert cls.terms == [("response", 1.0)] and cls.cfg.task == "classification"
