@@ -390,11 +390,16 @@ def build_config(flags: Overrides | dict[str, Any], config_file: Path | None = N
         raise _invalid(err) from None
 
 
+# RunConfig fields whose flag is not their name with dashes
+FLAGS = {"device_timeout_s": "--device-timeout", "teacher_weights_file": "--teacher-weights", "split_file": "--split",
+         "devices_file": "--devices", "teachers": "--teacher-extra", "lambda_": "--lambda"}
+
+
 def _invalid(err: Any) -> ConfigError:
     """One line naming the flag (or YAML key), the value and what it should be; no validator
     internals (locations like `precisions.0`, "Value error, ...")."""
     loc = [str(p) for p in err["loc"]] or ["config"]
-    flag = "--" + loc[0].replace("_", "-").rstrip("-")
+    flag = FLAGS.get(loc[0], "--" + loc[0].replace("_", "-").rstrip("-"))
     what = f"{flag} (YAML key {'.'.join(loc)})" if len(loc) > 1 and not loc[1].isdigit() else flag
     value = f" {err['input']!r}" if isinstance(err.get("input"), (str, int, float)) else ""
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")

@@ -89,7 +89,8 @@ def band_view(ds: Dataset, names: list[str], who: str) -> Dataset:
 
     missing = [n for n in names if n not in ds.bands]
     if missing:
-        raise DataError(f"--{who}-bands {','.join(missing)}: the data has bands {', '.join(ds.bands)}")
+        raise DataError(f"--{who}-bands {','.join(missing)}: the data has bands {', '.join(ds.bands)}; name some of "
+                        "them, or all")
     idx = [ds.bands.index(n) for n in names]
     def pick(x: Images) -> Images:
         return x.view(bands=idx) if isinstance(x, LAZY) else x[:, idx].contiguous()

@@ -198,6 +198,17 @@ def _load_split_folders(root: Path, image_size: int, seed: int, val_fraction: fl
                         "the folder's own train/" + "/".join(k for k in ("val", "test") if k in listed), bands)
 
 
+def overlap_between(split_file: Path, lists: dict[str, list[str]]) -> None:
+    """An image in two of train/val/test leaks what is held out into training: refused."""
+    names = [k for k in SPLITS if k in lists]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = sorted(set(lists[a]) & set(lists[b]))
+            if both:
+                raise DataError(f"--split {split_file} lists {len(both)} image(s) in both {a} and {b}, e.g. "
+                                f"{Path(both[0]).name}; every image belongs to one split")
+
+
 def read_split_file(root: Path, split_file: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
     """A YAML or JSON mapping train/val/test -> image paths relative to `root` (CLASS/FILE: the
     class is the parent folder). Every path must exist; val and test may not add classes."""
@@ -216,6 +227,7 @@ def read_split_file(root: Path, split_file: Path) -> tuple[list[str], dict[str, 
     if missing:
         raise DataError(f"--split {split_file} lists {len(missing)} file(s) that do not exist under {root}, e.g. "
                         f"{missing[0]}; paths are relative to --data (CLASS/FILE)")
+    overlap_between(split_file, {k: [str(p.resolve()) for p in ps] for k, ps in paths.items()})
     classes = sorted({p.parent.name for p in paths["train"]})
     extra = sorted({p.parent.name for ps in paths.values() for p in ps} - set(classes))
     if extra:

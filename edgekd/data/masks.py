@@ -407,4 +407,7 @@ def _listed_split(root: Path, pairs: list[tuple[Path, Path]], split_file: Path) 
                 raise DataError(f"--split {split_file} lists {missing[0]}, which is not an image of {root / 'images'} "
                                 "with a mask")
             out[key] = listed
+    from .folder import overlap_between
+
+    overlap_between(split_file, {k: sorted(v) for k, v in out.items()})
     return out

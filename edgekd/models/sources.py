@@ -416,7 +416,13 @@ def factory_source(spec: str, req: SourceRequest) -> LoadedModel:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import {spec} ({exc}); make the module importable (PYTHONPATH) and name a "
                           "function that returns an nn.Module") from None
-    module = fn()
+    try:
+        module = fn()
+    except Exception as exc:  # the user's code: any type
+        from ..files import first_line
+
+        raise ConfigError(f"{spec}() raised {first_line(exc, 160)}; fix the factory (it is called without "
+                          "arguments)") from None
     if not isinstance(module, nn.Module):
         raise ConfigError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
     origin = f"factory {spec}"
@@ -455,6 +461,14 @@ def onnx_source(spec: str, req: SourceRequest) -> LoadedModel:
     path = Path(spec)
     if not path.is_file():
         raise CheckpointError(f"ONNX teacher {path} does not exist")
+    try:
+        import onnx
+
+        onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises its own DecodeError for a file that is not ONNX
+        raise CheckpointError(f"{path} is not an ONNX model ({type(exc).__name__}); export the teacher with "
+                              "torch.onnx.export, or give it in another form (--teacher MODEL.pt2, timm:NAME, ...)") \
+            from None
     try:
         teacher = OnnxTeacher(path)
         out = teacher(torch.zeros(1, req.in_channels, 32, 32))

@@ -193,6 +193,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
         cfg = cfg.model_copy(update={"kd": list(get_task(cfg.task).default_kd)})
     terms = parse_kd(cfg.kd)
     check_terms(terms, cfg.task)
+    check_pairings(cfg, terms)
     want = kd_needs(terms)
     if "teachers" in want and not cfg.teachers:
         raise ConfigError("--kd multi-teacher needs more teachers: add --teacher-extra PATH (one or more)")
@@ -244,9 +245,26 @@ def cross_modal_views(cfg: RunConfig, ds: Dataset) -> tuple[Dataset, Dataset | N
     if cfg.unlabeled is not None:
         raise ConfigError("--teacher-bands/--student-bands with --unlabeled is not supported: unlabelled images are "
                           "read as RGB; leave out one of them")
-    students = band_view(ds, cfg.student_bands, "student") if cfg.student_bands else ds
-    teacher = band_view(ds, cfg.teacher_bands, "teacher") if cfg.teacher_bands else ds
+    every = ds.bands  # `all`: every band of the data
+    students = band_view(ds, every if cfg.student_bands == ["all"] else cfg.student_bands, "student") \
+        if cfg.student_bands else ds
+    teacher = band_view(ds, every if cfg.teacher_bands == ["all"] else cfg.teacher_bands, "teacher") \
+        if cfg.teacher_bands else ds
     return students, teacher
+
+
+SOFT_TARGET_TERMS = ("response", "multi-teacher", "semi-supervised")  # what --kd-weighting weights
+
+
+def check_pairings(cfg: RunConfig, terms: list[tuple[str, float]]) -> None:
+    """Options that only mean something beside another: refused rather than silently ignored."""
+    if cfg.teacher_weights_file is not None and cfg.teacher is None:
+        raise ConfigError("--teacher-weights gives the weights of a --teacher (timm:NAME, torchvision:NAME or a "
+                          "factory); add --teacher, or leave --teacher-weights out")
+    if cfg.kd_weighting != "none" and not any(n in SOFT_TARGET_TERMS for n, _ in terms):
+        raise ConfigError(f"--kd-weighting {cfg.kd_weighting} weights the soft-target terms "
+                          f"({', '.join(SOFT_TARGET_TERMS)}), and --kd {','.join(n for n, _ in terms)} has none; add "
+                          "one (e.g. --kd response,relation) or leave --kd-weighting out")
 
 
 def check_terms(terms: list[tuple[str, float]], task: str) -> None:

@@ -10,3 +10,7 @@ def tiny_cnn() -> nn.Module:
 
 def not_a_model() -> str:
     return "a string"
+
+
+def broken() -> nn.Module:
+    raise RuntimeError("weights file missing on this machine")

@@ -1,0 +1,63 @@
+"""Defects on the newer paths (model sources, data splits, flags that only mean something beside
+another): each bad input is one line naming the problem and the fix, before any work."""
+
+from pathlib import Path
+
+import pytest
+
+from edgekd.config import build_config, parse_flags
+from edgekd.errors import CheckpointError, ConfigError, DataError
+from edgekd.models.sources import SourceRequest, load_model
+from edgekd.pipeline.plan import StageTimer, resolve_run
+
+from .data.test_folder import make_folder
+
+REQ = SourceRequest(in_channels=3, num_classes=10, data_mean=[0.0] * 3, data_std=[1.0] * 3)
+
+
+def plan(**given):
+    return resolve_run(build_config({"preset": "smoke", "samples_per_class": 4, **given}), False, StageTimer())
+
+
+def test_a_file_named_onnx_that_is_not_onnx_is_named_so(tmp_path: Path):
+    fake = tmp_path / "teacher.onnx"
+    fake.write_text("not a protobuf at all")
+    with pytest.raises(CheckpointError, match="is not an ONNX model") as exc:
+        load_model(str(fake), REQ)
+    assert "band" not in str(exc.value)
+
+
+def test_a_factory_that_raises_is_one_line():
+    with pytest.raises(ConfigError, match=r"broken\(\) raised weights file missing on this machine; fix the factory"):
+        load_model("tests.models.factory_models:broken", REQ)
+
+
+def test_a_bad_device_timeout_names_the_flag_that_exists():
+    with pytest.raises(ConfigError) as exc:
+        build_config(parse_flags({"device_timeout_s": 0}))
+    assert "for --device-timeout:" in str(exc.value) and "--device-timeout-s" not in str(exc.value)
+
+
+def test_teacher_bands_all_means_every_band():
+    p = plan(teacher_bands=["all"], student_bands=["R", "G", "B"])
+    assert p.teacher_view.bands == ["R", "G", "B", "NIR"] and p.ds.bands == ["R", "G", "B"]
+
+
+def test_teacher_weights_without_a_teacher_are_refused(tmp_path: Path):
+    with pytest.raises(ConfigError, match="add --teacher"):
+        plan(teacher_weights_file=str(tmp_path / "w.pth"))
+
+
+def test_kd_weighting_without_a_soft_target_term_is_refused():
+    with pytest.raises(ConfigError, match="--kd-weighting entropy weights the soft-target terms"):
+        plan(kd=["relation"], kd_weighting="entropy")
+    assert plan(kd=["response", "relation"], kd_weighting="entropy").kd.weighting == "entropy"
+
+
+def test_a_split_that_puts_an_image_in_train_and_val_is_refused(tmp_path: Path):
+    root = make_folder(tmp_path / "data", ("forest", "water"), n=4)
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*.png"))
+    split = tmp_path / "split.yaml"
+    split.write_text("train: [" + ", ".join(files) + "]\nval: [" + files[0] + "]\n")
+    with pytest.raises(DataError, match="in both train and val"):
+        plan(data=str(root), split_file=str(split))
