@@ -61,3 +61,16 @@ def test_a_split_that_puts_an_image_in_train_and_val_is_refused(tmp_path: Path):
     split.write_text("train: [" + ", ".join(files) + "]\nval: [" + files[0] + "]\n")
     with pytest.raises(DataError, match="in both train and val"):
         plan(data=str(root), split_file=str(split))
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"kd": ["response", "feature"], "feature_pairs": "0=99"}, "teacher stage 99, but the teacher has stages 0..2"),
+    ({"kd": ["response", "feature"], "feature_pairs": "7=1"}, "student stage 7"),
+    ({"kd": ["response"], "feature_pairs": "0=1"}, "but --kd has none"),
+])
+def test_stage_index_pairs_are_checked_before_any_work(tmp_path: Path, given, message):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message):
+        flags = parse_flags({"out": out, **given}).given()  # "0=99" parsed as the command line does
+        resolve_run(build_config({**flags, "preset": "smoke", "samples_per_class": 4}), False, StageTimer())
+    assert not out.exists()  # nothing written: config.yaml never holds the bad pair

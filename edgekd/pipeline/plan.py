@@ -215,6 +215,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
     teachers = load_teachers(cfg, teacher_ds or ds, run_dir, resume, want)
     check_feature_modules(cfg, ds, teachers, want, teacher_ds)
+    check_stage_pairs(cfg, ds, teachers, want, teacher_ds)
     threads = cfg.threads or default_threads()
     prof = ProfileSettings(threads=threads, warmup=cfg.profile_warmup, min_runs=cfg.profile_min_runs,
                            min_seconds=cfg.profile_min_seconds, energy_meter=cfg.energy_meter)
@@ -401,20 +402,57 @@ def check_feature_modules(cfg: RunConfig, ds: Dataset, teachers: Teachers, want:
     if "features" not in want:
         raise ConfigError("feature_pairs pair feature maps for the feature KD term, but --kd has none; add "
                           "--kd response,feature or leave out feature_pairs")
-    from ..models.sources import build_student
     from ..models.taps import tapped_channels
 
-    mean, std = [0.0] * ds.in_channels, [1.0] * ds.in_channels
     tds = teacher_ds or ds
-    teacher = teachers.main.model if teachers.main is not None else build_student(
-        cfg.teacher_arch, tds.in_channels, len(ds.classes), [0.0] * tds.in_channels, [1.0] * tds.in_channels,
-        task=ds.task)[0]
-    tapped_channels(teacher, named[1], tds.in_channels, ds.image_size, "teacher")
-    edgenet, timm_specs = parse_students(cfg.students)
-    specs: list[ArchSpec | ExternalSpec] = [*(cfg.candidates if edgenet else []), *timm_specs]
-    for spec in specs:
-        student = build_student(spec, ds.in_channels, len(ds.classes), mean, std, pretrained=False, task=ds.task)[0]
+    tapped_channels(_probe_teacher(cfg, ds, teachers, teacher_ds), named[1], tds.in_channels, ds.image_size, "teacher")
+    for spec, student in _bare_students(cfg, ds):
         tapped_channels(student, named[0], ds.in_channels, ds.image_size, f"student {spec.name}")
+
+
+def _probe_teacher(cfg: RunConfig, ds: Dataset, teachers: Teachers, teacher_ds: Dataset | None) -> nn.Module:
+    """The given teacher, or the structure of the one the run would train (for probing its stages)."""
+    from ..models.sources import build_student
+
+    if teachers.main is not None:
+        return teachers.main.model
+    tds = teacher_ds or ds
+    return build_student(cfg.teacher_arch, tds.in_channels, len(ds.classes), [0.0] * tds.in_channels,
+                         [1.0] * tds.in_channels, task=ds.task)[0]
+
+
+def _bare_students(cfg: RunConfig, ds: Dataset) -> Iterator[tuple[ArchSpec | ExternalSpec, nn.Module]]:
+    """(spec, structure) of every configured student (grid candidates and named models)."""
+    from ..models.sources import build_student
+
+    edgenet, others = parse_students(cfg.students)
+    for spec in [*(cfg.candidates if edgenet else []), *others]:
+        yield spec, build_student(spec, ds.in_channels, len(ds.classes), [0.0] * ds.in_channels,
+                                  [1.0] * ds.in_channels, pretrained=False, task=ds.task)[0]
+
+
+def check_stage_pairs(cfg: RunConfig, ds: Dataset, teachers: Teachers, want: frozenset[str],
+                      teacher_ds: Dataset | None = None) -> None:
+    """feature_pairs by stage index: a feature term uses them, and every index names a stage of the
+    teacher and of each configured student (checked before the teacher is trained, so a bad pair
+    is never written to config.yaml of a run that then dies)."""
+    pairs = cfg.stage_pairs
+    if not pairs:
+        return
+    if "features" not in want:
+        raise ConfigError("feature_pairs pair feature maps for the feature KD term, but --kd has none; add "
+                          "--kd response,feature or leave out --feature-pairs")
+    t_stages = len(getattr(_probe_teacher(cfg, ds, teachers, teacher_ds), "stage_channels", []))
+    bad_t = [t for _, t in pairs if not 0 <= t < t_stages]
+    if bad_t:
+        raise ConfigError(f"--feature-pairs names teacher stage {bad_t[0]}, but the teacher has stages "
+                          f"0..{t_stages - 1}; write STUDENT=TEACHER stage indices within them")
+    for spec, student in _bare_students(cfg, ds):
+        n = len(getattr(student, "stage_channels", []))
+        bad_s = [s for s, _ in pairs if not 0 <= s < n]
+        if bad_s:
+            raise ConfigError(f"--feature-pairs names student stage {bad_s[0]}, but student {spec.name} has stages "
+                              f"0..{n - 1}; write STUDENT=TEACHER stage indices within them")
 
 
 def check_search_inputs(cfg: RunConfig) -> None:
