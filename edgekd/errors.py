@@ -38,6 +38,14 @@ class ExportError(EdgeKDError):
     """A model could not be exported, or its export disagrees with the PyTorch model."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: `detail` says what was kept and the command that continues it."""
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
 class ExportFailures(ExportError):
     """Some formats failed while the others were built and checked: `done` holds those results
     (ExportResult records), `failed` the format name and the message of each failure."""

@@ -74,3 +74,57 @@ def test_stage_index_pairs_are_checked_before_any_work(tmp_path: Path, given, me
         flags = parse_flags({"out": out, **given}).given()  # "0=99" parsed as the command line does
         resolve_run(build_config({**flags, "preset": "smoke", "samples_per_class": 4}), False, StageTimer())
     assert not out.exists()  # nothing written: config.yaml never holds the bad pair
+
+
+def test_the_same_board_twice_is_refused_before_any_connection(tmp_path: Path):
+    from edgekd.measurers import measurer_for
+    from edgekd.profilers import ProfileSettings
+    from edgekd.targets import get_target
+
+    devices = tmp_path / "boards.yaml"
+    devices.write_text("boards:\n  - {url: 'http://127.0.0.1:9', label: a}\n"
+                       "  - {url: 'http://127.0.0.1:9/', label: b}\n")
+    with pytest.raises(ConfigError, match=r"board http://127.0.0.1:9 is listed twice \('a' and 'b'\)"):
+        measurer_for(get_target("cpu"), ProfileSettings(threads=1), devices_file=devices)
+    with pytest.raises(ConfigError, match="listed twice"):
+        measurer_for(get_target("cpu"), ProfileSettings(threads=1),
+                     device_url=["http://127.0.0.1:9", "http://127.0.0.1:9/"])
+
+
+class _CtrlC:
+    """An observer the user interrupts when the teacher starts training."""
+
+    def __getattr__(self, name):
+        from edgekd.console import ConsoleObserver
+
+        return getattr(ConsoleObserver(quiet=True), name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def on_rung_start(self, label, steps, info):
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path: Path, capsys):
+    import typer
+
+    from edgekd.cli.app import user_errors
+    from edgekd.errors import Interrupted
+    from edgekd.pipeline import run_optimize
+
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted) as exc:
+        run_optimize(build_config({"preset": "smoke", "samples_per_class": 4, "out": str(out)}), _CtrlC())
+    assert f"edgekd optimize --resume {out}" in exc.value.detail and (out / "config.yaml").is_file()
+
+    @user_errors
+    def command():
+        raise exc.value
+
+    with pytest.raises(typer.Exit) as code:
+        command()
+    assert code.value.exit_code == 130 and "--resume" in capsys.readouterr().err

@@ -38,8 +38,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _one_line(f"{exc.filename}: {exc.strerror or type(exc).__name__}; check the path (a writable folder "
                       "for outputs, a readable file for inputs) and try again")
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
+        except KeyboardInterrupt as exc:
+            err_console.print(getattr(exc, "detail", None) or "interrupted", highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper

@@ -204,9 +204,10 @@ def measurer_for(target: Target, settings: ProfileSettings, cache: MeasurementCa
     rt = runtime or target.runtimes[0]
     urls = [device_url] if isinstance(device_url, str) else list(device_url or [])
     if devices_file is not None or len(urls) > 1:
-        from .pool import BoardPool, BoardSpec, read_devices
+        from .pool import BoardPool, BoardSpec, read_devices, unique_boards
 
-        boards = (read_devices(devices_file) if devices_file is not None else []) + [BoardSpec(url=u) for u in urls]
+        boards = unique_boards((read_devices(devices_file) if devices_file is not None else [])
+                               + [BoardSpec(url=u) for u in urls])
         return BoardPool(target, rt, settings, boards, token_file, device_threads, device_timeout_s,
                          board_tolerance).connect()
     if urls:

@@ -49,6 +49,21 @@ class BoardSpec(BaseModel):
         return v.rstrip("/")
 
 
+def unique_boards(boards: list[BoardSpec]) -> list[BoardSpec]:
+    """The boards, each agent once: the same URL twice (with another label, or a trailing slash)
+    would send two jobs at a time to one board and count it as two."""
+    seen: dict[str, BoardSpec] = {}
+    for b in boards:
+        key = b.url.rstrip("/").lower()
+        if key in seen:
+            first = seen[key]
+            names = " and ".join(repr(x.label or x.url) for x in (first, b))
+            raise ConfigError(f"board {b.url.rstrip('/')} is listed twice ({names}); list each board once (in "
+                              "--devices and --device-url together)")
+        seen[key] = b
+    return boards
+
+
 def read_devices(path: Path) -> list[BoardSpec]:
     """The boards of a YAML file: `boards:` (or a bare list) of {url, token_file, target, label};
     a relative token_file is relative to the file."""

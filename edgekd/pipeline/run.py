@@ -12,9 +12,10 @@ import torch
 
 from ..config import RunConfig
 from ..console import ConsoleObserver
+from ..errors import Interrupted
 from ..report import write_reports
 from .baseline import baseline_stage
-from .plan import StageTimer, resolve_run
+from .plan import RunPlan, StageTimer, resolve_run
 from .reporting import build_report
 from .stages import candidates_table, export_stage, search_stage, select_student, start_run_dir, teacher_stage
 
@@ -28,6 +29,15 @@ def run_optimize(cfg: RunConfig, observer: ConsoleObserver | None = None, resume
     plan = resolve_run(cfg, resume, timer)  # everything a user can get wrong, checked; nothing written
     torch.set_num_threads(plan.train_threads)
     start_run_dir(plan, observer)
+    try:
+        return _stages(plan, observer, timer)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: what finished is kept in {plan.run_dir} (the teacher, its outputs, every "
+                          f"complete rung); continue with: edgekd optimize --resume {plan.run_dir}") from None
+
+
+def _stages(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -> Path:
+    """The stages after the run directory is started (a Ctrl-C in them leaves a resumable run)."""
     timer.record_to(plan.run_dir / "stage_seconds.json", plan.resume)
     with observer:
         teacher = teacher_stage(plan, observer, timer)
