@@ -154,3 +154,6 @@ def test_update_errors_name_the_problem(first_run, tmp_path):
                    str(first_run / "teacher.pt"))
     assert proc.returncode == 2 and "pass a teacher trained on every class" in proc.stderr
     assert not (tmp_path / "o2" / "update.json").exists()
+    (tmp_path / "nothing").mkdir()  # bad new data: refused before --out is created (no folder, no .lock)
+    proc = run_cli("update", str(first_run), "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o3"))
+    assert proc.returncode == 2 and not (tmp_path / "o3").exists(), proc.stderr

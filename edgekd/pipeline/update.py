@@ -239,12 +239,14 @@ def run_update(opts: UpdateOptions, observer: ConsoleObserver | None = None) -> 
     _prepare_out(opts)
     target = get_target(opts.target or prev.settings.target)
     formats, _ = resolve_exports(_export_cfg(opts, prev), target)
+    observer.say(f"[bold]edgekd update[/] {prev.run_dir} ({prev.student_name}) + {opts.data} -> {opts.out}")
+    with timer("data"):  # the new data read and checked before anything is written
+        data = _data(opts, prev, observer)
     opts.out.mkdir(parents=True, exist_ok=True)
     lock = lock_run_dir(opts.out)
     try:
         with observer:
-            observer.say(f"[bold]edgekd update[/] {prev.run_dir} ({prev.student_name}) + {opts.data} -> {opts.out}")
-            return _run(opts, prev, target, formats, observer, timer)
+            return _run(opts, prev, target, formats, observer, timer, data)
     finally:
         lock.close()
 
@@ -256,12 +258,11 @@ def _export_cfg(opts: UpdateOptions, prev: Previous):  # the two fields resolve_
 
 
 def _run(opts: UpdateOptions, prev: Previous, target, formats: list[str], observer: ConsoleObserver,
-         timer: StageTimer) -> Path:
+         timer: StageTimer, data: tuple[Dataset, int, list[str], dict]) -> Path:
     s = prev.settings
     lr, epochs = opts.lr or s.lr, opts.epochs or s.student_epochs
     torch.manual_seed(s.seed)
-    with timer("data"):
-        ds, replayed, notes, source = _data(opts, prev, observer)
+    ds, replayed, notes, source = data
     with timer("teacher"):
         teacher, origin = _teacher(opts, prev, ds, observer, lr)
         teacher_acc = class_accuracy(predict_logits(teacher, ds.x_val), class_labels(ds.y_val), len(prev.classes))
