@@ -128,3 +128,24 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path: Path, capsys):
     with pytest.raises(typer.Exit) as code:
         command()
     assert code.value.exit_code == 130 and "--resume" in capsys.readouterr().err
+
+
+def test_what_a_ray_task_receives_names_absolute_paths(tmp_path: Path, monkeypatch):
+    """Ray workers do not run in the driver's working directory: a relative --out must not reach them."""
+    import pickle
+
+    import torch
+
+    from edgekd.distill.teacher import TeacherOutputs
+    from edgekd.search.workers import RungUnit
+
+    monkeypatch.chdir(tmp_path)
+    out = TeacherOutputs.build(Path("run") / "teacher_cache", [torch.nn.Conv2d(3, 2, 1)], torch.rand(4, 3, 8, 8))
+    blob = pickle.dumps(out)
+    elsewhere = tmp_path / "worker"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = pickle.loads(blob)
+    assert again.folder.is_absolute() and again.logits[0].shape == out.logits[0].shape
+    unit = RungUnit(trainer=None, run_dir=Path("dp"), epochs=[1], seed=0, meta={})  # type: ignore[arg-type]
+    assert unit.absolute().run_dir == elsewhere / "dp"

@@ -84,7 +84,8 @@ class TeacherOutputs:
         self.emb = np.load(folder / "embedding.npy", mmap_mode="r") if self.meta["embedding"] else None
 
     def __reduce__(self) -> tuple[type[TeacherOutputs], tuple[Path]]:
-        return (TeacherOutputs, (self.folder,))  # by reference: a task reopens the memory maps
+        # by reference, absolute: a task (another working directory) reopens the memory maps
+        return (TeacherOutputs, (self.folder.resolve(),))
 
     def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch:
         i = idx.numpy()

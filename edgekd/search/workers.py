@@ -12,6 +12,7 @@ a file system every node mounts (the run directory and EDGEKD_CACHE_DIR on share
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -45,6 +46,11 @@ class RungUnit:
     epochs: list[int]
     seed: int
     meta: dict[str, Any]
+
+    def absolute(self) -> RungUnit:
+        """The unit with an absolute run directory: Ray workers do not run in the driver's working
+        directory, so a relative --out would name another folder there."""
+        return dataclasses.replace(self, run_dir=self.run_dir.resolve())
 
     def folder(self, arch: StudentSpec) -> Path:
         d = self.run_dir / "candidates" / arch.name
@@ -190,7 +196,7 @@ class RayWorkers:
 
         trainer = TorchTrainer(
             train_data_parallel_loop,
-            train_loop_config={"unit": unit, "arch": arch, "rung": rung, "threads": self.cpus_per_task},
+            train_loop_config={"unit": unit.absolute(), "arch": arch, "rung": rung, "threads": self.cpus_per_task},
             scaling_config=ScalingConfig(num_workers=self.data_parallel, use_gpu=False,
                                          resources_per_worker={"CPU": self.cpus_per_task}),
             run_config=RunConfig(storage_path=str((unit.run_dir / "ray_train").resolve()),
@@ -210,7 +216,7 @@ class RayWorkers:
         todo = [a for a in archs if not _complete(unit, a, rung)]
         if not todo:
             return {}
-        ref_unit = ray.put(unit)
+        ref_unit = ray.put(unit.absolute())
         pending: dict[Any, StudentSpec] = {}
         out: dict[str, dict[str, Any]] = {}
         queue = list(todo)
