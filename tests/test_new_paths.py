@@ -149,3 +149,18 @@ def test_what_a_ray_task_receives_names_absolute_paths(tmp_path: Path, monkeypat
     assert again.folder.is_absolute() and again.logits[0].shape == out.logits[0].shape
     unit = RungUnit(trainer=None, run_dir=Path("dp"), epochs=[1], seed=0, meta={})  # type: ignore[arg-type]
     assert unit.absolute().run_dir == elsewhere / "dp"
+
+
+def test_an_unreachable_ray_address_is_refused_before_any_work():
+    import socket
+
+    from edgekd.pipeline.plan import check_ray_address
+
+    with socket.socket() as s:  # a port nothing listens on once this closes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigError, match=f"--ray-address 127.0.0.1:{port}: nothing answers"):
+        check_ray_address(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="nothing answers"):
+        check_ray_address(f"ray://127.0.0.1:{port}")
+    check_ray_address("auto")  # Ray's own names are Ray's to resolve

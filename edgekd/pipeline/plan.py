@@ -468,6 +468,8 @@ def check_search_inputs(cfg: RunConfig) -> None:
         flag = "--workers" if cfg.workers > 1 else "--data-parallel" if cfg.data_parallel > 1 else "--ray-address"
         raise ConfigError(f"{flag} runs on Ray, which is not installed; run `pip install 'edgekd[ray]'` (or leave "
                           f"out {flag})")
+    if cfg.ray_address:
+        check_ray_address(cfg.ray_address)
     if cfg.workers > 1 and cfg.data_parallel > 1:
         raise ConfigError(f"--workers {cfg.workers} and --data-parallel {cfg.data_parallel}: choose one (candidates "
                           "in parallel, or each candidate on several workers)")
@@ -475,6 +477,28 @@ def check_search_inputs(cfg: RunConfig) -> None:
     if cfg.search == "grid" and not timm_specs and not (edgenet and cfg.candidates):
         raise ConfigError("the grid search has no candidates: list some under candidates: in the config file, add "
                           "--students (e.g. edgenet,mobilenetv3), or use --search tpe")
+
+
+RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+def check_ray_address(address: str) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) cluster answers on its port before any work is done: Ray
+    itself would retry an unreachable address without end after the teacher was trained."""
+    import socket
+
+    rest = address.split("://", 1)[-1]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local": Ray decides
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=RAY_CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(f"--ray-address {address}: nothing answers at {host}:{port} ({why} within "
+                          f"{RAY_CONNECT_TIMEOUT_S:g} s); start the cluster (ray start --head) or fix the address") \
+            from None
 
 
 def _ray_installed() -> bool:
