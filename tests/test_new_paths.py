@@ -164,3 +164,11 @@ def test_an_unreachable_ray_address_is_refused_before_any_work():
     with pytest.raises(ConfigError, match="nothing answers"):
         check_ray_address(f"ray://127.0.0.1:{port}")
     check_ray_address("auto")  # Ray's own names are Ray's to resolve
+
+
+def test_a_corrupt_pt2_is_our_one_line_without_torch_logging_a_traceback(tmp_path: Path, capfd):
+    bad = tmp_path / "teacher.pt2"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match="cannot be loaded as a torch.export program"):
+        load_model(str(bad), REQ)
+    assert "Traceback" not in capfd.readouterr().err

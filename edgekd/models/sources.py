@@ -20,10 +20,11 @@ network says where to put the weights instead."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -384,11 +385,26 @@ def torchscript_source(spec: str, req: SourceRequest) -> LoadedModel:
     return _module_source("torchscript", spec, module, req, f"TorchScript {spec}")
 
 
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """A library logger held to errors-only for the block (our one line says what failed)."""
+    import logging
+
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 @MODEL_SOURCES.register("export")
 def export_source(spec: str, req: SourceRequest) -> LoadedModel:
     """A torch.export program (.pt2)."""
     try:
-        program = torch.export.load(spec).module()
+        with _quiet("torch.export"):  # it logs a traceback of its own before raising
+            program = torch.export.load(spec).module()
     except Exception as exc:  # torch.export raises several types for a foreign file
         raise CheckpointError(f"{spec} cannot be loaded as a torch.export program ({type(exc).__name__})") from None
     return _module_source("export", spec, ExportedProgram(program), req, f"torch.export program {spec}")
