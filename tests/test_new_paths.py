@@ -172,3 +172,23 @@ def test_a_corrupt_pt2_is_our_one_line_without_torch_logging_a_traceback(tmp_pat
     with pytest.raises(CheckpointError, match="cannot be loaded as a torch.export program"):
         load_model(str(bad), REQ)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_programs_that_cannot_be_edited_are_probed_at_the_datas_size(tmp_path: Path):
+    import torch
+    from torch import nn
+
+    from edgekd.convert.onnx import to_onnx
+
+    # a program that only takes 64x64 (its Linear reads the flattened map): fine at 64, refused at 32 naming the size
+    module = nn.Sequential(nn.Conv2d(3, 2, 3, stride=8, padding=1), nn.Flatten(), nn.Linear(2 * 8 * 8, 10)).eval()
+    x64 = torch.rand(1, 3, 64, 64)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.export.save(torch.export.export(module, (torch.rand(2, 3, 64, 64),), dynamic_shapes=({0: batch},)),
+                      str(tmp_path / "m.pt2"))
+    fixed = to_onnx(module, tmp_path / "m.onnx", [1, 3, 64, 64])
+    at64 = SourceRequest(**{**REQ.__dict__, "image_size": 64})
+    for path in (tmp_path / "m.pt2", fixed):
+        assert load_model(str(path), at64).model(x64).shape == (1, 10)
+        with pytest.raises(CheckpointError, match="cannot run on 3-band images of 32x32 px, the data's"):
+            load_model(str(path), REQ)

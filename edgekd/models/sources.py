@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..files import first_line
 from ..registry import Registry, close_matches
 from .arch import ArchSpec, TimmSpec, TorchvisionSpec
 from .external import ExternalNet
@@ -57,6 +58,7 @@ class SourceRequest:
     normalization: Normalization = "none"  # for modules that do not record theirs
     require_weights: bool = False  # a teacher must come with weights; a student may start from scratch
     task: str = "classification"  # segmentation: dense models (edgekd.models.segnet)
+    image_size: int = 32  # the data's size: what a program that cannot be edited is probed at
 
 
 @dataclass
@@ -366,10 +368,12 @@ def _module_source(kind: str, spec: str, module: nn.Module, req: SourceRequest, 
                                           "num_classes": req.num_classes})
     try:  # a scripted or exported program cannot be edited: check that it fits the data as it is
         with torch.no_grad():
-            out = net.eval()(torch.zeros(2, req.in_channels, 32, 32))
+            out = net.eval()(torch.zeros(2, req.in_channels, req.image_size, req.image_size))
     except Exception as exc:  # the program raises its own types for inputs it cannot take
-        raise CheckpointError(f"{spec} cannot run on {req.in_channels}-band images ({type(exc).__name__}); "
-                              "give a model for this data set's bands") from None
+        raise CheckpointError(f"{spec} cannot run on {req.in_channels}-band images of {req.image_size}x"
+                              f"{req.image_size} px, the data's ({type(exc).__name__}: {first_line(exc, 120)}); give a "
+                              "model for these bands and this size, or pass --image-size at the size it takes") \
+            from None
     _check_outputs(out, req, f"{spec}", f"a {kind} program cannot be given a new classifier: save one for these "
                                          "classes")
     return LoadedModel(net, kind, spec, origin, needs_training=needs)
@@ -435,8 +439,6 @@ def factory_source(spec: str, req: SourceRequest) -> LoadedModel:
     try:
         module = fn()
     except Exception as exc:  # the user's code: any type
-        from ..files import first_line
-
         raise ConfigError(f"{spec}() raised {first_line(exc, 160)}; fix the factory (it is called without "
                           "arguments)") from None
     if not isinstance(module, nn.Module):
@@ -487,10 +489,11 @@ def onnx_source(spec: str, req: SourceRequest) -> LoadedModel:
             from None
     try:
         teacher = OnnxTeacher(path)
-        out = teacher(torch.zeros(1, req.in_channels, 32, 32))
+        out = teacher(torch.zeros(1, req.in_channels, req.image_size, req.image_size))
     except Exception as exc:  # onnxruntime raises its own types for a foreign or mismatched model
-        raise CheckpointError(f"ONNX teacher {path} cannot run on {req.in_channels}-band images "
-                              f"({type(exc).__name__}); export it with a dynamic batch and this many input bands") \
+        raise CheckpointError(f"ONNX teacher {path} cannot run on {req.in_channels}-band images of {req.image_size}x"
+                              f"{req.image_size} px, the data's ({type(exc).__name__}); export it with a dynamic "
+                              "batch, these input bands and this size (or pass --image-size at the size it takes)") \
             from None
     _check_outputs(out, req, f"ONNX teacher {path}", "an ONNX model cannot be fine-tuned: export one for these classes")
     return LoadedModel(teacher, "onnx", path.name, f"ONNX model {path}", onnx_path=path)

@@ -360,7 +360,7 @@ def _load_teacher(spec: str, cfg: RunConfig, ds: Dataset, weights: Path | None =
     mean, std = ds.channel_stats()
     loaded = load_model(spec, SourceRequest(in_channels=ds.in_channels, num_classes=len(ds.classes), data_mean=mean,
                                             data_std=std, weights=weights, normalization=cfg.teacher_normalization,
-                                            require_weights=True, task=ds.task))
+                                            require_weights=True, task=ds.task, image_size=ds.image_size))
     if loaded.meta is not None:
         _teacher_matches(loaded.meta, ds, spec)
     return loaded
