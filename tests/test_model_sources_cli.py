@@ -90,3 +90,18 @@ def test_feature_pairs_naming_a_missing_module_are_refused_before_any_work(tmp_p
     proc = run_cli("optimize", "--preset", "smoke", "--feature-pairs", "features.2", "--out", str(out))
     assert proc.returncode == 2 and "is not STUDENT=TEACHER" in proc.stderr
     assert not out.exists()
+
+
+def test_a_traced_torchscript_teacher_runs_the_whole_loop(tmp_path):
+    import torch
+    from torch import nn
+
+    module = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(8, 7)).eval()  # the demo set: 4 bands, 7 classes
+    torch.jit.trace(module, torch.rand(1, 4, 32, 32)).save(str(tmp_path / "teacher.pt"))
+    out = tmp_path / "run"
+    proc = run_cli("optimize", "--preset", "smoke", "--teacher", str(tmp_path / "teacher.pt"), "--out", str(out),
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    t = json.loads((out / "report.json").read_text())["teacher"]
+    assert t["origin"].startswith("TorchScript") and (out / "teacher.onnx").is_file()

@@ -192,3 +192,23 @@ def test_programs_that_cannot_be_edited_are_probed_at_the_datas_size(tmp_path: P
         assert load_model(str(path), at64).model(x64).shape == (1, 10)
         with pytest.raises(CheckpointError, match="cannot run on 3-band images of 32x32 px, the data's"):
             load_model(str(path), REQ)
+
+
+def test_a_traced_torchscript_teacher_exports_to_onnx_behind_its_normalisation(tmp_path: Path):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from torch import nn
+
+    from edgekd.convert.onnx import to_onnx
+
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(8, 10)).eval()
+    torch.jit.trace(module, torch.rand(1, 3, 32, 32)).save(str(tmp_path / "t.pt"))
+    req = SourceRequest(**{**REQ.__dict__, "normalization": "imagenet"})
+    teacher = load_model(str(tmp_path / "t.pt"), req).model
+    path = to_onnx(teacher, tmp_path / "teacher.onnx", [1, 3, 32, 32], metadata={"role": "teacher"})
+    x = torch.rand(4, 3, 32, 32)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, teacher(x).numpy(), atol=1e-5)  # the normalisation is in the graph

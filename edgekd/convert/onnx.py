@@ -8,6 +8,7 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -24,6 +25,9 @@ def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata
     """Write `model` as ONNX at `path`; the batch axis is dynamic. A model that cannot be
     exported (an operator ONNX has no equivalent for) raises ExportError naming the operator."""
     model.eval()
+    inner = getattr(model, "inner", None)
+    if isinstance(inner, torch.jit.ScriptModule) and hasattr(model, "normalize"):
+        return _script_behind_normalize(model, inner, path, input_shape, metadata, simplify)
     tmp = path.with_suffix(".tmp.onnx")
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
@@ -50,4 +54,33 @@ def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata
         raise ExportError(f"ONNX export to {path} failed: {first_line(exc, 240)}") from None
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def _script_behind_normalize(model: torch.nn.Module, inner: torch.jit.ScriptModule, path: Path,
+                             input_shape: list[int], metadata: dict[str, str] | None, simplify: bool) -> Path:
+    """A TorchScript program behind edgekd's input normalisation: the tracing exporter cannot
+    trace a Python module that calls a loaded ScriptModule, so the program is exported alone and
+    the normalisation ((x - mean) / std) is put in front of its graph as two ONNX nodes."""
+    if getattr(model, "resolution", None):
+        raise ExportError(f"ONNX export to {path} failed: a TorchScript model resized inside cannot be exported; "
+                          "give the data at the size the program takes (--image-size)")
+    norm: Any = model.normalize
+    to_onnx(inner, path, input_shape, simplify=simplify)
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    for node in graph.node:
+        node.input[:] = ["normalized" if i == INPUT_NAME else i for i in node.input]
+    for name, tensor in (("norm_mean", norm.mean), ("norm_std", norm.std)):
+        graph.initializer.append(onnx.numpy_helper.from_array(tensor.detach().numpy().astype("float32"), name))
+    front = [onnx.helper.make_node("Sub", [INPUT_NAME, "norm_mean"], ["centered"]),
+             onnx.helper.make_node("Div", ["centered", "norm_std"], ["normalized"])]
+    nodes = front + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
     return path

@@ -232,7 +232,9 @@ def _teacher_measurement(plan: RunPlan, teacher: nn.Module) -> Measurement:
 
 def teacher_channels(plan: RunPlan, teacher: nn.Module) -> list[int]:
     """Channels of the teacher's feature maps: its stages, or the modules feature_pairs names."""
-    if plan.teacher_modules and "features" in plan.needs:
+    if "features" not in plan.needs:
+        return []  # no feature term: nothing reads them (a TorchScript teacher has none to give)
+    if plan.teacher_modules:
         return tapped_channels(teacher, plan.teacher_modules, plan.teacher_view.in_channels, plan.ds.image_size)
     return list(getattr(teacher, "stage_channels", []))
 
