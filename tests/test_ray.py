@@ -191,9 +191,11 @@ def test_data_parallel_loss_and_gradients_are_those_of_the_whole_batch(ray_env, 
 def test_optimize_data_parallel_trains_every_student_on_two_workers(ray_env, sequential, tmp_path):
     env, cfg = ray_env
     out = tmp_path / "run"
-    proc = run_cli("optimize", "--preset", "smoke", "--config", str(cfg), "--data-parallel", "2", "--out", str(out),
-                   "--quiet", env=env)
+    # a relative --out (Ray Train workers run elsewhere), and --quiet holds back Ray's own notices too
+    proc = run_cli("optimize", "--preset", "smoke", "--config", str(cfg), "--data-parallel", "2", "--out", "run",
+                   "--quiet", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "Token authentication" not in proc.stderr + proc.stdout
     r = json.loads((out / "report.json").read_text())
     assert r["parallelism"]["training_workers"] == 2
     infos = [json.loads(f.read_text()) for f in out.glob("candidates/*/rung0.json")]

@@ -271,7 +271,7 @@ def ray_workers(cfg: RunConfig, threads: int, observer: ConsoleObserver) -> RayW
     if cfg.workers <= 1 and cfg.data_parallel <= 1 and not cfg.ray_address:
         return None
     w = RayWorkers(cfg.workers, cfg.ray_address, cpus_per_task=1 if cfg.workers > 1 or cfg.data_parallel > 1
-                   else threads, data_parallel=cfg.data_parallel).start()
+                   else threads, data_parallel=cfg.data_parallel, quiet=cfg.quiet).start()
     observer.say(f"training: {w.describe()}")
     return w
 

@@ -146,6 +146,7 @@ class RayWorkers:
     address: str | None = None
     cpus_per_task: int = 1
     data_parallel: int = 1  # > 1: each student's rung trained by this many Ray Train workers (DDP-style)
+    quiet: bool = False  # --quiet: Ray's own notices (token authentication) held back too
     started_here: bool = False
     nodes: set[str] = field(default_factory=set)
     _remote: Any = field(default=None, repr=False)
@@ -165,6 +166,8 @@ class RayWorkers:
         import ray
 
         address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if self.quiet:  # its token-authentication notice is a warning of its own logger
+            logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         if not ray.is_initialized():
             if address:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
