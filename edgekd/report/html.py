@@ -192,7 +192,8 @@ def render_html(r: Report, run_dir: Path | None = None) -> str:
     global _RUN_DIR
     _RUN_DIR = run_dir
     s = summary(r)
-    figs = "".join(f'<figure id="plot-{k}"><img alt="{_e(k)} plot" src="{fn(r)}"><figcaption>{_e(CAPTIONS[k].replace("accuracy", r.metric))}'
+    captions = {k: v.replace("accuracy", r.metric) for k, v in CAPTIONS.items()}  # mIoU for segmentation
+    figs = "".join(f'<figure id="plot-{k}"><img alt="{_e(k)} plot" src="{fn(r)}"><figcaption>{_e(captions[k])}'
                    "</figcaption></figure>" for k, fn in plots.ALL.items())
     versions = _table(["package", "version"], [[_e(k), _e(v)] for k, v in r.software.items()])
     return f"""<!doctype html>
