@@ -212,3 +212,22 @@ def test_a_traced_torchscript_teacher_exports_to_onnx_behind_its_normalisation(t
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         np.testing.assert_allclose(got, teacher(x).numpy(), atol=1e-5)  # the normalisation is in the graph
+
+
+def test_a_workers_own_error_reaches_the_user_as_one_line():
+    from edgekd.search.workers import root_cause
+
+    class Wrapper(Exception):  # Ray's wrappers: a long message, the worker's error as the cause
+        def __init__(self, cause):
+            super().__init__("ControllerError\nTraceback (most recent call last):\n  ... RayTrainWorker.run_train_fn()")
+            self.cause = cause
+
+    try:
+        try:
+            raise FileNotFoundError(2, "No such file or directory", "dp/teacher_cache/x/meta.json")
+        except FileNotFoundError as inner:
+            raise RuntimeError("Training failed") from Wrapper(inner)
+    except RuntimeError as outer:
+        line = root_cause(outer)
+    assert line.startswith("FileNotFoundError: [Errno 2] No such file or directory") and "\n" not in line
+    assert root_cause(ValueError("plain")) == "ValueError: plain"

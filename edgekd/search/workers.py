@@ -207,8 +207,8 @@ class RayWorkers:
         try:
             trainer.fit()
         except Exception as exc:  # Ray Train wraps the workers' errors in its own
-            raise TrainingError(f"data-parallel training of {arch.name} (rung {rung}) failed: "
-                                f"{type(exc).__name__}: {str(exc)[:500]}") from None
+            raise TrainingError(f"data-parallel training of {arch.name} (rung {rung}) failed in a worker: "
+                                f"{root_cause(exc)}") from None
 
     def train_many(self, unit: RungUnit, archs: list[StudentSpec], rung: int,
                    note: Callable[[str], None], done: Callable[[], None]) -> dict[str, dict[str, Any]]:
@@ -233,7 +233,7 @@ class RayWorkers:
                 info = ray.get(ready[0])
             except ray.exceptions.RayTaskError as exc:
                 raise TrainingError(f"training {arch.name} (rung {rung}) failed in a Ray task: "
-                                    f"{exc.cause if getattr(exc, 'cause', None) else exc}") from None
+                                    f"{root_cause(exc)}") from None
             except ray.exceptions.RayError as exc:  # retries spent: the worker or node kept dying
                 raise TrainingError(f"training {arch.name} (rung {rung}) was lost {TASK_RETRIES + 1} times "
                                     f"({type(exc).__name__}); check the Ray workers' memory and nodes, then run "
@@ -251,6 +251,21 @@ class RayWorkers:
 
             ray.shutdown()
             self.started_here = False
+
+
+def root_cause(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line` of the innermost error under Ray's wrappers (each wraps the worker's own
+    exception as `__cause__`, or as `.cause` for a RayTaskError), not Ray's many-line message."""
+    from ..files import first_line
+
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return f"{type(exc).__name__}: {first_line(exc, limit)}"
 
 
 def _complete(unit: RungUnit, arch: StudentSpec, rung: int) -> bool:
