@@ -91,26 +91,42 @@ def augment(x: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...] = ("fl
     (horizontal/vertical), `rot90` (0/90/180/270 degrees, square images), `crop` (a random
     crop of 60-100 % of the side, resized back, bilinear). No colour jitter: the bands of
     multispectral images keep their values."""
+    return augment_with_masks(x, None, gen, kinds)[0]
+
+
+def augment_with_masks(x: torch.Tensor, masks: torch.Tensor | None, gen: torch.Generator,
+                       kinds: tuple[str, ...] = ("flip",)) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`augment`, with each image's mask (N, H, W), when given, moved alike (a crop resized
+    nearest-neighbour); the same random draws with or without masks."""
     n = x.shape[0]
     if "flip" in kinds:
         h = torch.rand(n, generator=gen) < 0.5
         v = torch.rand(n, generator=gen) < 0.5
         x = torch.where(h[:, None, None, None], x.flip(3), x)
         x = torch.where(v[:, None, None, None], x.flip(2), x)
+        if masks is not None:
+            masks = torch.where(h[:, None, None], masks.flip(2), masks)
+            masks = torch.where(v[:, None, None], masks.flip(1), masks)
     if "rot90" in kinds and x.shape[-1] == x.shape[-2]:
         k = torch.randint(4, (n,), generator=gen)
         x = torch.stack([torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(x, k)])
+        if masks is not None:
+            masks = torch.stack([torch.rot90(m, int(r), dims=(-2, -1)) for m, r in zip(masks, k)])
     if "crop" in kinds:
         size = x.shape[-1]
         sides = (torch.rand(n, generator=gen) * 0.4 + 0.6) * size
-        out = []
-        for img, side in zip(x, sides):
+        out, out_masks = [], []
+        for i, (img, side) in enumerate(zip(x, sides)):
             s = max(1, int(side))
             top, left = (int(torch.randint(size - s + 1, (1,), generator=gen)) for _ in range(2))
             crop = img[None, :, top:top + s, left:left + s]
             out.append(F.interpolate(crop, size=(x.shape[-2], size), mode="bilinear", align_corners=False)[0])
+            if masks is not None:
+                m = masks[i][None, None, top:top + s, left:left + s].float()
+                out_masks.append(F.interpolate(m, size=masks.shape[-2:], mode="nearest")[0, 0].to(masks.dtype))
         x = torch.stack(out)
-    return x
+        masks = torch.stack(out_masks) if masks is not None else None
+    return x, masks
 
 
 def feature_pairs(student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:

@@ -10,6 +10,8 @@ FN) from the confusion matrix, computed by torchmetrics), with pixel accuracy be
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,32 +60,12 @@ class SegmentationTask:
 
     def augment(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """flip, rot90 and crop (60-100 % of the side; the image resized bilinear, the mask nearest)
-        applied to each image and its mask alike."""
-        n = x.shape[0]
-        if "flip" in kinds:
-            h, v = torch.rand(n, generator=gen) < 0.5, torch.rand(n, generator=gen) < 0.5
-            x = torch.where(h[:, None, None, None], x.flip(3), x)
-            y = torch.where(h[:, None, None], y.flip(2), y)
-            x = torch.where(v[:, None, None, None], x.flip(2), x)
-            y = torch.where(v[:, None, None], y.flip(1), y)
-        if "rot90" in kinds and x.shape[-1] == x.shape[-2]:
-            k = torch.randint(4, (n,), generator=gen)
-            x = torch.stack([torch.rot90(img, int(r), dims=(-2, -1)) for img, r in zip(x, k)])
-            y = torch.stack([torch.rot90(m, int(r), dims=(-2, -1)) for m, r in zip(y, k)])
-        if "crop" in kinds:
-            size = x.shape[-1]
-            sides = (torch.rand(n, generator=gen) * 0.4 + 0.6) * size
-            xs, ys = [], []
-            for img, m, side in zip(x, y, sides):
-                s = max(1, int(side))
-                top, left = (int(torch.randint(size - s + 1, (1,), generator=gen)) for _ in range(2))
-                xs.append(F.interpolate(img[None, :, top:top + s, left:left + s], size=x.shape[-2:], mode="bilinear",
-                                        align_corners=False)[0])
-                ys.append(F.interpolate(m[None, None, top:top + s, left:left + s].float(), size=y.shape[-2:],
-                                        mode="nearest")[0, 0].to(y.dtype))
-            x, y = torch.stack(xs), torch.stack(ys)
-        return x, y
+        """flip, rot90 and crop applied to each image and its mask alike (the mask resized nearest)."""
+        from ..distill.trainer import augment_with_masks
+
+        x, masks = augment_with_masks(x, y, gen, kinds)
+        assert masks is not None
+        return x, masks
 
     def view_labels(self, y: torch.Tensor, view: int) -> torch.Tensor:
         from ..distill.teacher import apply_view
@@ -111,9 +93,7 @@ class SegmentationTask:
         cm = torch.zeros(k, k, dtype=torch.long)
         ce = kd = 0.0
         valid = 0
-        for i in range(0, len(y), 16):
-            yb = y[i:i + 16].long()
-            up = upsample(logits[i:i + 16], yb.shape[-2:])
+        for i, yb, up in _chunks(logits, y):
             cm += confusion(up.argmax(1), yb, k, self.ignore_index)
             n = int((yb != self.ignore_index).sum())
             if n == 0:
@@ -159,10 +139,17 @@ def segmentation_metrics(logits: torch.Tensor, y: Labels, classes: list[str], ig
     """The report's per-class figures of dense logits on a split."""
     k = len(classes)
     cm = torch.zeros(k, k, dtype=torch.long)
-    for i in range(0, len(y), 16):
-        yb = y[i:i + 16].long()
-        cm += confusion(upsample(logits[i:i + 16], yb.shape[-2:]).argmax(1), yb, k, ignore_index)
+    for _, yb, up in _chunks(logits, y):
+        cm += confusion(up.argmax(1), yb, k, ignore_index)
     return metrics_from_confusion(cm, classes, split, len(y))
+
+
+def _chunks(logits: torch.Tensor, y: Labels, size: int = 16) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(start, masks as int64, logits upsampled to them) in chunks: a split's upsampled logits are
+    never held at once."""
+    for i in range(0, len(y), size):
+        yb = y[i:i + size].long()
+        yield i, yb, upsample(logits[i:i + size], yb.shape[-2:])
 
 
 TASKS.register("segmentation")(SegmentationTask())
