@@ -14,8 +14,14 @@ RUN apt-get update \
 WORKDIR /opt/edgekd
 COPY pyproject.toml README.md ./
 COPY edgekd ./edgekd
-# the CPU build of PyTorch (students are built from checkpoints on the host; the agent needs no CUDA)
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+# The CPU build of PyTorch and its torchvision, installed together so that `pip install .` keeps
+# them (a lone torch lets pip pull a CUDA torch for the newest torchvision). TORCH_INDEX_URL=""
+# takes them from pip's configured index instead (docker/build-here.sh does so on a machine that
+# cannot reach the CPU index; there x86-64 torch is the larger CUDA build).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# (hadolint reads the optional --index-url as an unpinned package)
+# hadolint ignore=DL3013
+RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.14.1 torchvision==0.29.1 \
     && pip install .
 
 RUN useradd --create-home --uid 10001 edgekd

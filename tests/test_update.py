@@ -2,6 +2,10 @@
 extension, the history term, and the errors of a run directory that cannot be updated."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -157,3 +161,55 @@ def test_update_errors_name_the_problem(first_run, tmp_path):
     (tmp_path / "nothing").mkdir()  # bad new data: refused before --out is created (no folder, no .lock)
     proc = run_cli("update", str(first_run), "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o3"))
     assert proc.returncode == 2 and not (tmp_path / "o3").exists(), proc.stderr
+
+
+def _killed_when(args: list[str], progress: Path, stage: str, ctrl_c: bool = False) -> str:
+    """Run `edgekd update ARGS` and SIGKILL it (or Ctrl-C it: SIGINT) as soon as
+    OUT/update_progress.json records `stage`; returns what it printed on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", "update", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600  # a bound on the wait, not a speed check
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if stage in json.loads(progress.read_text())["stages"]:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the update ended before it could be killed: {proc.stderr.read()}"
+        if ctrl_c:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=300) == 130
+            return proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    return ""
+
+
+def test_a_killed_update_resumes_without_training_again(first_run, tmp_path):
+    new = image_folder(tmp_path / "new", ["water", "sand"], 24, seed=1)
+    out = tmp_path / "run2"
+    args = [str(first_run), "--data", str(new), "--out", str(out), "--epochs", "8", "--teacher-epochs", "2"]
+    said = _killed_when(args, out / "update_progress.json", "teacher", ctrl_c=True)  # Ctrl-C while the student trains
+    assert f"what finished is kept in {out}" in said and f"--out {out} --epochs 8 --teacher-epochs 2 --resume" in said
+    teacher_made = (out / "teacher.pt").stat().st_mtime_ns
+    proc = run_cli("update", *args)
+    assert proc.returncode == 2 and "holds an interrupted update; continue it with --resume" in proc.stderr
+    proc = run_cli("update", *args, "--resume", "--mu", "0.5")
+    assert proc.returncode == 2 and "was started with --mu 1.0, not 0.5" in proc.stderr
+    proc = run_cli("update", *args, "--resume", "--overwrite")
+    assert proc.returncode == 2 and "pass one of them" in proc.stderr
+    _killed_when([*args, "--resume"], out / "update_progress.json", "student")  # killed while it is measured
+    proc = run_cli("update", *args, "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert "teacher: kept from the interrupted update" in proc.stdout
+    assert "student: kept from the interrupted update" in proc.stdout
+    assert (out / "teacher.pt").stat().st_mtime_ns == teacher_made  # not trained again
+    r = json.loads((out / "update.json").read_text())
+    assert r["resumed"] and r["classes_added"] == ["sand"] and len(r["train_loss"]) == 8
+    proc = run_cli("update", *args, "--resume")
+    assert proc.returncode == 2 and "holds a finished update" in proc.stderr
+    proc = run_cli("update", str(first_run), "--data", str(new), "--out", str(tmp_path / "fresh"), "--resume")
+    assert proc.returncode == 2 and "holds no interrupted update" in proc.stderr

@@ -39,7 +39,10 @@ def update_cmd(
     threads: int | None = threads_option(),
     device_url: str | None = device_url_option(),
     device_token_file: Path | None = token_file_option(),
-    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Write over an earlier update in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Write over an earlier update in --out "
+                                   "(finished or not), training again."),
+    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the interrupted update in --out (same "
+                                "options): its teacher and distilled student are read back, not trained again."),
     no_cache: bool = typer.Option(False, "--no-cache", metavar="", help="Measure even when the cache holds it."),
     quiet: bool = quiet_option("Errors only."),
 ) -> None:
@@ -51,4 +54,4 @@ def update_cmd(
                              teacher_epochs=teacher_epochs, lr=lr, replay_fraction=replay_fraction, target=target,
                              export_formats=export_formats.split(",") if export_formats else None, threads=threads,
                              device_url=device_url, device_token_file=device_token_file, overwrite=overwrite,
-                             no_cache=no_cache, quiet=quiet))
+                             resume=resume, no_cache=no_cache, quiet=quiet))

@@ -30,7 +30,7 @@ from ..data.dataset import class_labels
 from ..distill.losses import KDSettings, needs, parse_kd
 from ..distill.teacher import TeacherOutputs
 from ..distill.trainer import History, predict_logits, train
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, Interrupted
 from ..export import ExportResult
 from ..export.run import export_formats, export_metadata
 from ..files import atomic_write
@@ -46,6 +46,7 @@ from ..targets import get_target
 from .lineage import UPDATE_RECORD, Previous, Settings, Source, merge, old_data, read_previous, union_classes
 from .plan import StageTimer, lock_run_dir, resolve_exports
 from .stages import relative
+from .update_progress import Progress, resume_command
 
 UPDATE_TERMS = ("response", "feature", "relation", "robust")  # KD terms an update can carry over
 
@@ -67,6 +68,7 @@ class UpdateOptions:
     device_url: str | None = None
     device_token_file: Path | None = None
     overwrite: bool = False
+    resume: bool = False  # continue the interrupted update in --out
     no_cache: bool = False
     quiet: bool = False
 
@@ -89,6 +91,7 @@ class UpdateReport(BaseModel):
     run_id: str
     created: str
     command: str
+    resumed: bool = False  # continued with --resume after an interruption
     previous_run: str
     previous_student: str
     previous_classes: list[str]
@@ -136,8 +139,8 @@ def _prepare_out(opts: UpdateOptions) -> None:
         raise ConfigError(f"--out {out} is a file; pass a folder for the updated run")
     if out.resolve() == opts.previous.resolve():
         raise ConfigError("--out is the run being updated; pass a new folder (the earlier run stays as it is)")
-    if out.is_dir() and any(p.name != ".lock" for p in out.iterdir()) and not opts.overwrite:
-        raise ConfigError(f"{out} already holds files; pass a new --out folder (or --overwrite)")
+    if opts.resume and opts.overwrite:
+        raise ConfigError("--resume continues the update in --out, --overwrite starts it again: pass one of them")
 
 
 def _data(opts: UpdateOptions, prev: Previous, observer: ConsoleObserver) -> tuple[Dataset, int, list[str], dict]:
@@ -237,6 +240,7 @@ def run_update(opts: UpdateOptions, observer: ConsoleObserver | None = None) -> 
         raise ConfigError(f"{opts.previous} is a {prev.lineage[-1].data_source['task']} run; edgekd update continues "
                           "classification runs only (segmentation updates are not built yet)")
     _prepare_out(opts)
+    progress = Progress.check(opts, UPDATE_RECORD)
     target = get_target(opts.target or prev.settings.target)
     formats, _ = resolve_exports(_export_cfg(opts, prev), target)
     observer.say(f"[bold]edgekd update[/] {prev.run_dir} ({prev.student_name}) + {opts.data} -> {opts.out}")
@@ -245,8 +249,12 @@ def run_update(opts: UpdateOptions, observer: ConsoleObserver | None = None) -> 
     opts.out.mkdir(parents=True, exist_ok=True)
     lock = lock_run_dir(opts.out)
     try:
+        progress.save()
         with observer:
-            return _run(opts, prev, target, formats, observer, timer, data)
+            return _run(opts, prev, target, formats, observer, timer, data, progress)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: what finished is kept in {opts.out} (the teacher and the distilled student "
+                          f"once trained); continue with: {resume_command()}") from None
     finally:
         lock.close()
 
@@ -257,43 +265,70 @@ def _export_cfg(opts: UpdateOptions, prev: Previous):  # the two fields resolve_
     return RunConfig(export_formats=opts.export_formats or prev.settings.export_formats)
 
 
+def _teacher_stage(opts: UpdateOptions, prev: Previous, ds: Dataset, observer: ConsoleObserver, lr: float,
+                   progress: Progress, meta: dict[str, Any]) -> tuple[Net, str]:
+    """This step's teacher: read back from OUT/teacher.pt when an interrupted update made it."""
+    done = progress.done("teacher")
+    if done and (opts.out / "teacher.pt").is_file():
+        observer.say("teacher: kept from the interrupted update (teacher.pt)")
+        return load_checkpoint(opts.out / "teacher.pt")[0], done["origin"]
+    teacher, origin = _teacher(opts, prev, ds, observer, lr)
+    save_checkpoint(opts.out / "teacher.pt", teacher, role="teacher", **meta)
+    progress.save("teacher", origin=origin)
+    return teacher, origin
+
+
+def _student_stage(opts: UpdateOptions, prev: Previous, ds: Dataset, teacher: nn.Module, previous: nn.Module,
+                   lr: float, epochs: int, observer: ConsoleObserver, progress: Progress,
+                   meta: dict[str, Any]) -> tuple[nn.Module, list[float], float, list[str], Path]:
+    """The distilled student, saved with what its training reported; read back when an interrupted
+    update finished it."""
+    ckpt = opts.out / "candidates" / prev.checkpoint.parent.name / "student.pt"
+    done = progress.done("student")
+    if done and ckpt.is_file():
+        observer.say(f"student: kept from the interrupted update ({ckpt.relative_to(opts.out)})")
+        return load_checkpoint(ckpt)[0], done["loss"], done["seconds"], done["kd_terms"], ckpt
+    student = copy.deepcopy(previous)
+    added = len(ds.classes) - len(prev.classes)
+    if added:
+        extend_head(student, len(prev.classes), added, seed=prev.settings.seed)
+    loss, seconds, named = _distil(opts, prev, ds, teacher, student, predict_logits(previous, ds.x_train), lr,
+                                   epochs, observer)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(ckpt, student, role="student", metrics={"update_of": str(prev.checkpoint)}, **meta)
+    progress.save("student", loss=loss, seconds=seconds, kd_terms=named)
+    return student, loss, seconds, named, ckpt
+
+
 def _run(opts: UpdateOptions, prev: Previous, target, formats: list[str], observer: ConsoleObserver,
-         timer: StageTimer, data: tuple[Dataset, int, list[str], dict]) -> Path:
+         timer: StageTimer, data: tuple[Dataset, int, list[str], dict], progress: Progress) -> Path:
     s = prev.settings
     lr, epochs = opts.lr or s.lr, opts.epochs or s.student_epochs
     torch.manual_seed(s.seed)
     ds, replayed, notes, source = data
+    meta: dict[str, Any] = dict(classes=ds.classes, bands=ds.bands, image_size=ds.image_size, dataset=ds.name,
+                                data_source=source)
     with timer("teacher"):
-        teacher, origin = _teacher(opts, prev, ds, observer, lr)
+        teacher, origin = _teacher_stage(opts, prev, ds, observer, lr, progress, meta)
         teacher_acc = class_accuracy(predict_logits(teacher, ds.x_val), class_labels(ds.y_val), len(prev.classes))
     previous = prev.load_student()
     before = class_accuracy(_padded(predict_logits(previous, ds.x_val), len(ds.classes)), class_labels(ds.y_val),
                             len(prev.classes))
-    student = copy.deepcopy(previous)
-    added = len(ds.classes) - len(prev.classes)
-    if added:
-        extend_head(student, len(prev.classes), added, seed=s.seed)
     with timer("kd_training"):
-        loss, seconds, named = _distil(opts, prev, ds, teacher, student, predict_logits(previous, ds.x_train), lr,
-                                       epochs, observer)
+        student, loss, seconds, named, ckpt = _student_stage(opts, prev, ds, teacher, previous, lr, epochs, observer,
+                                                             progress, meta)
     after = class_accuracy(predict_logits(student, ds.x_val), class_labels(ds.y_val), len(prev.classes))
     forgot = (None if before.old_classes is None or after.old_classes is None
               else round(100 * (before.old_classes - after.old_classes), 2))
     observer.say(f"old classes {_pct(before.old_classes)} -> {_pct(after.old_classes)}, new classes "
                  f"{_pct(before.new_classes)} -> {_pct(after.new_classes)}"
                  + (f"; forgetting {forgot:+.2f} points" if forgot is not None else ""))
-    meta: dict[str, Any] = dict(classes=ds.classes, bands=ds.bands, image_size=ds.image_size, dataset=ds.name,
-                                data_source=source)
-    arch = prev.checkpoint.parent.name
-    ckpt = opts.out / "candidates" / arch / "student.pt"
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ckpt, student, role="student", metrics={"update_of": str(prev.checkpoint)}, **meta)
-    save_checkpoint(opts.out / "teacher.pt", teacher, role="teacher", **meta)
+    arch = ckpt.parent.name
     m, exports = _measure_and_export(opts, prev, ds, student, target, formats, observer, timer)
     budget = s.budget_ms
     report = UpdateReport(
         run_id=uuid.uuid4().hex[:12], created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        command=" ".join(["edgekd"] + sys.argv[1:]), previous_run=str(prev.run_dir),
+        command=" ".join(["edgekd"] + sys.argv[1:]), resumed=opts.resume, previous_run=str(prev.run_dir),
         previous_student=prev.student_name, previous_classes=prev.classes, classes=ds.classes,
         classes_added=ds.classes[len(prev.classes):], bands=ds.bands, image_size=ds.image_size,
         data={"folder": str(opts.data), "train": int(len(ds.y_train)) - replayed, "val": int(len(ds.y_val))},
