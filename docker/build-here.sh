@@ -23,8 +23,9 @@
 # The Jetson and drone images are not built here: their bases (nvcr.io l4t-jetpack; an arm64
 # python image) cannot be had on this machine. They stay linted by the test suite.
 #
-# Usage: docker/build-here.sh [--keep]      (run from anywhere; needs root, as buildah here does)
-#   --keep    leave the images and the work folder (default: remove the containers, keep images)
+# Usage: docker/build-here.sh [--keep] [--reuse]     (from anywhere; needs root, as buildah here does)
+#   --keep    leave the working container (default: removed; the images are kept)
+#   --reuse   check the image built last time instead of building it again
 # Environment: EDGEKD_BUILD_DIR (work folder, default /tmp/edgekd-docker-build), AGENT_PORT (18765),
 #   PYTHON (the host's Python with edgekd installed, for the checks; default: .venv/bin/python).
 set -euo pipefail
@@ -36,7 +37,14 @@ PORT=${AGENT_PORT:-18765}
 PY=${PYTHON:-$REPO/.venv/bin/python}
 BASE=localhost/edgekd-base:bookworm-python3.11
 IMAGE=localhost/edgekd-agent:cpu
-KEEP=${1:-}
+KEEP= REUSE=
+for arg in "$@"; do
+  case $arg in
+    --keep) KEEP=--keep ;;
+    --reuse) REUSE=1 ;;
+    *) printf 'usage: %s [--keep] [--reuse]\n' "$0" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$WORK"
 LOG="$WORK/build.log"
 
@@ -78,12 +86,17 @@ while read -r path; do
   [ "$(basename "$path")" = simple ] && path=$(dirname "$path")
   [ -e "$path" ] && mounts+=(-v "$path:$path:ro")
 done < <(pip config list 2>/dev/null | grep -oE "(file://)?/[^' ]+" | sed 's|^file://||' | sort -u)
+if [ -n "$REUSE" ] && buildah images --quiet "$IMAGE" >/dev/null 2>&1 && [ -f "$WORK/build_s" ]; then
+  say "reusing $IMAGE (built $(cat "$WORK/build_s") s long, last time)"
+else
 say "building $IMAGE from docker/cpu.Dockerfile (log: $LOG)"
 t0=$(date +%s)
 # --format docker keeps HEALTHCHECK (the OCI format has no field for it)
 buildah bud --format docker --from "$BASE" --build-arg TORCH_INDEX_URL= "${mounts[@]}" \
   -f "$REPO/docker/cpu.Dockerfile" -t "$IMAGE" "$REPO" >>"$LOG" 2>&1 || die "the build failed: see $LOG"
-build_s=$(( $(date +%s) - t0 ))
+echo $(( $(date +%s) - t0 )) >"$WORK/build_s"
+fi
+build_s=$(cat "$WORK/build_s")
 buildah inspect --type image "$IMAGE" >"$WORK/image.json"
 # the image's size: its layers as stored (uncompressed tar), from the manifest
 size_bytes=$("$PY" -c 'import json,sys; m=json.loads(json.load(open(sys.argv[1]))["Manifest"])
@@ -119,11 +132,11 @@ info=$(curl -sf -H "Authorization: Bearer $(cat "$TOKEN")" "http://127.0.0.1:$PO
 noauth=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/v1/info")
 say "GET /v1/info: $info; without the token: HTTP $noauth"
 mapfile -t healthargv < <(config health)
-healthcmd="${healthargv[*]}"
+healthcmd="${healthargv[*]} /run/secrets/edgekd-token $PORT"
 health_rc=0
-buildah run --user 10001 -v "$TOKEN:/run/secrets/edgekd-token:ro" "$ctr" -- "${healthargv[@]}" "$PORT" \
+buildah run --user 10001 -v "$TOKEN:/run/secrets/edgekd-token:ro" "$ctr" -- "${healthargv[@]}" /run/secrets/edgekd-token "$PORT" \
   >>"$LOG" 2>&1 || health_rc=$?
-say "HEALTHCHECK ($healthcmd $PORT): exit $health_rc"
+say "HEALTHCHECK ($healthcmd): exit $health_rc"
 
 # a real ONNX model, profiled by the agent in the container
 "$PY" - "$WORK/model.onnx" <<'EOF'
@@ -144,7 +157,7 @@ say "edgekd optimize --preset smoke inside the container"
 t0=$(date +%s)
 smoke_rc=0
 buildah run --user 10001 "$ctr" -- sh -c \
-  'cd /tmp && edgekd optimize --data demo:/tmp/demo --preset smoke --target cpu --out /tmp/smoke --quiet \
+  'cd /tmp && edgekd optimize --preset smoke --target cpu --out /tmp/smoke --quiet \
    && cat /tmp/smoke/report.json' >"$WORK/smoke.json" 2>"$WORK/smoke.err" || smoke_rc=$?
 smoke_s=$(( $(date +%s) - t0 ))
 say "smoke run: exit $smoke_rc in ${smoke_s}s"
@@ -153,7 +166,7 @@ say "smoke run: exit $smoke_rc in ${smoke_s}s"
 printf '%s' "$info" >"$WORK/info.json"
 cat >"$WORK/checks.json" <<EOF
 {"image": "$IMAGE", "base": "$BASE", "build_s": $build_s, "size_bytes": $size_bytes,
- "info_without_token_http": $noauth, "healthcheck": "$healthcmd $PORT", "healthcheck_exit": $health_rc,
+ "info_without_token_http": $noauth, "healthcheck": "$healthcmd", "healthcheck_exit": $health_rc,
  "smoke_exit": $smoke_rc, "smoke_s": $smoke_s}
 EOF
 "$PY" "$REPO/docker/record.py" "$WORK" "$REPO/benchmarks/results/docker_cpu"

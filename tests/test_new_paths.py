@@ -174,24 +174,37 @@ def test_a_corrupt_pt2_is_our_one_line_without_torch_logging_a_traceback(tmp_pat
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_programs_that_cannot_be_edited_are_probed_at_the_datas_size(tmp_path: Path):
+def test_fixed_size_programs_are_fed_at_their_own_size_and_the_rest_are_named(tmp_path: Path):
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
     from edgekd.convert.onnx import to_onnx
 
-    # a program that only takes 64x64 (its Linear reads the flattened map): fine at 64, refused at 32 naming the size
+    # a program that only takes 64x64 (its Linear reads the flattened map), exported at a fixed size
     module = nn.Sequential(nn.Conv2d(3, 2, 3, stride=8, padding=1), nn.Flatten(), nn.Linear(2 * 8 * 8, 10)).eval()
-    x64 = torch.rand(1, 3, 64, 64)
     batch = torch.export.Dim("batch", min=1, max=1024)
     torch.export.save(torch.export.export(module, (torch.rand(2, 3, 64, 64),), dynamic_shapes=({0: batch},)),
                       str(tmp_path / "m.pt2"))
-    fixed = to_onnx(module, tmp_path / "m.onnx", [1, 3, 64, 64])
+    torch.export.save(torch.export.export(module, (torch.rand(1, 3, 64, 64),)), str(tmp_path / "one.pt2"))
+    dynamic_batch = to_onnx(module, tmp_path / "m.onnx", [1, 3, 64, 64])
+    one = tmp_path / "one.onnx"  # batch 1 as well as 64x64, as many exports are
+    torch.onnx.export(module, (torch.rand(1, 3, 64, 64),), str(one), dynamo=False, input_names=["x"])
+    x32 = torch.rand(5, 3, 32, 32)  # the data is 32x32: each program sees it resized to 64x64, in its batch size
+    with torch.no_grad():
+        want = module(F.interpolate(x32, size=(64, 64), mode="bilinear", align_corners=False))
+    for path in (tmp_path / "m.pt2", tmp_path / "one.pt2", dynamic_batch, one):
+        got = load_model(str(path), REQ).model(x32)
+        assert got.shape == (5, 10) and torch.allclose(got, want, atol=1e-4), path.name
+    # a fixed band count is named as such; a program without shape information is refused naming the size
+    with pytest.raises(CheckpointError, match="takes 3-band images, the data has 4 bands"):
+        load_model(str(one), SourceRequest(**{**REQ.__dict__, "in_channels": 4, "data_mean": [0.0] * 4,
+                                              "data_std": [1.0] * 4}))
+    torch.jit.trace(module, torch.rand(1, 3, 64, 64)).save(str(tmp_path / "m.ts"))
+    with pytest.raises(CheckpointError, match="cannot run on 3-band images of 32x32 px, the data's"):
+        load_model(str(tmp_path / "m.ts"), REQ)
     at64 = SourceRequest(**{**REQ.__dict__, "image_size": 64})
-    for path in (tmp_path / "m.pt2", fixed):
-        assert load_model(str(path), at64).model(x64).shape == (1, 10)
-        with pytest.raises(CheckpointError, match="cannot run on 3-band images of 32x32 px, the data's"):
-            load_model(str(path), REQ)
+    assert load_model(str(tmp_path / "m.ts"), at64).model(torch.rand(2, 3, 64, 64)).shape == (2, 10)
 
 
 def test_a_traced_torchscript_teacher_exports_to_onnx_behind_its_normalisation(tmp_path: Path):

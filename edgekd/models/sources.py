@@ -408,23 +408,72 @@ def export_source(spec: str, req: SourceRequest) -> LoadedModel:
     """A torch.export program (.pt2)."""
     try:
         with _quiet("torch.export"):  # it logs a traceback of its own before raising
-            program = torch.export.load(spec).module()
+            program = ExportedProgram(torch.export.load(spec))
     except Exception as exc:  # torch.export raises several types for a foreign file
         raise CheckpointError(f"{spec} cannot be loaded as a torch.export program ({type(exc).__name__})") from None
-    return _module_source("export", spec, ExportedProgram(program), req, f"torch.export program {spec}")
+    _check_bands(program.shape, req, spec)
+    return _module_source("export", spec, program, req, f"torch.export program {spec}")
+
+
+FixedShape = tuple[int | None, int | None, int | None, int | None]  # N, C, H, W; None where dynamic
+
+
+def _fixed(dims) -> FixedShape:
+    """The static dims of a program's NCHW input (ints), None for dynamic ones (names, symbols)."""
+    dims = list(dims)[-4:] if len(dims) >= 4 else [None] * 4
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)  # type: ignore[return-value]
+
+
+def run_fixed(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, shape: FixedShape) -> torch.Tensor:
+    """Run a program whose input has a fixed size or batch on any raw image batch: the images are
+    resized (bilinear) to the size it takes and fed in batches of the size it takes (the last one
+    padded); dense outputs come back at the images' own size."""
+    n, _, h, w = shape
+    size = tuple(x.shape[-2:])
+    if h is not None and w is not None and size != (h, w):
+        x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    if n is None or n == len(x):
+        out = fn(x)
+    else:
+        chunks = []
+        for i in range(0, len(x), n):
+            part = x[i:i + n]
+            pad = n - len(part)
+            if pad:
+                part = torch.cat([part, part.new_zeros((pad, *part.shape[1:]))])
+            chunks.append(fn(part)[:n - pad])
+        out = torch.cat(chunks)
+    if out.dim() == 4 and tuple(out.shape[-2:]) != size and (h, w) != (None, None):
+        out = torch.nn.functional.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    return out
+
+
+def _check_bands(shape: FixedShape, req: SourceRequest, who: str) -> None:
+    if shape[1] is not None and shape[1] != req.in_channels:
+        raise CheckpointError(f"{who} takes {shape[1]}-band images, the data has {req.in_channels} bands; give a "
+                              f"model for these bands, or pick {shape[1]} of them with --bands")
 
 
 class ExportedProgram(nn.Module):
     """A torch.export program as a frozen module: it runs, but has no train/eval modes (the
-    program refuses them) and no parameters to train; a checkpoint reloads it from its file."""
+    program refuses them) and no parameters to train; a checkpoint reloads it from its file.
+    A program exported at a fixed size or batch is fed at its own (`run_fixed`)."""
 
-    def __init__(self, program: nn.Module):
+    def __init__(self, exported: Any):
         super().__init__()
-        object.__setattr__(self, "program", program)  # not a child: .eval() must not reach it
+        object.__setattr__(self, "program", exported.module())  # not a child: .eval() must not reach it
+        sig = exported.graph_signature
+        node = next((nd for nd in exported.graph.nodes if nd.op == "placeholder" and nd.name in sig.user_inputs),
+                    None)
+        val = node.meta.get("val") if node is not None else None
+        self.shape: FixedShape = _fixed(val.shape) if val is not None else (None,) * 4
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         out = self.program(x)  # type: ignore[operator]
         return out[0] if isinstance(out, (tuple, list)) else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_fixed(self._run, x, self.shape)
 
 
 @MODEL_SOURCES.register("factory")
@@ -452,7 +501,8 @@ def factory_source(spec: str, req: SourceRequest) -> LoadedModel:
 
 class OnnxTeacher(nn.Module):
     """An ONNX model run by ONNX Runtime: logits only (no gradients, no stage features), for
-    response-type distillation. It takes what edgekd's exports take: raw [0, 1] NCHW images."""
+    response-type distillation. It takes what edgekd's exports take: raw [0, 1] NCHW images; a
+    model with a fixed input size or batch is fed at its own (`run_fixed`)."""
 
     def __init__(self, path: Path, threads: int = 1):
         super().__init__()
@@ -462,15 +512,19 @@ class OnnxTeacher(nn.Module):
         opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.shape: FixedShape = _fixed(self.session.get_inputs()[0].shape)
         self.path = path
 
     @property
     def name(self) -> str:
         return f"onnx:{self.path.name}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)})
         return torch.from_numpy(out[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_fixed(self._run, x, self.shape)
 
 
 @MODEL_SOURCES.register("onnx")
@@ -489,11 +543,16 @@ def onnx_source(spec: str, req: SourceRequest) -> LoadedModel:
             from None
     try:
         teacher = OnnxTeacher(path)
-        out = teacher(torch.zeros(1, req.in_channels, req.image_size, req.image_size))
+    except Exception as exc:  # onnxruntime refuses a graph it cannot load (an operator it lacks, a bad opset)
+        raise CheckpointError(f"ONNX Runtime cannot load the ONNX teacher {path} ({type(exc).__name__}: "
+                              f"{first_line(exc, 120)}); re-export it (opset 17 is safe)") from None
+    _check_bands(teacher.shape, req, f"ONNX teacher {path}")
+    try:
+        out = teacher(torch.zeros(2, req.in_channels, req.image_size, req.image_size))
     except Exception as exc:  # onnxruntime raises its own types for a foreign or mismatched model
         raise CheckpointError(f"ONNX teacher {path} cannot run on {req.in_channels}-band images of {req.image_size}x"
-                              f"{req.image_size} px, the data's ({type(exc).__name__}); export it with a dynamic "
-                              "batch, these input bands and this size (or pass --image-size at the size it takes)") \
+                              f"{req.image_size} px, the data's ({type(exc).__name__}: {first_line(exc, 120)}); "
+                              "export it for these bands (or pass --image-size at the size it takes)") \
             from None
     _check_outputs(out, req, f"ONNX teacher {path}", "an ONNX model cannot be fine-tuned: export one for these classes")
     return LoadedModel(teacher, "onnx", path.name, f"ONNX model {path}", onnx_path=path)
@@ -530,7 +589,7 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
     elif kind == "torchscript":
         inner = torch.jit.load(name, map_location="cpu")
     elif kind == "export":
-        inner = ExportedProgram(torch.export.load(name).module())
+        inner = ExportedProgram(torch.export.load(name))
     elif kind == "factory":
         module_name, _, fn_name = name.partition(":")
         inner = getattr(importlib.import_module(module_name), fn_name)()
