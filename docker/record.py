@@ -29,22 +29,26 @@ def collect(work: Path) -> dict:
         "info": _load(work / "info.json"),
         "remote_benchmark": _load(work / "remote" / "benchmark.json"),
         "smoke": {"selected": report.get("selected"), "metric": report.get("metric"),
-                  "selected_candidate": {k: selected.get(k) for k in ("accuracy", "latency_ms", "measured")
-                                         if k in selected},
-                  "exports": [{k: e.get(k) for k in ("format", "precision", "passed") if k in e}
+                  "selected_candidate": {"val_" + report.get("metric", "accuracy"): selected.get("val_accuracy"),
+                                         "p50_ms": (selected.get("measurement") or {}).get("latency_ms", {}).get("p50"),
+                                         "latency_source": (selected.get("measurement") or {}).get("source", {})
+                                         .get("latency"), "params": selected.get("params")},
+                  "exports": [{"format": e.get("format"), "precision": e.get("precision"),
+                               "top1_agreement": (e.get("parity") or {}).get("top1_agreement")}
                               for e in report.get("exports", [])],
+                  "stage_seconds": report.get("stage_seconds"),
                   "stderr_tail": (work / "smoke.err").read_text()[-1500:] if (work / "smoke.err").exists() else ""},
     }
 
 
-def _remote_rows(bench) -> list[str]:
-    rows = []
-    for r in (bench or {}).get("results", bench if isinstance(bench, list) else []):
-        m = r.get("measurement", r)
-        lat = m.get("latency_ms") or {}
-        rows.append(f"| {r.get('model', '')} | {m.get('runtime', r.get('runtime', ''))} | {lat.get('p50', '')} | "
-                    f"{lat.get('p90', '')} | {m.get('source', {}).get('latency', '')} | {m.get('runs', '')} |")
-    return rows
+def _info(info) -> str:
+    if not info:
+        return "no answer"
+    agent, target = info.get("agent", {}), info.get("target", {})
+    ready = [k for k, v in info.get("runtimes", {}).items() if v.get("available")]
+    return (f"edgekd {agent.get('edgekd')}, API {agent.get('api')}, Python {agent.get('python')}, target "
+            f"`{target.get('name')}`, runtimes available: {', '.join(ready)}, energy meter "
+            f"`{info.get('energy_meter')}`")
 
 
 def markdown(res: dict) -> str:
@@ -61,7 +65,8 @@ def markdown(res: dict) -> str:
         f"- image `{res['image']}` from `docker/cpu.Dockerfile` on `{res['base']}`: built in {res['build_s']} s, "
         f"size {size_gib:.2f} GiB ({res['size_bytes']} bytes)",
         f"- agent (the image's ENTRYPOINT, uid 10001, token from /run/secrets): authenticated `GET /v1/info` "
-        f"answered `{json.dumps(res['info'])}`; without the token HTTP {res['info_without_token_http']}",
+        f"answered HTTP 200: {_info(res['info'])} (whole answer in the .json); without the token HTTP "
+        f"{res['info_without_token_http']}",
         f"- the image's HEALTHCHECK (`{res['healthcheck']}`): exit {res['healthcheck_exit']}",
         "",
         "Remote profile of a real ONNX model (MobileNetV3-Small, 7 classes, 1x3x64x64) sent from the host with "
