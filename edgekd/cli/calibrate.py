@@ -24,7 +24,8 @@ def calibrate(
     threads: int | None = threads_option(),
     min_seconds: float = typer.Option(0.5, "--min-seconds", min=0, help="Minimum timed duration per model, s."),
 ) -> None:
-    """Fit the device model to real measurements of 32 calibration models on the target."""
+    """Fit the device model to real measurements of the calibration models on the target (EdgeNets, timm
+    students and segmenters at several sizes: a few minutes) and say its in-sample and cross-validated error."""
     from ..host import default_threads
     from ..measurers import measurer_for
     from ..profilers import ProfileSettings

@@ -10,8 +10,16 @@ from edgekd.errors import TargetError
 from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.profilers.predictor import fit_factors, graph_costs, predict, predict_model
-from edgekd.profilers.predictor.calibration import Calibration, default_factors, load_calibration, now, save_calibration
-from edgekd.profilers.predictor.roofline import latency_s
+from edgekd.profilers.predictor.calibration import (
+    Calibration,
+    calibration_dir,
+    default_factors,
+    load_calibration,
+    now,
+    save_calibration,
+)
+from edgekd.profilers.predictor.graph import fit_kind
+from edgekd.profilers.predictor.roofline import latency_s, peak_figures
 from edgekd.targets import Target, get_target
 
 from ..conftest import run_cli
@@ -41,7 +49,8 @@ def small_graph(path):
 def test_flops_and_bytes_by_hand(tmp_path):
     cost = graph_costs(small_graph(tmp_path / "g.onnx"), [1, 4, 8, 8])
     n = {c.name: c for c in cost.nodes}
-    assert n["conv"].kind == "conv" and n["conv"].flops == 2 * 512 * 4 * 9 + 512
+    assert n["conv"].kind == "conv" and n["conv"].flops == 2 * 512 * 4 * 9 + 512 and n["conv"].channels == 8
+    assert fit_kind(n["conv"]) == "conv_u"  # 8 output channels: not a whole block of 16
     assert n["conv"].bytes == (256 + 288 + 8 + 512) * 4
     assert n["relu"].kind == "fused" and n["relu"].bytes == 0  # fused into the conv before it
     assert n["dw"].kind == "dwconv" and n["dw"].flops == 2 * 512 * 1 * 9
@@ -55,39 +64,51 @@ def test_flops_and_bytes_by_hand(tmp_path):
     assert cost2.flops == pytest.approx(2 * cost.flops) and cost2.weights_bytes == cost.weights_bytes
 
 
-def test_roofline_by_hand(tmp_path):
+def test_the_device_model_by_hand(tmp_path):
     cost = graph_costs(small_graph(tmp_path / "g.onnx"), [1, 4, 8, 8])
     target = Target(name="t", device_class="drone", runtimes=["onnxruntime"], default_budget_ms=10,
                     peak_gflops={"fp32": 1.0}, memory_bandwidth_gbps=1.0,
                     power_modes=[{"name": "p", "watts": 2.0}], default_power_mode="p")
-    f = default_factors(target)
-    expected = f.overhead_inference_s
+    f = default_factors(target, 1.0, 1.0)
+    expected = f.per_inference_s
     for node in cost.nodes:
-        tc = node.flops / (1e9 * f.compute[node.kind]) if node.flops else 0
-        tm = node.bytes / (1e9 * f.memory[node.kind]) if node.bytes else 0
-        expected += max(tc, tm) + f.overhead_s[node.kind]
+        k = fit_kind(node)
+        expected += f.per_gflop_s[k] * node.flops / 1e9 + f.per_mb_s[k] * node.bytes / 1e6 + f.per_node_s[k]
     p = predict(cost, target)
     assert p.latency_ms == pytest.approx(expected * 1000)
     assert p.energy_mj == pytest.approx(2.0 * expected * 1000)
     assert "uncalibrated" in p.calibration
+    # the defaults are a roofline: 1 GFLOP/s at 30 % for a 3x3 conv, 1 GB/s at half speed
+    assert f.per_gflop_s["conv"] == pytest.approx(1 / 0.3) and f.per_mb_s["conv"] == pytest.approx(1 / 500)
 
 
-def test_calibration_recovers_known_factors(tmp_path):
+def test_calibration_recovers_known_factors_and_cross_validates(tmp_path):
     target = get_target("drone-rpi5")
-    costs = []
-    for i, (w, d, k, r) in enumerate([(0.25, 1, 3, 16), (0.5, 1, 5, 16), (1.0, 2, 3, 32), (2.0, 1, 3, 16),
-                                      (0.5, 3, 3, 32), (1.0, 1, 5, 24), (1.5, 2, 5, 16), (0.25, 3, 5, 32),
-                                      (2.0, 2, 3, 24), (0.75, 1, 3, 32), (1.25, 3, 3, 16), (0.5, 2, 5, 24)]):
-        path = to_onnx(build_model(ArchSpec(width=w, depth=d, kernel=k), 3, 5), tmp_path / f"m{i}.onnx", [1, 3, r, r])
+    costs, groups = [], []
+    for i, (w, d, k, e, r) in enumerate([(0.25, 1, 3, 2, 16), (0.5, 1, 5, 3, 16), (1.0, 2, 3, 4, 32),
+                                         (2.0, 1, 3, 3, 16), (0.5, 3, 3, 2, 32), (1.0, 1, 5, 3, 24),
+                                         (1.5, 2, 5, 4, 16), (0.25, 3, 5, 6, 32), (2.0, 2, 3, 2, 24),
+                                         (0.75, 1, 3, 3, 32), (1.25, 3, 3, 4, 16), (0.5, 2, 5, 6, 24)]):
+        arch = ArchSpec(width=w, depth=d, kernel=k, expansion=e)
+        path = to_onnx(build_model(arch, 3, 5), tmp_path / f"m{i}.onnx", [1, 3, r, r])
         costs.append(graph_costs(path, [1, 3, r, r]))
-    truth = default_factors(target).model_copy(deep=True)
-    truth.compute.update({"conv": 0.31, "conv1x1": 0.62, "dwconv": 0.07})
-    truth.overhead_inference_s = 4e-5
-    measured = [latency_s(c, truth, 153.6, 17.0) for c in costs]
-    fit = fit_factors(costs, measured, target, prior_weight=1e-4)
+        groups.append(f"w{w}")
+    prior = default_factors(target, *peak_figures(target, "fp32"))
+    truth = prior.model_copy(deep=True)
+    truth.per_gflop_s.update({"conv1x1": 0.9 * prior.per_gflop_s["conv1x1"], "dwconv": 2 * prior.per_gflop_s["dwconv"]})
+    truth.per_inference_s = 4e-5
+    measured = [latency_s(c, truth) for c in costs]
+    fit = fit_factors(costs, measured, prior, prior_weight=1e-6, groups=groups)
     assert fit.median_abs_error_pct < 1.0
-    assert fit.factors.compute["conv1x1"] == pytest.approx(0.62, rel=0.1)  # the dominant, compute-bound kind
-    assert fit.factors.overhead_inference_s == pytest.approx(4e-5, rel=0.25)
+    assert fit.factors.per_inference_s == pytest.approx(4e-5, rel=0.25)
+    assert fit.cv_median_abs_error_pct is not None and fit.cv_median_abs_error_pct < 5.0  # noiseless: it generalises
+    assert len(fit.cv_errors_pct) == len(costs)
+    # a measurement set the model cannot explain shows in the cross-validated error, not hidden in-sample
+    noisy = [m * (1.6 if i % 3 == 0 else 1.0) for i, m in enumerate(measured)]
+    bad = fit_factors(costs, noisy, prior, prior_weight=1e-6, groups=groups)
+    assert bad.cv_median_abs_error_pct > fit.cv_median_abs_error_pct
+    with pytest.raises(ValueError, match="at least 3 models"):
+        fit_factors(costs[:2], measured[:2], prior)
 
 
 def test_saved_calibration_is_used_automatically(tmp_path, monkeypatch):
@@ -96,14 +117,25 @@ def test_saved_calibration_is_used_automatically(tmp_path, monkeypatch):
     target = get_target("jetson")
     before = predict_model(model, target, [1, 3, 32, 32], "tensorrt")
     assert load_calibration(target.name, "tensorrt", "fp32") is None
-    slow = default_factors(target).model_copy(update={"overhead_inference_s": 0.01})
+    defaults = default_factors(target, *peak_figures(target, "fp32"))
+    slow = defaults.model_copy(update={"per_inference_s": 0.01})
     save_calibration(Calibration(target=target.name, runtime="tensorrt", precision="fp32", factors=slow, n_models=32,
-                                 fitted_at=now(), in_sample_median_abs_error_pct=3.0))
+                                 fitted_at=now(), in_sample_median_abs_error_pct=3.0, cv_median_abs_error_pct=7.5,
+                                 conditions={"threads": 4}))
     after = predict_model(model, target, [1, 3, 32, 32], "tensorrt")
-    extra_ms = (0.01 - default_factors(target).overhead_inference_s) * 1000
+    extra_ms = (0.01 - defaults.per_inference_s) * 1000
     assert after.latency_ms.p50 == pytest.approx(before.latency_ms.p50 + extra_ms, rel=1e-6)
     assert set(after.source.values()) <= {"predicted", "measured"} and after.source["latency"] == "predicted"
     assert "calibration of jetson-orin-nano-8gb/tensorrt/fp32" in after.notes[0]
+    assert "in-sample 3.0%, cross-validated 7.5%" in after.notes[0] and after.threads == 4
+    # a calibration of the earlier device model's form is not read: predictions say uncalibrated
+    path = next(calibration_dir().glob("*.json"))
+    path.write_text(json.dumps({"target": target.name, "runtime": "tensorrt", "precision": "fp32", "n_models": 32,
+                                "fitted_at": now(), "in_sample_median_abs_error_pct": 17.9,
+                                "factors": {"compute": {}, "memory": {}, "overhead_s": {},
+                                            "overhead_inference_s": 1e-4, "memory_base_mb": 10}}))
+    assert load_calibration(target.name, "tensorrt", "fp32") is None
+    assert "uncalibrated" in predict_model(model, target, [1, 3, 32, 32], "tensorrt").notes[0]
 
 
 def test_predict_command_and_missing_figures(tmp_path, monkeypatch):
