@@ -22,7 +22,8 @@ def calibrate(
     device_url: str | None = device_url_option("Agent on the device (needed for targets other than this host)."),
     device_token_file: Path | None = token_file_option(),
     threads: int | None = threads_option(),
-    min_seconds: float = typer.Option(0.5, "--min-seconds", min=0, help="Minimum timed duration per model, s."),
+    min_seconds: float = typer.Option(1.0, "--min-seconds", min=0, help="Minimum timed duration per model, s "
+                                      "(as edgekd profile: a shorter window measures a different regime)."),
 ) -> None:
     """Fit the device model to real measurements of the calibration models on the target (EdgeNets, timm
     students and segmenters at several sizes: a few minutes) and say its in-sample and cross-validated error."""

@@ -153,3 +153,24 @@ def test_predict_command_and_missing_figures(tmp_path, monkeypatch):
     bare = Target(name="bare", device_class="gpu", runtimes=["tensorrt"], default_budget_ms=10)
     with pytest.raises(TargetError, match="no peak compute"):
         predict(graph_costs(model, [1, 3, 32, 32]), bare)
+
+
+def test_a_squeeze_and_excite_block_costs_a_layout_round_trip(tmp_path):
+    import torch
+    from torch import nn
+
+    class SE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc1, self.fc2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            s = torch.sigmoid(self.fc2(torch.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+            return (y * s).mean((2, 3))  # the final average feeds no convolution: no round trip
+
+    path = to_onnx(SE().eval(), tmp_path / "se.onnx", [1, 3, 8, 8])
+    reorders = [n for n in graph_costs(path, [1, 3, 8, 8]).nodes if n.kind == "reorder"]
+    assert len(reorders) == 1 and reorders[0].bytes == 2 * 2 * 16 * 8 * 8 * 4
+    plain = to_onnx(build_model(ArchSpec(width=0.5, depth=1), 3, 5), tmp_path / "m.onnx", [1, 3, 16, 16])
+    assert not [n for n in graph_costs(plain, [1, 3, 16, 16]).nodes if n.kind == "reorder"]

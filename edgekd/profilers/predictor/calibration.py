@@ -36,7 +36,7 @@ class Factors(BaseModel):
 
 # share of the target's peak compute reached per kind, before calibration
 _COMPUTE_SHARE = {"conv": 0.3, "conv_u": 0.2, "conv1x1": 0.4, "conv1x1_u": 0.3, "dwconv": 0.1, "dwconv_u": 0.05,
-                  "gemm": 0.5, "eltwise": 0.1, "pool": 0.1, "layout": 1.0, "fused": 1.0}
+                  "gemm": 0.5, "eltwise": 0.1, "pool": 0.1, "layout": 1.0, "fused": 1.0, "reorder": 1.0}
 
 
 def default_factors(target: Target, gflops: float, bandwidth_gbps: float) -> Factors:

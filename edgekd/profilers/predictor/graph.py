@@ -26,7 +26,8 @@ KINDS = ("conv", "conv1x1", "dwconv", "gemm", "eltwise", "pool", "layout", "fuse
 CONV_KINDS = ("conv", "conv1x1", "dwconv")
 BLOCK = 16  # channels per vector block
 FIT_KINDS = ("conv", "conv_u", "conv1x1", "conv1x1_u", "dwconv", "dwconv_u", "gemm", "eltwise", "pool", "layout",
-             "fused")
+             "fused", "reorder")
+SQUEEZE = {"ReduceMean", "GlobalAveragePool"}
 ELTWISE = {"Relu", "Clip", "Add", "Sub", "Mul", "Div", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu",
            "BatchNormalization", "Sqrt", "Pow", "Exp", "Erf", "Softmax", "PRelu", "Neg", "Abs", "Max", "Min",
            "QuantizeLinear", "DequantizeLinear", "Cast"}
@@ -152,6 +153,24 @@ def node_cost(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: 
     return NodeCost(node.name, op, "layout", 0.0, moved)  # Concat, Transpose, Gather, Pad, Resize...
 
 
+def _reorders(model: onnx.ModelProto, shapes: dict[str, list[int]], eb: int) -> list[NodeCost]:
+    """The layout conversions a CPU runtime adds that the graph does not show: a squeeze-and-excite
+    block (a feature map averaged, the average through convolutions, multiplied back onto the map)
+    takes the map out of the convolutions' blocked layout and back (ONNX Runtime's ReorderOutput /
+    ReorderInput around it: a quarter of MobileNetV3-Small's time here). One `reorder` node per
+    such block, moving the map twice."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out = []
+    for n in model.graph.node:
+        if n.op_type in SQUEEZE and n.input and any(c.op_type == "Conv" for c in consumers.get(n.output[0], [])):
+            moved = 2 * 2 * _numel(shapes.get(n.input[0])) * eb  # out of the blocked layout and back, read + write
+            out.append(NodeCost(f"{n.name}/reorder", "Reorder", "reorder", 0.0, float(moved)))
+    return out
+
+
 def graph_costs(model: onnx.ModelProto | Path | str, input_shape: list[int], precision: str = "fp32") -> GraphCost:
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
@@ -171,6 +190,7 @@ def graph_costs(model: onnx.ModelProto | Path | str, input_shape: list[int], pre
         if (n.op_type in FUSABLE and src is not None and src.op_type in ("Conv", "Gemm", "MatMul")
                 and consumers.get(n.input[0], 0) == 1):
             nodes[idx] = NodeCost(n.name, n.op_type, "fused", 0.0, 0.0)
+    nodes += _reorders(inferred, shapes, eb)
     weights = sum(_numel(list(i.dims)) for i in inferred.graph.initializer) * eb
     peak_act = 0.0
     for n in inferred.graph.node:
