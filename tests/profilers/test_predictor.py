@@ -174,3 +174,13 @@ def test_a_squeeze_and_excite_block_costs_a_layout_round_trip(tmp_path):
     assert len(reorders) == 1 and reorders[0].bytes == 2 * 2 * 16 * 8 * 8 * 4
     plain = to_onnx(build_model(ArchSpec(width=0.5, depth=1), 3, 5), tmp_path / "m.onnx", [1, 3, 16, 16])
     assert not [n for n in graph_costs(plain, [1, 3, 16, 16]).nodes if n.kind == "reorder"]
+
+
+def test_fit_kinds_split_convolutions_by_channel_blocks_and_map_size():
+    from edgekd.profilers.predictor.graph import NodeCost
+
+    assert fit_kind(NodeCost("a", "Conv", "conv1x1", 1.0, 1.0, channels=64, pixels=256)) == "conv1x1"
+    assert fit_kind(NodeCost("b", "Conv", "dwconv", 1.0, 1.0, channels=72, pixels=256)) == "dwconv_u"
+    assert fit_kind(NodeCost("c", "Conv", "conv", 1.0, 1.0, channels=512, pixels=4)) == "conv_t"
+    assert fit_kind(NodeCost("d", "Conv", "conv", 1.0, 1.0, channels=24, pixels=16)) == "conv_u_t"
+    assert fit_kind(NodeCost("e", "Add", "eltwise", 1.0, 1.0)) == "eltwise"

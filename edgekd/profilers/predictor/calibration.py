@@ -35,8 +35,9 @@ class Factors(BaseModel):
 
 
 # share of the target's peak compute reached per kind, before calibration
-_COMPUTE_SHARE = {"conv": 0.3, "conv_u": 0.2, "conv1x1": 0.4, "conv1x1_u": 0.3, "dwconv": 0.1, "dwconv_u": 0.05,
-                  "gemm": 0.5, "eltwise": 0.1, "pool": 0.1, "layout": 1.0, "fused": 1.0, "reorder": 1.0}
+_BASE_SHARE = {"conv": 0.3, "conv_u": 0.2, "conv1x1": 0.4, "conv1x1_u": 0.3, "dwconv": 0.1, "dwconv_u": 0.05,
+               "gemm": 0.5, "eltwise": 0.1, "pool": 0.1, "layout": 1.0, "fused": 1.0, "reorder": 1.0}
+_COMPUTE_SHARE = {k: _BASE_SHARE[k.removesuffix("_t")] / (2 if k.endswith("_t") else 1) for k in FIT_KINDS}
 
 
 def default_factors(target: Target, gflops: float, bandwidth_gbps: float) -> Factors:

@@ -11,7 +11,9 @@ concats: data movement only), fused (an activation the runtime fuses into the co
 A convolution also records its output channels: CPU runtimes run convolutions whose channels
 fill whole vector blocks (16 fp32 lanes: ONNX Runtime's NCHWc kernels on AVX-512) on faster
 kernels than the rest, so the device model fits those apart (`fit_kind`: measured here, an
-EdgeNet with 72-channel blocks costs about 25 % more per FLOP than one with 64 or 96)."""
+EdgeNet with 72-channel blocks costs about 25 % more per FLOP than one with 64 or 96); and so are
+convolutions on maps of at most 4x4 positions (the last stages of a ResNet at 64 px), whose
+kernels run far below their per-FLOP rate on larger maps."""
 
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from onnx import shape_inference
 KINDS = ("conv", "conv1x1", "dwconv", "gemm", "eltwise", "pool", "layout", "fused")
 CONV_KINDS = ("conv", "conv1x1", "dwconv")
 BLOCK = 16  # channels per vector block
-FIT_KINDS = ("conv", "conv_u", "conv1x1", "conv1x1_u", "dwconv", "dwconv_u", "gemm", "eltwise", "pool", "layout",
-             "fused", "reorder")
+TINY = 16  # output maps of at most 4x4 positions
+FIT_KINDS = tuple(f"{k}{u}{s}" for k in CONV_KINDS for u in ("", "_u") for s in ("", "_t")) + (
+    "gemm", "eltwise", "pool", "layout", "fused", "reorder")
 SQUEEZE = {"ReduceMean", "GlobalAveragePool"}
 ELTWISE = {"Relu", "Clip", "Add", "Sub", "Mul", "Div", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu",
            "BatchNormalization", "Sqrt", "Pow", "Exp", "Erf", "Softmax", "PRelu", "Neg", "Abs", "Max", "Min",
@@ -45,12 +48,15 @@ class NodeCost:
     flops: float
     bytes: float
     channels: int = 0  # convolutions: output channels
+    pixels: int = 0  # convolutions: output positions per image (H x W)
 
 
 def fit_kind(node: NodeCost) -> str:
     """The kind the device model fits a factor for: a convolution whose output channels are not
-    whole vector blocks is `KIND_u`; the rest as they are."""
-    return f"{node.kind}_u" if node.kind in CONV_KINDS and node.channels % BLOCK else node.kind
+    whole vector blocks gets `_u`, one on a map of at most TINY positions `_t`; the rest as they are."""
+    if node.kind not in CONV_KINDS:
+        return node.kind
+    return f"{node.kind}{'_u' if node.channels % BLOCK else ''}{'_t' if 0 < node.pixels <= TINY else ''}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,9 @@ def node_cost(node: onnx.NodeProto, shapes: dict[str, list[int]], initializers: 
             kind = "conv1x1"
         else:
             kind = "conv"
-        return NodeCost(node.name, op, kind, flops, moved, int(w[0]))
+        out_shape = outs[0] or []
+        pixels = int(np.prod(out_shape[2:])) if len(out_shape) > 2 else 0
+        return NodeCost(node.name, op, kind, flops, moved, int(w[0]), pixels)
     if op in ("Gemm", "MatMul"):
         a, b = ins[0] or [1, 1], ins[1] or [1, 1]
         trans_a = op == "Gemm" and int(_attr(node, "transA", 0)) == 1
