@@ -1,0 +1,125 @@
+"""Students cut from the teacher: its channel groups pruned by importance with Torch-Pruning
+(DepGraph: every layer coupled to a pruned channel — the BatchNorm after it, the convolution
+that reads it, a residual sum's other branch — is pruned with it), recorded as a plan that
+replays on a fresh copy of the teacher's structure.
+
+A plan lists, in the order they were applied, the module whose output channels were cut and
+the indices cut at that moment. Replaying it on the structure the teacher's source rebuilds
+gives the shrunk structure exactly (the same modules, the same shapes), so a checkpoint keeps
+only the plan and the weights (loaded with `weights_only=True`).
+
+Importance criteria (`IMPORTANCE`): `magnitude` (L2 norm of each group's weights), `taylor`
+(|weight x gradient| of the task loss on a calibration batch), `activation` (mean absolute
+output of each channel on a calibration batch, as Minitron ranks width)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+IMPORTANCE = ("magnitude", "taylor", "activation")
+
+
+class Cut(BaseModel):
+    module: str  # name in model.named_modules()
+    idxs: list[int]  # output channels removed, indices as they were when removed
+
+
+class ShrinkPlan(BaseModel):
+    keep: float = Field(gt=0, le=1, description="share of each prunable layer's channels kept")
+    importance: str = "magnitude"
+    round_to: int = Field(default=8, ge=1, description="kept channel counts are multiples of this")
+    cuts: list[Cut] = []
+
+
+def _ignored(model: nn.Module) -> list[nn.Module]:
+    """Layers whose outputs are the task's: the classifier (its outputs are the classes) and a
+    dense head's last convolution (its outputs are the mask's classes) keep every channel."""
+    last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
+    heads = [m for n, m in model.named_modules() if n.split(".")[-1] in ("classifier", "fc", "head", "cls")
+             and isinstance(m, (nn.Linear, nn.Conv2d))]
+    return list({id(m): m for m in last_linear + heads}.values())
+
+
+class _Activation:
+    """Minitron's width importance: the mean |output| of each channel of the group's root layer
+    on the calibration batch (recorded by forward hooks), summed over the group's layers."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor):
+        self.means: dict[nn.Module, torch.Tensor] = {}
+        hooks = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        with torch.no_grad():
+            model(x)
+        for h in hooks:
+            h.remove()
+
+    def _hook(self, module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        dims = [0, 2, 3] if out.dim() == 4 else [0]
+        self.means[module] = out.detach().abs().mean(dim=dims)
+
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        score = None
+        for dep, idxs in group:
+            layer = dep.target.module
+            if layer in self.means and "out_channels" in getattr(dep.handler, "__name__", ""):
+                s = self.means[layer][idxs]
+                score = s if score is None else score + s
+        return score
+
+
+def _importance(name: str, model: nn.Module, x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor] | None):
+    import torch_pruning as tp
+
+    if name == "magnitude":
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if name == "taylor":
+        if loss is None:
+            raise ValueError("taylor importance needs a loss on the calibration batch")
+        model.zero_grad()
+        loss(model(x)).backward()
+        return tp.importance.GroupTaylorImportance()
+    if name == "activation":
+        return _Activation(model, x)
+    raise ValueError(f"importance {name!r}: choose one of {', '.join(IMPORTANCE)}")
+
+
+def shrink(model: nn.Module, x: torch.Tensor, keep: float, importance: str = "magnitude", round_to: int = 8,
+           loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ShrinkPlan:
+    """Prune `model` in place to about `keep` of each layer's channels (the task's output layers
+    kept whole), ranking channel groups by `importance` on the calibration batch `x`; returns the
+    plan that replays it."""
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    imp = _importance(importance, model, x, loss)
+    pruner = tp.pruner.MetaPruner(model, x, importance=imp, pruning_ratio=1.0 - keep, ignored_layers=_ignored(model),
+                                  round_to=round_to, global_pruning=False)
+    cuts = []
+    for group in pruner.step(interactive=True):
+        root = group[0]
+        cuts.append(Cut(module=names[root.dep.target.module], idxs=[int(i) for i in root.idxs]))
+        group.prune()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return ShrinkPlan(keep=keep, importance=importance, round_to=round_to, cuts=cuts)
+
+
+def replay(model: nn.Module, plan: ShrinkPlan, x: torch.Tensor) -> nn.Module:
+    """Apply `plan` to `model` (a fresh structure of the same source) in place; returns it."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    modules = dict(model.named_modules())
+    for cut in plan.cuts:
+        if cut.module not in modules:
+            raise ValueError(f"the shrink plan cuts {cut.module}, which this model does not have: it was made on "
+                             "another structure")
+        layer = modules[cut.module]
+        graph.get_pruning_group(layer, graph.get_pruner_of_module(layer).prune_out_channels, idxs=cut.idxs).prune()
+    return model
