@@ -123,3 +123,69 @@ def replay(model: nn.Module, plan: ShrinkPlan, x: torch.Tensor) -> nn.Module:
         layer = modules[cut.module]
         graph.get_pruning_group(layer, graph.get_pruner_of_module(layer).prune_out_channels, idxs=cut.idxs).prune()
     return model
+
+
+def teacher_record(teacher: nn.Module, in_channels: int, num_classes: int) -> dict[str, Any]:
+    """How to rebuild the teacher's structure (no weights): an EdgeNet's architecture, or the
+    source record of a model from another library; other teachers cannot be cut (their programs
+    cannot be edited, or their structure cannot be rebuilt)."""
+    from .external import ExternalNet
+    from .family import EdgeNet
+
+    if isinstance(teacher, EdgeNet):
+        return {"edgenet": teacher.arch.model_dump(), "in_channels": in_channels, "num_classes": num_classes}
+    if isinstance(teacher, ExternalNet) and teacher.source["kind"] in ("timm", "torchvision", "factory", "seg",
+                                                                        "torchvision-seg", "smp"):
+        return {"external": dict(teacher.source)}
+    kind = teacher.source["kind"] if isinstance(teacher, ExternalNet) else type(teacher).__name__
+    kind = {"OnnxTeacher": "ONNX", "torchscript": "TorchScript", "export": "torch.export (.pt2)"}.get(kind, kind)
+    raise ValueError(f"{'an' if kind[0] in 'AEIOU' else 'a'} {kind} teacher cannot be cut into students: its "
+                     "program cannot be edited; give the teacher as an edgekd checkpoint, timm:NAME, "
+                     "torchvision:NAME or package.module:function")
+
+
+def _teacher_structure(record: dict[str, Any]) -> nn.Module:
+    from .arch import ArchSpec
+    from .family import build_model
+    from .sources import rebuild
+
+    if "edgenet" in record:
+        c = int(record["in_channels"])
+        return build_model(ArchSpec.model_validate(record["edgenet"]), c, int(record["num_classes"]), [0.0] * c,
+                           [1.0] * c)
+    source = record["external"]
+    c = int(source["in_channels"])
+    return rebuild(source, [0.0] * c, [1.0] * c)
+
+
+def cut_from_teacher(teacher: nn.Module, x: torch.Tensor, num_classes: int, keep: float, importance: str = "magnitude",
+                     round_to: int = 8, resolution: int | None = None,
+                     loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> nn.Module:
+    """A student cut from `teacher` (left as it is): a copy of it with about `keep` of its channels
+    (ranked on the calibration images `x`), run at `resolution` (resized inside; None: the data's).
+    It is an ExternalNet whose source record holds the teacher's structure and the plan, so a
+    checkpoint of it rebuilds by replaying the plan (weights only)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from .external import ExternalNet
+
+    record = teacher_record(teacher, x.shape[1], num_classes)
+    inner = copy.deepcopy(teacher)
+    probe = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False) if resolution \
+        else x
+    plan = shrink(inner, probe, keep, importance, round_to, loss)
+    c = x.shape[1]
+    source = {"kind": "from-teacher", "name": f"k{keep:g}-{importance}" + (f"-r{resolution}" if resolution else ""),
+              "teacher": record, "plan": plan.model_dump(), "probe": list(probe.shape[1:]), "resolution": resolution,
+              "in_channels": c, "num_classes": num_classes}
+    # the teacher's own normalisation is inside the copy: the outer one is the identity
+    return ExternalNet(inner, [0.0] * c, [1.0] * c, source)
+
+
+def rebuild_cut(source: dict[str, Any]) -> nn.Module:
+    """The structure of a student cut from a teacher: the teacher's structure with the plan replayed."""
+    inner = _teacher_structure(source["teacher"])
+    probe = torch.zeros(1, *[int(v) for v in source["probe"]])
+    return replay(inner.eval(), ShrinkPlan.model_validate(source["plan"]), probe)

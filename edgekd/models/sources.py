@@ -574,6 +574,10 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
     model from outside the family is loaded into."""
     kind, name = source["kind"], source["name"]
     c, n = int(source["in_channels"]), int(source["num_classes"])
+    if kind == "from-teacher":  # a student cut from a teacher: its structure, the plan replayed
+        from .shrink import rebuild_cut
+
+        return ExternalNet(rebuild_cut(source), mean, std, source)
     if kind in ("seg", "torchvision-seg", "smp"):
         from .segnet import build_segmenter
 

@@ -60,3 +60,51 @@ def test_a_timm_teacher_shrinks_and_a_plan_refuses_another_structure():
     other = build_model(ArchSpec(width=0.5, depth=1), 3, 5)
     with pytest.raises(ValueError, match="it was made on another structure"):
         replay(other, plan, X)
+
+
+def test_a_cut_student_checkpoints_weights_only_and_exports_with_parity(tmp_path):
+    import numpy as np
+
+    from edgekd.data.dataset import make_dataset
+    from edgekd.distill.trainer import train
+    from edgekd.export.run import export_formats
+    from edgekd.models.io import load_checkpoint, save_checkpoint
+    from edgekd.models.shrink import cut_from_teacher
+
+    g = np.random.default_rng(0)
+    x = g.random((96, 3, 32, 32), dtype=np.float32)
+    y = (x[:, 0].mean(axis=(1, 2)) > x[:, 2].mean(axis=(1, 2))).astype(np.int64)
+    ds = make_dataset("tiny", ["a", "b"], ["R", "G", "B"], x, y, val_fraction=0.25, seed=0, synthetic=True,
+                      source="test")
+    mean, std = ds.channel_stats()
+    torch.manual_seed(0)
+    teacher = build_model(ArchSpec(width=1.0, depth=1), 3, 2, mean, std)
+    train(teacher, ds.x_train, ds.y_train, epochs=3, batch_size=32, lr=1e-2, seed=0)
+    student = cut_from_teacher(teacher.eval(), torch.as_tensor(ds.x_train[:32]), 2, keep=0.5, resolution=24)
+    assert params(student) < 0.5 * params(teacher) and student.name.startswith("from-teacher:k0.5")
+    path = tmp_path / "student.pt"
+    save_checkpoint(path, student, classes=ds.classes, bands=ds.bands, image_size=32, dataset="tiny", role="student")
+    loaded, _ = load_checkpoint(path)  # rebuilt by replaying the plan, weights loaded weights-only
+    xv = torch.as_tensor(ds.x_val)
+    assert torch.allclose(loaded(xv), student.eval()(xv), atol=1e-5)
+    results = export_formats(loaded, ds, "onnx,openvino,onnx-int8", tmp_path, "cut", {}, calibration_size=32,
+                             threads=1)
+    by = {r.format: r for r in results}
+    assert by["onnx"].parity.max_abs_diff < 1e-4 and by["openvino"].parity.max_abs_diff < 1e-4
+    assert by["onnx-int8"].parity.top1_agreement >= 0.9
+
+
+def test_teachers_whose_programs_cannot_be_edited_are_refused():
+    from edgekd.models.shrink import cut_from_teacher
+    from edgekd.models.sources import OnnxTeacher
+
+    module = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                            nn.Linear(4, 5)))
+    from edgekd.models.external import ExternalNet
+
+    scripted = ExternalNet(module, [0.0] * 3, [1.0] * 3, {"kind": "torchscript", "name": "m.pt", "in_channels": 3,
+                                                          "num_classes": 5})
+    with pytest.raises(ValueError, match="a TorchScript teacher cannot be cut into students"):
+        cut_from_teacher(scripted, X, 5, keep=0.5)
+    with pytest.raises(ValueError, match="an ONNX teacher cannot be cut"):
+        cut_from_teacher(OnnxTeacher.__new__(OnnxTeacher), X, 5, keep=0.5)
