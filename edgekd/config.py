@@ -100,7 +100,9 @@ class RunConfig(BaseModel):
     students: list[str] = Field(default=["edgenet"], description="students searched: edgenet (the configured "
                                                                  "candidates or the elastic space), families "
                                                                  "(mobilenetv3, efficientnet-lite, resnet18, "
-                                                                 "mobilevit, efficientvit) and timm:NAME models; "
+                                                                 "mobilevit, efficientvit), timm:NAME models and "
+                                                                 "from-teacher (the teacher cut to 50/35/25% of "
+                                                                 "its channels); "
                                                                  "pretrained where weights are here")
     teacher_epochs: int = Field(default=10, ge=1, description="epochs to train the teacher")
     student_epochs: int = Field(default=8, ge=1, description="KD epochs per candidate student")

@@ -81,7 +81,28 @@ class TorchvisionSpec(BaseModel):
         return f"tv-{self.model}" + (f"-r{self.resolution}" if self.resolution else "")
 
 
-ExternalSpec = TimmSpec | TorchvisionSpec  # a student from another library
+class FromTeacherSpec(BaseModel):
+    """A student cut from the teacher (edgekd.models.shrink): the teacher's weights with about
+    `keep` of each layer's channels (ranked by `importance`), run at `resolution`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: Literal["from-teacher"] = "from-teacher"
+    keep: float = Field(gt=0, lt=1, description="share of each layer's channels kept")
+    importance: Literal["magnitude", "taylor", "activation"] = "taylor"
+    resolution: int | None = Field(default=None, ge=8, le=1024,
+                                   description="input resolution the network runs at (resized inside)")
+
+    @property
+    def name(self) -> str:
+        return f"teacher-k{self.keep:g}" + (f"-r{self.resolution}" if self.resolution else "")
+
+
+# the shares of the teacher's channels --students from-teacher searches (measured on RSSCN7:
+# benchmarks/results/from_teacher.md)
+FROM_TEACHER_KEEPS = (0.5, 0.35, 0.25)
+
+ExternalSpec = TimmSpec | TorchvisionSpec | FromTeacherSpec  # a student not of the EdgeNet family
 
 
 def _family(v: Any) -> str:
@@ -89,7 +110,8 @@ def _family(v: Any) -> str:
 
 
 StudentSpec = Annotated[Annotated[ArchSpec, Tag("edgenet")] | Annotated[TimmSpec, Tag("timm")]
-                        | Annotated[TorchvisionSpec, Tag("torchvision")], Discriminator(_family)]
+                        | Annotated[TorchvisionSpec, Tag("torchvision")]
+                        | Annotated[FromTeacherSpec, Tag("from-teacher")], Discriminator(_family)]
 
 
 # Student families a user can name in --students: each is the standard mobile models of one
@@ -115,21 +137,28 @@ def expand_students(items: list[str]) -> list[str]:
             out += [f"timm:{m}" for m in STUDENT_FAMILIES[item]]
         elif item in TORCHVISION_STUDENTS:
             out.append(f"torchvision:{TORCHVISION_STUDENTS[item]}")
-        elif item == "edgenet" or item.startswith(("timm:", "torchvision:")):
+        elif item in ("edgenet", "from-teacher") or item.startswith(("timm:", "torchvision:")):
             out.append(item)
         else:
             from ..errors import ConfigError
             from ..registry import close_matches
 
-            raise ConfigError(f"--students {item!r}: write edgenet, a family ({', '.join(STUDENT_FAMILIES)}), "
-                              f"timm:NAME or (segmentation) lraspp; "
-                              f"{close_matches(item, ['edgenet', 'lraspp', *STUDENT_FAMILIES])}e.g. "
+            raise ConfigError(f"--students {item!r}: write edgenet, from-teacher, a family "
+                              f"({', '.join(STUDENT_FAMILIES)}), timm:NAME or (segmentation) lraspp; "
+                              f"{close_matches(item, ['edgenet', 'from-teacher', 'lraspp', *STUDENT_FAMILIES])}e.g. "
                               "--students edgenet,mobilenetv3,timm:efficientnet_lite0")
     return list(dict.fromkeys(out))
 
 
 def parse_students(items: list[str]) -> tuple[bool, list[ExternalSpec]]:
-    """`--students edgenet,FAMILY,timm:NAME,lraspp,...` -> (EdgeNet in the search?, the others)."""
+    """`--students edgenet,from-teacher,FAMILY,timm:NAME,lraspp,...` -> (EdgeNet in the search?, the others)."""
     students = expand_students(items)
-    return "edgenet" in students, [TorchvisionSpec(model=s.removeprefix("torchvision:")) if s.startswith("torchvision:")
-                                   else TimmSpec(model=s.removeprefix("timm:")) for s in students if s != "edgenet"]
+    others: list[ExternalSpec] = []
+    for s in students:
+        if s == "from-teacher":
+            others += [FromTeacherSpec(keep=k) for k in FROM_TEACHER_KEEPS]
+        elif s.startswith("torchvision:"):
+            others.append(TorchvisionSpec(model=s.removeprefix("torchvision:")))
+        elif s != "edgenet":
+            others.append(TimmSpec(model=s.removeprefix("timm:")))
+    return "edgenet" in students, others

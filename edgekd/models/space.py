@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .arch import ArchSpec, ExternalSpec, TimmSpec, TorchvisionSpec
+from .arch import FROM_TEACHER_KEEPS, ArchSpec, ExternalSpec, FromTeacherSpec, TimmSpec, TorchvisionSpec
 
 
 class SearchSpace(BaseModel):
@@ -22,6 +22,11 @@ class SearchSpace(BaseModel):
     def sample(self, trial: Any) -> tuple[ArchSpec | ExternalSpec, str]:
         """Draw one (student, precision) with an Optuna trial (TPE or NSGA-II decide how)."""
         family = trial.suggest_categorical("family", self.families) if len(self.families) > 1 else self.families[0]
+        if family == "from-teacher":
+            res = trial.suggest_categorical("resolution", [r or 0 for r in self.resolutions])
+            keep = trial.suggest_categorical("keep", list(FROM_TEACHER_KEEPS))
+            cut = FromTeacherSpec(keep=keep, resolution=res or None)
+            return cut, trial.suggest_categorical("precision", self.precisions)
         if family != "edgenet":
             res = trial.suggest_categorical("resolution", [r or 0 for r in self.resolutions])
             spec: ExternalSpec = (TorchvisionSpec(model=family.removeprefix("torchvision:"), resolution=res or None)

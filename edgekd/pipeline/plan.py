@@ -214,6 +214,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
         ds, teacher_ds = cross_modal_views(cfg, ds)
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
     teachers = load_teachers(cfg, teacher_ds or ds, run_dir, resume, want)
+    check_from_teacher(cfg, teachers, want, teacher_ds)
     check_feature_modules(cfg, ds, teachers, want, teacher_ds)
     check_stage_pairs(cfg, ds, teachers, want, teacher_ds)
     threads = cfg.threads or default_threads()
@@ -297,6 +298,30 @@ def check_students(students: list[str], task: str = "classification") -> None:
                 hint = close_matches(spec.model, timm.list_models())
                 raise ConfigError(f"--students timm:{spec.model}: timm has no such model; {hint}list them with "
                                   "python -c 'import timm; print(timm.list_models())'")
+
+
+def check_from_teacher(cfg: RunConfig, teachers: Teachers, want: frozenset[str], teacher_ds: Dataset | None) -> None:
+    """--students from-teacher cuts students from the teacher: it must be a model edgekd can edit
+    and rebuild, see the students' bands, and (for now) teach a classifier with response-type
+    terms. Checked before any work."""
+    if "from-teacher" not in cfg.students:
+        return
+    if cfg.task != "classification":
+        raise ConfigError("--students from-teacher cuts classifiers for now; leave it out with --task "
+                          f"{cfg.task}")
+    if teacher_ds is not None:
+        raise ConfigError("--students from-teacher needs a teacher that sees the students' bands; leave out "
+                          "--teacher-bands/--student-bands, or from-teacher")
+    if "features" in want:
+        raise ConfigError("--students from-teacher takes response-type KD terms for now (response, robust, "
+                          "multi-teacher, semi-supervised); drop feature/relation from --kd, or from-teacher")
+    if teachers.main is not None:
+        from ..models.shrink import teacher_record
+
+        try:
+            teacher_record(teachers.main.model, 1, 1)
+        except ValueError as exc:
+            raise ConfigError(f"--students from-teacher: {exc}") from None
 
 
 def lock_run_dir(run_dir: Path) -> IO[str]:

@@ -44,7 +44,7 @@ def _stages(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -> Path
         plan = plan.bind_budget(teacher.measurement.latency_ms.p50).with_reference(plan.run_dir / "teacher.onnx")
         observer.say(f"budget: p90 <= {plan.budget_ms:.4g} ms, {plan.budget_source}")
         search = search_stage(plan, teacher, observer, timer)
-    choice = select_student(plan, search.trials)
+    choice = select_student(plan, search.trials, search.trainer.bare)
     observer.show(candidates_table(choice, teacher.measurement, observer.console.width))
     observer.say(f"selected [bold green]{choice.selected}[/]: {choice.reason}")
     with observer:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -252,7 +254,8 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         student_modules=named[0] if named else None, unlabeled=teacher.unlabeled,
                         calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,
                         symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir,
-                        qat_epochs=cfg.qat_epochs)
+                        qat_epochs=cfg.qat_epochs,
+                        cut_from=teacher.model if "from-teacher" in cfg.students else None)
     objective = plan.objective(teacher.costs(cfg.delta))
     workers = ray_workers(cfg, plan.train_threads, observer)
     search = Search(SearchSettings.from_config(cfg, plan.deadline), objective, trainer, plan.measurer, plan.run_dir,
@@ -276,14 +279,14 @@ def ray_workers(cfg: RunConfig, threads: int, observer: ConsoleObserver) -> RayW
     return w
 
 
-def select_student(plan: RunPlan, trials: list[TrialRecord]) -> Selection:
+def select_student(plan: RunPlan, trials: list[TrialRecord], bare: Callable[[Any], nn.Module]) -> Selection:
     """Candidates are the trials that completed a rung, scored by their last rung; argmin J
-    among those that fit memory and meet the budget (see search.objective.select)."""
+    among those that fit memory and meet the budget (see search.objective.select). `bare` builds
+    a student's structure (for counting)."""
     candidates = []
     for t in trials:
         if t.last is not None and t.status != TrialStatus.DUPLICATE:
-            m, _ = build_student(t.arch, plan.ds.in_channels, len(plan.ds.classes), [0.0] * plan.ds.in_channels,
-                                 [1.0] * plan.ds.in_channels, pretrained=False, task=plan.ds.task)
+            m = bare(t.arch)
             candidates.append(Candidate.from_trial(t, count_params(m), count_macs(m, tuple(plan.input_shape))))
     last_rung = {c.arch.name: (c.arch, c.rung) for c in sorted(candidates, key=lambda c: c.rung)}
     for arch, rung in last_rung.values():  # candidates/NAME/student.pt: every candidate is exportable

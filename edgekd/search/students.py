@@ -90,6 +90,7 @@ class KDTrainer:
     symmetric_int8: bool = False  # TensorRT wants symmetric activations
     qat_epochs: int = 2  # quantization-aware fine-tuning after the float training, at lr / 10
     weights_dir: Path | None = None  # --student-weights-dir: NAME.safetensors / .pth / .pt per timm student
+    cut_from: nn.Module | None = None  # the teacher from-teacher students are cut from (None: none searched)
     _calib: list[np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -98,11 +99,19 @@ class KDTrainer:
 
     def build(self, spec: StudentSpec) -> tuple[nn.Module, str]:
         return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std,
-                             weights_dir=self.weights_dir, task=self.ds.task)
+                             weights_dir=self.weights_dir, task=self.ds.task, teacher=self.cut_from,
+                             calib=self._cut_batch() if self.cut_from is not None else None)
 
     def bare(self, spec: StudentSpec) -> nn.Module:
         return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std, pretrained=False,
-                             task=self.ds.task)[0]
+                             task=self.ds.task, teacher=self.cut_from)[0]
+
+    def _cut_batch(self, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training images (and labels) a cut from the teacher ranks its channels on."""
+        take = np.random.default_rng(self.seed).permutation(len(self.ds.y_train))[:n]
+        take.sort()
+        return (torch.as_tensor(np.asarray(self.ds.x_train[take]), dtype=torch.float32),
+                torch.as_tensor(np.asarray(self.ds.y_train[take]), dtype=torch.long))
 
     def steps(self, epochs: int) -> int:
         return steps(len(self.ds.y_train), self.batch_size, epochs)

@@ -103,6 +103,7 @@ def test_when_every_candidate_is_slower_than_fp32_the_error_names_the_fix(tmp_pa
     from types import SimpleNamespace
 
     from edgekd.errors import ConfigError
+    from edgekd.models.family import build_model
     from edgekd.pipeline.stages import select_student
 
     settings = SearchSettings(mode="grid", candidates=(ArchSpec(width=0.25),), precisions=("int8",), student_epochs=1)
@@ -112,4 +113,4 @@ def test_when_every_candidate_is_slower_than_fp32_the_error_names_the_fix(tmp_pa
     plan = SimpleNamespace(run_dir=tmp_path, ds=ds,
                            input_shape=[1, 3, 16, 16], budget_ms=10.0)
     with pytest.raises(ConfigError, match=r"no faster than the FP32 version .* --precisions fp32,int8"):
-        select_student(plan, trials)
+        select_student(plan, trials, lambda arch: build_model(arch, 3, 4))
