@@ -74,7 +74,7 @@ def test_an_unknown_student_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2 and "did you mean 'mobilenetv3_small_050'" in proc.stderr
     proc = run_cli("optimize", "--preset", "smoke", "--students", "resnet-18", "--out", str(tmp_path / "run"))
     assert proc.returncode == 2 and "did you mean 'resnet18'" in proc.stderr
-    assert "write edgenet, a family (mobilenetv3, efficientnet-lite, resnet18" in proc.stderr
+    assert "write edgenet, from-teacher, a family (mobilenetv3, efficientnet-lite, resnet18" in proc.stderr
 
 
 def test_feature_pairs_naming_a_missing_module_are_refused_before_any_work(tmp_path):
