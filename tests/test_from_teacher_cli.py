@@ -44,6 +44,13 @@ def test_optimize_cuts_students_from_the_teacher_and_ships_one(tmp_path):
     assert meta["source"]["kind"] == "from-teacher" and meta["source"]["plan"]["cuts"]
     size = r["dataset"]["image_size"]
     assert model(torch.rand(2, meta["in_channels"], size, size)).shape == (2, len(meta["classes"]))
+    # the report names what the cut removed when a cut student is the selected one
+    from edgekd.report.markdown import render_markdown
+    from edgekd.report.model import Report
+
+    md = render_markdown(Report.model_validate(r).model_copy(update={"selected": name}))
+    assert f"params {r['teacher']['params']:,} → {cut[0]['params']:,}" in md
+    assert f"recovered by {cut[0]['epochs']} KD epochs from the unshrunk teacher" in md
     proc = run_cli("export", str(out / "candidates" / name / "student.pt"), "--formats", "onnx,onnx-int8",
                    "--out", str(tmp_path / "exports"))
     assert proc.returncode == 0, proc.stderr

@@ -50,12 +50,27 @@ def _summary(r: Report) -> list[str]:
         ["latency p50 / p90", f"{bm.latency_ms.p50:.3f} / {bm.latency_ms.p90:.3f} ms "
                               f"(teacher {tm.latency_ms.p50:.3f} / {tm.latency_ms.p90:.3f} ms)"],
         ["speed-up vs teacher (p50)", _f(speedup, 2) + "x"],
+        *_cut(r),
         ["budget met", "yes" if best.meets_budget else "**no**"],
         ["energy / inference", f"{_f(bm.energy_mj, 4)} mJ ({bm.source.get('energy', 'not measured')})"],
         ["data set", f"{ds.name} ({'synthetic' if ds.synthetic else 'real'}), "
                      f"{len(ds.classes)} classes, {ds.sizes.train} train / {ds.sizes.val} val"],
     ]), "", f"Measurement conditions: {conditions(bm)}.", "", facts.distillation(r), ""] + (
         [facts.baseline(r) or "", ""] if r.baseline else [])
+
+
+def _cut(r: Report) -> list[list[str]]:
+    """A selected student cut from the teacher: what the cut removed, and its recovery."""
+    best, t = r.best, r.teacher
+    if getattr(best.arch, "family", None) != "from-teacher":
+        return []
+    arch: Any = best.arch
+    macs = f"MMACs {t.macs / 1e6:.1f} → {best.macs / 1e6:.1f}, " if t.macs else ""
+    params = f"params {t.params:,} → {best.params:,}, " if t.params else ""
+    return [["cut from the teacher", f"{arch.keep:.0%} of each layer's channels kept ({arch.importance} importance"
+             f"{f', run at {arch.resolution} px' if arch.resolution else ''}): {params}{macs}p50 "
+             f"{t.measurement.latency_ms.p50:.3f} → {best.measurement.latency_ms.p50:.3f} ms; recovered by "
+             f"{best.epochs} KD epochs from the unshrunk teacher"]]
 
 
 def _candidates(r: Report) -> list[str]:
