@@ -38,6 +38,7 @@ from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.models.shrink import IMPORTANCE, cut_from_teacher
 from edgekd.models.sources import SourceRequest, load_model
+from edgekd.profilers import PROFILERS
 from edgekd.profilers.base import time_interleaved
 from edgekd.profilers.predictor.calibration import now
 
@@ -50,13 +51,14 @@ def accuracy(model: torch.nn.Module, x, y) -> float:
 
 
 def runner(path: Path, shape: list[int], threads: int):
-    import onnxruntime as ort
+    """One run of `path` as edgekd's ONNX Runtime profiler runs it (same session settings)."""
+    run = PROFILERS.get("onnxruntime").load(path, threads).run
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = {s.get_inputs()[0].name: np.random.default_rng(0).random(shape, dtype=np.float32)}
-    return lambda: s.run(None, feed) and None
+    def once() -> None:
+        run(x)
+
+    return once
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from edgekd.host import default_threads
 from edgekd.models.arch import ArchSpec, TimmSpec
 from edgekd.models.shrink import cut_from_teacher
 from edgekd.models.sources import build_student
+from edgekd.profilers import PROFILERS
 from edgekd.profilers.base import time_interleaved
 from edgekd.profilers.predictor import graph_costs
 from edgekd.profilers.predictor.calibration import now
@@ -37,14 +38,15 @@ TEACHERS = (TimmSpec(model="efficientnet_lite0"), TimmSpec(model="mobilenetv3_la
 SIZE, CLASSES = 64, 7
 
 
-def session(path: Path, threads: int):
-    import onnxruntime as ort
+def runner(path: Path, threads: int):
+    """One run of `path` as edgekd's ONNX Runtime profiler runs it (same session settings)."""
+    run = PROFILERS.get("onnxruntime").load(path, threads).run
+    x = np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32)
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    x = {s.get_inputs()[0].name: np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32)}
-    return lambda: s.run(None, x) and None
+    def once() -> None:
+        run(x)
+
+    return once
 
 
 def main() -> None:
@@ -67,7 +69,7 @@ def main() -> None:
                 group.append({"teacher": spec.name, "keep": keep, "round_to": round_to,
                               "params": sum(p.numel() for p in student.parameters()),
                               "gflops": graph_costs(path, [1, 3, SIZE, SIZE]).flops / 1e9, "path": path})
-            samples = time_interleaved([session(g["path"], threads) for g in group], warmup=20, min_runs=200,
+            samples = time_interleaved([runner(g["path"], threads) for g in group], warmup=20, min_runs=200,
                                        min_seconds=args.min_seconds)
             ref = float(np.median(samples[-1]))
             for g, s in zip(group, samples):

@@ -63,6 +63,7 @@ def test_from_teacher_with_a_teacher_it_cannot_cut_is_refused_before_any_work(sm
         (["--teacher", str(onnx_teacher)], "an ONNX teacher cannot be cut into students"),
         (["--kd", "response,feature"], "takes response-type KD terms for now"),
         (["--task", "segmentation"], "cuts classifiers for now"),
+        (["--teacher-bands", "R,G,B"], "needs a teacher that sees the students' bands"),
     ]:
         out = tmp_path / "bad"
         proc = run_cli("optimize", "--preset", "smoke", "--students", "from-teacher", *args, "--out", str(out))

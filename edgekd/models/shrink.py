@@ -14,8 +14,8 @@ output of each channel on a calibration batch, as Minitron ranks width).
 
 Kept channel counts are rounded to multiples of 16 by default: measured here
 (`benchmarks/results/shrink_rounding.md`, ONNX Runtime on AVX-512), cuts keeping half the channels
-ran 10-24 % faster rounded to 16 than to 8, though they kept more FLOPs; unrounded counts ran up to
-3.7x slower."""
+ran 9-28 % faster rounded to 16 than to 8, though they kept more FLOPs; unrounded counts ran up to
+4.4x slower."""
 
 from __future__ import annotations
 

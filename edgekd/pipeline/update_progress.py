@@ -17,9 +17,9 @@ from ..files import atomic_write
 PROGRESS = "update_progress.json"
 
 # the options that decide what an update computes: a resume must be started with the same ones
-_KEYS = ("previous", "data", "teacher", "mu", "epochs", "teacher_epochs", "lr", "replay_fraction")
 _FLAGS = {"previous": "RUN_DIR", "data": "--data", "teacher": "--teacher", "mu": "--mu", "epochs": "--epochs",
           "teacher_epochs": "--teacher-epochs", "lr": "--lr", "replay_fraction": "--replay-fraction"}
+_KEYS = tuple(_FLAGS)
 
 
 def _args(opts) -> dict[str, Any]:
@@ -47,7 +47,7 @@ class Progress:
         out, args = opts.out, _args(opts)
         held = out.is_dir() and any(p.name != ".lock" for p in out.iterdir())
         if not held or opts.overwrite:
-            if getattr(opts, "resume", False) and not held:
+            if opts.resume and not held:
                 raise ConfigError(f"--resume: {out} holds no interrupted update; leave out --resume to start one")
             return cls(out, args)
         path = out / PROGRESS
@@ -62,7 +62,7 @@ class Progress:
         if (out / finished).is_file():
             raise ConfigError(f"{out} holds a finished update ({finished}); pass a new --out folder, or --overwrite "
                               "to do it again")
-        if not getattr(opts, "resume", False):
+        if not opts.resume:
             raise ConfigError(f"{out} holds an interrupted update; continue it with --resume (the same options), "
                               "or pass --overwrite to start again")
         differ = [k for k in _KEYS if saved.get("args", {}).get(k) != args[k]]
