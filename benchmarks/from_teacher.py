@@ -61,6 +61,29 @@ def runner(path: Path, shape: list[int], threads: int):
     return once
 
 
+def time_rows(rows: list[dict], work: Path, shape: list[int]) -> int:
+    """Every row's model ("net", popped) exported to ONNX and timed in one interleaved window;
+    each row gains params, p50_ms and speedup_vs_teacher (the first row is the teacher). Returns
+    the threads the runs used."""
+    threads = default_threads()
+    runs = [runner(to_onnx(r["net"].eval(), work / f"m{i}.onnx", shape), shape, threads) for i, r in enumerate(rows)]
+    samples = time_interleaved(runs, warmup=20, min_runs=200, min_seconds=3.0)
+    ref = float(np.median(samples[0]))
+    for r, s in zip(rows, samples):
+        net = r.pop("net")
+        r.update(params=sum(p.numel() for p in net.parameters()), p50_ms=float(np.median(s)),
+                 speedup_vs_teacher=ref / float(np.median(s)))
+    return threads
+
+
+def save(stem: str, result: dict, render) -> None:
+    """benchmarks/results/STEM.json and STEM.md (rendered), and the table on stdout."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{stem}.md").write_text(render(result))
+    print(render(result))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--teacher-epochs", type=int, default=3)
@@ -103,15 +126,7 @@ def main() -> None:
           teacher=outputs, terms=[("response", 1.0)], kd=kd)
     rows.append({"model": "EdgeNet w0.5-d1 from scratch", "keep": None, "importance": "-", "epochs": args.epochs,
                  "val_accuracy": accuracy(scratch.eval(), ds.x_val, ds.y_val), "net": scratch})
-    threads = default_threads()
-    shape = [1, ds.in_channels, 64, 64]
-    runs = [runner(to_onnx(r["net"].eval(), work / f"m{i}.onnx", shape), shape, threads) for i, r in enumerate(rows)]
-    samples = time_interleaved(runs, warmup=20, min_runs=200, min_seconds=3.0)
-    ref = float(np.median(samples[0]))
-    for r, s in zip(rows, samples):
-        net = r.pop("net")
-        r.update(params=sum(p.numel() for p in net.parameters()), p50_ms=float(np.median(s)),
-                 speedup_vs_teacher=ref / float(np.median(s)))
+    threads = time_rows(rows, work, [1, ds.in_channels, 64, 64])
     result = {"benchmark": "from_teacher", "command": "python benchmarks/from_teacher.py", "date": now(),
               "seconds": round(time.perf_counter() - t0), "args": vars(args),
               "data": {"folder": "rsscn7-64", "train": len(ds.y_train), "val": len(ds.y_val), "classes": k},
@@ -119,10 +134,7 @@ def main() -> None:
                              "latency": f"ONNX Runtime fp32, batch 1, {threads} threads, one interleaved window, "
                                         ">= 200 runs and >= 3 s", "load_1m_at_end": os.getloadavg()[0]},
               "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "from_teacher.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "from_teacher.md").write_text(render(result))
-    print(render(result))
+    save("from_teacher", result, render)
 
 
 def render(r: dict) -> str:

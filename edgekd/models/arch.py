@@ -82,25 +82,30 @@ class TorchvisionSpec(BaseModel):
 
 
 class FromTeacherSpec(BaseModel):
-    """A student cut from the teacher (edgekd.models.shrink): the teacher's weights with about
-    `keep` of each layer's channels (ranked by `importance`), run at `resolution`."""
+    """A student cut from the teacher (edgekd.models.shrink): the teacher's weights without the
+    least important `drop` share of its residual blocks, with about `keep` of each layer's
+    channels (ranked by `importance`), run at `resolution`."""
 
     model_config = ConfigDict(frozen=True)
 
     family: Literal["from-teacher"] = "from-teacher"
-    keep: float = Field(gt=0, lt=1, description="share of each layer's channels kept")
+    keep: float = Field(gt=0, le=1, description="share of each layer's channels kept")
+    drop: float = Field(default=0.0, ge=0, lt=1, description="share of the teacher's residual blocks dropped")
     importance: Literal["magnitude", "taylor", "activation"] = "taylor"
     resolution: int | None = Field(default=None, ge=8, le=1024,
                                    description="input resolution the network runs at (resized inside)")
 
     @property
     def name(self) -> str:
-        return f"teacher-k{self.keep:g}" + (f"-r{self.resolution}" if self.resolution else "")
+        return (f"teacher-k{self.keep:g}" + (f"-d{self.drop:g}" if self.drop else "")
+                + (f"-r{self.resolution}" if self.resolution else ""))
 
 
 # the shares of the teacher's channels --students from-teacher searches (measured on RSSCN7:
 # benchmarks/results/from_teacher.md)
 FROM_TEACHER_KEEPS = (0.5, 0.35, 0.25)
+# the shares of its residual blocks a sampled search (tpe, nsga2) may drop
+FROM_TEACHER_DROPS = (0.0, 0.25, 0.5)
 
 ExternalSpec = TimmSpec | TorchvisionSpec | FromTeacherSpec  # a student not of the EdgeNet family
 

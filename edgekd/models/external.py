@@ -53,6 +53,8 @@ class ExternalNet(nn.Module):
 
     @property
     def has_features(self) -> bool:
+        if self.source.get("kind") == "from-teacher":  # a cut copy of the teacher reads its stages as the teacher
+            return bool(getattr(self.inner, "has_features", hasattr(self.inner, "forward_features")))
         return (hasattr(self.inner, "forward_intermediates") or hasattr(self.inner, "dense_features")
                 or bool(self.feature_modules))
 
@@ -60,6 +62,8 @@ class ExternalNet(nn.Module):
         """(logits, stage feature maps, pooled embedding)."""
         x = self._input(x)
         inner: Any = self.inner
+        if self.source.get("kind") == "from-teacher":  # the teacher's structure, cut: its own stages, fewer channels
+            return inner.forward_features(x)
         if hasattr(inner, "dense_features"):  # segmenters: (logits, encoder feature maps)
             logits, stages = inner.dense_features(x)
             return logits, stages, stages[-1].mean(dim=(2, 3))

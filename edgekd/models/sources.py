@@ -658,10 +658,13 @@ def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: 
             return F.cross_entropy(logits, y)
     try:
         net = cut_from_teacher(teacher, x, num_classes, keep=spec.keep, importance=importance,
-                               resolution=spec.resolution, loss=loss)
+                               resolution=spec.resolution, loss=loss, drop=spec.drop)
     except ValueError as exc:
         raise ConfigError(f"--students from-teacher: {exc}") from None
-    return net, f"cut from the teacher: {spec.keep:.0%} of its channels kept by {importance} importance"
+    cut: Any = net
+    plan = cut.source["plan"]
+    dropped = f", {len(plan['drop'])} blocks dropped" if spec.drop else ""
+    return net, f"cut from the teacher: {spec.keep:.0%} of its channels kept by {importance} importance{dropped}"
 
 
 def _segmentation_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channels: int, num_classes: int,

@@ -7,7 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .arch import FROM_TEACHER_KEEPS, ArchSpec, ExternalSpec, FromTeacherSpec, TimmSpec, TorchvisionSpec
+from .arch import (
+    FROM_TEACHER_DROPS,
+    FROM_TEACHER_KEEPS,
+    ArchSpec,
+    ExternalSpec,
+    FromTeacherSpec,
+    TimmSpec,
+    TorchvisionSpec,
+)
 
 
 class SearchSpace(BaseModel):
@@ -25,7 +33,8 @@ class SearchSpace(BaseModel):
         if family == "from-teacher":
             res = trial.suggest_categorical("resolution", [r or 0 for r in self.resolutions])
             keep = trial.suggest_categorical("keep", list(FROM_TEACHER_KEEPS))
-            cut = FromTeacherSpec(keep=keep, resolution=res or None)
+            drop = trial.suggest_categorical("drop", list(FROM_TEACHER_DROPS))
+            cut = FromTeacherSpec(keep=keep, drop=drop, resolution=res or None)
             return cut, trial.suggest_categorical("precision", self.precisions)
         if family != "edgenet":
             res = trial.suggest_categorical("resolution", [r or 0 for r in self.resolutions])

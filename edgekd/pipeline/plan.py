@@ -214,7 +214,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
         ds, teacher_ds = cross_modal_views(cfg, ds)
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
     teachers = load_teachers(cfg, teacher_ds or ds, run_dir, resume, want)
-    check_from_teacher(cfg, teachers, want, teacher_ds)
+    check_from_teacher(cfg, teachers, teacher_ds)
     check_feature_modules(cfg, ds, teachers, want, teacher_ds)
     check_stage_pairs(cfg, ds, teachers, want, teacher_ds)
     threads = cfg.threads or default_threads()
@@ -300,10 +300,11 @@ def check_students(students: list[str], task: str = "classification") -> None:
                                   "python -c 'import timm; print(timm.list_models())'")
 
 
-def check_from_teacher(cfg: RunConfig, teachers: Teachers, want: frozenset[str], teacher_ds: Dataset | None) -> None:
+def check_from_teacher(cfg: RunConfig, teachers: Teachers, teacher_ds: Dataset | None) -> None:
     """--students from-teacher cuts students from the teacher: it must be a model edgekd can edit
-    and rebuild, see the students' bands, and (for now) teach a classifier with response-type
-    terms. Checked before any work."""
+    and rebuild, see the students' bands, and (for now) teach a classifier. Checked before any
+    work. Feature terms need nothing more: a cut student has the teacher's stages and module
+    names, with fewer channels (the adapters map them)."""
     if "from-teacher" not in cfg.students:
         return
     if cfg.task != "classification":
@@ -312,9 +313,6 @@ def check_from_teacher(cfg: RunConfig, teachers: Teachers, want: frozenset[str],
     if teacher_ds is not None:
         raise ConfigError("--students from-teacher needs a teacher that sees the students' bands; leave out "
                           "--teacher-bands/--student-bands, or from-teacher")
-    if "features" in want:
-        raise ConfigError("--students from-teacher takes response-type KD terms for now (response, robust, "
-                          "multi-teacher, semi-supervised); drop feature/relation from --kd, or from-teacher")
     if teachers.main is not None:
         from ..models.shrink import teacher_record
 
@@ -447,11 +445,15 @@ def _probe_teacher(cfg: RunConfig, ds: Dataset, teachers: Teachers, teacher_ds: 
 
 
 def _bare_students(cfg: RunConfig, ds: Dataset) -> Iterator[tuple[ArchSpec | ExternalSpec, nn.Module]]:
-    """(spec, structure) of every configured student (grid candidates and named models)."""
+    """(spec, structure) of every configured student (grid candidates and named models); students
+    cut from the teacher are left out: they have the teacher's stages and names, checked on it."""
+    from ..models.arch import FromTeacherSpec
     from ..models.sources import build_student
 
     edgenet, others = parse_students(cfg.students)
     for spec in [*(cfg.candidates if edgenet else []), *others]:
+        if isinstance(spec, FromTeacherSpec):
+            continue
         yield spec, build_student(spec, ds.in_channels, len(ds.classes), [0.0] * ds.in_channels,
                                   [1.0] * ds.in_channels, pretrained=False, task=ds.task)[0]
 
@@ -472,11 +474,12 @@ def check_stage_pairs(cfg: RunConfig, ds: Dataset, teachers: Teachers, want: fro
     if bad_t:
         raise ConfigError(f"--feature-pairs names teacher stage {bad_t[0]}, but the teacher has stages "
                           f"0..{t_stages - 1}; write STUDENT=TEACHER stage indices within them")
-    for spec, student in _bare_students(cfg, ds):
-        n = len(getattr(student, "stage_channels", []))
+    cut = [("from-teacher", t_stages)] if "from-teacher" in cfg.students else []  # a cut has the teacher's stages
+    for name, n in [*cut, *((spec.name, len(getattr(student, "stage_channels", [])))
+                            for spec, student in _bare_students(cfg, ds))]:
         bad_s = [s for s, _ in pairs if not 0 <= s < n]
         if bad_s:
-            raise ConfigError(f"--feature-pairs names student stage {bad_s[0]}, but student {spec.name} has stages "
+            raise ConfigError(f"--feature-pairs names student stage {bad_s[0]}, but student {name} has stages "
                               f"0..{n - 1}; write STUDENT=TEACHER stage indices within them")
 
 

@@ -36,7 +36,7 @@ from ..models.sources import OnnxTeacher, build_student
 from ..models.stats import count_macs, count_params
 from ..models.taps import tapped_channels
 from ..profilers.measurement import Measurement
-from ..search.candidates import QAT, Candidate, RungResult, TrialRecord, TrialStatus, costs_of
+from ..search.candidates import QAT, Candidate, CutSummary, RungResult, TrialRecord, TrialStatus, costs_of
 from ..search.engine import Search, SearchSettings, finalize_checkpoint
 from ..search.objective import Costs, Objective, Scored, select
 from ..search.pareto import pareto_front
@@ -251,7 +251,8 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         t_val=teacher.val_logits, terms=plan.terms,
                         kd=plan.kd, batch_size=cfg.batch_size, lr=cfg.lr,
                         feature_pairs=cfg.stage_pairs,
-                        student_modules=named[0] if named else None, unlabeled=teacher.unlabeled,
+                        student_modules=named[0] if named else None, teacher_modules=named[1] if named else None,
+                        unlabeled=teacher.unlabeled,
                         calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,
                         symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir,
                         qat_epochs=cfg.qat_epochs,
@@ -279,6 +280,17 @@ def ray_workers(cfg: RunConfig, threads: int, observer: ConsoleObserver) -> RayW
     return w
 
 
+def _counted(run_dir: Path, t: TrialRecord, bare: Callable[[Any], nn.Module]) -> tuple[nn.Module, CutSummary | None]:
+    """The structure a trial's sizes are counted on: the bare one, or for a student cut from the
+    teacher (whose blocks and channels the ranking on real images chose) its own checkpoint, and
+    the summary of its cut."""
+    path = run_dir / "candidates" / t.arch.name / f"rung{t.last.rung}.pt" if t.last else None
+    if getattr(t.arch, "family", None) != "from-teacher" or path is None or not path.is_file():
+        return bare(t.arch), None
+    m, _ = load_checkpoint(path)
+    return m, CutSummary.of(m)
+
+
 def select_student(plan: RunPlan, trials: list[TrialRecord], bare: Callable[[Any], nn.Module]) -> Selection:
     """Candidates are the trials that completed a rung, scored by their last rung; argmin J
     among those that fit memory and meet the budget (see search.objective.select). `bare` builds
@@ -286,8 +298,8 @@ def select_student(plan: RunPlan, trials: list[TrialRecord], bare: Callable[[Any
     candidates = []
     for t in trials:
         if t.last is not None and t.status != TrialStatus.DUPLICATE:
-            m = bare(t.arch)
-            candidates.append(Candidate.from_trial(t, count_params(m), count_macs(m, tuple(plan.input_shape))))
+            m, cut = _counted(plan.run_dir, t, bare)
+            candidates.append(Candidate.from_trial(t, count_params(m), count_macs(m, tuple(plan.input_shape)), cut))
     last_rung = {c.arch.name: (c.arch, c.rung) for c in sorted(candidates, key=lambda c: c.rung)}
     for arch, rung in last_rung.values():  # candidates/NAME/student.pt: every candidate is exportable
         finalize_checkpoint(plan.run_dir, arch, rung)

@@ -3,6 +3,8 @@ see first, how the students were distilled, and what KD added over the no-KD bas
 
 from __future__ import annotations
 
+from typing import Any
+
 from .model import Report
 
 
@@ -139,3 +141,22 @@ def val_label(r: Report) -> str:
 
 def agreement_label(r: Report) -> str:
     return "pixel agreement" if r.metric == "mIoU" else "top-1 agreement"
+
+
+def cut(r: Report) -> str | None:
+    """What cutting the selected student from the teacher removed (params, MACs, p50 before and
+    after, the blocks dropped) and how it recovered; None when it was not cut from the teacher."""
+    best, t = r.best, r.teacher
+    if getattr(best.arch, "family", None) != "from-teacher":
+        return None
+    arch: Any = best.arch
+    c = best.cut
+    macs = f"MMACs {t.macs / 1e6:.1f} → {best.macs / 1e6:.1f}, " if t.macs else ""
+    params = f"params {t.params:,} → {best.params:,}, " if t.params else ""
+    share = f" (channels {c.channels_kept:.0%} of the teacher's, {c.layers_cut} groups cut)" if c else ""
+    blocks = (f"; {len(c.blocks_dropped)} residual blocks dropped by {c.depth_importance} importance "
+              f"({', '.join(c.blocks_dropped)})" if c and c.blocks_dropped else "")
+    return (f"{arch.keep:.0%} of each layer's channels kept ({arch.importance} importance"
+            f"{f', run at {arch.resolution} px' if arch.resolution else ''}){share}{blocks}: {params}{macs}p50 "
+            f"{t.measurement.latency_ms.p50:.3f} → {best.measurement.latency_ms.p50:.3f} ms; recovered by "
+            f"{best.epochs} KD epochs from the unshrunk teacher")

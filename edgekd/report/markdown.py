@@ -61,16 +61,8 @@ def _summary(r: Report) -> list[str]:
 
 def _cut(r: Report) -> list[list[str]]:
     """A selected student cut from the teacher: what the cut removed, and its recovery."""
-    best, t = r.best, r.teacher
-    if getattr(best.arch, "family", None) != "from-teacher":
-        return []
-    arch: Any = best.arch
-    macs = f"MMACs {t.macs / 1e6:.1f} → {best.macs / 1e6:.1f}, " if t.macs else ""
-    params = f"params {t.params:,} → {best.params:,}, " if t.params else ""
-    return [["cut from the teacher", f"{arch.keep:.0%} of each layer's channels kept ({arch.importance} importance"
-             f"{f', run at {arch.resolution} px' if arch.resolution else ''}): {params}{macs}p50 "
-             f"{t.measurement.latency_ms.p50:.3f} → {best.measurement.latency_ms.p50:.3f} ms; recovered by "
-             f"{best.epochs} KD epochs from the unshrunk teacher"]]
+    text = facts.cut(r)
+    return [["cut from the teacher", text]] if text else []
 
 
 def _candidates(r: Report) -> list[str]:

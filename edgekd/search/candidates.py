@@ -5,7 +5,7 @@ the trials that trained."""
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, computed_field
 
@@ -109,6 +109,33 @@ class TrialSummary(TrialBase):
     rungs: list[RungOutcome] = []
 
 
+class CutSummary(BaseModel):
+    """What cutting a student from the teacher removed (edgekd.models.shrink's plan, as replayed
+    from the candidate's checkpoint)."""
+
+    keep: float  # share of each layer's channels asked for
+    importance: str  # the width ranking
+    round_to: int
+    drop_share: float = 0.0  # share of the droppable residual blocks asked to go
+    depth_importance: str = "none"
+    blocks_dropped: list[str] = []  # replaced by the identity
+    layers_cut: int  # channel groups pruned (one per coupled group of layers)
+    channels_kept: float  # output channels of the convolutions and linear layers, student / teacher
+    resolution: int | None = None
+
+    @classmethod
+    def of(cls, model: Any) -> CutSummary:
+        """The summary of a cut student (an ExternalNet of source kind from-teacher)."""
+        from ..models.shrink import out_channels, teacher_structure
+
+        plan, source = model.source["plan"], model.source
+        kept, whole = out_channels(model), out_channels(teacher_structure(source["teacher"]))
+        return cls(keep=plan["keep"], importance=plan["importance"], round_to=plan["round_to"],
+                   drop_share=plan.get("drop_share", 0.0), depth_importance=plan.get("depth_importance", "none"),
+                   blocks_dropped=list(plan.get("drop", [])), layers_cut=len(plan["cuts"]),
+                   channels_kept=round(kept / max(whole, 1), 4), resolution=source.get("resolution"))
+
+
 class Candidate(RungResult):
     """A student that completed at least one rung: its last rung, plus what the trial adds
     (name, size, status, the training of every rung)."""
@@ -121,6 +148,7 @@ class Candidate(RungResult):
     checkpoint: str  # the last rung's checkpoint, relative to the run directory
     status: TrialStatus
     detail: str = ""
+    cut: CutSummary | None = None  # a student cut from the teacher: what the cut removed
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -128,7 +156,7 @@ class Candidate(RungResult):
         return self.hardware_cost.c_hw
 
     @classmethod
-    def from_trial(cls, trial: TrialRecord, params: int, macs: int) -> Candidate:
+    def from_trial(cls, trial: TrialRecord, params: int, macs: int, cut: CutSummary | None = None) -> Candidate:
         last = trial.last
         if last is None:
             raise ValueError(f"trial {trial.name} has no completed rung")
@@ -139,4 +167,4 @@ class Candidate(RungResult):
                    name=trial.name, precision=trial.precision, arch=trial.arch, params=params, macs=macs,
                    checkpoint=f"candidates/{trial.arch.name}/rung{last.rung}{'.qat' * (trial.precision == QAT)}.pt",
                    status=trial.status,
-                   detail=trial.detail)
+                   detail=trial.detail, cut=cut)

@@ -83,6 +83,7 @@ class KDTrainer:
     lr: float
     feature_pairs: list[tuple[int, int]] | None = None
     student_modules: list[str] | None = None  # feature_pairs by module name: the student's side
+    teacher_modules: list[str] | None = None  # ... and the teacher's (a student cut from it taps the same names)
     unlabeled: Unlabeled | None = None
     calibration_size: int = 300
     seed: int = 0
@@ -113,6 +114,13 @@ class KDTrainer:
         return (torch.as_tensor(np.asarray(self.ds.x_train[take]), dtype=torch.float32),
                 torch.as_tensor(np.asarray(self.ds.y_train[take]), dtype=torch.long))
 
+    def _taps(self, model: nn.Module) -> list[str] | None:
+        """The named modules whose outputs are `model`'s feature maps: a student cut from the
+        teacher holds a copy of it as `inner`, so it taps the teacher's names there."""
+        if self.teacher_modules and getattr(model, "source", {}).get("kind") == "from-teacher":
+            return [f"inner.{n}" for n in self.teacher_modules]
+        return self.student_modules
+
     def steps(self, epochs: int) -> int:
         return steps(len(self.ds.y_train), self.batch_size, epochs)
 
@@ -121,7 +129,7 @@ class KDTrainer:
         hist = train(model, self.ds.x_train, self.ds.y_train, epochs=epochs, batch_size=self.batch_size, lr=self.lr,
                      seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
                      teacher_channels=self.teacher_channels, pairs=self.feature_pairs,
-                     student_modules=self.student_modules, unlabeled=self.unlabeled,
+                     student_modules=self._taps(model), unlabeled=self.unlabeled,
                      on_step=on_step, on_epoch=on_epoch, shard=shard, task=self.task)
         return hist.epoch_loss
 
@@ -157,7 +165,7 @@ class KDTrainer:
         hist = train(qmodel, self.ds.x_train, self.ds.y_train, epochs=self.qat_epochs, batch_size=self.batch_size,
                      lr=self.lr / 10, seed=seed, teacher=self.teacher, terms=self.terms, kd=self.kd,
                      teacher_channels=self.teacher_channels, pairs=self.feature_pairs,
-                     student_modules=self.student_modules, unlabeled=self.unlabeled, on_step=on_step,
+                     student_modules=self._taps(model), unlabeled=self.unlabeled, on_step=on_step,
                      on_epoch=on_epoch, task=self.task)
         shape = [1, self.ds.in_channels, self.ds.image_size, self.ds.image_size]
         qat_to_onnx(qmodel, out, shape)

@@ -108,3 +108,49 @@ def test_teachers_whose_programs_cannot_be_edited_are_refused():
         cut_from_teacher(scripted, X, 5, keep=0.5)
     with pytest.raises(ValueError, match="an ONNX teacher cannot be cut"):
         cut_from_teacher(OnnxTeacher.__new__(OnnxTeacher), X, 5, keep=0.5)
+
+
+@pytest.mark.parametrize("with_loss", [True, False])
+def test_depth_drops_the_least_important_residual_blocks_and_replays(with_loss):
+    from edgekd.models.shrink import droppable
+
+    net, _ = build_student(TimmSpec(model="efficientnet_lite0"), 3, 5, [0.0] * 3, [1.0] * 3, pretrained=False)
+    net.eval()
+    names = droppable(net, X)
+    # the blocks that add their input to their output, and only those
+    assert names and all(net.get_submodule(n).has_skip for n in names)
+    assert len(names) == sum(getattr(m, "has_skip", False) for m in net.modules())
+    fresh, student = copy.deepcopy(net), copy.deepcopy(net)
+    y = torch.tensor([0, 1, 2, 3])
+    plan = shrink(student, X, keep=0.5, drop_share=0.5,
+                  loss=(lambda logits: nn.functional.cross_entropy(logits, y)) if with_loss else None)
+    assert plan.depth_importance == ("loss" if with_loss else "cosine")
+    assert len(plan.drop) == round(0.5 * len(names)) and set(plan.drop) <= set(names)
+    assert all(isinstance(student.get_submodule(n), nn.Identity) for n in plan.drop)
+    rebuilt = replay(fresh, ShrinkPlan.model_validate_json(plan.model_dump_json()), X)
+    rebuilt.load_state_dict(student.state_dict())
+    assert torch.allclose(rebuilt(X), student(X), atol=1e-5)
+    # depth alone: no channel cut
+    only_depth = copy.deepcopy(net)
+    p = shrink(only_depth, X, keep=1.0, drop_share=0.25)
+    assert not p.cuts and p.drop and params(only_depth) < params(net)
+
+
+def test_a_plan_that_drops_a_block_the_model_lacks_is_refused():
+    other = build_model(ArchSpec(width=0.5, depth=1), 3, 5)
+    with pytest.raises(ValueError, match="drops blocks.1.1, which this model does not have"):
+        replay(other, ShrinkPlan(keep=0.5, drop=["blocks.1.1"]), X)
+
+
+def test_a_student_cut_in_depth_and_width_checkpoints_and_rebuilds(tmp_path):
+    from edgekd.models.io import load_checkpoint, save_checkpoint
+    from edgekd.models.shrink import cut_from_teacher
+
+    teacher, _ = build_student(TimmSpec(model="mobilenetv3_small_050"), 3, 5, [0.0] * 3, [1.0] * 3, pretrained=False)
+    student = cut_from_teacher(teacher.eval(), X, 5, keep=0.5, drop=0.5)
+    assert student.source["plan"]["drop"] and student.name == "from-teacher:k0.5-d0.5-magnitude"
+    path = tmp_path / "s.pt"
+    save_checkpoint(path, student, classes=list("abcde"), bands=["R", "G", "B"], image_size=32, dataset="t",
+                    role="student")
+    loaded, _ = load_checkpoint(path)
+    assert torch.allclose(loaded(X), student.eval()(X), atol=1e-5)
