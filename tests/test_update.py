@@ -213,3 +213,23 @@ def test_a_killed_update_resumes_without_training_again(first_run, tmp_path):
     assert proc.returncode == 2 and "holds a finished update" in proc.stderr
     proc = run_cli("update", str(first_run), "--data", str(new), "--out", str(tmp_path / "fresh"), "--resume")
     assert proc.returncode == 2 and "holds no interrupted update" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_student_cut_from_the_teacher_updates_with_a_new_class(tmp_path):
+    old = image_folder(tmp_path / "old", ["water", "forest", "urban"], 24, seed=0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("baseline: false\nimage_size: 16\nexport_formats: [onnx]\nbudget_ms: 50\n")
+    run = tmp_path / "run1"
+    proc = run_cli("optimize", "--preset", "smoke", "--data", str(old), "--config", str(cfg), "--students",
+                   "from-teacher", "--out", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "report.json").read_text())["selected"].startswith("teacher-k")
+    new = image_folder(tmp_path / "new", ["water", "sand"], 24, seed=1)
+    out = tmp_path / "run2"
+    proc = run_cli("update", str(run), "--data", str(new), "--out", str(out), "--epochs", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "update.json").read_text())
+    assert r["classes_added"] == ["sand"] and r["exports"][0]["parity"]["top1_agreement"] == 1.0
+    student, meta = load_checkpoint(out / r["student"]["checkpoint"])  # the plan replayed, the head extended
+    assert meta["source"]["kind"] == "from-teacher" and student(torch.rand(2, 3, 16, 16)).shape == (2, 4)

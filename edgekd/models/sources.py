@@ -577,7 +577,9 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
     if kind == "from-teacher":  # a student cut from a teacher: its structure, the plan replayed
         from .shrink import rebuild_cut
 
-        return ExternalNet(rebuild_cut(source), mean, std, source)
+        cut = rebuild_cut(source)
+        set_num_classes(cut, n)  # an update may have extended its head with new classes
+        return ExternalNet(cut, mean, std, source)
     if kind in ("seg", "torchvision-seg", "smp"):
         from .segnet import build_segmenter
 
