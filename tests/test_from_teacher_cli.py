@@ -74,7 +74,6 @@ def test_from_teacher_with_a_teacher_it_cannot_cut_is_refused_before_any_work(sm
     onnx_teacher = smoke_run / next(e["path"] for e in r0["exports"] if e["format"] == "onnx")
     for args, says in [
         (["--teacher", str(onnx_teacher)], "an ONNX teacher cannot be cut into students"),
-        (["--task", "segmentation"], "cuts classifiers for now"),
         (["--teacher-bands", "R,G,B"], "needs a teacher that sees the students' bands"),
     ]:
         out = tmp_path / "bad"
@@ -100,3 +99,20 @@ def test_a_cut_student_has_the_teachers_stages_with_fewer_channels_and_taps_its_
     assert trainer._taps(student) == ["inner.inner.blocks.2"]  # the teacher's own module, in the cut copy
     assert trainer._taps(teacher) == ["features.3"]
     dict(student.named_modules())["inner.inner.blocks.2"]
+
+
+@pytest.mark.slow
+def test_segmentation_students_are_cut_from_the_segmentation_teacher(tmp_path):
+    out = tmp_path / "seg"
+    proc = run_cli("optimize", "--task", "segmentation", "--preset", "smoke", "--students", "from-teacher",
+                   "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    assert r["metric"] == "mIoU" and r["selected"].startswith("teacher-k")
+    best = next(c for c in r["candidates"] if c["name"] == r["selected"])
+    assert best["cut"]["layers_cut"] > 0 and best["params"] < r["teacher"]["params"] and best["val_accuracy"] > 0
+    model, meta = load_checkpoint(out / "candidates" / r["selected"] / "student.pt")
+    size = r["dataset"]["image_size"]
+    x = torch.rand(1, meta["in_channels"], size, size)
+    assert model(x).shape[1] == len(meta["classes"])  # dense logits for every class
+    assert all(e["parity"]["metric"] == "mIoU" for e in r["exports"])

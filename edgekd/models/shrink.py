@@ -49,12 +49,18 @@ class ShrinkPlan(BaseModel):
     cuts: list[Cut] = []
 
 
-def _ignored(model: nn.Module) -> list[nn.Module]:
-    """Layers whose outputs are the task's: the classifier (its outputs are the classes) and a
-    dense head's last convolution (its outputs are the mask's classes) keep every channel."""
+def _ignored(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
+    """Layers whose outputs are the task's keep every channel: the last linear layer (a
+    classifier's classes) and every layer with as many outputs as the model has classes (a dense
+    head's last convolution, an auxiliary head; an inner layer that happens to have that many
+    channels is merely left whole)."""
+    with torch.no_grad():
+        out = model(x)
+    out = out["out"] if isinstance(out, dict) else out[0] if isinstance(out, (tuple, list)) else out
+    k = out.shape[1]
     last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1:]
-    heads = [m for n, m in model.named_modules() if n.split(".")[-1] in ("classifier", "fc", "head", "cls")
-             and isinstance(m, (nn.Linear, nn.Conv2d))]
+    heads = [m for m in model.modules() if (isinstance(m, nn.Conv2d) and m.out_channels == k)
+             or (isinstance(m, nn.Linear) and m.out_features == k)]
     return list({id(m): m for m in last_linear + heads}.values())
 
 
@@ -186,7 +192,7 @@ def shrink(model: nn.Module, x: torch.Tensor, keep: float, importance: str = "ma
         return plan
     names = {m: n for n, m in model.named_modules()}
     imp = _importance(importance, model, x, loss)
-    pruner = tp.pruner.MetaPruner(model, x, importance=imp, pruning_ratio=1.0 - keep, ignored_layers=_ignored(model),
+    pruner = tp.pruner.MetaPruner(model, x, importance=imp, pruning_ratio=1.0 - keep, ignored_layers=_ignored(model, x),
                                   round_to=round_to, global_pruning=False)
     cuts = []
     for group in pruner.step(interactive=True):

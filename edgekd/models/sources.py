@@ -578,7 +578,8 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
         from .shrink import rebuild_cut
 
         cut = rebuild_cut(source)
-        set_num_classes(cut, n)  # an update may have extended its head with new classes
+        if source.get("task", "classification") == "classification":
+            set_num_classes(cut, n)  # an update may have extended its head with new classes
         return ExternalNet(cut, mean, std, source)
     if kind in ("seg", "torchvision-seg", "smp"):
         from .segnet import build_segmenter
@@ -640,30 +641,30 @@ def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec,
 def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: int, task: str,
                  calib: tuple[torch.Tensor, torch.Tensor] | None, pretrained: bool,
                  in_channels: int) -> tuple[nn.Module, str]:
-    """A student cut from the teacher; without calibration images (`bare`: the structure only,
-    which the share kept decides, not the ranking) it ranks by magnitude on a random batch."""
-    import torch.nn.functional as F
-
+    """A student cut from the teacher (a classifier, or a segmenter's encoder and decoder, the
+    layers that give the classes kept whole); without calibration images (`bare`: the structure
+    only, which the shares decide, not the ranking) it ranks by magnitude on a random batch."""
+    from ..tasks import get_task
     from .shrink import cut_from_teacher
 
-    if task != "classification":
-        raise ConfigError("--students from-teacher cuts classifiers for now; dense teachers are not cut yet")
     if teacher is None:
         raise ConfigError("--students from-teacher needs the run's teacher")
     if calib is None or not pretrained:
-        x, importance, loss = torch.rand(4, in_channels, 32, 32), "magnitude", None
+        x, importance, loss = torch.rand(2, in_channels, 64, 64), "magnitude", None
     else:
         x, y = calib
         importance = spec.importance
+        task_loss = get_task(task).loss
 
         def loss(logits: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits, y)
+            return task_loss(logits, y)
     try:
         net = cut_from_teacher(teacher, x, num_classes, keep=spec.keep, importance=importance,
                                resolution=spec.resolution, loss=loss, drop=spec.drop)
     except ValueError as exc:
         raise ConfigError(f"--students from-teacher: {exc}") from None
     cut: Any = net
+    cut.source["task"] = task
     plan = cut.source["plan"]
     dropped = f", {len(plan['drop'])} blocks dropped" if spec.drop else ""
     return net, f"cut from the teacher: {spec.keep:.0%} of its channels kept by {importance} importance{dropped}"

@@ -302,14 +302,11 @@ def check_students(students: list[str], task: str = "classification") -> None:
 
 def check_from_teacher(cfg: RunConfig, teachers: Teachers, teacher_ds: Dataset | None) -> None:
     """--students from-teacher cuts students from the teacher: it must be a model edgekd can edit
-    and rebuild, see the students' bands, and (for now) teach a classifier. Checked before any
-    work. Feature terms need nothing more: a cut student has the teacher's stages and module
-    names, with fewer channels (the adapters map them)."""
+    and rebuild, and see the students' bands. Checked before any work. Feature terms and dense
+    tasks need nothing more: a cut student has the teacher's stages, module names and heads, with
+    fewer channels (the adapters map them)."""
     if "from-teacher" not in cfg.students:
         return
-    if cfg.task != "classification":
-        raise ConfigError("--students from-teacher cuts classifiers for now; leave it out with --task "
-                          f"{cfg.task}")
     if teacher_ds is not None:
         raise ConfigError("--students from-teacher needs a teacher that sees the students' bands; leave out "
                           "--teacher-bands/--student-bands, or from-teacher")

@@ -154,3 +154,28 @@ def test_a_student_cut_in_depth_and_width_checkpoints_and_rebuilds(tmp_path):
                     role="student")
     loaded, _ = load_checkpoint(path)
     assert torch.allclose(loaded(X), student.eval()(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", ["edgenet", "timm"])
+def test_a_segmenter_is_cut_in_encoder_and_decoder_and_keeps_its_classes(encoder, tmp_path):
+    from edgekd.models.io import load_checkpoint, save_checkpoint
+    from edgekd.models.shrink import cut_from_teacher
+    from edgekd.tasks import get_task
+
+    spec = ArchSpec(width=1.0, depth=2) if encoder == "edgenet" else TimmSpec(model="efficientnet_lite0")
+    teacher, _ = build_student(spec, 3, 6, [0.0] * 3, [1.0] * 3, pretrained=False, task="segmentation")
+    x, masks = torch.rand(4, 3, 64, 64), torch.randint(0, 6, (4, 64, 64))
+    student = cut_from_teacher(teacher.eval(), x, 6, keep=0.5, importance="taylor", drop=0.25,
+                               loss=lambda logits: get_task("segmentation").loss(logits, masks))
+    student.eval()
+    out, ref = student(x), teacher(x)
+    assert out.shape == ref.shape  # every class, at the teacher's output stride
+    assert params(student) < 0.5 * params(teacher)
+    _, stages, _ = student.forward_features(x)  # the encoder's stages, for feature terms
+    assert len(stages) == len(teacher.forward_features(x)[1])
+    path = tmp_path / "seg.pt"
+    student.source["task"] = "segmentation"
+    save_checkpoint(path, student, classes=list("abcdef"), bands=["R", "G", "B"], image_size=64, dataset="t",
+                    role="student")
+    loaded, _ = load_checkpoint(path)
+    assert torch.allclose(loaded(x), out, atol=1e-5)
