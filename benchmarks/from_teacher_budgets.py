@@ -132,7 +132,9 @@ def main() -> None:
               f"{args.teacher} --size {args.size} --seeds {args.seeds}", "date": now(), "args": vars(args),
               "data": {"folder": "rsscn7-64", "image_size": args.size, "train": len(ds.y_train), "val": len(ds.y_val),
                        "classes": k},
-              "teacher": {"model": args.teacher, "val_accuracy": t_acc, "screen_p50_ms": p50[0]}, "rows": rows}
+              "teacher": {"model": args.teacher, "val_accuracy": t_acc, "screen_p50_ms": p50[0]}, "rows": rows,
+              "screen": [{"family": c["family"], "spec": c["spec"], "speedup": p50[0] / t}
+                         for c, t in zip(cands, p50[1:])]}
     nets = []
     for c in chosen:
         for kd in (True, False):
@@ -207,6 +209,11 @@ def render(r: dict) -> str:
         spec = ", ".join(f"{k} {v}" for k, v in x["spec"].items())
         lines.append(f"| {x['target']:g}x | {x['family']} | {spec} | {'yes' if x['kd'] else 'no'} | {x['lr']:g} | "
                      f"{x['params']:,} | {x['p50_ms']:.4f} | {x['speedup']:.2f}x | {acc} |")
+    for family in dict.fromkeys(x["family"] for x in r.get("screen", [])):
+        fastest = max(x["speedup"] for x in r["screen"] if x["family"] == family)
+        if fastest < max(TARGETS):
+            lines.append(f"\n{family}: its fastest structure screened ran {fastest:.2f}x the teacher's speed, so it "
+                         f"has no row at the targets above that.")
     g = r["goals"]
     lines += ["", "Goals at >= 3x (KD, mean over seeds): " + json.dumps(g)]
     return "\n".join(lines) + "\n"
