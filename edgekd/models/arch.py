@@ -104,6 +104,9 @@ class FromTeacherSpec(BaseModel):
 # the shares of the teacher's channels --students from-teacher searches (measured on RSSCN7:
 # benchmarks/results/from_teacher.md)
 FROM_TEACHER_KEEPS = (0.5, 0.35, 0.25)
+# the shares a grid search screens to find the least cut that meets the budget (it then trains
+# that share and its neighbours on this ladder)
+FROM_TEACHER_LADDER = (0.85, 0.75, 0.6, 0.5, 0.42, 0.35, 0.3, 0.25, 0.2, 0.15)
 # the shares of its residual blocks a sampled search (tpe, nsga2) may drop
 FROM_TEACHER_DROPS = (0.0, 0.25, 0.5)
 

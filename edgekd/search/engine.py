@@ -24,7 +24,15 @@ from torch import nn
 from ..config import RunConfig
 from ..convert.onnx import to_onnx
 from ..files import atomic_write
-from ..models.arch import ArchSpec, ExternalSpec, StudentSpec, expand_students, parse_students
+from ..models.arch import (
+    FROM_TEACHER_LADDER,
+    ArchSpec,
+    ExternalSpec,
+    FromTeacherSpec,
+    StudentSpec,
+    expand_students,
+    parse_students,
+)
 from ..models.space import SearchSpace
 from .candidates import QAT, RungResult, Screen, TrialRecord, TrialStatus, costs_of, runtime_precision
 from .objective import Objective
@@ -263,6 +271,35 @@ class Search:
                           reason=f"peak memory {m.peak_memory_mb:.0f} MB > budget {mem_budget:g} MB")
         return Screen(passed=True, reason_kind="ok", reason="within budget", **found)
 
+    def _fit_cuts(self, candidates: list[StudentSpec]) -> list[StudentSpec]:
+        """Students cut from the teacher, fitted to the budget: the shares of FROM_TEACHER_LADDER
+        are screened from the least cut down (untrained structures, as screening measures them)
+        until one's p90 meets the budget; that share and its neighbours on the ladder stand in for
+        the fixed ones. Unchanged without screening or without cut students."""
+        cuts = [a for a in candidates if isinstance(a, FromTeacherSpec)]
+        if not cuts or not self.settings.screen:
+            return candidates
+        t0, template, budget = time.perf_counter(), cuts[0], self.objective.budget_ms
+        folder = self.run_dir / "screen"
+        folder.mkdir(parents=True, exist_ok=True)
+        found, seen = len(FROM_TEACHER_LADDER) - 1, []
+        for i, keep in enumerate(FROM_TEACHER_LADDER):
+            spec = template.model_copy(update={"keep": keep})
+            path = folder / f"{spec.name}.onnx"
+            to_onnx(self.trainer.bare(spec), path, self.shape)
+            p90 = self.measurer.screen(path, self.shape, "fp32").latency_ms.p90
+            seen.append(f"{keep:g}: {p90:.3f} ms")
+            if p90 <= budget:
+                found = i
+                break
+        self._time("screening", t0)
+        fitted = [template.model_copy(update={"keep": k}) for k in FROM_TEACHER_LADDER[max(found - 1, 0):found + 2]]
+        self.observer.on_note(f"from-teacher: p90 of the cut structures by share kept ({', '.join(seen)}; budget "
+                              f"{budget:.4g} ms): training {', '.join(f.name for f in fitted)}")
+        at = candidates.index(template)  # the fitted cuts stand where the fixed ones stood
+        rest = [a for a in candidates if not isinstance(a, FromTeacherSpec)]
+        return [*rest[:at], *fitted, *rest[at:]]
+
     # -- proposals -----------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
         return json.loads(self.state_file.read_text()) if self.state_file.exists() else {"brackets": []}
@@ -296,7 +333,7 @@ class Search:
         s = self.settings
         if s.mode == "grid":
             return [TrialRecord(name=trial_name(a, p), arch=a, precision=p, bracket=0)
-                    for a in dict.fromkeys(s.candidates) for p in s.precisions]
+                    for a in self._fit_cuts(list(dict.fromkeys(s.candidates))) for p in s.precisions]
         out = []
         for _ in range(min(s.bracket_size, s.trials - bracket * s.bracket_size)):
             trial = study.ask()

@@ -4,6 +4,7 @@ the state file and the rung files instead of training again."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -245,3 +246,35 @@ def test_the_space_proposes_timm_students_beside_edgenets():
                                                     "resolution": 0, "width": 0.5, "kernel": 3, "expansion": 2,
                                                     "precision": "fp32"}))
     assert edge == ArchSpec(width=0.5)
+
+
+def test_a_grid_fits_students_cut_from_the_teacher_to_the_budget(tmp_path):
+    from edgekd.models.arch import FROM_TEACHER_LADDER, FromTeacherSpec
+
+    class ByShare(FakeMeasurer):
+        """p90 = 4 ms x the share kept (read from the screened graph's name, screen/teacher-kK.onnx)."""
+
+        def screen(self, path, shape, precision="fp32"):
+            self.screened.append(path.stem)
+            m = self._m(tmp_path / "w1" / "x.onnx")
+            ms = 4.0 * float(path.stem.removeprefix("teacher-k"))
+            return m.model_copy(update={"latency_ms": latency_stats([ms] * 5, 0)})
+
+    class CutTrainer(FakeTrainer):
+        def bare(self, arch):
+            return build_model(ArchSpec(width=0.25), 3, 4)
+
+    edgenet = ArchSpec(width=0.5)
+    settings = SearchSettings(mode="grid", candidates=(edgenet, FromTeacherSpec(keep=0.5), FromTeacherSpec(keep=0.35)),
+                              student_epochs=2)
+    s, _, measurer = search(tmp_path, settings, budget_ms=2.2, trainer=CutTrainer(), measurer=ByShare())
+    fitted = s._fit_cuts(list(settings.candidates))
+    # 0.5 is the least cut at or under 2.2 ms (4 x 0.5 = 2.0); its neighbours on the ladder go with it
+    assert fitted == [edgenet, FromTeacherSpec(keep=0.6), FromTeacherSpec(keep=0.5), FromTeacherSpec(keep=0.42)]
+    assert measurer.screened == [f"teacher-k{k:g}" for k in FROM_TEACHER_LADDER[:4]]  # stopped at the first fit
+    # a budget nothing meets: the deepest cuts; no screening: the fixed shares as given
+    s, _, _ = search(tmp_path / "tight", settings, budget_ms=0.1, trainer=CutTrainer(), measurer=ByShare())
+    assert s._fit_cuts(list(settings.candidates))[1:] == [FromTeacherSpec(keep=k) for k in FROM_TEACHER_LADDER[-2:]]
+    off = dataclasses.replace(settings, screen=False)
+    s, _, _ = search(tmp_path / "off", off, budget_ms=2.2, trainer=CutTrainer(), measurer=ByShare())
+    assert s._fit_cuts(list(settings.candidates)) == list(settings.candidates)
