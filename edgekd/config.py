@@ -101,9 +101,9 @@ class RunConfig(BaseModel):
                                                                  "candidates or the elastic space), families "
                                                                  "(mobilenetv3, efficientnet-lite, resnet18, "
                                                                  "mobilevit, efficientvit), timm:NAME models and "
-                                                                 "from-teacher (the teacher cut to 50/35/25% of "
-                                                                 "its channels; a tpe/nsga2 search also drops "
-                                                                 "0/25/50% of its residual blocks); "
+                                                                 "from-teacher (the teacher cut to the share of "
+                                                                 "its channels that meets the budget; a tpe/nsga2 "
+                                                                 "search also drops some of its residual blocks); "
                                                                  "pretrained where weights are here")
     teacher_epochs: int = Field(default=10, ge=1, description="epochs to train the teacher")
     student_epochs: int = Field(default=8, ge=1, description="KD epochs per candidate student")
