@@ -104,7 +104,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--teacher-epochs", type=int, default=3)
+    ap.add_argument("--render-only", action="store_true", help="re-render the recorded JSON (goals included)")
     args = ap.parse_args()
+    if args.render_only:
+        stem = f"from_teacher_budgets_{args.teacher}_{args.size}"
+        result = json.loads((RESULTS / f"{stem}.json").read_text())
+        result["goals"] = goals(result)
+        save(stem, result, render)
+        return
     t0, stem = time.perf_counter(), f"from_teacher_budgets_{args.teacher}_{args.size}"
     torch.manual_seed(0)
     ds = load_dataset(DATA, seed=0, val_fraction=0.2, image_size=args.size, samples_per_class=0,
@@ -176,20 +183,26 @@ def main() -> None:
 
 def goals(r: dict) -> dict:
     """The issue's goals at >= 3x: the best cut student within 1 point of the teacher; >= 5 points
-    above the best scratch student at equal or lower latency (with KD, mean over seeds)."""
-    kd = [x for x in r["rows"] if x["kd"] and x["speedup"] >= 3.0]
-    cut = [x for x in kd if x["family"].startswith("cut")]
-    if not cut:
-        return {"note": "no cut student reached 3x"}
-    best = max(cut, key=lambda x: x["mean"])
-    scratch = [x for x in kd if x["family"].startswith("EdgeNet") and x["p50_ms"] >= best["p50_ms"]]
-    gap = 100 * (best["mean"] - r["teacher"]["val_accuracy"])
-    out = {"best_cut": best["spec"], "best_cut_speedup": best["speedup"], "points_vs_teacher": gap,
-           "within_1_point": gap >= -1.0}
-    if scratch:
-        s = max(scratch, key=lambda x: x["mean"])
-        out.update(best_scratch=s["spec"], points_vs_scratch=100 * (best["mean"] - s["mean"]),
-                   five_points_above_scratch=100 * (best["mean"] - s["mean"]) >= 5.0)
+    above the best scratch student at equal or lower latency. With KD (mean over the seeds), and
+    by the better of KD and cross-entropy recovery (the no-KD rows have one seed)."""
+    out: dict = {}
+    for label, rows in (("kd", [x for x in r["rows"] if x["kd"]]), ("any_recovery", r["rows"])):
+        fast = [x for x in rows if x["speedup"] >= 3.0]
+        cut = [x for x in fast if x["family"].startswith("cut")]
+        if not cut:
+            out[label] = {"note": "no cut student reached 3x"}
+            continue
+        best = max(cut, key=lambda x: x["mean"])
+        gap = 100 * (best["mean"] - r["teacher"]["val_accuracy"])
+        g = {"best_cut": best["spec"], "kd": best["kd"], "speedup": round(best["speedup"], 2),
+             "points_vs_teacher": round(gap, 1), "within_1_point": gap >= -1.0}
+        scratch = [x for x in fast if x["family"].startswith("EdgeNet") and x["p50_ms"] >= best["p50_ms"]]
+        if scratch:
+            s = max(scratch, key=lambda x: x["mean"])
+            g.update(best_scratch_at_equal_or_higher_latency=s["spec"],
+                     points_vs_scratch=round(100 * (best["mean"] - s["mean"]), 1),
+                     five_points_above_scratch=100 * (best["mean"] - s["mean"]) >= 5.0)
+        out[label] = g
     return out
 
 
@@ -215,7 +228,8 @@ def render(r: dict) -> str:
             lines.append(f"\n{family}: its fastest structure screened ran {fastest:.2f}x the teacher's speed, so it "
                          f"has no row at the targets above that.")
     g = r["goals"]
-    lines += ["", "Goals at >= 3x (KD, mean over seeds): " + json.dumps(g)]
+    lines += ["", "Goals at >= 3x — with KD (mean over seeds): " + json.dumps(g.get("kd", g)),
+              "", "— by the better recovery, KD or cross-entropy alone: " + json.dumps(g.get("any_recovery", {}))]
     return "\n".join(lines) + "\n"
 
 
