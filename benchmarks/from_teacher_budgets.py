@@ -19,7 +19,7 @@ teacher (alpha 0.5, tau 4) over `--seeds` seeds, and once by cross-entropy alone
 trained students are timed again with the teacher in one final interleaved window: the speed-ups
 reported are those. Results are written after every training (a stopped run keeps them).
 
-Run:  python benchmarks/from_teacher_budgets.py --teacher efficientnet_lite0 --size 64 [--seeds 3]
+Run:  python benchmarks/from_teacher_budgets.py --teacher efficientnet_lite0 --size 64 [--seeds 3] [--targets 2,3,4]
 Records benchmarks/results/from_teacher_budgets_{teacher}_{size}.{json,md}.
 """
 
@@ -85,11 +85,11 @@ def time_models(nets: list[torch.nn.Module], work: Path, shape: list[int], tag: 
     return [float(np.median(s)) for s in time_interleaved(runs, warmup=20, min_runs=100, min_seconds=3.0)]
 
 
-def pick(cands: list[dict], p50: list[float], ref: float) -> list[dict]:
+def pick(cands: list[dict], p50: list[float], ref: float, targets: tuple[float, ...] = TARGETS) -> list[dict]:
     """For each family and target speed-up, the slowest structure that reaches it."""
     chosen = []
     for family in dict.fromkeys(c["family"] for c in cands):
-        for target in TARGETS:
+        for target in targets:
             ok = [(t, c) for c, t in zip(cands, p50) if c["family"] == family and ref / t >= target]
             if ok:
                 t, c = max(ok, key=lambda tc: tc[0])
@@ -104,6 +104,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--teacher-epochs", type=int, default=3)
+    ap.add_argument("--targets", default="2,3,4", help="speed-ups over the teacher, comma-separated")
     ap.add_argument("--render-only", action="store_true", help="re-render the recorded JSON (goals included)")
     args = ap.parse_args()
     if args.render_only:
@@ -132,11 +133,12 @@ def main() -> None:
     calib, calib_y = torch.as_tensor(np.asarray(ds.x_train[take])), torch.as_tensor(np.asarray(ds.y_train[take]))
     cands = structures(teacher, ds, args.size, calib, calib_y)
     p50 = time_models([teacher] + [c["make"]() for c in cands], work, shape, "screen")
-    chosen = pick(cands, p50[1:], p50[0])
+    chosen = pick(cands, p50[1:], p50[0], tuple(float(t) for t in args.targets.split(",")))
     print("chosen:", [(c["family"], c["spec"], c["target"], round(c["screen_speedup"], 2)) for c in chosen], flush=True)
     rows: list[dict] = []
     result = {"benchmark": "from_teacher_budgets", "command": f"python benchmarks/from_teacher_budgets.py --teacher "
-              f"{args.teacher} --size {args.size} --seeds {args.seeds}", "date": now(), "args": vars(args),
+              f"{args.teacher} --size {args.size} --seeds {args.seeds} --teacher-epochs {args.teacher_epochs} "
+              f"--targets {args.targets}", "date": now(), "args": vars(args),
               "data": {"folder": "rsscn7-64", "image_size": args.size, "train": len(ds.y_train), "val": len(ds.y_val),
                        "classes": k},
               "teacher": {"model": args.teacher, "val_accuracy": t_acc, "screen_p50_ms": p50[0]}, "rows": rows,
