@@ -295,7 +295,16 @@ def cut_from_teacher(teacher: nn.Module, x: torch.Tensor, num_classes: int, keep
 
 
 def rebuild_cut(source: dict[str, Any]) -> nn.Module:
-    """The structure of a student cut from a teacher: the teacher's structure with the plan replayed."""
-    inner = teacher_structure(source["teacher"])
+    """The structure of a student cut from a teacher: the teacher's structure with the plan
+    replayed, and a classifier resized to the student's classes when an update extended its head
+    (the recorded class count differs from the teacher's)."""
+    from .pretrained import set_num_classes
+
+    record = source["teacher"]
+    inner = teacher_structure(record)
     probe = torch.zeros(1, *[int(v) for v in source["probe"]])
-    return replay(inner.eval(), ShrinkPlan.model_validate(source["plan"]), probe)
+    cut = replay(inner.eval(), ShrinkPlan.model_validate(source["plan"]), probe)
+    teacher_classes = record["num_classes"] if "edgenet" in record else record["external"]["num_classes"]
+    if int(source["num_classes"]) != int(teacher_classes):
+        set_num_classes(cut, int(source["num_classes"]))
+    return cut

@@ -577,10 +577,7 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
     if kind == "from-teacher":  # a student cut from a teacher: its structure, the plan replayed
         from .shrink import rebuild_cut
 
-        cut = rebuild_cut(source)
-        if source.get("task", "classification") == "classification":
-            set_num_classes(cut, n)  # an update may have extended its head with new classes
-        return ExternalNet(cut, mean, std, source)
+        return ExternalNet(rebuild_cut(source), mean, std, source)
     if kind in ("seg", "torchvision-seg", "smp"):
         from .segnet import build_segmenter
 
@@ -625,7 +622,7 @@ def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec,
     needs `teacher` and, for its importance ranking, `calib` (images, and the task's loss of the
     model's outputs on them)."""
     if isinstance(spec, FromTeacherSpec):
-        return _cut_student(spec, teacher, num_classes, task, calib, pretrained, in_channels)
+        return _cut_student(spec, teacher, num_classes, calib, pretrained, in_channels)
     if task == "segmentation":
         return _segmentation_student(spec, in_channels, num_classes, mean, std, pretrained, weights_dir)
     if isinstance(spec, TorchvisionSpec):
@@ -640,7 +637,7 @@ def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec,
     return net, origin if started else "from scratch: no pretrained weights here"
 
 
-def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: int, task: str,
+def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: int,
                  calib: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None, pretrained: bool,
                  in_channels: int) -> tuple[nn.Module, str]:
     """A student cut from the teacher (a classifier, or a segmenter's encoder and decoder, the
@@ -661,7 +658,6 @@ def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: 
     except ValueError as exc:
         raise ConfigError(f"--students from-teacher: {exc}") from None
     cut: Any = net
-    cut.source["task"] = task
     plan = cut.source["plan"]
     dropped = f", {len(plan['drop'])} blocks dropped" if spec.drop else ""
     return net, f"cut from the teacher: {spec.keep:.0%} of its channels kept by {importance} importance{dropped}"

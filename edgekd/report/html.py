@@ -205,7 +205,7 @@ def render_html(r: Report, run_dir: Path | None = None) -> str:
 <section id="summary"><h2>Summary</h2><div class="cards">{_cards(r, s)}</div>
 <p style="font-size:.8rem">Measurement conditions: {_e(conditions(r.teacher.measurement))}.</p>
 <p>{_e(facts.distillation(r))}</p>{f"<p><b>{_e(facts.baseline(r))}</b></p>" if r.baseline else ""}
-{f'<p id="cut">Cut from the teacher: {_e(facts.cut(r))}</p>' if facts.cut(r) else ""}</section>
+{f'<p id="cut">Cut from the teacher: {_e(cut)}</p>' if (cut := facts.cut(r)) else ""}</section>
 <section id="plots"><h2>Plots</h2><div class="grid">{figs}</div></section>
 <section id="candidates"><h2>Candidates</h2>
 {_candidates(r)}

@@ -174,7 +174,6 @@ def test_a_segmenter_is_cut_in_encoder_and_decoder_and_keeps_its_classes(encoder
     _, stages, _ = student.forward_features(x)  # the encoder's stages, for feature terms
     assert len(stages) == len(teacher.forward_features(x)[1])
     path = tmp_path / "seg.pt"
-    student.source["task"] = "segmentation"
     save_checkpoint(path, student, classes=list("abcdef"), bands=["R", "G", "B"], image_size=64, dataset="t",
                     role="student")
     loaded, _ = load_checkpoint(path)
