@@ -106,10 +106,8 @@ def test_a_cut_student_has_the_teachers_stages_with_fewer_channels_and_taps_its_
 @pytest.mark.slow
 def test_segmentation_students_are_cut_from_the_segmentation_teacher(tmp_path):
     out = tmp_path / "seg"
-    # --no-screen: the fixed shares (0.5/0.35/0.25); a fit to the smoke's loose budget picks shares
-    # that round back to the whole tiny segmenter (said in the note)
     proc = run_cli("optimize", "--task", "segmentation", "--preset", "smoke", "--students", "from-teacher",
-                   "--no-screen", "--out", str(out), "--quiet")
+                   "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     r = json.loads((out / "report.json").read_text())
     assert r["metric"] == "mIoU" and r["selected"].startswith("teacher-k")

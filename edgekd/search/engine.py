@@ -23,6 +23,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..convert.onnx import to_onnx
+from ..errors import ConfigError
 from ..files import atomic_write
 from ..models.arch import (
     FROM_TEACHER_LADDER,
@@ -282,23 +283,41 @@ class Search:
         t0, template, budget = time.perf_counter(), cuts[0], self.objective.budget_ms
         folder = self.run_dir / "screen"
         folder.mkdir(parents=True, exist_ok=True)
-        found, seen = len(FROM_TEACHER_LADDER) - 1, []
-        for i, keep in enumerate(FROM_TEACHER_LADDER):
-            spec = template.model_copy(update={"keep": keep})
-            path = folder / f"{spec.name}.onnx"
-            to_onnx(self.trainer.bare(spec), path, self.shape)
+        ladder = self._distinct_cuts(template)
+        found, seen = len(ladder) - 1, []
+        for i, (keep, model) in enumerate(ladder):
+            path = folder / f"{template.model_copy(update={'keep': keep}).name}.onnx"
+            to_onnx(model, path, self.shape)
             p90 = self.measurer.screen(path, self.shape, "fp32").latency_ms.p90
             seen.append(f"{keep:g}: {p90:.3f} ms")
             if p90 <= budget:
                 found = i
                 break
         self._time("screening", t0)
-        fitted = [template.model_copy(update={"keep": k}) for k in FROM_TEACHER_LADDER[max(found - 1, 0):found + 2]]
+        fitted = [template.model_copy(update={"keep": k}) for k, _ in ladder[max(found - 1, 0):found + 2]]
         self.observer.on_note(f"from-teacher: p90 of the cut structures by share kept ({', '.join(seen)}; budget "
                               f"{budget:.4g} ms): training {', '.join(f.name for f in fitted)}")
         at = candidates.index(template)  # the fitted cuts stand where the fixed ones stood
         rest = [a for a in candidates if not isinstance(a, FromTeacherSpec)]
         return [*rest[:at], *fitted, *rest[at:]]
+
+    def _distinct_cuts(self, template: FromTeacherSpec) -> list[tuple[float, nn.Module]]:
+        """The ladder's shares whose cut structures differ from the whole teacher and from each
+        other: on a small model rounding to whole channel groups gives a light cut back the
+        teacher's own structure (nothing cut), which is not a student worth training."""
+        whole = _param_count(self.trainer.bare(template.model_copy(update={"keep": 1.0})))
+        out: list[tuple[float, nn.Module]] = []
+        sizes = {whole}
+        for keep in FROM_TEACHER_LADDER:
+            model = self.trainer.bare(template.model_copy(update={"keep": keep}))
+            n = _param_count(model)
+            if n not in sizes:
+                sizes.add(n)
+                out.append((keep, model))
+        if not out:
+            raise ConfigError("every share on the from-teacher ladder cuts nothing from this teacher (its layers are "
+                              "narrower than one channel group): choose other --students")
+        return out
 
     # -- proposals -----------------------------------------------------------------------------
     def _load_state(self) -> dict[str, Any]:
@@ -470,3 +489,7 @@ def finalize_checkpoint(run_dir: Path, arch: StudentSpec, rung: int) -> Path:
     dst = d / "student.pt"
     shutil.copyfile(d / f"rung{rung}.pt", dst)
     return dst
+
+
+def _param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
+from edgekd.errors import ConfigError
 from edgekd.models.arch import ArchSpec
 from edgekd.models.family import build_model
 from edgekd.models.space import SearchSpace
@@ -261,8 +263,8 @@ def test_a_grid_fits_students_cut_from_the_teacher_to_the_budget(tmp_path):
             return m.model_copy(update={"latency_ms": latency_stats([ms] * 5, 0)})
 
     class CutTrainer(FakeTrainer):
-        def bare(self, arch):
-            return build_model(ArchSpec(width=0.25), 3, 4)
+        def bare(self, arch):  # a structure per share: channels = 40 x the share kept
+            return nn.Conv2d(3, round(40 * arch.keep), 1)
 
     edgenet = ArchSpec(width=0.5)
     settings = SearchSettings(mode="grid", candidates=(edgenet, FromTeacherSpec(keep=0.5), FromTeacherSpec(keep=0.35)),
@@ -278,3 +280,33 @@ def test_a_grid_fits_students_cut_from_the_teacher_to_the_budget(tmp_path):
     off = dataclasses.replace(settings, screen=False)
     s, _, _ = search(tmp_path / "off", off, budget_ms=2.2, trainer=CutTrainer(), measurer=ByShare())
     assert s._fit_cuts(list(settings.candidates)) == list(settings.candidates)
+
+
+def test_the_budget_fit_skips_shares_that_cut_nothing(tmp_path):
+    """On a small teacher light cuts round back to its whole structure: those shares are neither
+    screened nor trained; a teacher no share cuts is refused."""
+    from edgekd.models.arch import FROM_TEACHER_LADDER, FromTeacherSpec
+
+    class ByShare(FakeMeasurer):
+        def screen(self, path, shape, precision="fp32"):
+            self.screened.append(path.stem)
+            return self._m(tmp_path / "w1" / "x.onnx")  # fast: the first share screened fits
+
+    class Rounding(FakeTrainer):
+        def bare(self, arch):  # 16-channel groups: shares above 0.55 keep all 32 channels
+            return nn.Conv2d(3, 32 if arch.keep > 0.55 else 16, 1)
+
+    settings = SearchSettings(mode="grid", candidates=(FromTeacherSpec(keep=0.5),), student_epochs=2)
+    s, _, measurer = search(tmp_path, settings, budget_ms=1e6, trainer=Rounding(), measurer=ByShare())
+    fitted = s._fit_cuts(list(settings.candidates))
+    first = next(k for k in FROM_TEACHER_LADDER if k <= 0.55)
+    assert fitted == [FromTeacherSpec(keep=first)]  # the only distinct cut; nothing that cuts nothing
+    assert measurer.screened == [f"teacher-k{first:g}"]
+
+    class Whole(FakeTrainer):
+        def bare(self, arch):
+            return nn.Conv2d(3, 16, 1)
+
+    s, _, _ = search(tmp_path / "whole", settings, budget_ms=1e6, trainer=Whole(), measurer=ByShare())
+    with pytest.raises(ConfigError, match="cuts nothing"):
+        s._fit_cuts(list(settings.candidates))
