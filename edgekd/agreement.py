@@ -19,11 +19,14 @@ class Parity(BaseModel):
     mean_abs_diff: float
     non_finite: int = 0  # NaN or infinite logits, of either model
     # the task's terms: "accuracy" (top1_agreement per image) or "mIoU" (top1_agreement is the
-    # agreement of the argmax maps per pixel, accuracy_* the mIoU of each model)
+    # agreement of the argmax maps per pixel, accuracy_* the mIoU of each model) or "mAP50"
+    # (top1_agreement: the share of PyTorch's detections the export finds, accuracy_* mAP50)
     metric: str = "accuracy"
 
     @property
     def agreement_name(self) -> str:
+        if self.metric == "mAP50":
+            return "matched-box agreement"
         return "pixel agreement" if self.metric == "mIoU" else "top-1 agreement"
 
     def violations(self, tol: ParityTolerance) -> list[str]:

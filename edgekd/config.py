@@ -53,19 +53,22 @@ class RunConfig(BaseModel):
     w_memory: float = Field(default=0.2, ge=0)
     w_energy: float = Field(default=0.2, ge=0)
     # data
-    task: Literal["auto", "classification", "segmentation"] = Field(
-        default="auto", description="what the model predicts: classification (a class per image) or segmentation "
-                                    "(a class per pixel); auto reads it from the data's layout (class folders: "
-                                    "classification; images/ + masks/: segmentation; no --data: classification)")
+    task: Literal["auto", "classification", "segmentation", "detection"] = Field(
+        default="auto", description="what the model predicts: classification (a class per image), segmentation "
+                                    "(a class per pixel) or detection (boxes of classes); auto reads it from the "
+                                    "data's layout (class folders: classification; images/ + masks/: segmentation; "
+                                    "annotations.json (COCO) or labels/ (YOLO): detection; no --data: "
+                                    "classification)")
     mask_palette: Path | None = Field(default=None, description="segmentation: JSON map of mask colours to class "
                                                                "indices ({\"#3C1098\": 0, ...}) that converts "
                                                                "colour-coded RGB masks")
-    tile: int | None = Field(default=None, ge=16, le=8192, description="segmentation: cut images larger than this "
-                                                                      "into tile x tile px windows for training "
+    tile: int | None = Field(default=None, ge=16, le=8192, description="segmentation and detection: cut images "
+                                                                      "larger than this into tile x tile px windows "
+                                                                      "for training "
                                                                       "(resized to --image-size); the tiles of an "
                                                                       "image stay on one side of the split")
-    tile_overlap: int = Field(default=32, ge=0, description="segmentation: px by which neighbouring tiles overlap "
-                                                            "(--tile)")
+    tile_overlap: int = Field(default=32, ge=0, description="segmentation and detection: px by which neighbouring "
+                                                            "tiles overlap (--tile)")
     teacher_cache_max_gb: float = Field(default=8.0, gt=0, description="largest teacher-output cache written to "
                                                                        "disk; past it (dense logits of a large data "
                                                                        "set) the teacher runs live on every batch")

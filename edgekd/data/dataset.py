@@ -170,11 +170,16 @@ def load_dataset(
                                   samples_per_class=samples_per_class, max_samples_per_class=max_samples_per_class,
                                   bands=bands, split_file=split_file, mask_palette=mask_palette, tile=tile,
                                   tile_overlap=tile_overlap)
+    if task == "detection":
+        return _load_detection(data, seed=seed, val_fraction=val_fraction, image_size=image_size,
+                               samples_per_class=samples_per_class, max_samples_per_class=max_samples_per_class,
+                               bands=bands, split_file=split_file, mask_palette=mask_palette, tile=tile,
+                               tile_overlap=tile_overlap)
     if mask_palette is not None or tile is not None:
         from ..errors import DataError
 
-        raise DataError("--mask-palette and --tile apply to a segmentation data set; leave them out for "
-                        f"--task {task}")
+        raise DataError("--mask-palette and --tile apply to a segmentation data set (and --tile to detection); leave "
+                        f"them out for --task {task}")
     if data is None:
         from .synthetic import generate_demo
 
@@ -220,3 +225,33 @@ def _load_segmentation(data: Path | None, *, seed: int, val_fraction: float, ima
     return load_mask_folder(root, image_size=image_size or 128, seed=seed, val_fraction=val_fraction,
                             max_images=cap, bands=bands, split_file=split_file, mask_palette=mask_palette,
                             tile=tile, tile_overlap=tile_overlap)
+
+
+def _load_detection(data: Path | None, *, seed: int, val_fraction: float, image_size: int | None,
+                    samples_per_class: int, max_samples_per_class: int | None, bands: list[str] | None,
+                    split_file: Path | None, mask_palette: Path | None, tile: int | None = None,
+                    tile_overlap: int = 32) -> Dataset:
+    """The demo tiles with painted objects, or a COCO / YOLO folder (the cap: max_samples_per_class
+    images per class, of the whole folder)."""
+    from ..errors import DataError
+
+    if mask_palette is not None:
+        raise DataError("--mask-palette applies to segmentation masks; leave it out for --task detection")
+    if bands:
+        raise DataError("--bands: detection reads RGB images (and every band of GeoTIFFs); leave --bands out")
+    if data is None:
+        if split_file or tile:
+            raise DataError("--split and --tile apply to a data folder (--data DIR), not the demo set")
+        from .synthetic import generate_detection_demo
+
+        return generate_detection_demo(samples_per_class=samples_per_class, image_size=image_size or 64, seed=seed,
+                                       val_fraction=val_fraction)
+    from .boxes import detection_format, load_box_folder, read_names
+
+    root = Path(data)
+    if not root.is_dir() or detection_format(root) is None:
+        raise DataError(f"--task detection reads {root}/annotations.json (COCO) or {root}/labels/ (YOLO), neither is "
+                        "there; lay the data out so, or pick the task of the data (leave --task out)")
+    cap = None if max_samples_per_class is None else max_samples_per_class * len(read_names(root))
+    return load_box_folder(root, image_size=image_size or 320, seed=seed, val_fraction=val_fraction, max_images=cap,
+                           split_file=split_file, tile=tile, tile_overlap=tile_overlap)

@@ -183,3 +183,62 @@ def generate_segmentation_demo(*, samples_per_class: int, image_size: int, seed:
                    source=f"synthetic: {n} tiles of painted land-cover regions with their masks, from seed {seed}",
                    split="drawn at random (val_fraction); every tile is its own scene", task="segmentation",
                    ignore_index=255)
+
+
+OBJECTS = ["vehicle", "storage_tank", "boat"]
+# object spectra (R, G, B, NIR): painted vehicles, white tank roofs, dark hulls with a bright wake
+OBJECT_SPECTRA = {"vehicle": [0.55, 0.12, 0.10, 0.30], "storage_tank": [0.80, 0.80, 0.82, 0.78],
+                  "boat": [0.10, 0.10, 0.12, 0.06]}
+
+
+def _place_object(rng: np.random.Generator, img: np.ndarray, kind: str) -> list[float] | None:
+    """Paint one object on the tile (in place); its box [x1, y1, x2, y2] in pixels."""
+    s = img.shape[-1]
+    yy, xx = _coords(s)
+    if kind == "vehicle":  # a small rectangle, either way round
+        w, h = (rng.uniform(0.07, 0.11) * s, rng.uniform(0.04, 0.06) * s)[:: 1 if rng.random() < 0.5 else -1]
+    elif kind == "storage_tank":  # a disk
+        w = h = rng.uniform(0.09, 0.16) * s
+    else:  # a boat: long and thin, either way round
+        w, h = (rng.uniform(0.16, 0.24) * s, rng.uniform(0.05, 0.07) * s)[:: 1 if rng.random() < 0.5 else -1]
+    cx, cy = rng.uniform(w / 2, s - w / 2), rng.uniform(h / 2, s - h / 2)
+    if kind == "storage_tank":
+        inside = np.hypot(xx - cx, yy - cy) <= w / 2
+    else:
+        inside = (np.abs(xx - cx) <= w / 2) & (np.abs(yy - cy) <= h / 2)
+    if not inside.any():
+        return None
+    img[:, inside] = np.array(OBJECT_SPECTRA[kind], np.float32)[:, None] * rng.uniform(0.85, 1.15)
+    ys, xs = np.nonzero(inside)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def generate_detection_demo(*, samples_per_class: int, image_size: int, seed: int, val_fraction: float) -> Dataset:
+    """The demo set with objects on it: land-cover tiles with 0-4 vehicles, storage tanks and boats
+    painted on each (about one tile in eight is a negative), and their boxes."""
+    from .boxes import check_size, pad_labels
+
+    check_size(image_size)
+    n = samples_per_class * len(OBJECTS)
+    x, _ = generate_scenes(n, image_size, seed)
+    rng = np.random.default_rng(seed + 2)
+    rows = []
+    for i in range(n):
+        boxes = []
+        for _ in range(0 if rng.random() < 0.125 else int(rng.integers(1, 5))):
+            c = int(rng.integers(len(OBJECTS)))
+            box = _place_object(rng, x[i], OBJECTS[c])
+            if box is not None:
+                boxes.append([c, *box])
+        rows.append(np.array(boxes, np.float32).reshape(-1, 5))
+    x = np.clip(x + rng.normal(0, 0.01, size=x.shape).astype(np.float32), 0, 1)
+    order = np.random.default_rng(seed + 1).permutation(n)
+    n_val = max(1, round(n * val_fraction))
+    va, tr = np.sort(order[:n_val]), np.sort(order[n_val:])
+    xt, yt = torch.from_numpy(x), pad_labels(rows)
+    return Dataset(name="edgekd-demo-objects", classes=list(OBJECTS), bands=list(BANDS), x_train=xt[tr],
+                   y_train=yt[tr], x_val=xt[va], y_val=yt[va], synthetic=True,
+                   source=f"synthetic: {n} land-cover tiles with painted vehicles, storage tanks and boats and their "
+                          f"boxes, from seed {seed}",
+                   split="drawn at random (val_fraction), by image", task="detection",
+                   band_note="boxes painted by the generator")

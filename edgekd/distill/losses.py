@@ -303,3 +303,6 @@ def needs(terms: list[tuple[str, float]]) -> frozenset[str]:
     for name, _ in terms:
         out |= KD_LOSSES.meta(name)["needs"]
     return frozenset(out)
+
+
+from . import detection  # noqa: E402,F401  (registers the detection terms: head, pseudo-box)

@@ -160,8 +160,9 @@ class TeacherOutputs:
 
 
 def _dtype(out: torch.Tensor) -> type:
-    """float16 for dense maps (half the disk; logits need no more), float32 for class scores."""
-    return np.float16 if out.dim() == 4 else np.float32
+    """float16 for dense maps and detector rows (half the disk; logits need no more), float32 for
+    class scores."""
+    return np.float16 if out.dim() >= 3 else np.float32
 
 
 def cache_bytes(teacher: nn.Module, x: Images, views: int) -> int:

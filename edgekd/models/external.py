@@ -43,6 +43,8 @@ class ExternalNet(nn.Module):
         kind = self.source["kind"]
         if kind == "seg":  # a backbone under edgekd's light FPN decoder
             return f"{self.source['encoder']}:{self.source['name']}+fpn"
+        if kind == "det":  # a backbone under edgekd's FPN neck and FCOS head
+            return f"{self.source['encoder']}:{self.source['name']}+fcos"
         return f"{'torchvision' if kind == 'torchvision-seg' else kind}:{self.source['name']}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -165,9 +165,9 @@ def timm_source(name: str, req: SourceRequest) -> LoadedModel:
         hint = close_matches(name, timm.list_models(f"*{name[:4]}*") or timm.list_models())
         raise ConfigError(f"timm has no model {name!r}; {hint}list them with python -c 'import timm; "
                           "print(timm.list_models())'")
-    if req.task == "segmentation":
+    if req.task in DENSE_TASKS:
         net, origin, pretrained = _timm_segmenter(name, req)
-        needs = True  # the decoder is new
+        needs = True  # the decoder (or the detector's neck and head) is new
     else:
         net, origin, pretrained, needs = _timm_net(name, req)
     if not pretrained and req.require_weights:
@@ -175,6 +175,9 @@ def timm_source(name: str, req: SourceRequest) -> LoadedModel:
                               "nothing is downloaded here; pass --teacher-weights FILE (a state dict), or put the "
                               "weights in the Hugging Face cache (~/.cache/huggingface/hub) on a machine with internet")
     return LoadedModel(net, "timm", name, f"timm:{name}, {origin}", needs_training=needs or not pretrained)
+
+
+DENSE_TASKS = ("segmentation", "detection")
 
 
 def _timm_net(name: str, req: SourceRequest, resolution: int | None = None, weights: bool = True
@@ -198,20 +201,30 @@ def _timm_net(name: str, req: SourceRequest, resolution: int | None = None, weig
 
 def _timm_segmenter(name: str, req: SourceRequest, resolution: int | None = None, weights: bool = True
                     ) -> tuple[ExternalNet, str, bool]:
-    """A timm backbone under edgekd's light FPN decoder: (the model, where the backbone's
-    weights came from, whether they are pretrained)."""
-    from .segnet import build_segmenter
-
+    """A timm backbone under edgekd's light FPN decoder (segmentation) or its FPN neck and FCOS
+    head (detection): (the model, where the backbone's weights came from, whether they are
+    pretrained)."""
     full, origin, pretrained = _timm_weights(name, req) if weights else (None, "bare structure", False)
-    source = {"kind": "seg", "encoder": "timm", "name": name, "in_channels": req.in_channels,
-              "num_classes": req.num_classes, "resolution": resolution}
+    source = {"kind": "det" if req.task == "detection" else "seg", "encoder": "timm", "name": name,
+              "in_channels": req.in_channels, "num_classes": req.num_classes, "resolution": resolution}
     if full is not None:
         set_in_channels(full, req.in_channels)
-    inner = build_segmenter(source, full if pretrained else None)
+    inner = build_dense(source, full if pretrained else None)
     cfg: Any = getattr(full, "pretrained_cfg", None) or {}
     mean, std = _normalization(req, pretrained, cfg.get("mean"), cfg.get("std"))
-    return ExternalNet(inner, mean, std, source), (f"backbone {origin}, decoder new" if pretrained else origin), \
-        pretrained
+    head = "neck and head new" if req.task == "detection" else "decoder new"
+    return ExternalNet(inner, mean, std, source), (f"backbone {origin}, {head}" if pretrained else origin), pretrained
+
+
+def build_dense(source: dict[str, Any], full: nn.Module | None = None) -> nn.Module:
+    """A segmenter's or a detector's structure from its source record."""
+    if source["kind"] == "det":
+        from .detnet import build_detector
+
+        return build_detector(source, full)
+    from .segnet import build_segmenter
+
+    return build_segmenter(source, full)
 
 
 def _timm_weights(name: str, req: SourceRequest) -> tuple[nn.Module, str, bool]:
@@ -263,6 +276,9 @@ def torchvision_source(name: str, req: SourceRequest) -> LoadedModel:
 
     if req.task == "segmentation":
         return _torchvision_segmenter(name, req)
+    if req.task == "detection":
+        raise ConfigError(f"torchvision:{name}: torchvision detectors are not built into edgekd yet; use "
+                          "timm:NAME (a backbone under edgekd's FCOS detector) or an edgekd checkpoint")
     if name not in torchvision.models.list_models():
         hint = close_matches(name, torchvision.models.list_models())
         raise ConfigError(f"torchvision has no model {name!r}; {hint}see torchvision.models.list_models()")
@@ -560,6 +576,11 @@ def onnx_source(spec: str, req: SourceRequest) -> LoadedModel:
 
 def _check_outputs(out: torch.Tensor, req: SourceRequest, who: str, fix: str) -> None:
     """Logits N x K (classification) or N x K x h x w (segmentation) for the data's K classes."""
+    if req.task == "detection":
+        if out.dim() != 3 or out.shape[-1] != req.num_classes + 5:
+            raise CheckpointError(f"{who} returns outputs of shape {tuple(out.shape)}, not edgekd's detector rows N "
+                                  f"x A x (K + 5) for the data's {req.num_classes} classes; {fix}")
+        return
     dense = req.task == "segmentation"
     if dense and out.dim() != 4:
         raise CheckpointError(f"{who} returns outputs of shape {tuple(out.shape)}, not dense logits N x K x h x w; "
@@ -578,10 +599,8 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
         from .shrink import rebuild_cut
 
         return ExternalNet(rebuild_cut(source), mean, std, source)
-    if kind in ("seg", "torchvision-seg", "smp"):
-        from .segnet import build_segmenter
-
-        return ExternalNet(build_segmenter(source), mean, std, source)
+    if kind in ("seg", "torchvision-seg", "smp", "det"):
+        return ExternalNet(build_dense(source), mean, std, source)
     if kind == "timm":
         import timm
 
@@ -623,8 +642,8 @@ def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec,
     model's outputs on them)."""
     if isinstance(spec, FromTeacherSpec):
         return _cut_student(spec, teacher, num_classes, calib, pretrained, in_channels)
-    if task == "segmentation":
-        return _segmentation_student(spec, in_channels, num_classes, mean, std, pretrained, weights_dir)
+    if task in DENSE_TASKS:
+        return _segmentation_student(spec, in_channels, num_classes, mean, std, pretrained, weights_dir, task)
     if isinstance(spec, TorchvisionSpec):
         raise ConfigError(f"--students torchvision:{spec.model} is a segmentation student; use it with --task "
                           "segmentation")
@@ -664,18 +683,22 @@ def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: 
 
 
 def _segmentation_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channels: int, num_classes: int,
-                          mean: list[float], std: list[float], pretrained: bool, weights_dir: Path | None
-                          ) -> tuple[nn.Module, str]:
+                          mean: list[float], std: list[float], pretrained: bool, weights_dir: Path | None,
+                          task: str = "segmentation") -> tuple[nn.Module, str]:
     """EdgeNet-Seg (the elastic encoder under the light FPN decoder), a timm backbone under the
-    same decoder (pretrained where weights are here), or a torchvision segmenter."""
-    from .segnet import build_segmenter
-
+    same decoder (pretrained where weights are here), or a torchvision segmenter; for detection
+    EdgeDet (the elastic encoder under the FPN neck and FCOS head) or a timm backbone under them."""
+    detection = task == "detection"
+    if detection and (isinstance(spec, TorchvisionSpec) or spec.resolution):
+        raise ConfigError(f"--students {spec.name}: detection students run at the data's --image-size (no "
+                          "resolution of their own), and torchvision detectors are not built in yet")
     if isinstance(spec, ArchSpec):
-        source = {"kind": "seg", "encoder": "edgenet", "name": spec.name, "arch": spec.model_dump(),
-                  "in_channels": in_channels, "num_classes": num_classes, "resolution": spec.resolution}
-        return ExternalNet(build_segmenter(source), mean, std, source), "from scratch (EdgeNet-Seg)"
-    req = SourceRequest(in_channels=in_channels, num_classes=num_classes, data_mean=mean, data_std=std,
-                        task="segmentation")
+        source = {"kind": "det" if detection else "seg", "encoder": "edgenet", "name": spec.name,
+                  "arch": spec.model_dump(), "in_channels": in_channels, "num_classes": num_classes,
+                  "resolution": spec.resolution}
+        return ExternalNet(build_dense(source), mean, std, source), \
+            "from scratch (EdgeDet)" if detection else "from scratch (EdgeNet-Seg)"
+    req = SourceRequest(in_channels=in_channels, num_classes=num_classes, data_mean=mean, data_std=std, task=task)
     if isinstance(spec, TorchvisionSpec):
         return _torchvision_segmenter(spec.model, req, spec.resolution).model, "from scratch (torchvision)"
     found = [weights_dir / f"{spec.model}{ext}" for ext in (".safetensors", ".pth", ".pt")] if weights_dir else []

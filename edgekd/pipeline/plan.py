@@ -200,6 +200,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     if "unlabeled" in want and cfg.unlabeled is None:
         raise ConfigError("--kd semi-supervised needs unlabelled images: pass --unlabeled DIR")
     check_students(cfg.students, cfg.task)
+    check_detection(cfg)
     check_search_inputs(cfg)
     formats, export_note = resolve_exports(cfg, target)
     if cfg.student_weights_dir is not None and not cfg.student_weights_dir.is_dir():
@@ -277,10 +278,28 @@ def check_terms(terms: list[tuple[str, float]], task: str) -> None:
         raise ConfigError(f"--kd {wrong[0]} does not apply to {task}; use {', '.join(sorted(allowed))}")
 
 
+def check_detection(cfg: RunConfig) -> None:
+    """What detection does not do (yet), refused before any work: teacher views other than the
+    images as they are, students cut from the teacher, students at their own resolution."""
+    if cfg.task != "detection":
+        return
+    if cfg.teacher_views != 1:
+        raise ConfigError(f"--teacher-views {cfg.teacher_views}: a detection teacher is cached on the images as they "
+                          "are; leave --teacher-views at 1")
+    if "from-teacher" in cfg.students:
+        raise ConfigError("--students from-teacher is not built for detection yet (its box and centre-ness "
+                          "convolutions must stay whole); name edgenet or timm:NAME students")
+    if cfg.teachers:
+        raise ConfigError("--teacher-extra: detection distils from one teacher; leave the extra teachers out")
+
+
 def check_students(students: list[str], task: str = "classification") -> None:
     """Every --students entry is edgenet, a timm model that exists, or (segmentation) a torchvision segmenter."""
     _, others = parse_students(students)
     tv = [s for s in others if isinstance(s, TorchvisionSpec)]
+    if tv and task == "detection":
+        raise ConfigError(f"--students torchvision:{tv[0].model}: torchvision detectors are not built into edgekd yet; "
+                          "name edgenet (EdgeDet) or timm:NAME backbones")
     if tv and task != "segmentation":
         raise ConfigError(f"--students torchvision:{tv[0].model} is a segmentation student; use it with --task "
                           "segmentation, or name timm:NAME classifiers")

@@ -23,6 +23,7 @@ from ..report.model import (
     Baseline,
     DatasetSummary,
     DenseModelMetrics,
+    DetectionSummary,
     KDSummary,
     KDTermWeight,
     MeasurementMode,
@@ -187,12 +188,14 @@ def per_class(plan: RunPlan, teacher: TeacherResult, choice: Selection) -> list[
 
 
 def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, choice: Selection,
-                 exports: list[ExportResult], timer: StageTimer, baseline: Baseline | None = None) -> Report:
+                 exports: list[ExportResult], timer: StageTimer, baseline: Baseline | None = None,
+                 detection: DetectionSummary | None = None) -> Report:
     cfg = plan.cfg
     m = plan.measurer
     task = task_of(plan.ds)
     dense, overlays = per_class_dense(plan, teacher, choice) if plan.ds.task == "segmentation" else ([], [])
     return Report(
+        detection=detection,
         task=plan.ds.task, metric=task.metric, per_class_iou=dense, mask_overlays=overlays,
         scene_cost=scene_cost(plan, teacher, choice) if dense else None,
         scenes=scene_figures(plan, teacher, choice) if dense else [],
@@ -210,7 +213,8 @@ def build_report(plan: RunPlan, teacher: TeacherResult, search: SearchResult, ch
                             "memory-mapped under teacher_cache/, shared by every candidate"),
         search=_search(plan, search), candidates=choice.candidates, trials=[t.summary() for t in search.trials],
         pareto_front=choice.pareto_front, selected=choice.selected, selection_reason=choice.reason,
-        precisions=choice.precisions, per_class=[] if dense else per_class(plan, teacher, choice), baseline=baseline,
+        precisions=choice.precisions, baseline=baseline,
+        per_class=[] if dense or detection else per_class(plan, teacher, choice),
         exports=exports, software=software_versions(), stage_seconds={**timer.seconds, "total": timer.total()},
         parallelism=Parallelism(training_workers=search.training_workers, boards=_boards_used(m)),
         config=cfg.model_dump(mode="json", by_alias=True))

@@ -50,7 +50,13 @@ def _stages(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -> Path
     with observer:
         baseline = baseline_stage(plan, search, choice, observer, timer)
     exports = export_stage(plan, choice, observer, timer)
-    report = build_report(plan, teacher, search, choice, exports, timer, baseline)
+    detection = None
+    if plan.ds.task == "detection":  # the NMS export, COCO figures, stage times, drawings
+        from .detection_report import detection_summary
+
+        with timer("detection report"):
+            detection = detection_summary(plan, teacher, choice, observer)
+    report = build_report(plan, teacher, search, choice, exports, timer, baseline, detection)
     write_reports(plan.run_dir, report)
     observer.say(f"report: {plan.run_dir / 'report.html'} (also report.md, report.json; total "
                  f"{report.stage_seconds['total']:.1f} s)")

@@ -197,6 +197,60 @@ class DenseModelMetrics(BaseModel):
     test: SegmentationMetrics | None = None
 
 
+class DetectionFigures(BaseModel):
+    """COCO figures of one detector on a split (pycocotools): AP over IoU 0.5:0.95 and at 0.5 and
+    0.75, by object size (-1: no object of that size), AP50 per class."""
+
+    split: str
+    n: int  # images
+    map50: float
+    map: float
+    map75: float
+    map_small: float
+    map_medium: float
+    map_large: float
+    per_class_ap50: dict[str, float]
+
+
+class DetectionModelMetrics(BaseModel):
+    """COCO figures of the teacher or the selected student on the validation (and test) split."""
+
+    model: str
+    validation: DetectionFigures
+    test: DetectionFigures | None = None
+
+
+class StageTimes(BaseModel):
+    """End-to-end latency of the deployed detector at batch 1, stage by stage (p50, ms):
+    pre-processing (letterbox of a camera frame to the input), the network (the exported graph
+    without decoding), decoding + NMS (the in-graph NMS export minus the network alone)."""
+
+    source: str  # measured, and how
+    runtime: str
+    threads: int
+    runs: int
+    frame: str  # the camera frame's size, and how it is cut (slices) or letterboxed
+    preprocess_ms: float
+    network_ms: float
+    postprocess_ms: float
+    slices: int = 1  # per camera frame (tiling): the whole frame = slices x per-slice + merge
+    merge_ms: float = 0.0
+    frame_ms: float  # one camera frame end to end
+    fps: float  # camera frames per second at that rate
+
+
+class DetectionSummary(BaseModel):
+    """What a detection run adds: the COCO figures, the deployable export with NMS inside, its
+    agreement with PyTorch, the end-to-end stage times, the drawings."""
+
+    figures: list[DetectionModelMetrics] = []
+    nms_export: str | None = None  # the ONNX graph with decoding and NMS inside (outputs boxes, scores, labels)
+    nms_agreement: str = ""  # how its detections agree with PyTorch's decoding and NMS
+    stages: StageTimes | None = None
+    drawings: list[str] = []  # PNGs: validation images with truth, teacher and student boxes
+    calibration: str = ""  # how the INT8 calibration images were chosen (objects of every class)
+
+
 class Report(BaseModel):
     """report.json (schema_version 2). Every measured figure carries its source and conditions."""
 
@@ -235,6 +289,7 @@ class Report(BaseModel):
     scene_cost: SceneCost | None = None  # segmentation: ms per megapixel of a whole scene
     # tiled segmentation: the teacher and the selected student on whole validation scenes (sliding window)
     scenes: list[DenseModelMetrics] = []
+    detection: DetectionSummary | None = None  # detection: COCO figures, the NMS export, stage times
     baseline: Baseline | None = None  # --baseline: the selected architecture without KD
     exports: list[ExportResult]
     software: dict[str, str]

@@ -62,6 +62,33 @@ def mask_overlay(path: Path, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray
     plt.close(fig)
 
 
+def box_drawing(path: Path, rows: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray],
+                                          tuple[np.ndarray, np.ndarray]]], classes: list[str]) -> None:
+    """A PNG of validation images, one row each: the true boxes, the teacher's and the student's
+    detections (one colour per class) on the image (first three bands)."""
+    k = len(classes)
+    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"].resampled(max(k, 2))
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7, 2.4 * len(rows)), squeeze=False)
+    for row, (img, *sets) in zip(axes, rows):
+        rgb = np.clip(img[:3].transpose(1, 2, 0) if img.shape[0] >= 3 else np.repeat(img[:1], 3, 0).transpose(1, 2, 0),
+                      0, 1)
+        for ax, (boxes, labels) in zip(row, sets):
+            ax.imshow(rgb / max(float(rgb.max()), 1e-6))
+            for (x1, y1, x2, y2), c in zip(boxes, labels):
+                ax.add_patch(matplotlib.patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.2,
+                                                          edgecolor=cmap(int(c))))
+    for ax, title in zip(axes[0], ("truth", "teacher", "student")):
+        ax.set_title(title, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [matplotlib.patches.Patch(color=cmap(i), label=c) for i, c in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(k, 5), fontsize=7)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, format="png", dpi=90)
+    plt.close(fig)
+
+
 def pareto(r: Report) -> str:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     front = set(r.pareto_front)

@@ -8,7 +8,7 @@ valid pixel), the metric (accuracy, mIoU), what export parity compares, and whic
 apply. A `Dataset` names its task (`Dataset.task`); `task_of(ds)` gives the object.
 
 `--task` is explicit or read from the data's layout (`detect_task`): class folders are
-classification, `images/` + `masks/` segmentation, a COCO json detection (not built yet)."""
+classification, `images/` + `masks/` segmentation, a COCO json or YOLO `labels/` detection."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..data.store import Labels
     from ..tolerances import ParityTolerance
 
-TASK_NAMES = ("classification", "segmentation")
+TASK_NAMES = ("classification", "segmentation", "detection")
 
 
 class Task(Protocol):
@@ -85,30 +85,34 @@ def task_of(ds: Dataset) -> Task:
 
 def get_task(name: str) -> Task:
     if name not in TASKS:  # registered on first use: importing a task imports its models
-        from . import classification, segmentation  # noqa: F401
+        from . import classification, detection, segmentation  # noqa: F401
     return TASKS.get(name)
 
 
 def detect_task(data: Path | None) -> str:
     """The task of a data folder's layout: class folders -> classification; images/ + masks/ ->
-    segmentation; a COCO json -> detection (refused: not built yet). The demo set is
+    segmentation; a COCO json (annotations.json) or YOLO labels/ -> detection. The demo set is
     classification unless --task says otherwise."""
     if data is None:
         return "classification"
     root = Path(data)
     if not root.is_dir():
         return "classification"  # the loader names the problem
+    from ..data.boxes import detection_format
     from ..data.masks import is_mask_folder
 
-    coco = [p for p in (root / "annotations.json", root / "instances.json") if p.is_file()]
-    if is_mask_folder(root) and not coco:
+    boxes = detection_format(root)  # both formats at once: refused, naming them
+    if boxes is not None and is_mask_folder(root):
+        raise DataError(f"{root} holds masks/ (segmentation) and {boxes.upper()} boxes (detection); pass --task to say "
+                        "which to read")
+    if boxes is not None:
+        return "detection"
+    if is_mask_folder(root):
         return "segmentation"
-    if coco:
-        raise DataError(f"{root} holds a COCO annotation file ({coco[0].name}): object detection is not built yet; "
-                        "edgekd distils classifiers (class folders) and segmenters (images/ + masks/)")
-    if (root / "images").is_dir() and not (root / "masks").is_dir():
-        raise DataError(f"{root} has images/ but no masks/: for segmentation add masks/ with a mask of the same name "
-                        "per image; for classification lay out one folder per class; or pass --task")
+    if (root / "images").is_dir():
+        raise DataError(f"{root} has images/ but no masks/, annotations.json or labels/: for segmentation add masks/ "
+                        "with a mask of the same name per image; for detection annotations.json (COCO) or labels/ "
+                        "(YOLO); for classification lay out one folder per class; or pass --task")
     return "classification"  # class folders (an empty or odd folder: the loader names the fix)
 
 

@@ -126,8 +126,12 @@ def test_layout_decides_the_task(tmp_path: Path):
     assert detect_task(tmp_path / "cls") == "classification" and detect_task(None) == "classification"
     (tmp_path / "coco" / "images").mkdir(parents=True)
     (tmp_path / "coco" / "annotations.json").write_text("{}")
-    with pytest.raises(DataError, match="detection is not built"):
-        detect_task(tmp_path / "coco")
+    assert detect_task(tmp_path / "coco") == "detection"
+    (tmp_path / "yolo" / "labels").mkdir(parents=True)
+    assert detect_task(tmp_path / "yolo") == "detection"
+    (tmp_path / "yolo" / "annotations.json").write_text("{}")
+    with pytest.raises(DataError, match="keep one label format"):
+        detect_task(tmp_path / "yolo")
     (tmp_path / "half" / "images").mkdir(parents=True)
     with pytest.raises(DataError, match="no masks/"):
         detect_task(tmp_path / "half")

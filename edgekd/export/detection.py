@@ -1,0 +1,112 @@
+"""A detector as one deployable ONNX graph: raw [0, 1] NCHW input at a fixed size, batch 1,
+decoding and NMS inside, outputs `boxes` (D x 4, x1 y1 x2 y2 in input pixels), `scores` (D) and
+`labels` (D, class indices in the order of the metadata's class names).
+
+The metadata records what a caller needs to feed it and read it: class names, input size, the
+letterbox rule (scale to fit, pad right and bottom with 0), score and IoU thresholds, max
+detections. `check_nms_export` runs the graph with ONNX Runtime on validation images and compares
+its detections with PyTorch's decoding and NMS of the same model."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..files import first_line
+from ..models.detnet import WithNMS
+
+OUTPUT_NAMES = ("boxes", "scores", "labels")
+LETTERBOX_RULE = "scale the longer side to the input size keeping the aspect ratio, pad right and bottom with 0"
+
+
+def nms_metadata(classes: list[str], size: int, score: float, iou: float, max_detections: int) -> dict[str, str]:
+    return {"task": "detection", "classes": ",".join(classes), "input_size": str(size), "letterbox": LETTERBOX_RULE,
+            "outputs": "boxes D x 4 (x1 y1 x2 y2, input pixels), scores D, labels D (class index)",
+            "score_threshold": f"{score:g}", "iou_threshold": f"{iou:g}", "max_detections": str(max_detections),
+            "input_layout": "NCHW, batch 1", "input_range": "0..1 (normalisation is inside the model)"}
+
+
+def export_with_nms(model: nn.Module, path: Path, in_channels: int, size: int, metadata: dict[str, str],
+                    score: float, iou: float, max_detections: int) -> Path:
+    """Write `model` with decoding and NMS inside as ONNX at `path` (complete or absent)."""
+    wrapped = WithNMS(model.eval(), size, score, iou, max_detections).eval()
+    tmp = path.with_suffix(".tmp.onnx")
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapped, (torch.rand(1, in_channels, size, size),), str(tmp), dynamo=False,
+                              opset_version=17, input_names=["input"], output_names=list(OUTPUT_NAMES),
+                              dynamic_axes={n: {0: "detections"} for n in OUTPUT_NAMES})
+        proto = onnx.load(str(tmp))
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        tmp.replace(path)
+    except Exception as exc:
+        raise ExportError(f"ONNX export with NMS to {path} failed: {first_line(exc, 240)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@dataclass
+class NMSAgreement:
+    images: int
+    torch_boxes: int  # PyTorch's detections over the images
+    matched: int  # of those, found by the export (same class, IoU >= 0.5)
+    extra: int  # the export's detections PyTorch does not have
+    mean_iou: float  # of the matched pairs
+    max_score_diff: float  # of the matched pairs
+
+    def text(self) -> str:
+        return (f"{self.matched} of {self.torch_boxes} PyTorch detections found by the graph (same class, IoU >= "
+                f"0.5; mean IoU {self.mean_iou:.4f}, max |score difference| {self.max_score_diff:.2g}), "
+                f"{self.extra} extra, on {self.images} validation images")
+
+    @property
+    def agrees(self) -> bool:
+        return self.matched == self.torch_boxes and self.extra == 0
+
+
+def check_nms_export(model: nn.Module, path: Path, x: torch.Tensor, score: float, iou: float,
+                     max_detections: int, threads: int = 1) -> NMSAgreement:
+    """The graph's detections against PyTorch's (WithNMS of the same model) on images `x`."""
+    import onnxruntime as ort
+    from torchvision.ops import box_iou
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    ref = WithNMS(model.eval(), x.shape[-1], score, iou, max_detections).eval()
+    total = matched = extra = 0
+    ious: list[float] = []
+    diffs: list[float] = [0.0]
+    for img in x:
+        with torch.no_grad():
+            rb, rs, rl = ref(img[None])
+        gb, gs, gl = (torch.from_numpy(np.asarray(a)) for a in sess.run(list(OUTPUT_NAMES),
+                                                                          {"input": img[None].numpy()}))
+        total += len(rb)
+        if len(rb) and len(gb):
+            m = box_iou(rb, gb.float()) * (rl[:, None] == gl[None, :].long())
+            best, j = m.max(1)
+            hit = best >= 0.5
+            matched += int(hit.sum())
+            ious += best[hit].tolist()
+            diffs += (rs[hit] - gs.float()[j[hit]]).abs().tolist()
+            extra += len(gb) - len(set(j[hit].tolist()))
+        else:
+            extra += len(gb)
+    return NMSAgreement(images=len(x), torch_boxes=total, matched=matched, extra=extra,
+                        mean_iou=float(np.mean(ious)) if ious else 1.0, max_score_diff=float(max(diffs)))

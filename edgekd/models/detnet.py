@@ -1,0 +1,211 @@
+"""Object detectors: an encoder's feature pyramid under edgekd's light FPN neck and a one-stage,
+anchor-free head (FCOS: per location class scores, distances to the box's four sides, and
+centre-ness), and the decoding + NMS that turn its outputs into boxes.
+
+    encoder (EdgeNet stages, or a timm backbone with features_only)
+      -> features at strides 8, 16, 32 (a stride-2 3x3 convolution adds 32 where the encoder stops at 16)
+      -> 1x1 laterals to D channels, top-down sum, 3x3 conv-BN-ReLU per level (FPN); D = 64, or
+         64 x the width multiplier for EdgeDet (`neck_width`)
+      -> a head shared by the levels: 3x3 conv-BN-ReLU, then 3x3 convolutions to K class logits,
+         4 side distances (log, in units of the level's stride) and 1 centre-ness logit
+
+The output contract (one tensor, so the loop -- teacher cache, KD, export, parity -- treats it as
+it treats dense logits): N x A x (K + 5), A = sum over the levels of (S / stride)^2 locations for a
+square input of S px (a multiple of 32), level by level, row-major; channels are [K class logits,
+log l, log t, log r, log b, centre-ness logit]. `layout(A)` recovers S from A. Scores are
+sqrt(sigmoid(class) * sigmoid(centre-ness)), as FCOS ranks its detections."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError
+from .arch import ArchSpec
+from .segnet import EdgeNetEncoder, _conv_bn_relu, timm_encoder
+
+STRIDES = (8, 16, 32)
+NECK_CHANNELS = 64
+BOX_CHANNELS = 5  # 4 side distances + centre-ness after the K class logits
+MAX_LOG_DISTANCE = 10.0  # exp(10) strides: far beyond any image; keeps exp finite
+PRIOR = 0.01  # the class logits start at sigmoid = 1 %: the focal loss's prior (RetinaNet, FCOS)
+
+
+class DetNeck(nn.Module):
+    """FPN over the three levels: laterals to `width`, top-down sum (nearest), a 3x3 conv each."""
+
+    def __init__(self, channels: list[int], width: int = NECK_CHANNELS):
+        super().__init__()
+        self.laterals = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.outputs = nn.ModuleList(_conv_bn_relu(width, width, 3) for _ in channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        p = [lat(f) for lat, f in zip(self.laterals, feats)]
+        for i in range(len(p) - 2, -1, -1):
+            p[i] = p[i] + F.interpolate(p[i + 1], size=p[i].shape[-2:], mode="nearest")
+        return [conv(x) for conv, x in zip(self.outputs, p)]
+
+
+class DetHead(nn.Module):
+    """The FCOS head shared by every level (one tower conv), with a learnt scale per level for
+    the box distances."""
+
+    def __init__(self, num_classes: int, width: int = NECK_CHANNELS, levels: int = len(STRIDES)):
+        super().__init__()
+        self.tower = _conv_bn_relu(width, width, 3)
+        self.cls = nn.Conv2d(width, num_classes, 3, padding=1)
+        self.box = nn.Conv2d(width, 4, 3, padding=1)
+        self.ctr = nn.Conv2d(width, 1, 3, padding=1)
+        self.scales = nn.Parameter(torch.ones(levels))
+        assert self.cls.bias is not None and self.box.bias is not None
+        nn.init.constant_(self.cls.bias, -math.log((1 - PRIOR) / PRIOR))
+        nn.init.normal_(self.box.weight, std=0.01)
+        nn.init.constant_(self.box.bias, 0.0)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for i, f in enumerate(feats):
+            t = self.tower(f)
+            level = torch.cat([self.cls(t), self.box(t) * self.scales[i], self.ctr(t)], dim=1)
+            out.append(level.flatten(2).transpose(1, 2))  # N x (h*w) x (K + 5)
+        return torch.cat(out, dim=1)
+
+
+class DetModel(nn.Module):
+    """An encoder's features at strides 8/16/32 under `DetNeck` and `DetHead`."""
+
+    def __init__(self, encoder: nn.Module, channels: list[int], strides: list[int], num_classes: int,
+                 width: int = NECK_CHANNELS):
+        super().__init__()
+        self.encoder = encoder
+        self.keep = [strides.index(s) for s in STRIDES if s in strides]
+        have = [channels[i] for i in self.keep]
+        if not self.keep or strides[self.keep[0]] != STRIDES[0]:
+            raise CheckpointError(f"a detector's encoder must give a feature map at stride {STRIDES[0]} "
+                                  f"(it gives strides {strides})")
+        extra = len(STRIDES) - len(self.keep)  # stride-2 convolutions on the last map for the missing levels
+        self.extra = nn.ModuleList()
+        for _ in range(extra):
+            self.extra.append(nn.Sequential(nn.Conv2d(have[-1], width, 3, 2, 1, bias=False), nn.BatchNorm2d(width),
+                                            nn.ReLU(inplace=True)))
+            have.append(width)
+        self.neck = DetNeck(have, width)
+        self.head = DetHead(num_classes, width)
+        self.num_classes = num_classes
+        self.output_stride = STRIDES[0]
+
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.encoder(x)
+        used = [feats[i] for i in self.keep]
+        for conv in self.extra:
+            used.append(conv(used[-1]))
+        return self.neck(used)
+
+    def dense_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(outputs, the neck's maps at strides 8/16/32): what feature imitation compares."""
+        neck = self.levels(x)
+        return self.head(neck), neck
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.levels(x))
+
+
+def build_detector(source: dict[str, Any], full: nn.Module | None = None) -> DetModel:
+    """The structure of a detector from its source record (weights: `full` for a timm encoder's
+    pretrained start, or a checkpoint loaded afterwards)."""
+    c, k = int(source["in_channels"]), int(source["num_classes"])
+    if source["encoder"] == "edgenet":
+        arch = ArchSpec.model_validate(source["arch"])
+        enc = EdgeNetEncoder(arch, c)
+        return DetModel(enc, list(enc.channels), list(enc.strides), k, neck_width(arch.width))
+    if source["encoder"] == "timm":
+        enc_t, channels, strides = timm_encoder(source["name"], c, full)
+        return DetModel(enc_t, channels, strides, k)
+    raise CheckpointError(f"unknown detector encoder {source['encoder']!r}")
+
+
+def neck_width(width: float) -> int:
+    """EdgeDet's neck and head channels: NECK_CHANNELS x the encoder's width multiplier, in whole
+    groups of 16 (the runtimes' blocked kernels), at least 16: the neck and head scale with the
+    student, or they would dominate a small one."""
+    return max(16, int(NECK_CHANNELS * width / 16 + 0.5) * 16)
+
+
+# -- the layout of the outputs -----------------------------------------------------------------
+
+def locations(size: int) -> int:
+    """A: the output rows of a square input of `size` px."""
+    return sum((size // s) ** 2 for s in STRIDES)
+
+
+def layout(rows: int) -> int:
+    """The input size S of outputs with `rows` locations (the inverse of `locations`)."""
+    size = 32 * round(math.sqrt(rows / sum((32 / s) ** 2 for s in STRIDES)))
+    if locations(size) != rows:
+        raise ValueError(f"{rows} output rows are no square input at strides {STRIDES}")
+    return size
+
+
+def points(size: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centres A x 2 in input pixels, stride A) of every output row."""
+    centres, strides = [], []
+    for s in STRIDES:
+        n = size // s
+        c = (torch.arange(n, dtype=torch.float32, device=device) + 0.5) * s
+        yy, xx = torch.meshgrid(c, c, indexing="ij")
+        centres.append(torch.stack([xx.reshape(-1), yy.reshape(-1)], 1))
+        strides.append(torch.full((n * n,), float(s), device=device))
+    return torch.cat(centres), torch.cat(strides)
+
+
+def decode(out: torch.Tensor, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(boxes N x A x 4 as x1 y1 x2 y2 in input pixels, scores N x A x K) of raw outputs."""
+    k = out.shape[-1] - BOX_CHANNELS
+    size = size or layout(out.shape[1])
+    centres, strides = points(size, out.device)
+    dist = torch.exp(out[..., k:k + 4].float().clamp(max=MAX_LOG_DISTANCE)) * strides[None, :, None]
+    boxes = torch.cat([centres - dist[..., :2], centres + dist[..., 2:]], dim=-1).clamp(0, size)
+    scores = torch.sqrt(torch.sigmoid(out[..., :k].float()) * torch.sigmoid(out[..., k + 4:k + 5].float()))
+    return boxes, scores
+
+
+def select(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float, iou_threshold: float,
+           max_detections: int, pre_nms: int = 1000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(boxes D x 4, scores D, labels D) of one image: the `pre_nms` best (location, class) pairs
+    above the threshold, class-wise NMS (torchvision), the `max_detections` best kept. Traceable:
+    the same code runs inside an exported graph."""
+    import torchvision  # noqa: F401  (registers torchvision::nms; imported before any tracing: WithNMS)
+
+    k = scores.shape[-1]
+    flat = scores.reshape(-1)
+    top, idx = flat.topk(min(pre_nms, flat.numel()))
+    keep = top > score_threshold
+    top, idx = top[keep], idx[keep]
+    rows, labels = idx // k, idx % k
+    cand = boxes[rows]
+    # class-wise NMS as torchvision's batched_nms does it (each class's boxes shifted apart), calling
+    # the operator directly: the Python wrapper's availability check does not trace into ONNX
+    shifted = cand + (labels.to(cand.dtype) * (boxes.max() + 1))[:, None]
+    kept = torch.ops.torchvision.nms(shifted, top, iou_threshold)[:max_detections]
+    return cand[kept], top[kept], labels[kept]
+
+
+class WithNMS(nn.Module):
+    """A detector whose outputs are detections: `boxes` (D x 4, x1 y1 x2 y2 in input pixels),
+    `scores` (D) and `labels` (D, class indices), decoding and NMS inside (batch 1, the export)."""
+
+    def __init__(self, model: nn.Module, size: int, score_threshold: float, iou_threshold: float,
+                 max_detections: int):
+        import torchvision  # noqa: F401  (its first import runs operators a trace cannot hold)
+
+        super().__init__()
+        self.model, self.size = model, size
+        self.score_threshold, self.iou_threshold, self.max_detections = score_threshold, iou_threshold, max_detections
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        boxes, scores = decode(self.model(x), self.size)
+        return select(boxes[0], scores[0], self.score_threshold, self.iou_threshold, self.max_detections)
