@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from .conftest import run_cli
+from .conftest import assert_resumes_without_redoing_work, run_cli
 from .data.test_masks import make_mask_folder
 
 pytestmark = pytest.mark.slow
@@ -57,16 +57,7 @@ def test_segmentation_smoke_run_reports_miou_and_exports_dense_logits(seg_run: P
 
 
 def test_a_stopped_segmentation_run_resumes_without_redoing_work(seg_run: Path):
-    teacher_mtime = (seg_run / "teacher.pt").stat().st_mtime_ns
-    rung = next((seg_run / "candidates").glob("*/rung0.pt"))
-    rung_mtime = rung.stat().st_mtime_ns
-    selected = json.loads((seg_run / "report.json").read_text())["selected"]
-    for name in ("report.json", "report.md", "report.html"):
-        (seg_run / name).unlink()
-    proc = run_cli("optimize", "--resume", str(seg_run))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (seg_run / "teacher.pt").stat().st_mtime_ns == teacher_mtime and rung.stat().st_mtime_ns == rung_mtime
-    assert json.loads((seg_run / "report.json").read_text())["selected"] == selected
+    assert_resumes_without_redoing_work(seg_run)
 
 
 def test_large_scenes_train_on_tiles_and_are_evaluated_whole(tmp_path: Path):

@@ -160,3 +160,43 @@ def cut(r: Report) -> str | None:
             f"{f', run at {arch.resolution} px' if arch.resolution else ''}){share}{blocks}: {params}{macs}p50 "
             f"{t.measurement.latency_ms.p50:.3f} → {best.measurement.latency_ms.p50:.3f} ms; recovered by "
             f"{best.epochs} KD epochs from the unshrunk teacher")
+
+
+DETECTION_HEADERS = ["class", "AP50"]
+
+
+def detection_tables(r: Report) -> list[tuple[str, list[list[str]]]]:
+    """(title, rows of class and AP50) per model and split of a detection run."""
+    out: list[tuple[str, list[list[str]]]] = []
+    for m in r.detection.figures if r.detection else []:
+        for f in filter(None, (m.validation, m.test)):
+            title = (f"{m.model}, {f.split} split ({f.n} images): mAP50 {f.map50:.3f}, mAP@[.5:.95] {f.map:.3f}, "
+                     f"AP small/medium/large {_ap(f.map_small)}/{_ap(f.map_medium)}/{_ap(f.map_large)}")
+            out.append((title, [[c, _ap(v)] for c, v in f.per_class_ap50.items()]))
+    return out
+
+
+def _ap(v: float) -> str:
+    return "n/a" if v < 0 else f"{v:.3f}"
+
+
+def detection_lines(r: Report) -> list[str]:
+    """The deployable export with NMS inside, its agreement with PyTorch, the stage times."""
+    d = r.detection
+    if d is None:
+        return []
+    out = []
+    if d.nms_export:
+        out.append(f"Deployable graph with decoding and NMS inside: {d.nms_export} (outputs boxes, scores, labels); "
+                   f"against PyTorch: {d.nms_agreement}.")
+    st = d.stages
+    if st is not None:
+        total = st.preprocess_ms + st.network_ms + st.postprocess_ms
+        share = (lambda v: f"{100 * v / total:.0f} %") if total > 0 else (lambda v: "n/a")
+        out.append(f"End to end at batch 1 ({st.source}; {st.runtime}, {st.threads} threads; frame {st.frame}): "
+                   f"pre-processing {st.preprocess_ms:.3f} ms ({share(st.preprocess_ms)}), network "
+                   f"{st.network_ms:.3f} ms ({share(st.network_ms)}), decoding + NMS {st.postprocess_ms:.3f} ms "
+                   f"({share(st.postprocess_ms)}); {st.frame_ms:.3f} ms a frame, {st.fps:.1f} frames/s.")
+    if d.calibration:
+        out.append(f"INT8 calibration images: {d.calibration}.")
+    return out

@@ -161,7 +161,14 @@ def _per_class(r: Report) -> str:
         parts.append("<h3>Validation tiles: image, truth, teacher, selected student</h3>"
                      + "".join(f'<img alt="mask overlay" src="{plots.file_uri(_RUN_DIR / p)}">'
                                for p in r.mask_overlays))
-    title = "Per class IoU" if r.per_class_iou else "Per class"
+    for title, rows in facts.detection_tables(r):
+        parts.append(f"<h3>{_e(title)}</h3>" + _table(facts.DETECTION_HEADERS, [[_e(c) for c in row] for row in rows]))
+    parts += [f"<p>{_e(line)}</p>" for line in facts.detection_lines(r)]
+    if r.detection and r.detection.drawings and _RUN_DIR is not None:
+        parts.append("<h3>Validation images: truth, teacher, selected student</h3>"
+                     + "".join(f'<img alt="detections" src="{plots.file_uri(_RUN_DIR / p)}">'
+                               for p in r.detection.drawings))
+    title = "Per class IoU" if r.per_class_iou else "Per class AP" if r.detection else "Per class"
     return f'<section id="per-class"><h2>{title}</h2>{"".join(parts)}</section>' if parts else ""
 
 

@@ -134,6 +134,11 @@ def _per_class(r: Report) -> list[str]:
                 _table(["class", "IoU", "pixels"], [[c.name, _f(c.iou), f"{c.pixels:,}"] for c in seg.classes]), ""]
     out += [facts.scene_cost(r), ""] if r.scene_cost else []
     out += [f"![validation tiles: image, truth, teacher, student]({p})" for p in r.mask_overlays]
+    for title, rows in facts.detection_tables(r):
+        out += [f"### {title}", "", _table(facts.DETECTION_HEADERS, rows), ""]
+    out += [line + "\n" for line in facts.detection_lines(r)]
+    drawn = r.detection.drawings if r.detection else []
+    out += [f"![validation images: truth, teacher, student]({p})" for p in drawn]
     return ["## Per class", "", "The test split, when the data has one, is evaluated once at the end and never "
             "used for selection.", ""] + out if out else []
 

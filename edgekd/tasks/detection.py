@@ -120,6 +120,56 @@ def crop_boxes(y: torch.Tensor, top: int, left: int, side: int, size: int, min_v
     return out
 
 
+def merge(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, overlap: float = 0.5
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The detections of a frame's slices merged (SAHI's greedy non-maximum merging): by score,
+    per class, a detection that overlaps a kept one by `overlap` of the smaller box's area
+    (intersection over the smaller box: a part of an object cut by a slice edge lies inside the
+    whole, with a small IoU) is merged into it, the kept box growing to the union of both."""
+    kept_b: list[torch.Tensor] = []
+    kept_s: list[float] = []
+    kept_l: list[int] = []
+    for i in scores.argsort(descending=True, stable=True).tolist():
+        b, c = boxes[i], int(labels[i])
+        for j, (kb, kc) in enumerate(zip(kept_b, kept_l)):
+            if kc != c:
+                continue
+            inter = (torch.minimum(kb[2:], b[2:]) - torch.maximum(kb[:2], b[:2])).clamp_min(0).prod()
+            smaller = torch.minimum((kb[2:] - kb[:2]).prod(), (b[2:] - b[:2]).prod()).clamp_min(1e-6)
+            if float(inter / smaller) >= overlap:
+                kept_b[j] = torch.cat([torch.minimum(kb[:2], b[:2]), torch.maximum(kb[2:], b[2:])])
+                break
+        else:
+            kept_b.append(b.clone())
+            kept_s.append(float(scores[i]))
+            kept_l.append(c)
+    if not kept_b:
+        return boxes[:0], scores[:0], labels[:0]
+    return torch.stack(kept_b), torch.tensor(kept_s), torch.tensor(kept_l, dtype=labels.dtype)
+
+
+@torch.no_grad()
+def predict_frame(model: torch.nn.Module, image: torch.Tensor, input_size: int, tile: int | None, overlap: int,
+                  score: float = EXPORT_SCORE, iou: float = NMS_IOU, max_detections: int = MAX_DETECTIONS
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Detections on a camera frame of any size (C x H x W in [0, 1]), in its own pixels: each
+    slice (the data loader's windows: `tile` px overlapping by `overlap`, or the whole frame) is
+    letterboxed to the model's input, its detections mapped back and the slices merged (`merge`);
+    the cost is about slices x one pass, plus the merge.
+    Returns (boxes, scores, labels, slices)."""
+    from ..data.boxes import letterbox, windows
+
+    model.eval()
+    found = []
+    wins = windows(image.shape[-1], image.shape[-2], tile, overlap)
+    for left, top, ww, wh in wins:
+        crop, scale = letterbox(image[:, top:top + wh, left:left + ww].numpy(), input_size)
+        (b, s, c), = detections(model(torch.from_numpy(crop)[None]), score, iou, max_detections)
+        found.append((b / scale + torch.tensor([left, top, left, top], dtype=b.dtype), s, c))
+    boxes, scores, labels = merge(*(torch.cat([f[i] for f in found]) for i in range(3)))
+    return boxes[:max_detections], scores[:max_detections], labels[:max_detections], len(wins)
+
+
 class DetectionTask:
     name = "detection"
     metric = "mAP50"

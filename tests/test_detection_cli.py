@@ -1,0 +1,71 @@
+"""Integration: `edgekd optimize --task detection` end to end on the demo's painted objects (no
+--data): COCO figures, exports passing parity in mAP50 terms, the ONNX graph with NMS inside
+agreeing with PyTorch, stage times, the report; and a stopped run resumed."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from .conftest import assert_resumes_without_redoing_work, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("det") / "run"
+    proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", "--image-size", "64", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def test_detection_smoke_run_reports_map_and_exports_with_nms(det_run: Path):
+    r = json.loads((det_run / "report.json").read_text())
+    assert r["task"] == "detection" and r["metric"] == "mAP50" and r["dataset"]["task"] == "detection"
+    assert r["per_class"] == [] and r["per_class_iou"] == []
+    terms = {t["name"] for t in r["objective"]["kd"]["terms"]}
+    assert terms == {"head"}  # the task's default KD term
+    d = r["detection"]
+    teacher, student = d["figures"]
+    assert teacher["model"] == "teacher" and student["model"] == r["selected"]
+    v = student["validation"]
+    assert set(v["per_class_ap50"]) == {"vehicle", "storage_tank", "boat"} and 0 <= v["map"] <= v["map50"] <= 1
+    best = next(c for c in r["candidates"] if c["name"] == r["selected"])
+    assert best["val_accuracy"] == pytest.approx(v["map50"], abs=1e-6)  # the validation metric is mAP50
+    for e in r["exports"]:
+        assert e["parity"]["metric"] == "mAP50" and e["parity"]["top1_agreement"] >= 0.99
+    # the deployable graph: raw [0, 1] input, boxes / scores / labels out, metadata to read them by
+    graph = det_run / d["nms_export"]
+    proto = onnx.load(str(graph))
+    meta = {m.key: m.value for m in proto.metadata_props}
+    assert meta["classes"] == "vehicle,storage_tank,boat" and meta["input_size"] == "64"
+    assert "pad right and bottom" in meta["letterbox"] and float(meta["iou_threshold"]) > 0
+    sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    boxes, scores, labels = sess.run(None, {"input": np.random.default_rng(0).random((1, 4, 64, 64), np.float32)})
+    assert boxes.shape[1:] == (4,) and scores.shape == labels.shape == (len(boxes),)
+    assert " 0 extra" in d["nms_agreement"]
+    found, total = (int(v) for v in d["nms_agreement"].split(" PyTorch")[0].split(" of "))
+    assert found == total
+    st = d["stages"]
+    assert st["source"].startswith("measured") and st["network_ms"] > 0 and st["postprocess_ms"] >= 0
+    assert st["frame_ms"] == pytest.approx(st["preprocess_ms"] + st["network_ms"] + st["postprocess_ms"], abs=1e-3)
+    assert (det_run / "detections.png").is_file()
+    md, page = (det_run / "report.md").read_text(), (det_run / "report.html").read_text()
+    assert "| class | AP50 |" in md and "decoding + NMS" in md and "Per class AP" in page
+
+
+def test_a_stopped_detection_run_resumes_without_redoing_work(det_run: Path):
+    assert_resumes_without_redoing_work(det_run)
+
+
+def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
+    out = tmp_path / "run"
+    for args, says in ((("--students", "from-teacher"), "not built for detection"),
+                       (("--teacher-views", "4"), "leave --teacher-views at 1"),
+                       (("--students", "torchvision:ssdlite320_mobilenet_v3_large"), "torchvision detectors")):
+        proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", *args, "--out", str(out))
+        assert proc.returncode == 2 and says in proc.stderr and not out.exists(), proc.stderr
