@@ -17,10 +17,37 @@ from .parity import DEFAULT_TOLERANCES, ParityTolerance
 
 
 def calibration_subset(ds: Dataset, n: int, seed: int = 0) -> np.ndarray:
-    """`n` training images drawn at random (never validation images) for INT8 calibration."""
+    """`n` training images drawn at random (never validation images) for INT8 calibration; for
+    detection, first an image holding each class (`calibration_rows`)."""
+    return ds.x_train[torch.from_numpy(calibration_rows(ds, n, seed))].numpy()
+
+
+def calibration_rows(ds: Dataset, n: int, seed: int = 0) -> np.ndarray:
+    """Rows of the training split for INT8 calibration: drawn at random; for detection, an image
+    with objects of each class is taken first (in the random order, so the set holds every class
+    the training split has: activation ranges of rare classes are not left to chance)."""
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(ds.y_train), generator=g)[:n]
-    return ds.x_train[idx].numpy()
+    order = torch.randperm(len(ds.y_train), generator=g).numpy()
+    if ds.task != "detection":
+        return order[:n]
+    classes = ds.y_train[..., 0].long().numpy()  # type: ignore[union-attr]
+    first = []
+    for k in range(len(ds.classes)):
+        has = order[(classes[order] == k).any(1)]
+        if len(has) and has[0] not in first:
+            first.append(int(has[0]))
+    rest = [int(i) for i in order if i not in set(first)]
+    return np.array((first + rest)[:n], dtype=np.int64)
+
+
+def calibration_note(ds: Dataset, n: int, seed: int = 0) -> str:
+    """What the calibration set holds: its size and, for detection, the boxes of each class."""
+    rows = calibration_rows(ds, n, seed)
+    if ds.task != "detection":
+        return f"{len(rows)} training images drawn at random"
+    classes = ds.y_train[torch.from_numpy(rows)][..., 0].long()  # type: ignore[index]
+    counts = ", ".join(f"{c} {int((classes == k).sum())}" for k, c in enumerate(ds.classes))
+    return f"{len(rows)} training images, one holding each class taken first, the rest at random (boxes: {counts})"
 
 
 def export_metadata(ds: Dataset, arch: str, run_id: str, mean: list[float], std: list[float],

@@ -54,7 +54,9 @@ def detection_summary(plan: RunPlan, teacher: TeacherResult, choice: Selection, 
             test = figures(_predict(model)(ds.x_test), ds.y_test, ds.classes, "test")
         out.append(DetectionModelMetrics(model=name, validation=figures(logits, ds.y_val, ds.classes, "validation"),
                                          test=test))
-    summary = DetectionSummary(figures=out)
+    from ..export.run import calibration_note
+
+    summary = DetectionSummary(figures=out, calibration=calibration_note(ds, plan.cfg.calibration_size, plan.cfg.seed))
     path = plan.run_dir / "exports" / f"student-{choice.best.arch.name}.nms.onnx"
     export_with_nms(student, path, ds.in_channels, ds.image_size,
                     {**nms_metadata(ds.classes, ds.image_size, EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS),
