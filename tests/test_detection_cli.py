@@ -62,6 +62,17 @@ def test_a_stopped_detection_run_resumes_without_redoing_work(det_run: Path):
     assert_resumes_without_redoing_work(det_run)
 
 
+def test_a_detection_checkpoint_exports_with_nms_inside(det_run: Path, tmp_path: Path):
+    selected = json.loads((det_run / "report.json").read_text())["selected"]
+    out = tmp_path / "exp"
+    proc = run_cli("export", str(det_run / "candidates" / selected / "student.pt"), "--formats", "onnx", "--out",
+                   str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "student.onnx").is_file() and (out / "student.nms.onnx").is_file()
+    assert "onnx with NMS inside" in proc.stdout and " 0 extra" in proc.stdout
+    assert json.loads((out / "export.json").read_text())["exports"][0]["parity"]["metric"] == "mAP50"
+
+
 def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
     out = tmp_path / "run"
     for args, says in ((("--students", "from-teacher"), "not built for detection"),

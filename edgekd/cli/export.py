@@ -86,6 +86,12 @@ def export_cmd(
             for r in results:
                 if r.device_parity is not None:
                     console.print(f"{r.format}: parity {r.device_parity.summary()}", highlight=False)
+    if ds.task == "detection":  # the deployable graph: decoding and NMS inside
+        from ..export.detection import CHECKED_IMAGES, deployable
+
+        path, agreement = deployable(model, ds.x_val[:CHECKED_IMAGES], ds.classes, out, checkpoint.stem,
+                                     {"arch": model.name}, threads or default_threads())
+        console.print(f"onnx with NMS inside: {path} ({agreement.text()})", highlight=False)
     (out / "export.json").write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": ds.summary(),
                                                  "exports": [r.model_dump(mode="json") for r in results],
                                                  "failed": [{"format": f, "error": why} for f, why in

@@ -110,3 +110,19 @@ def check_nms_export(model: nn.Module, path: Path, x: torch.Tensor, score: float
             extra += len(gb)
     return NMSAgreement(images=len(x), torch_boxes=total, matched=matched, extra=extra,
                         mean_iou=float(np.mean(ious)) if ious else 1.0, max_score_diff=float(max(diffs)))
+
+
+CHECKED_IMAGES = 16  # validation images the NMS graph is compared with PyTorch on
+
+
+def deployable(model: nn.Module, x_val: torch.Tensor, classes: list[str], out_dir: Path, stem: str,
+               extra: dict[str, str], threads: int = 1) -> tuple[Path, NMSAgreement]:
+    """`out_dir/STEM.nms.onnx` (decoding and NMS inside, the task's export thresholds) and its
+    agreement with PyTorch on the first validation images."""
+    from ..tasks.detection import EXPORT_SCORE, MAX_DETECTIONS, NMS_IOU
+
+    size, channels = int(x_val.shape[-1]), int(x_val.shape[1])
+    path = export_with_nms(model, out_dir / f"{stem}.nms.onnx", channels, size,
+                           {**nms_metadata(classes, size, EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS), **extra},
+                           EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS)
+    return path, check_nms_export(model, path, x_val[:CHECKED_IMAGES], EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS, threads)

@@ -30,7 +30,7 @@ def calibration_rows(ds: Dataset, n: int, seed: int = 0) -> np.ndarray:
     order = torch.randperm(len(ds.y_train), generator=g).numpy()
     if ds.task != "detection":
         return order[:n]
-    classes = ds.y_train[..., 0].long().numpy()  # type: ignore[union-attr]
+    classes = ds.y_train[..., 0].long().numpy()
     first = []
     for k in range(len(ds.classes)):
         has = order[(classes[order] == k).any(1)]
@@ -45,7 +45,7 @@ def calibration_note(ds: Dataset, n: int, seed: int = 0) -> str:
     rows = calibration_rows(ds, n, seed)
     if ds.task != "detection":
         return f"{len(rows)} training images drawn at random"
-    classes = ds.y_train[torch.from_numpy(rows)][..., 0].long()  # type: ignore[index]
+    classes = ds.y_train[torch.from_numpy(rows)][..., 0].long()
     counts = ", ".join(f"{c} {int((classes == k).sum())}" for k, c in enumerate(ds.classes))
     return f"{len(rows)} training images, one holding each class taken first, the rest at random (boxes: {counts})"
 

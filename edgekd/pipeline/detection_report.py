@@ -15,15 +15,14 @@ from torch import nn
 
 from ..console import ConsoleObserver
 from ..data import Dataset
-from ..export.detection import check_nms_export, export_with_nms, nms_metadata
+from ..export.detection import CHECKED_IMAGES, deployable
 from ..models.io import load_checkpoint
 from ..report.model import DetectionFigures, DetectionModelMetrics, DetectionSummary, StageTimes
-from ..tasks.detection import EXPORT_SCORE, MAX_DETECTIONS, NMS_IOU, coco_metrics, detections
+from ..tasks.detection import EXPORT_SCORE, coco_metrics, detections
 from .plan import RunPlan
 from .stages import Selection, TeacherResult
 
 DRAWN_IMAGES = 4
-CHECKED_IMAGES = 16  # validation images the NMS graph is compared with PyTorch on
 STAGE_RUNS = 50
 
 
@@ -57,11 +56,8 @@ def detection_summary(plan: RunPlan, teacher: TeacherResult, choice: Selection, 
     from ..export.run import calibration_note
 
     summary = DetectionSummary(figures=out, calibration=calibration_note(ds, plan.cfg.calibration_size, plan.cfg.seed))
-    path = plan.run_dir / "exports" / f"student-{choice.best.arch.name}.nms.onnx"
-    export_with_nms(student, path, ds.in_channels, ds.image_size,
-                    {**nms_metadata(ds.classes, ds.image_size, EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS),
-                     "run_id": plan.run_id, "arch": choice.best.name}, EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS)
-    agreement = check_nms_export(student, path, ds.x_val[:CHECKED_IMAGES], EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS,
+    path, agreement = deployable(student, ds.x_val[:CHECKED_IMAGES], ds.classes, plan.run_dir / "exports",
+                                 f"student-{choice.best.arch.name}", {"run_id": plan.run_id, "arch": choice.best.name},
                                  plan.threads)
     summary.nms_export = str(path.relative_to(plan.run_dir))
     summary.nms_agreement = agreement.text()

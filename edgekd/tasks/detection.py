@@ -166,7 +166,8 @@ def predict_frame(model: torch.nn.Module, image: torch.Tensor, input_size: int, 
         crop, scale = letterbox(image[:, top:top + wh, left:left + ww].numpy(), input_size)
         (b, s, c), = detections(model(torch.from_numpy(crop)[None]), score, iou, max_detections)
         found.append((b / scale + torch.tensor([left, top, left, top], dtype=b.dtype), s, c))
-    boxes, scores, labels = merge(*(torch.cat([f[i] for f in found]) for i in range(3)))
+    boxes, scores, labels = merge(torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found]),
+                                  torch.cat([f[2] for f in found]))
     return boxes[:max_detections], scores[:max_detections], labels[:max_detections], len(wins)
 
 
