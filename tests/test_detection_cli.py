@@ -73,10 +73,20 @@ def test_a_detection_checkpoint_exports_with_nms_inside(det_run: Path, tmp_path:
     assert json.loads((out / "export.json").read_text())["exports"][0]["parity"]["metric"] == "mAP50"
 
 
+def test_detection_students_are_cut_from_the_detection_teacher(tmp_path: Path):
+    out = tmp_path / "cut"
+    proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", "--image-size", "64", "--students",
+                   "from-teacher", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    best = next(c for c in r["candidates"] if c["name"] == r["selected"])
+    assert r["selected"].startswith("teacher-k") and best["cut"]["layers_cut"] > 0
+    assert best["params"] < r["teacher"]["params"] and (out / "exports" / f"student-{r['selected']}.nms.onnx").is_file()
+
+
 def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
     out = tmp_path / "run"
-    for args, says in ((("--students", "from-teacher"), "not built for detection"),
-                       (("--teacher-views", "4"), "leave --teacher-views at 1"),
+    for args, says in ((("--teacher-views", "4"), "leave --teacher-views at 1"),
                        (("--students", "torchvision:ssdlite320_mobilenet_v3_large"), "torchvision detectors")):
         proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", *args, "--out", str(out))
         assert proc.returncode == 2 and says in proc.stderr and not out.exists(), proc.stderr

@@ -24,6 +24,7 @@ ran 9-28 % faster rounded to 16 than to 8, though they kept more FLOPs; unrounde
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 IMPORTANCE = ("magnitude", "taylor", "activation")
+UNWRAPPED = "Unwrapped parameters detected"  # a detector's per-level box scales: no channels, never cut
 
 
 class Cut(BaseModel):
@@ -49,11 +51,17 @@ class ShrinkPlan(BaseModel):
     cuts: list[Cut] = []
 
 
-def _ignored(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
+def _ignored(model: nn.Module, x: torch.Tensor) -> list[nn.Module | nn.Parameter]:
     """Layers whose outputs are the task's keep every channel: the last linear layer (a
     classifier's classes) and every layer with as many outputs as the model has classes (a dense
     head's last convolution, an auxiliary head; an inner layer that happens to have that many
-    channels is merely left whole)."""
+    channels is merely left whole); a detector's output convolutions (classes, box sides,
+    centre-ness) and its per-level box scales."""
+    from .detnet import DetHead
+
+    detectors = [m for m in model.modules() if isinstance(m, DetHead)]
+    if detectors:  # a detector's class, box and centre-ness convolutions: outputs N x A x (K + 5)
+        return [part for head in detectors for part in (head.cls, head.box, head.ctr, head.scales)]
     with torch.no_grad():
         out = model(x)
     out = out["out"] if isinstance(out, dict) else out[0] if isinstance(out, (tuple, list)) else out
@@ -192,8 +200,10 @@ def shrink(model: nn.Module, x: torch.Tensor, keep: float, importance: str = "ma
         return plan
     names = {m: n for n, m in model.named_modules()}
     imp = _importance(importance, model, x, loss)
-    pruner = tp.pruner.MetaPruner(model, x, importance=imp, pruning_ratio=1.0 - keep, ignored_layers=_ignored(model, x),
-                                  round_to=round_to, global_pruning=False)
+    with warnings.catch_warnings():  # a detector's per-level box scales: ignored below, not a channel
+        warnings.filterwarnings("ignore", message=UNWRAPPED)
+        pruner = tp.pruner.MetaPruner(model, x, importance=imp, pruning_ratio=1.0 - keep,
+                                      ignored_layers=_ignored(model, x), round_to=round_to, global_pruning=False)
     cuts = []
     for group in pruner.step(interactive=True):
         root = group[0]
@@ -216,7 +226,9 @@ def replay(model: nn.Module, plan: ShrinkPlan, x: torch.Tensor) -> nn.Module:
     _skip(model, plan.drop)
     if not plan.cuts:
         return model
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=UNWRAPPED)
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
     modules = dict(model.named_modules())
     for cut in plan.cuts:
         if cut.module not in modules:
@@ -236,7 +248,7 @@ def teacher_record(teacher: nn.Module, in_channels: int, num_classes: int) -> di
 
     if isinstance(teacher, EdgeNet):
         return {"edgenet": teacher.arch.model_dump(), "in_channels": in_channels, "num_classes": num_classes}
-    if isinstance(teacher, ExternalNet) and teacher.source["kind"] in ("timm", "torchvision", "factory", "seg",
+    if isinstance(teacher, ExternalNet) and teacher.source["kind"] in ("timm", "torchvision", "factory", "seg", "det",
                                                                         "torchvision-seg", "smp"):
         return {"external": dict(teacher.source)}
     kind = teacher.source["kind"] if isinstance(teacher, ExternalNet) else type(teacher).__name__

@@ -280,15 +280,12 @@ def check_terms(terms: list[tuple[str, float]], task: str) -> None:
 
 def check_detection(cfg: RunConfig) -> None:
     """What detection does not do (yet), refused before any work: teacher views other than the
-    images as they are, students cut from the teacher, students at their own resolution."""
+    images as they are, extra teachers."""
     if cfg.task != "detection":
         return
     if cfg.teacher_views != 1:
         raise ConfigError(f"--teacher-views {cfg.teacher_views}: a detection teacher is cached on the images as they "
                           "are; leave --teacher-views at 1")
-    if "from-teacher" in cfg.students:
-        raise ConfigError("--students from-teacher is not built for detection yet (its box and centre-ness "
-                          "convolutions must stay whole); name edgenet or timm:NAME students")
     if cfg.teachers:
         raise ConfigError("--teacher-extra: detection distils from one teacher; leave the extra teachers out")
 

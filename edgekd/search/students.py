@@ -113,7 +113,8 @@ class KDTrainer:
         take = np.random.default_rng(self.seed).permutation(len(self.ds.y_train))[:n]
         take.sort()
         x = torch.as_tensor(np.asarray(self.ds.x_train[take]), dtype=torch.float32)
-        y = torch.as_tensor(np.asarray(self.ds.y_train[take]), dtype=torch.long)
+        y = torch.as_tensor(np.asarray(self.ds.y_train[take]))
+        y = y if y.is_floating_point() else y.long()  # boxes stay in pixels; classes and masks as indices
         task = self.task
         return x, lambda logits: task.loss(logits, y)
 
