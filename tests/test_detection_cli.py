@@ -84,6 +84,26 @@ def test_detection_students_are_cut_from_the_detection_teacher(tmp_path: Path):
     assert best["params"] < r["teacher"]["params"] and (out / "exports" / f"student-{r['selected']}.nms.onnx").is_file()
 
 
+def test_large_frames_train_on_tiles_and_are_timed_per_frame(tmp_path: Path):
+    """--tile cuts each image into overlapping windows (boxes clipped); the stage times cost a whole
+    camera frame of the data's size: slices x (letterbox + network + NMS) + the merge."""
+    from .data.test_boxes import make_coco
+
+    root = make_coco(tmp_path / "big", n=8, w=256, h=128)
+    out = tmp_path / "run"
+    proc = run_cli("optimize", "--data", str(root), "--preset", "smoke", "--image-size", "64", "--tile", "128",
+                   "--tile-overlap", "32", "--teacher-epochs", "1", "--student-epochs", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    assert r["task"] == "detection" and "128 px tiles overlapping by 32 px" in r["dataset"]["split"]
+    assert (r["dataset"]["sizes"]["train"] + r["dataset"]["sizes"]["val"]) == 8 * 3  # x at 0, 96, 128
+    st = r["detection"]["stages"]
+    assert st["slices"] == 3 and st["frame"].startswith("256x128 px, cut into 3 slices") and st["merge_ms"] > 0
+    assert st["frame_ms"] == pytest.approx(3 * (st["preprocess_ms"] + st["network_ms"] + st["postprocess_ms"])
+                                           + st["merge_ms"], abs=1e-3)
+    assert "x 3 slices + merge" in (out / "report.md").read_text()
+
+
 def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
     out = tmp_path / "run"
     for args, says in ((("--teacher-views", "4"), "leave --teacher-views at 1"),

@@ -294,9 +294,10 @@ def load_box_folder(root: Path, *, image_size: int, seed: int, val_fraction: flo
     order = np.arange(len(files))
     if max_images is not None and listed is None and len(files) > max_images:
         order = np.sort(np.random.default_rng(seed).permutation(len(files))[:max_images])
-    x, rows, image_of = [], [], []
+    x, rows, image_of, sizes = [], [], [], []
     for i in order:
         img = _read_image(files[i])
+        sizes.append(img.shape[1:])
         for win in windows(img.shape[2], img.shape[1], tile, tile_overlap):
             left, top, ww, wh = win
             crop, scale = letterbox(img[:, top:top + wh, left:left + ww], image_size)
@@ -315,6 +316,7 @@ def load_box_folder(root: Path, *, image_size: int, seed: int, val_fraction: flo
                  f"{image_size} px (scaled to fit, padded right and bottom)")
     if len(parts.get("test", [])):
         ds.x_test, ds.y_test = xt[parts["test"]], yt[parts["test"]]
+    ds.frame_size = (int(np.median([s[1] for s in sizes])), int(np.median([s[0] for s in sizes])))
     _check_classes(ds, root)
     return ds
 

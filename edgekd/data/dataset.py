@@ -33,6 +33,7 @@ class Dataset:
     task: str = "classification"  # what a label is (edgekd.tasks): a class index, or a mask of class indices
     ignore_index: int | None = None  # segmentation: the mask value of pixels without a label
     val_scenes: list[tuple[str, str]] = field(default_factory=list)  # tiled segmentation: (image, mask) of val scenes
+    frame_size: tuple[int, int] | None = None  # detection folders: the median source image (width, height)
 
     @property
     def in_channels(self) -> int:

@@ -69,41 +69,56 @@ def detection_summary(plan: RunPlan, teacher: TeacherResult, choice: Selection, 
 
 
 def stage_times(plan: RunPlan, nms_graph: Path) -> StageTimes:
-    """p50 of each stage, measured here with ONNX Runtime at the run's threads: the letterbox of a
-    camera frame (uint8 HWC, the data's image size) to the input, the network graph alone (the
-    plain ONNX export) and the NMS graph; the two graphs timed interleaved, run by run."""
+    """p50 of each stage of one camera frame, measured here with ONNX Runtime at the run's threads,
+    the stages interleaved run by run: the letterbox of each slice (a frame of the data's median
+    source size, or of the input size for the demo set; cut into the loader's windows with --tile,
+    else letterboxed whole), the network graph alone (the plain ONNX export), the NMS graph, and
+    with slices the merge of their detections."""
     import onnxruntime as ort
 
-    from ..data.boxes import letterbox
+    from ..data.boxes import letterbox, windows
+    from ..tasks.detection import merge
 
-    ds, threads = plan.ds, plan.threads
+    ds, threads, cfg = plan.ds, plan.threads, plan.cfg
     plain = nms_graph.with_name(nms_graph.name.replace(".nms.onnx", ".onnx"))  # the network alone, if exported
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     nms = ort.InferenceSession(str(nms_graph), opts, providers=["CPUExecutionProvider"])
     net = ort.InferenceSession(str(plain), opts, providers=["CPUExecutionProvider"]) if plain.is_file() else None
-    x = ds.x_val[:1].numpy()
-    frame = (np.random.default_rng(0).random((ds.image_size, ds.image_size, 3)) * 255).astype(np.uint8)
-    t_pre, t_net, t_all = [], [], []
-    for _ in range(STAGE_RUNS):
-        t0 = time.perf_counter()
-        letterbox(frame.transpose(2, 0, 1).astype(np.float32) / 255.0, ds.image_size)
-        t_pre.append(time.perf_counter() - t0)
-        if net is not None:
+    w, h = ds.frame_size or (ds.image_size, ds.image_size)
+    frame = np.random.default_rng(0).random((ds.in_channels, h, w)).astype(np.float32)
+    wins = windows(w, h, cfg.tile, cfg.tile_overlap)
+    runs = max(5, STAGE_RUNS // len(wins))
+    t_pre, t_net, t_nms, t_merge = [], [], [], []
+    for _ in range(runs):
+        found = []
+        for left, top, ww, wh in wins:
             t0 = time.perf_counter()
-            net.run(None, {net.get_inputs()[0].name: x})
-            t_net.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        nms.run(None, {"input": x})
-        t_all.append(time.perf_counter() - t0)
-    pre, whole = 1e3 * float(np.median(t_pre)), 1e3 * float(np.median(t_all))
-    network = 1e3 * float(np.median(t_net)) if t_net else whole
-    frame_ms = pre + whole
-    return StageTimes(source=f"measured on this machine, interleaved run by run, {STAGE_RUNS} runs each",
-                      runtime="onnxruntime (fp32)", threads=threads, runs=STAGE_RUNS,
-                      frame=f"{ds.image_size}x{ds.image_size} px, one slice (letterboxed)", preprocess_ms=round(pre, 4),
+            crop = letterbox(frame[:, top:top + wh, left:left + ww], ds.image_size)[0][None]
+            t_pre.append(time.perf_counter() - t0)
+            if net is not None:
+                t0 = time.perf_counter()
+                net.run(None, {net.get_inputs()[0].name: crop})
+                t_net.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            found.append([torch.from_numpy(np.asarray(a)) for a in nms.run(None, {"input": crop})])
+            t_nms.append(time.perf_counter() - t0)
+        if len(wins) > 1:
+            t0 = time.perf_counter()
+            merge(torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found]), torch.cat([f[2] for f in found]))
+            t_merge.append(time.perf_counter() - t0)
+    ms = lambda v: 1e3 * float(np.median(v)) if v else 0.0  # noqa: E731
+    pre, whole, mrg = ms(t_pre), ms(t_nms), ms(t_merge)
+    network = ms(t_net) if t_net else whole
+    frame_ms = len(wins) * (pre + whole) + mrg
+    how = (f"cut into {len(wins)} slices of {cfg.tile} px overlapping by {cfg.tile_overlap} px, each letterboxed"
+           if len(wins) > 1 else "letterboxed whole")
+    return StageTimes(source=f"measured on this machine, stages interleaved run by run, {runs} frames",
+                      runtime="onnxruntime (fp32)", threads=threads, runs=runs,
+                      frame=f"{w}x{h} px, {how} to {ds.image_size} px", preprocess_ms=round(pre, 4),
                       network_ms=round(network, 4), postprocess_ms=round(max(whole - network, 0.0), 4),
-                      frame_ms=round(frame_ms, 4), fps=round(1e3 / frame_ms, 2))
+                      slices=len(wins), merge_ms=round(mrg, 4), frame_ms=round(frame_ms, 4),
+                      fps=round(1e3 / frame_ms, 2))
 
 
 def draw(plan: RunPlan, teacher: torch.Tensor, student: torch.Tensor) -> str:

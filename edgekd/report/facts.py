@@ -196,7 +196,9 @@ def detection_lines(r: Report) -> list[str]:
         out.append(f"End to end at batch 1 ({st.source}; {st.runtime}, {st.threads} threads; frame {st.frame}): "
                    f"pre-processing {st.preprocess_ms:.3f} ms ({share(st.preprocess_ms)}), network "
                    f"{st.network_ms:.3f} ms ({share(st.network_ms)}), decoding + NMS {st.postprocess_ms:.3f} ms "
-                   f"({share(st.postprocess_ms)}); {st.frame_ms:.3f} ms a frame, {st.fps:.1f} frames/s.")
+                   f"({share(st.postprocess_ms)})"
+                   + (f" per slice, x {st.slices} slices + merge {st.merge_ms:.3f} ms" if st.slices > 1 else "")
+                   + f"; {st.frame_ms:.3f} ms a frame, {st.fps:.1f} frames/s.")
     if d.calibration:
         out.append(f"INT8 calibration images: {d.calibration}.")
     return out

@@ -221,9 +221,10 @@ class DetectionModelMetrics(BaseModel):
 
 
 class StageTimes(BaseModel):
-    """End-to-end latency of the deployed detector at batch 1, stage by stage (p50, ms):
-    pre-processing (letterbox of a camera frame to the input), the network (the exported graph
-    without decoding), decoding + NMS (the in-graph NMS export minus the network alone)."""
+    """End-to-end latency of the deployed detector at batch 1, stage by stage (p50 per slice, ms):
+    pre-processing (letterbox of the slice to the input), the network (the exported graph without
+    decoding), decoding + NMS (the in-graph NMS export minus the network alone); a camera frame
+    is `slices` x (pre-processing + network + decoding and NMS) + the merge of the slices."""
 
     source: str  # measured, and how
     runtime: str
