@@ -163,6 +163,6 @@ def head_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
 
 @KD_LOSSES.register("pseudo-box", needs=frozenset({"detection"}))
 def pseudo_box_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
-    """Pseudo-box KD (detection): the FCOS loss on the labels plus the teacher's confident
-    detections no label covers."""
+    """Pseudo-box KD (detection): L = FCOS(S, labels + the teacher's detections with score >= 0.5
+    that no label covers, IoU < 0.5)."""
     return detection_loss(b.student_logits, pseudo_boxes(b.teacher_logits[0], b.labels))

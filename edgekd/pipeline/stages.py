@@ -207,9 +207,13 @@ def teacher_outputs(plan: RunPlan, teachers: list[nn.Module], observer: ConsoleO
                            modules=plan.teacher_modules)
     out = TeacherOutputs.build(plan.run_dir / "teacher_cache", teachers, ds.x_train, views=cfg.teacher_views,
                                features=features, embedding=embedding, modules=plan.teacher_modules)
-    if ds.task != "classification":
+    if ds.task == "segmentation":
         observer.say(f"teacher outputs: {need / 2**20:.1f} MB of dense logits cached (float16, at the teacher's output "
                      f"stride) for {len(ds.x_train)} tiles x {cfg.teacher_views} view(s)")
+    elif ds.task == "detection":  # what the head and pseudo-box terms read: the teacher's rows, decoded when needed
+        observer.say(f"teacher outputs: {need / 2**20:.1f} MB of detector rows cached (float16: class logits, box "
+                     f"sides and centre-ness at strides 8/16/32) for {len(ds.x_train)} images; the head and pseudo-box "
+                     "terms read them (pseudo-boxes decoded per batch)")
     return out
 
 

@@ -33,13 +33,17 @@ def batch_for(need: frozenset[str]) -> tuple[KDInputs, list[torch.Tensor]]:
     if "unlabeled" in need:
         b.unlabeled_student_logits = leaf(6, 5)
         b.unlabeled_teacher_logits = torch.randn(6, 5, generator=g)
+    if "detection" in need:  # detector rows N x A x (K + 5) of a 64 px input, boxes N x M x 5 as labels
+        b.student_logits = leaf(2, 84, 8)
+        b.teacher_logits = [torch.randn(2, 84, 8, generator=g) + torch.tensor([0.0, 0, 6, 0, 0, 0, 0, 6])]
+        b.labels = torch.tensor([[[0.0, 8, 8, 40, 24], [2.0, 30, 30, 60, 50]], [[1.0, 0, 0, 20, 20], [-1.0] * 5]])
     return b, leaves
 
 
 @pytest.mark.parametrize("name", KD_LOSSES.names())
 def test_every_term_is_a_finite_scalar_with_a_gradient(name):
     need = KD_LOSSES.meta(name)["needs"]
-    assert need <= {"features", "embedding", "unlabeled", "teachers", "dense"}
+    assert need <= {"features", "embedding", "unlabeled", "teachers", "dense", "detection"}
     b, leaves = batch_for(need)
     loss = KD_LOSSES.get(name)(b, KDSettings(teacher_weights=(1.0, 2.0)))
     assert loss.dim() == 0 and torch.isfinite(loss)
@@ -48,7 +52,7 @@ def test_every_term_is_a_finite_scalar_with_a_gradient(name):
     assert grads and all(torch.isfinite(g).all() for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
     # what a term says it needs is what it learns from
     read = {"features": b.student_feats[:1], "embedding": [b.student_emb], "unlabeled": [b.unlabeled_student_logits],
-            "dense": [b.student_dense]}
+            "dense": [b.student_dense], "detection": [b.student_logits]}
     for key in need & read.keys():
         assert all(t.grad is not None for t in read[key]), key
 
