@@ -104,6 +104,23 @@ def test_large_frames_train_on_tiles_and_are_timed_per_frame(tmp_path: Path):
     assert "x 3 slices + merge" in (out / "report.md").read_text()
 
 
+def test_a_teacher_known_by_its_boxes_teaches_by_pseudo_boxes(det_run: Path, tmp_path: Path):
+    """The run's own deployable graph (decoding and NMS inside) as the teacher: its detections are
+    cached as rows, the default terms become pseudo-box; asking for head is refused."""
+    graph = det_run / json.loads((det_run / "report.json").read_text())["detection"]["nms_export"]
+    out = tmp_path / "boxes"
+    proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", "--image-size", "64", "--teacher",
+                   str(graph), "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "teaches by pseudo-boxes alone" in proc.stdout
+    r = json.loads((out / "report.json").read_text())
+    assert [t["name"] for t in r["objective"]["kd"]["terms"]] == ["pseudo-box"]
+    proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", "--image-size", "64", "--teacher",
+                   str(graph), "--kd", "head", "--out", str(tmp_path / "refused"))
+    assert proc.returncode == 2 and "boxes only" in proc.stderr and "--kd pseudo-box" in proc.stderr
+    assert not (tmp_path / "refused").exists()
+
+
 def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
     out = tmp_path / "run"
     for args, says in ((("--teacher-views", "4"), "leave --teacher-views at 1"),

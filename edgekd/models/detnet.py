@@ -194,6 +194,43 @@ def select(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float, io
     return cand[kept], top[kept], labels[kept]
 
 
+SURE = 12.0  # a logit whose sigmoid is 1 to 6 decimals: the centre-ness of an encoded detection
+NOTHING = -12.0  # the class logit of a location without a detection
+
+
+def encode(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, size: int, num_classes: int
+           ) -> torch.Tensor:
+    """Detections of one image as output rows A x (K + 5) that `decode` turns back into them: each
+    at the location of its level (the level whose side range holds half its larger side) nearest
+    its centre, inside the box where one is (then the box is exact; a box thinner than the stride
+    between locations may have none: its sides are then kept at least half a pixel from the
+    location, so it grows by up to half a stride), the class logit logit(score^2) (with a sure
+    centre-ness the decoded score is the score); where two fall on one location the surer stays. What a teacher known only by its boxes gives the teacher cache."""
+    out = torch.full((locations(size), num_classes + BOX_CHANNELS), NOTHING)
+    out[:, num_classes:num_classes + 4] = 0.0
+    centres, strides = points(size)
+    level_of = torch.cat([torch.full(((size // s) ** 2,), i) for i, s in enumerate(STRIDES)])
+    bounds = (64.0, 128.0)  # the FCOS level ranges of edgekd.distill.detection, in max side distance
+    for i in scores.argsort().tolist():  # surer ones last: they overwrite
+        x1, y1, x2, y2 = boxes[i].tolist()
+        half = max(x2 - x1, y2 - y1) / 2
+        level = 0 if half <= bounds[0] else 1 if half <= bounds[1] else 2
+        on = torch.nonzero(level_of == level).flatten()
+        c = centres[on]
+        inside = on[(c[:, 0] > x1) & (c[:, 0] < x2) & (c[:, 1] > y1) & (c[:, 1] < y2)]
+        on = inside if len(inside) else on  # a location inside the box encodes it exactly
+        j = int(on[((centres[on] - torch.tensor([(x1 + x2) / 2, (y1 + y2) / 2])) ** 2).sum(1).argmin()])
+        px, py = centres[j].tolist()
+        s = float(strides[j])
+        dist = torch.tensor([px - x1, py - y1, x2 - px, y2 - py]).clamp_min(0.5)
+        p = min(max(float(scores[i]) ** 2, 1e-6), 1 - 1e-6)
+        out[j, :num_classes] = NOTHING
+        out[j, int(labels[i])] = math.log(p / (1 - p))
+        out[j, num_classes:num_classes + 4] = torch.log(dist / s)
+        out[j, num_classes + 4] = SURE
+    return out
+
+
 class WithNMS(nn.Module):
     """A detector whose outputs are detections: `boxes` (D x 4, x1 y1 x2 y2 in input pixels),
     `scores` (D) and `labels` (D, class indices), decoding and NMS inside (batch 1, the export)."""

@@ -530,14 +530,31 @@ class OnnxTeacher(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
         self.shape: FixedShape = _fixed(self.session.get_inputs()[0].shape)
         self.path = path
+        self.num_classes = 0  # a boxes-only detector: the data's classes (set by onnx_source)
 
     @property
     def name(self) -> str:
         return f"onnx:{self.path.name}"
 
+    @property
+    def boxes_only(self) -> bool:
+        """A detector graph with decoding and NMS inside (outputs boxes, scores, labels): its
+        detections are all it tells, so it teaches by pseudo-boxes only."""
+        return {o.name for o in self.session.get_outputs()} >= {"boxes", "scores", "labels"}
+
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)})
+        feed = {self.input_name: np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)}
+        if self.boxes_only:  # one image at a time (batch 1), its detections encoded as detector rows
+            return torch.stack([self._rows(img, x.shape[-1]) for img in x])
+        out = self.session.run(None, feed)
         return torch.from_numpy(out[0])
+
+    def _rows(self, img: torch.Tensor, size: int) -> torch.Tensor:
+        from .detnet import encode
+
+        b, s, c = (torch.from_numpy(np.asarray(a)) for a in self.session.run(
+            ["boxes", "scores", "labels"], {self.input_name: np.ascontiguousarray(img[None].numpy(), np.float32)}))
+        return encode(b.float(), s.float(), c.long(), size, self.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return run_fixed(self._run, x, self.shape)
@@ -563,6 +580,14 @@ def onnx_source(spec: str, req: SourceRequest) -> LoadedModel:
         raise CheckpointError(f"ONNX Runtime cannot load the ONNX teacher {path} ({type(exc).__name__}: "
                               f"{first_line(exc, 120)}); re-export it (opset 17 is safe)") from None
     _check_bands(teacher.shape, req, f"ONNX teacher {path}")
+    if teacher.boxes_only and req.task != "detection":
+        raise CheckpointError(f"ONNX teacher {path} outputs boxes, scores and labels: a detector; use it with --task "
+                              "detection")
+    teacher.num_classes = req.num_classes
+    if teacher.boxes_only and teacher.shape[2] not in (None, req.image_size):
+        raise CheckpointError(f"ONNX teacher {path} takes {teacher.shape[2]} px images and returns boxes in their "
+                              f"pixels; the data is letterboxed to {req.image_size} px: pass --image-size "
+                              f"{teacher.shape[2]}")
     try:
         out = teacher(torch.zeros(2, req.in_channels, req.image_size, req.image_size))
     except Exception as exc:  # onnxruntime raises its own types for a foreign or mismatched model

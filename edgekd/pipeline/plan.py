@@ -189,7 +189,8 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     """Check every input and decide every setting; raises an EdgeKDError naming the fix."""
     target = get_target(cfg.target)
     cfg = cfg.model_copy(update={"task": resolve_task(cfg.task, cfg.data)})  # config.yaml keeps the resolved task
-    if "kd" not in cfg.model_fields_set:  # the task's default terms (written to config.yaml: a resume keeps them)
+    kd_given = "kd" in cfg.model_fields_set
+    if not kd_given:  # the task's default terms (written to config.yaml: a resume keeps them)
         cfg = cfg.model_copy(update={"kd": list(get_task(cfg.task).default_kd)})
     terms = parse_kd(cfg.kd)
     check_terms(terms, cfg.task)
@@ -215,6 +216,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
         ds, teacher_ds = cross_modal_views(cfg, ds)
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
     teachers = load_teachers(cfg, teacher_ds or ds, run_dir, resume, want)
+    cfg, terms = boxes_only_terms(cfg, teachers, terms, kd_given)
     check_from_teacher(cfg, teachers, teacher_ds)
     check_feature_modules(cfg, ds, teachers, want, teacher_ds)
     check_stage_pairs(cfg, ds, teachers, want, teacher_ds)
@@ -288,6 +290,24 @@ def check_detection(cfg: RunConfig) -> None:
                           "are; leave --teacher-views at 1")
     if cfg.teachers:
         raise ConfigError("--teacher-extra: detection distils from one teacher; leave the extra teachers out")
+
+
+def boxes_only_terms(cfg: RunConfig, teachers: Teachers, terms: list[tuple[str, float]], kd_given: bool
+                     ) -> tuple[RunConfig, list[tuple[str, float]]]:
+    """A detection teacher known only by its boxes (a graph with NMS inside) teaches by
+    pseudo-boxes alone: the task's default terms become `pseudo-box`; other terms asked for are
+    refused, naming the fix."""
+    main = teachers.main.model if teachers.main is not None else None
+    if not getattr(main, "boxes_only", False):
+        return cfg, terms
+    other = [name for name, _ in terms if name != "pseudo-box"]
+    if not other:
+        return cfg, terms
+    if kd_given:
+        raise ConfigError(f"--kd {other[0]}: the teacher gives boxes only (its graph has decoding and NMS inside), so "
+                          "it can teach by pseudo-boxes only; pass --kd pseudo-box, or a teacher edgekd can read "
+                          "the outputs of (timm:NAME, an edgekd checkpoint)")
+    return cfg.model_copy(update={"kd": ["pseudo-box"]}), [("pseudo-box", 1.0)]
 
 
 def check_students(students: list[str], task: str = "classification") -> None:

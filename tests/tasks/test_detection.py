@@ -50,6 +50,19 @@ def test_decoding_gives_the_boxes_the_rows_encode():
     assert float(scores[0, best, 2]) == pytest.approx(1 / (1 + math.exp(-8)), rel=1e-5)  # sqrt(p * p)
 
 
+def test_detections_encoded_as_rows_decode_back():
+    """A boxes-only teacher's detections become rows: decoding and NMS give them back."""
+    from edgekd.models.detnet import encode, select
+
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 22.0], [100.0, 90.0, 220.0, 200.0], [5.0, 5.0, 9.0, 8.0]])
+    rows = encode(boxes, torch.tensor([0.9, 0.6, 0.3]), torch.tensor([1, 0, 2]), 256, 3)
+    b, s, c = select(*(t[0] for t in decode(rows[None])), 0.1, 0.6, 10)
+    assert c.tolist() == [1, 0, 2] and s.tolist() == pytest.approx([0.9, 0.6, 0.3], abs=1e-4)
+    assert torch.allclose(b[:2], boxes[:2], atol=1e-3)  # a location inside each: exact
+    # 4 x 3 px, between the stride-8 locations (4, 12): its near sides move to half a pixel from (4, 4)
+    assert b[2].tolist() == pytest.approx([3.5, 3.5, 9.0, 8.0], abs=1e-3)
+
+
 def test_fcos_targets_of_a_hand_placed_box():
     # a 32 x 16 box centred at (24, 16): stride-8 centres 20, 28 (x) and 12, 20 (y) lie inside it and
     # within 1.5 strides of its centre; no stride-16 centre lies strictly inside in y; at stride 32
