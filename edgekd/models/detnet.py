@@ -205,7 +205,8 @@ def encode(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, size
     its centre, inside the box where one is (then the box is exact; a box thinner than the stride
     between locations may have none: its sides are then kept at least half a pixel from the
     location, so it grows by up to half a stride), the class logit logit(score^2) (with a sure
-    centre-ness the decoded score is the score); where two fall on one location the surer stays. What a teacher known only by its boxes gives the teacher cache."""
+    centre-ness the decoded score is the score); where two fall on one location the surer stays.
+    What a teacher known only by its boxes gives the teacher cache."""
     out = torch.full((locations(size), num_classes + BOX_CHANNELS), NOTHING)
     out[:, num_classes:num_classes + 4] = 0.0
     centres, strides = points(size)

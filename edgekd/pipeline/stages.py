@@ -212,8 +212,8 @@ def teacher_outputs(plan: RunPlan, teachers: list[nn.Module], observer: ConsoleO
                      f"stride) for {len(ds.x_train)} tiles x {cfg.teacher_views} view(s)")
     elif getattr(teachers[0], "boxes_only", False):
         observer.say(f"teacher outputs: the teacher gives boxes only (decoding and NMS inside its graph): its "
-                     f"detections on {len(ds.x_train)} images cached as detector rows ({need / 2**20:.1f} MB, float16); "
-                     "it teaches by pseudo-boxes alone (--kd pseudo-box)")
+                     f"detections on {len(ds.x_train)} images cached as detector rows ({need / 2**20:.1f} MB, "
+                     "float16); it teaches by pseudo-boxes alone (--kd pseudo-box)")
     elif ds.task == "detection":  # what the head and pseudo-box terms read: the teacher's rows, decoded when needed
         observer.say(f"teacher outputs: {need / 2**20:.1f} MB of detector rows cached (float16: class logits, box "
                      f"sides and centre-ness at strides 8/16/32) for {len(ds.x_train)} images; the head and pseudo-box "
