@@ -14,6 +14,7 @@ from ..config import RunConfig
 from ..console import ConsoleObserver
 from ..errors import Interrupted
 from ..report import write_reports
+from ..tasks import get_task
 from .baseline import baseline_stage
 from .plan import RunPlan, StageTimer, resolve_run
 from .reporting import build_report
@@ -45,7 +46,7 @@ def _stages(plan: RunPlan, observer: ConsoleObserver, timer: StageTimer) -> Path
         observer.say(f"budget: p90 <= {plan.budget_ms:.4g} ms, {plan.budget_source}")
         search = search_stage(plan, teacher, observer, timer)
     choice = select_student(plan, search.trials, search.trainer.bare)
-    observer.show(candidates_table(choice, teacher.measurement, observer.console.width))
+    observer.show(candidates_table(choice, teacher.measurement, observer.console.width, get_task(plan.ds.task).metric))
     observer.say(f"selected [bold green]{choice.selected}[/]: {choice.reason}")
     with observer:
         baseline = baseline_stage(plan, search, choice, observer, timer)

@@ -419,16 +419,18 @@ COLUMNS = ("name", "params", "MMACs", "val acc", "KD loss", "p50 ms", "p90 ms", 
 NARROW = ("name", "val acc", "p90 ms", "P_rt", "J")  # what decides the pick, for consoles under 110 columns
 
 
-def candidates_table(choice: Selection, teacher: Measurement, width: int = 200) -> Table:
+def candidates_table(choice: Selection, teacher: Measurement, width: int = 200, metric: str = "accuracy") -> Table:
     """The candidates as a rich table, best J first; the teacher is the reference row. On a
-    narrow console only the columns that decide the pick are shown (report.md has them all)."""
+    narrow console only the columns that decide the pick are shown (report.md has them all). The
+    validation column is headed by the task's metric (val acc, val mIoU, val mAP50)."""
     how = teacher.source["latency"]
     cond = f"{teacher.runtime}, batch {teacher.batch}" + (f", {teacher.threads} threads" if how != "predicted" else "")
     t = Table(title=f"candidates: latency {how.upper() if how == 'predicted' else how} ({cond}), "
                     f"energy {teacher.source.get('energy', 'not measured')}")
     keep = [i for i, col in enumerate(COLUMNS) if width >= 110 or col in NARROW]
+    heading = "val acc" if metric == "accuracy" else f"val {metric}"
     for i in keep:
-        t.add_column(COLUMNS[i], justify="left" if i == 0 else "right")
+        t.add_column(heading if COLUMNS[i] == "val acc" else COLUMNS[i], justify="left" if i == 0 else "right")
     rows = [("(teacher)", "", "", "", "", f"{teacher.latency_ms.p50:.3f}", _p90(teacher),
              _fmt(teacher.peak_memory_mb), _fmt(teacher.energy_mj, 3), "1 (ref)", "", "")]
     for c in sorted(choice.candidates, key=lambda c: c.objective):
