@@ -232,6 +232,39 @@ def encode(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, size
     return out
 
 
+class DetectionsAsRows(nn.Module):
+    """A detector known by its detections only (a torchvision detection model in eval mode, or any
+    module returning per image a dict of boxes / scores / labels, or one (boxes, scores, labels)
+    tuple for a batch of 1), its detections encoded as output rows (`encode`): such a teacher
+    teaches by pseudo-boxes. Labels are the data's class indices (0..K-1)."""
+
+    boxes_only = True
+
+    def __init__(self, inner: nn.Module, num_classes: int):
+        super().__init__()
+        self.inner, self.num_classes = inner, num_classes
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inner.eval()
+        out = self.inner(x)
+        per = out if isinstance(out, list) else [dict(zip(("boxes", "scores", "labels"), out))]
+        return torch.stack([encode(d["boxes"].float(), d["scores"].float(), d["labels"].long(), x.shape[-1],
+                                   self.num_classes) for d in per])
+
+
+def gives_detections(out: Any) -> bool:
+    """Whether a model's output is detections (per-image dicts, or a boxes/scores/labels tuple)."""
+    if isinstance(out, list) and out and isinstance(out[0], dict):
+        return {"boxes", "scores", "labels"} <= set(out[0])
+    return isinstance(out, tuple) and len(out) == 3 and out[0].dim() == 2 and out[0].shape[-1] == 4
+
+
+def boxes_only(model: nn.Module) -> bool:
+    """A teacher that gives boxes only (itself, or the program inside edgekd's wrapper)."""
+    return bool(getattr(model, "boxes_only", False) or getattr(getattr(model, "inner", None), "boxes_only", False))
+
+
 class WithNMS(nn.Module):
     """A detector whose outputs are detections: `boxes` (D x 4, x1 y1 x2 y2 in input pixels),
     `scores` (D) and `labels` (D, class indices), decoding and NMS inside (batch 1, the export)."""

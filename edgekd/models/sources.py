@@ -378,7 +378,9 @@ def _module_source(kind: str, spec: str, module: nn.Module, req: SourceRequest, 
     mean, std = {"none": ([0.0] * req.in_channels, [1.0] * req.in_channels), "data": (req.data_mean, req.data_std),
                  "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}[req.normalization]
     needs = False
-    if kind == "factory":  # the user's own nn.Module: its stem and head can be adapted like timm's
+    if req.task == "detection":
+        module = _detections_as_rows(module, req, spec)
+    elif kind == "factory":  # the user's own nn.Module: its stem and head can be adapted like timm's
         needs = _fit(module, req)
     net = ExternalNet(module, mean, std, {"kind": kind, "name": spec, "in_channels": req.in_channels,
                                           "num_classes": req.num_classes})
@@ -393,6 +395,20 @@ def _module_source(kind: str, spec: str, module: nn.Module, req: SourceRequest, 
     _check_outputs(out, req, f"{spec}", f"a {kind} program cannot be given a new classifier: save one for these "
                                          "classes")
     return LoadedModel(net, kind, spec, origin, needs_training=needs)
+
+
+def _detections_as_rows(module: nn.Module, req: SourceRequest, spec: str) -> nn.Module:
+    """A detection program that returns detections (torchvision's detection API: per image a dict
+    of boxes, scores, labels) wrapped so that its detections become edgekd's output rows: it
+    teaches by pseudo-boxes. One that returns edgekd's rows is taken as it is."""
+    from .detnet import DetectionsAsRows, gives_detections
+
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros(1, req.in_channels, req.image_size, req.image_size))
+    except Exception:  # checked below through the wrapper, with the one-line error
+        return module
+    return DetectionsAsRows(module, req.num_classes) if gives_detections(out) else module
 
 
 @MODEL_SOURCES.register("torchscript")

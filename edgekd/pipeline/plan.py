@@ -297,8 +297,10 @@ def boxes_only_terms(cfg: RunConfig, teachers: Teachers, terms: list[tuple[str, 
     """A detection teacher known only by its boxes (a graph with NMS inside) teaches by
     pseudo-boxes alone: the task's default terms become `pseudo-box`; other terms asked for are
     refused, naming the fix."""
+    from ..models.detnet import boxes_only
+
     main = teachers.main.model if teachers.main is not None else None
-    if not getattr(main, "boxes_only", False):
+    if main is None or not boxes_only(main):
         return cfg, terms
     other = [name for name, _ in terms if name != "pseudo-box"]
     if not other:

@@ -29,6 +29,7 @@ from ..files import atomic_write
 from ..host import usable_cpus
 from ..measurers import AgentMeasurer
 from ..measurers.pool import BoardPool
+from ..models.detnet import boxes_only
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet
 from ..models.io import load_checkpoint, save_checkpoint
@@ -210,7 +211,7 @@ def teacher_outputs(plan: RunPlan, teachers: list[nn.Module], observer: ConsoleO
     if ds.task == "segmentation":
         observer.say(f"teacher outputs: {need / 2**20:.1f} MB of dense logits cached (float16, at the teacher's output "
                      f"stride) for {len(ds.x_train)} tiles x {cfg.teacher_views} view(s)")
-    elif getattr(teachers[0], "boxes_only", False):
+    elif ds.task == "detection" and boxes_only(teachers[0]):
         observer.say(f"teacher outputs: the teacher gives boxes only (decoding and NMS inside its graph): its "
                      f"detections on {len(ds.x_train)} images cached as detector rows ({need / 2**20:.1f} MB, "
                      "float16); it teaches by pseudo-boxes alone (--kd pseudo-box)")

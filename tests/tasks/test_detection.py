@@ -207,3 +207,18 @@ def test_a_detector_cut_from_the_teacher_keeps_its_outputs_and_reloads():
     again = rebuild(cut.source, [0.5] * 3, [0.2] * 3)  # type: ignore[attr-defined]
     again.load_state_dict(cut.state_dict())
     assert torch.allclose(again.eval()(x), cut(x), atol=1e-5)
+
+
+def test_a_torchvision_detector_from_a_factory_teaches_by_its_boxes():
+    """A factory returning a torchvision detector (its eval forward gives per-image detections):
+    wrapped so its detections are rows; the run then distils it by pseudo-boxes only."""
+    from edgekd.models.detnet import boxes_only
+    from edgekd.models.sources import SourceRequest, load_model
+
+    req = SourceRequest(4, 3, [0.0] * 4, [1.0] * 4, task="detection", image_size=64, normalization="none")
+    loaded = load_model("tests.models.factory_models:tv_fcos", req)
+    assert boxes_only(loaded.model)
+    rows = loaded.model(torch.rand(2, 4, 64, 64))
+    assert rows.shape == (2, locations(64), 3 + 5)
+    boxes, scores = decode(rows)
+    assert float(scores.max()) > 0  # its detections are there, decoded back
