@@ -75,7 +75,8 @@ class RunConfig(BaseModel):
     samples_per_class: int = Field(default=300, ge=4, description="demo data set only")
     image_size: int | None = Field(default=None, ge=8, le=1024,
                                    description="input resolution, the tile size the model sees (default: 32 demo, "
-                                               "64 image folders, 128 segmentation folders)")
+                                               "64 image folders, 128 segmentation folders; detection: the letterbox "
+                                               "size, a multiple of 32: 64 demo, 320 folders)")
     val_fraction: float = Field(default=0.2, gt=0, lt=0.9)
     max_samples_per_class: int | None = Field(default=None, ge=2, description="at most this many images per class "
                                                                          "(segmentation: x the number of classes, "
