@@ -175,9 +175,11 @@ class RunConfig(BaseModel):
     feature_distance: Literal["mse", "l1", "cosine"] = Field(
         default="mse", description="distance of the feature KD term: mse, l1 (feature-importance preservation) or "
                                    "cosine")
-    feature_importance: Literal["none", "attention"] = Field(
+    feature_importance: Literal["none", "attention", "boxes"] = Field(
         default="none", description="weight the feature KD term by the teacher's attention map (attention "
-                                    "transfer): the student is pushed hardest where the teacher's features matter")
+                                    "transfer): the student is pushed hardest where the teacher's features matter; "
+                                    "detection: boxes (FGD's split: the objects' positions weigh as much as the "
+                                    "background)")
     kd_weighting: Literal["none", "entropy", "disagreement"] = Field(
         default="none", description="dynamic distillation: weight each sample's soft-target loss by the teacher's "
                                     "entropy or the teacher-student disagreement (batch mean 1)")

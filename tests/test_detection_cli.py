@@ -127,3 +127,5 @@ def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
                        (("--students", "torchvision:ssdlite320_mobilenet_v3_large"), "torchvision detectors")):
         proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", *args, "--out", str(out))
         assert proc.returncode == 2 and says in proc.stderr and not out.exists(), proc.stderr
+    proc = run_cli("optimize", "--preset", "smoke", "--feature-importance", "boxes", "--out", str(out))
+    assert proc.returncode == 2 and "use it with --task detection" in proc.stderr and not out.exists()

@@ -110,14 +110,37 @@ def attention_map(t: torch.Tensor) -> torch.Tensor:
     return a / mean[:, None, None]
 
 
+def box_mask(boxes: torch.Tensor, size: tuple[int, int], image_size: int) -> torch.Tensor:
+    """FGD's foreground/background weighting of a map (N, H, W) from the labels' boxes (N x M x 5
+    in input pixels): foreground positions (inside a box) share weight 1/2 equally, background
+    positions the other 1/2, per image, so a few small objects weigh as much as the large
+    background (an image without boxes: background only, weight 1 in all)."""
+    n = boxes.shape[0]
+    h, w = size
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * image_size / h
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * image_size / w
+    fg = torch.zeros(n, h, w, dtype=torch.bool)
+    for i in range(n):
+        for c, x1, y1, x2, y2 in boxes[i].tolist():
+            if c >= 0:
+                fg[i] |= ((ys >= y1) & (ys <= y2))[:, None] & ((xs >= x1) & (xs <= x2))[None, :]
+    n_fg = fg.flatten(1).sum(1).clamp_min(1).float()[:, None, None]
+    n_bg = (~fg).flatten(1).sum(1).clamp_min(1).float()[:, None, None]
+    has = fg.flatten(1).any(1)[:, None, None]
+    out = torch.where(fg, 0.5 / n_fg, torch.where(has, 0.5 / n_bg, 1.0 / n_bg))
+    return out * h * w  # mean 1 over the map: the term's scale is that of the plain distance
+
+
 def feature_kd_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor], adapters: nn.ModuleList,
                     weights: list[float] | None = None, distance: str = "mse",
-                    importance: str = "none") -> torch.Tensor:
+                    importance: str = "none", boxes: torch.Tensor | None = None,
+                    image_size: int | None = None) -> torch.Tensor:
     """sum_l w_l * D(adapter_l(S_l), T_l): a 1x1 adapter maps student channels to teacher channels,
     then the result is resized (bilinear) to the teacher map's size. D per position is the
     squared error (mse), the absolute error (l1: feature-importance preservation, sum_i
     |f_i^T - f_i^S| averaged) or 1 - cosine similarity over channels; averaged over positions,
-    each weighted by the teacher's attention map when `importance` is "attention"."""
+    each weighted by the teacher's attention map when `importance` is "attention", or (detection)
+    by FGD's foreground/background split of the labels' `boxes` when it is "boxes" (`box_mask`)."""
     weights = weights or [1.0] * len(student_feats)
     total = student_feats[0].new_zeros(())
     for w, s, t, adapter in zip(weights, student_feats, teacher_feats, adapters):
@@ -134,8 +157,13 @@ def feature_kd_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch
             raise ConfigError(f"feature distance must be mse, l1 or cosine, not {distance!r}")
         if importance == "attention":
             d = d * attention_map(t)
+        elif importance == "boxes":
+            if boxes is None or boxes.dim() != 3 or image_size is None:
+                raise ConfigError("--feature-importance boxes weighs feature maps by the labels' boxes: use it with "
+                                  "--task detection")
+            d = d * box_mask(boxes, (d.shape[-2], d.shape[-1]), image_size)
         elif importance != "none":
-            raise ConfigError(f"feature importance must be none or attention, not {importance!r}")
+            raise ConfigError(f"feature importance must be none, attention or boxes, not {importance!r}")
         total = total + w * d.mean()
     return total
 
@@ -225,8 +253,14 @@ def feature_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
     """FitNets-style hints: sum_l D(adapter_l(S_l), T_l), D = MSE or 1 - cosine, 1x1 adapters."""
     if b.adapters is None:
         raise ConfigError("the feature KD term needs adapters from the trainer")
+    boxes = b.labels if s.feature_importance == "boxes" else None
+    size = None
+    if boxes is not None and b.student_logits.dim() == 3:  # detector rows: the input size they came from
+        from ..models.detnet import layout
+
+        size = layout(b.student_logits.shape[1])
     return feature_kd_loss(b.student_feats, b.teacher_feats, b.adapters, distance=s.feature_distance,
-                           importance=s.feature_importance)
+                           importance=s.feature_importance, boxes=boxes, image_size=size)
 
 
 @KD_LOSSES.register("relation", needs=frozenset({"embedding"}))

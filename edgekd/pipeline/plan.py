@@ -283,6 +283,9 @@ def check_terms(terms: list[tuple[str, float]], task: str) -> None:
 def check_detection(cfg: RunConfig) -> None:
     """What detection does not do (yet), refused before any work: teacher views other than the
     images as they are, extra teachers."""
+    if cfg.feature_importance == "boxes" and cfg.task != "detection":
+        raise ConfigError("--feature-importance boxes weighs feature maps by the labels' boxes: use it with --task "
+                          "detection (or none / attention)")
     if cfg.task != "detection":
         return
     if cfg.teacher_views != 1:

@@ -222,3 +222,21 @@ def test_a_torchvision_detector_from_a_factory_teaches_by_its_boxes():
     assert rows.shape == (2, locations(64), 3 + 5)
     boxes, scores = decode(rows)
     assert float(scores.max()) > 0  # its detections are there, decoded back
+
+
+def test_fgd_weighting_splits_foreground_and_background_against_hand_values():
+    """A 4 x 4 map of a 4 px image, one box over the two top-left positions: they share 1/2
+    (4 each, times the 16 positions), the 14 others the other 1/2 (16/28 each); mean 1."""
+    from edgekd.distill.losses import box_mask, feature_kd_loss
+
+    boxes = torch.tensor([[[0.0, 0.0, 0.0, 2.0, 1.0]], [[-1.0] * 5]])
+    m = box_mask(boxes, (4, 4), 4)
+    assert m[0, 0, :2].tolist() == [4.0, 4.0] and float(m[0, 3, 3]) == pytest.approx(16 / 28)
+    assert float(m[0].mean()) == pytest.approx(1.0) and torch.allclose(m[1], torch.ones(4, 4))  # no box: plain
+    # the student differs from the teacher by 1 at one foreground position only: mse 1 x 4 / 16 in image 0
+    t = torch.zeros(2, 1, 4, 4)
+    s = t.clone()
+    s[0, 0, 0, 0] = 1.0
+    adapter = torch.nn.ModuleList([torch.nn.Identity()])
+    got = feature_kd_loss([s], [t], adapter, importance="boxes", boxes=boxes, image_size=4)  # type: ignore[arg-type]
+    assert float(got) == pytest.approx(4 / 32)  # mean over both images' 16 positions
