@@ -188,5 +188,5 @@ def test_l1_feature_term_and_the_teachers_attention_mask_by_hand():
     # attention map of t: t^2 averaged over channels, normalised to mean 1 -> [[4, 0], [0, 0]]
     assert float(feature_kd_loss([s], [t], adapters, distance="l1", importance="attention")) == pytest.approx(1.0)
     assert float(feature_kd_loss([s], [t], adapters, distance="mse", importance="attention")) == pytest.approx(1.0)
-    with pytest.raises(ConfigError, match="feature importance must be none or attention"):
+    with pytest.raises(ConfigError, match="feature importance must be none, attention or boxes"):
         feature_kd_loss([s], [t], adapters, importance="saliency")
