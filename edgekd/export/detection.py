@@ -126,3 +126,17 @@ def deployable(model: nn.Module, x_val: torch.Tensor, classes: list[str], out_di
                            {**nms_metadata(classes, size, EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS), **extra},
                            EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS)
     return path, check_nms_export(model, path, x_val[:CHECKED_IMAGES], EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS, threads)
+
+
+def nms_engine(graph: Path, in_channels: int, size: int) -> tuple[Path | None, str]:
+    """A TensorRT FP16 engine of the graph with NMS inside, built where TensorRT runs (its ONNX
+    parser maps NonMaxSuppression to TensorRT's NMS layer): (the engine, a note), or (None, why not)."""
+    from ..profilers.tensorrt import build_engine, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        return None, f"no TensorRT engine of the NMS graph: {reason}; build it on the board (edgekd export there)"
+    engine, notes = build_engine(graph, [1, in_channels, size, size], "fp16", cache_dir=graph.parent / ".edgekd-trt")
+    path = graph.with_suffix(".fp16.engine")
+    path.write_bytes(engine)
+    return path, "; ".join(notes)

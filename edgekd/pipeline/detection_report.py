@@ -61,6 +61,11 @@ def detection_summary(plan: RunPlan, teacher: TeacherResult, choice: Selection, 
                                  plan.threads)
     summary.nms_export = str(path.relative_to(plan.run_dir))
     summary.nms_agreement = agreement.text()
+    if any(f.startswith("tensorrt") for f in plan.export_formats):  # the device's own NMS, where TensorRT runs
+        from ..export.detection import nms_engine
+
+        engine, note = nms_engine(path, ds.in_channels, ds.image_size)
+        summary.nms_agreement += f"; {note}" + (f" ({engine.name})" if engine else "")
     observer.say(f"export onnx with NMS inside: {path} ({agreement.text()})",
                  style=None if agreement.agrees else "yellow")
     summary.stages = stage_times(plan, path)

@@ -240,3 +240,19 @@ def test_fgd_weighting_splits_foreground_and_background_against_hand_values():
     adapter = torch.nn.ModuleList([torch.nn.Identity()])
     got = feature_kd_loss([s], [t], adapter, importance="boxes", boxes=boxes, image_size=4)  # type: ignore[arg-type]
     assert float(got) == pytest.approx(4 / 32)  # mean over both images' 16 positions
+
+
+def test_the_nms_graph_builds_a_tensorrt_engine_or_says_why_not(tmp_path):
+    """Where TensorRT runs (a GPU session, the Jetson image) the NMS graph becomes an FP16 engine;
+    here the function says why it cannot, naming where to build it."""
+    from edgekd.export.detection import export_with_nms, nms_engine, nms_metadata
+    from edgekd.profilers.tensorrt import unavailable_reason
+
+    model, _ = build_student(ArchSpec(width=0.25), 3, 2, [0.5] * 3, [0.25] * 3, task="detection")
+    graph = export_with_nms(model, tmp_path / "d.nms.onnx", 3, 64, nms_metadata(["a", "b"], 64, 0.05, 0.6, 20),
+                            0.05, 0.6, 20)
+    engine, note = nms_engine(graph, 3, 64)
+    if unavailable_reason() is not None:
+        assert engine is None and "build it on the board" in note
+    else:  # pragma: no cover - needs an NVIDIA GPU with TensorRT
+        assert engine is not None and engine.stat().st_size > 0 and "TensorRT" in note
