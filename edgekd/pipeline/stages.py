@@ -125,6 +125,8 @@ def start_run_dir(plan: RunPlan, observer: ConsoleObserver) -> None:
     observer.say(f"data: {ds.name} ({'synthetic' if ds.synthetic else 'image folder'}), {len(ds.classes)} classes, "
                  f"{len(ds.y_train)} train / {len(ds.y_val)} val, {ds.in_channels}x{ds.image_size}x{ds.image_size}"
                  + (f", {len(ds.skipped_files)} unreadable files skipped" if ds.skipped_files else ""))
+    if ds.task == "detection" and ds.band_note:  # boxes clipped or dropped, and in which files
+        observer.say(f"labels: {ds.band_note}", style="yellow" if "dropped" in ds.band_note else None)
     if plan.subsampled:
         observer.say(f"data subsampled: {plan.subsampled}", style="yellow")
     observer.say(f"threads: training {plan.train_threads}, inference {plan.threads} ({usable_cpus()} usable CPUs; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,15 @@ def test_boxes_outside_are_clipped_or_dropped_and_counted(tmp_path):
     assert "im0.png" in ds.band_note and "im1.png" in ds.band_note
     y = torch.cat([ds.y_train, ds.y_val])
     assert float(y[..., 3].max()) <= 64 and float(y[..., 4].max()) <= 32  # clipped to the image (half scale)
+
+
+def test_the_log_says_which_boxes_were_clipped_or_dropped(tmp_path):
+    extra = [{"id": 91, "image_id": 2, "category_id": 3, "bbox": [200, 10, 5, 5], "iscrowd": 0}]
+    root = make_coco(tmp_path / "d", extra=extra)
+    proc = run_cli("optimize", "--data", str(root), "--preset", "smoke", "--image-size", "64", "--teacher-epochs",
+                   "1", "--student-epochs", "1", "--export-formats", "onnx", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of no area or wholly outside dropped (in im1.png)" in re.sub(r"\s+", " ", proc.stdout)
 
 
 def test_crowd_regions_are_kept_apart_from_the_targets(tmp_path):
