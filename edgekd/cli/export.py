@@ -36,8 +36,6 @@ def export_cmd(
     quiet: bool = quiet_option("Errors only."),
 ) -> None:
     """Export a checkpoint to deployment formats; every export is checked against PyTorch on the validation split."""
-    import json
-
     from ..data import dataset_from_source
     from ..errors import DataError, ExportError, ExportFailures
     from ..export import FORMATS, parse_formats
@@ -87,17 +85,29 @@ def export_cmd(
                 if r.device_parity is not None:
                     console.print(f"{r.format}: parity {r.device_parity.summary()}", highlight=False)
     if ds.task == "detection":  # the deployable graph: decoding and NMS inside
-        from ..export.detection import CHECKED_IMAGES, deployable
-
-        path, agreement = deployable(model, ds.x_val[:CHECKED_IMAGES], ds.classes, out, checkpoint.stem,
-                                     {"arch": model.name}, threads or default_threads())
-        console.print(f"onnx with NMS inside: {path} ({agreement.text()})", highlight=False)
-    (out / "export.json").write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": ds.summary(),
-                                                 "exports": [r.model_dump(mode="json") for r in results],
-                                                 "failed": [{"format": f, "error": why} for f, why in
-                                                            (failure.failed if failure else [])]}, indent=2))
+        _with_nms(model, ds, out, checkpoint.stem, threads or default_threads(), console)
+    _record(out, checkpoint, ds, results, failure.failed if failure else [])
     if failure is not None:
         raise failure
+
+
+def _record(out: Path, checkpoint: Path, ds, results: list, failed: list) -> None:  # noqa: ANN001
+    """export.json: the checkpoint, its data set, every export with its parity, the failures."""
+    import json
+
+    (out / "export.json").write_text(json.dumps({"checkpoint": str(checkpoint), "dataset": ds.summary(),
+                                                 "exports": [r.model_dump(mode="json") for r in results],
+                                                 "failed": [{"format": f, "error": why} for f, why in failed]},
+                                                indent=2))
+
+
+def _with_nms(model, ds, out: Path, stem: str, threads: int, console) -> None:  # noqa: ANN001
+    """A detector's deployable graph with decoding and NMS inside, checked against PyTorch."""
+    from ..export.detection import CHECKED_IMAGES, deployable
+
+    path, agreement = deployable(model, ds.x_val[:CHECKED_IMAGES], ds.classes, out, stem, {"arch": model.name},
+                                 threads)
+    console.print(f"onnx with NMS inside: {path} ({agreement.text()})", highlight=False)
 
 
 def _device(device_url: str | None, token_file: Path | None, runtime: str | None):
