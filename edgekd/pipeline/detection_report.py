@@ -118,7 +118,9 @@ def stage_times(plan: RunPlan, nms_graph: Path) -> StageTimes:
     frame_ms = len(wins) * (pre + whole) + mrg
     how = (f"cut into {len(wins)} slices of {cfg.tile} px overlapping by {cfg.tile_overlap} px, each letterboxed"
            if len(wins) > 1 else "letterboxed whole")
-    return StageTimes(source=f"measured on this machine, stages interleaved run by run, {runs} frames",
+    split = "" if net is not None else ("; no plain network graph was exported, so decoding + NMS is inside the "
+                                        "network figure")
+    return StageTimes(source=f"measured on this machine, stages interleaved run by run, {runs} frames{split}",
                       runtime="onnxruntime (fp32)", threads=threads, runs=runs,
                       frame=f"{w}x{h} px, {how} to {ds.image_size} px", preprocess_ms=round(pre, 4),
                       network_ms=round(network, 4), postprocess_ms=round(max(whole - network, 0.0), 4),

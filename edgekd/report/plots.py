@@ -43,23 +43,12 @@ def mask_overlay(path: Path, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray
     cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"].resampled(k)
     fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2.1 * len(rows)), squeeze=False)
     for row, (img, *masks) in zip(axes, rows):
-        rgb = np.clip(img[:3].transpose(1, 2, 0) if img.shape[0] >= 3 else np.repeat(img[:1], 3, 0).transpose(1, 2, 0),
-                      0, 1)
-        row[0].imshow(rgb / max(float(rgb.max()), 1e-6))
+        row[0].imshow(_rgb(img))
         for ax, m in zip(row[1:], masks):
             shown = np.ma.masked_where(m == ignore_index, m)
             ax.set_facecolor("black")
             ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
-    for ax, title in zip(axes[0], ("image", "truth", "teacher", "student")):
-        ax.set_title(title, fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles = [matplotlib.patches.Patch(color=cmap(i), label=c) for i, c in enumerate(classes)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(k, 6), fontsize=7)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, format="png", dpi=90)
-    plt.close(fig)
+    _finish(fig, axes, ("image", "truth", "teacher", "student"), cmap, classes, path, 6)
 
 
 def box_drawing(path: Path, rows: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray],
@@ -70,20 +59,31 @@ def box_drawing(path: Path, rows: list[tuple[np.ndarray, tuple[np.ndarray, np.nd
     cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"].resampled(max(k, 2))
     fig, axes = plt.subplots(len(rows), 3, figsize=(7, 2.4 * len(rows)), squeeze=False)
     for row, (img, *sets) in zip(axes, rows):
-        rgb = np.clip(img[:3].transpose(1, 2, 0) if img.shape[0] >= 3 else np.repeat(img[:1], 3, 0).transpose(1, 2, 0),
-                      0, 1)
         for ax, (boxes, labels) in zip(row, sets):
-            ax.imshow(rgb / max(float(rgb.max()), 1e-6))
+            ax.imshow(_rgb(img))
             for (x1, y1, x2, y2), c in zip(boxes, labels):
                 ax.add_patch(matplotlib.patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linewidth=1.2,
                                                           edgecolor=cmap(int(c))))
-    for ax, title in zip(axes[0], ("truth", "teacher", "student")):
+    _finish(fig, axes, ("truth", "teacher", "student"), cmap, classes, path, 5)
+
+
+def _rgb(img: np.ndarray) -> np.ndarray:
+    """The first three bands of an image (C x H x W) as an RGB picture scaled to its brightest value."""
+    rgb = np.clip(img[:3].transpose(1, 2, 0) if img.shape[0] >= 3 else np.repeat(img[:1], 3, 0).transpose(1, 2, 0),
+                  0, 1)
+    return rgb / max(float(rgb.max()), 1e-6)
+
+
+def _finish(fig: Any, axes: Any, titles: tuple[str, ...], cmap: Any, classes: list[str], path: Path,
+            ncol: int) -> None:
+    """Column titles, no ticks, a legend of the class colours; saved as a PNG."""
+    for ax, title in zip(axes[0], titles):
         ax.set_title(title, fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [matplotlib.patches.Patch(color=cmap(i), label=c) for i, c in enumerate(classes)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(k, 5), fontsize=7)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(classes), ncol), fontsize=7)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, format="png", dpi=90)
     plt.close(fig)

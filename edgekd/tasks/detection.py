@@ -254,9 +254,13 @@ class DetectionTask:
         non_finite = int((~np.isfinite(ref)).sum() + (~np.isfinite(got)).sum())
         r, g = torch.from_numpy(np.nan_to_num(ref)).float(), torch.from_numpy(np.nan_to_num(got)).float()
         y = torch.from_numpy(labels)
-        map_ref, map_got = self.evaluate(r, y)["map50"], self.evaluate(g, y)["map50"]
+        k = [str(c) for c in range(r.shape[-1] - 5)]
+        dr, dg = detections(r), detections(g)  # decoded once: the metric's and the matching's detections
+        map_ref, map_got = coco_metrics(dr, y, k)["map50"], coco_metrics(dg, y, k)["map50"]
         found = total = 0
-        for (rb, _, rl), (gb, _, gl) in zip(detections(r, EXPORT_SCORE), detections(g, EXPORT_SCORE)):
+        for (rb, rs, rl), (gb, gs, gl) in zip(dr, dg):  # the sure ones (NMS is greedy by score: a filter after it)
+            sure_r, sure_g = rs >= EXPORT_SCORE, gs >= EXPORT_SCORE
+            rb, rl, gb, gl = rb[sure_r], rl[sure_r], gb[sure_g], gl[sure_g]
             total += len(rb)
             if len(rb) and len(gb):
                 iou = box_iou(rb, gb) * (rl[:, None] == gl[None, :])
