@@ -124,7 +124,9 @@ def test_a_teacher_known_by_its_boxes_teaches_by_pseudo_boxes(det_run: Path, tmp
 def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
     out = tmp_path / "run"
     for args, says in ((("--teacher-views", "4"), "leave --teacher-views at 1"),
-                       (("--students", "torchvision:ssdlite320_mobilenet_v3_large"), "torchvision detectors")):
+                       (("--students", "torchvision:ssdlite320_mobilenet_v3_large"), "torchvision detectors"),
+                       (("--teacher", "torchvision:ssdlite320_mobilenet_v3_large"), "takes RGB images and the data "
+                                                                                    "has 4 bands")):
         proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", *args, "--out", str(out))
         assert proc.returncode == 2 and says in proc.stderr and not out.exists(), proc.stderr
     proc = run_cli("optimize", "--preset", "smoke", "--feature-importance", "boxes", "--out", str(out))

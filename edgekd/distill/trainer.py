@@ -255,6 +255,9 @@ def _cross_entropy(model: nn.Module, task: LabelOps, xi: torch.Tensor, yb: torch
     needs the images as they are), its cross-entropy, and the history term."""
     if history is None:
         xi, yb = task.augment(xi, yb, gen, augmentations)
+    own = own_loss(model)
+    if own is not None:  # a model that computes its losses itself (torchvision's detectors)
+        return own(xi, yb)
     logits = model(xi)
     return task.loss(logits, yb) + _history(history, logits, idx)
 
@@ -395,6 +398,13 @@ def _history(history: History | None, logits: torch.Tensor, idx: torch.Tensor) -
 
 
 @torch.no_grad()
+def own_loss(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The loss a model computes itself from images and labels (`own_loss`, on it or on the
+    program inside edgekd's wrapper, which then must not normalise: it does so inside)."""
+    own = getattr(model, "own_loss", None) or getattr(getattr(model, "inner", None), "own_loss", None)
+    return own if callable(own) else None
+
+
 def recalibrate_batchnorm(model: nn.Module, x: Images, batch_size: int = 256) -> None:
     """Re-estimate BatchNorm running statistics as exact averages over `x` with the final weights.
 
@@ -412,8 +422,9 @@ def recalibrate_batchnorm(model: nn.Module, x: Images, batch_size: int = 256) ->
     # mixed batches: the averaged per-batch variance misses the between-batch part, so batches
     # must look like the data set (a class-sorted order would shrink the variance)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    forward = getattr(getattr(model, "inner", model), "calibration_forward", model)  # see own_loss
     for i in range(0, len(x), batch_size):
-        model(x[order[i:i + batch_size]])
+        forward(x[order[i:i + batch_size]])
     for bn, mom in zip(bns, saved):
         bn.momentum = mom
 

@@ -45,7 +45,7 @@ class ExternalNet(nn.Module):
             return f"{self.source['encoder']}:{self.source['name']}+fpn"
         if kind == "det":  # a backbone under edgekd's FPN neck and FCOS head
             return f"{self.source['encoder']}:{self.source['name']}+fcos"
-        return f"{'torchvision' if kind == 'torchvision-seg' else kind}:{self.source['name']}"
+        return f"{'torchvision' if kind in ('torchvision-seg', 'torchvision-det') else kind}:{self.source['name']}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.inner(self._input(x))

@@ -252,6 +252,10 @@ def teacher_record(teacher: nn.Module, in_channels: int, num_classes: int) -> di
                                                                         "torchvision-seg", "smp"):
         return {"external": dict(teacher.source)}
     kind = teacher.source["kind"] if isinstance(teacher, ExternalNet) else type(teacher).__name__
+    if kind == "torchvision-det":
+        raise ValueError(f"torchvision:{getattr(teacher, 'source', {}).get('name')} is not cut into students: it "
+                         "teaches by its detections; give a timm:NAME teacher (a backbone under edgekd's FCOS "
+                         "detector) to cut, or other --students")
     kind = {"OnnxTeacher": "ONNX", "torchscript": "TorchScript", "export": "torch.export (.pt2)"}.get(kind, kind)
     raise ValueError(f"{'an' if kind[0] in 'AEIOU' else 'a'} {kind} teacher cannot be cut into students: its "
                      "program cannot be edited; give the teacher as an edgekd checkpoint, timm:NAME, "

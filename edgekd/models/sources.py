@@ -277,8 +277,7 @@ def torchvision_source(name: str, req: SourceRequest) -> LoadedModel:
     if req.task == "segmentation":
         return _torchvision_segmenter(name, req)
     if req.task == "detection":
-        raise ConfigError(f"torchvision:{name}: torchvision detectors are not built into edgekd yet; use "
-                          "timm:NAME (a backbone under edgekd's FCOS detector) or an edgekd checkpoint")
+        return _torchvision_detector(name, req)
     if name not in torchvision.models.list_models():
         hint = close_matches(name, torchvision.models.list_models())
         raise ConfigError(f"torchvision has no model {name!r}; {hint}see torchvision.models.list_models()")
@@ -299,6 +298,26 @@ def torchvision_source(name: str, req: SourceRequest) -> LoadedModel:
     source = {"kind": "torchvision", "name": name, "in_channels": req.in_channels, "num_classes": req.num_classes}
     return LoadedModel(ExternalNet(inner, mean, std, source, stages), "torchvision", name,
                        f"torchvision:{name}, {origin}", needs_training=needs)
+
+
+def _torchvision_detector(name: str, req: SourceRequest) -> LoadedModel:
+    """A torchvision detector with a new head for the data's classes (weights: --teacher-weights,
+    or COCO's in torch hub's local cache; nothing is downloaded), always fine-tuned on the data
+    with torchvision's own losses; it teaches by its detections (pseudo-boxes)."""
+    from .tvdet import TorchvisionDetector, check_bands, source_record
+
+    check_bands(name, req.in_channels)
+    det = TorchvisionDetector(name, req.num_classes, req.image_size)
+    path = req.weights or _torchvision_cached(name)
+    if path is None and req.require_weights:
+        raise CheckpointError(f"no weights for the teacher torchvision:{name}: none given and none in torch hub's "
+                              f"local cache ({Path(torch.hub.get_dir()) / 'checkpoints'}), and nothing is downloaded "
+                              "here; pass --teacher-weights FILE (its .pth state dict) or put the file there")
+    origin = det.load_weights(path) if path is not None else \
+        "from scratch: no weights given (--teacher-weights FILE) and none in torch hub's local cache"
+    c = req.in_channels  # torchvision's transform normalises inside
+    net = ExternalNet(det, [0.0] * c, [1.0] * c, source_record(name, c, req.num_classes, req.image_size))
+    return LoadedModel(net, "torchvision", name, f"torchvision:{name}, {origin}", needs_training=True)
 
 
 def _torchvision_segmenter(name: str, req: SourceRequest, resolution: int | None = None) -> LoadedModel:
@@ -642,6 +661,10 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
         return ExternalNet(rebuild_cut(source), mean, std, source)
     if kind in ("seg", "torchvision-seg", "smp", "det"):
         return ExternalNet(build_dense(source), mean, std, source)
+    if kind == "torchvision-det":
+        from .tvdet import TorchvisionDetector
+
+        return ExternalNet(TorchvisionDetector(name, n, int(source["image_size"])), mean, std, source)
     if kind == "timm":
         import timm
 

@@ -36,6 +36,8 @@ from ..models.io import load_checkpoint, save_checkpoint
 from ..models.sources import OnnxTeacher, build_student
 from ..models.stats import count_macs, count_params
 from ..models.taps import tapped_channels
+from ..models.tvdet import TorchvisionDetector
+from ..models.tvdet import export_onnx as export_detector
 from ..profilers.measurement import Measurement
 from ..search.candidates import QAT, Candidate, CutSummary, RungResult, TrialRecord, TrialStatus, costs_of
 from ..search.engine import Search, SearchSettings, finalize_checkpoint
@@ -236,6 +238,8 @@ def _teacher_measurement(plan: RunPlan, teacher: nn.Module) -> Measurement:
     onnx_path = plan.run_dir / "teacher.onnx"
     if isinstance(teacher, OnnxTeacher):  # an ONNX teacher is measured as given
         shutil.copyfile(teacher.path, onnx_path)
+    elif isinstance(det := getattr(teacher, "inner", None), TorchvisionDetector):  # as deployed: boxes, scores, labels
+        export_detector(det, onnx_path, plan.teacher_input_shape)
     else:
         to_onnx(teacher, onnx_path, plan.teacher_input_shape)
     m = plan.measurer.measure(onnx_path, plan.teacher_input_shape)
