@@ -172,9 +172,10 @@ class RunConfig(BaseModel):
                                   "(blocks.3=layer3); default: each student stage with the teacher stage at the "
                                   "nearest relative depth")
     robust_rho: float = Field(default=0.5, gt=0, le=1)
-    feature_distance: Literal["mse", "l1", "cosine"] = Field(
-        default="mse", description="distance of the feature KD term: mse, l1 (feature-importance preservation) or "
-                                   "cosine")
+    feature_distance: Literal["mse", "l1", "cosine", "cwd"] = Field(
+        default="mse", description="distance of the feature KD term: mse, l1 (feature-importance preservation), "
+                                   "cosine, or cwd (channel-wise: each channel's softmax over positions at "
+                                   "--temperature, KL to the teacher's; detectors' neck levels)")
     feature_importance: Literal["none", "attention", "boxes"] = Field(
         default="none", description="weight the feature KD term by the teacher's attention map (attention "
                                     "transfer): the student is pushed hardest where the teacher's features matter; "

@@ -131,3 +131,6 @@ def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
         assert proc.returncode == 2 and says in proc.stderr and not out.exists(), proc.stderr
     proc = run_cli("optimize", "--preset", "smoke", "--feature-importance", "boxes", "--out", str(out))
     assert proc.returncode == 2 and "use it with --task detection" in proc.stderr and not out.exists()
+    proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", "--kd", "head,feature", "--feature-distance",
+                   "cwd", "--feature-importance", "boxes", "--out", str(out))
+    assert proc.returncode == 2 and "leave --feature-importance boxes out" in proc.stderr and not out.exists()

@@ -134,19 +134,26 @@ def box_mask(boxes: torch.Tensor, size: tuple[int, int], image_size: int) -> tor
 def feature_kd_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor], adapters: nn.ModuleList,
                     weights: list[float] | None = None, distance: str = "mse",
                     importance: str = "none", boxes: torch.Tensor | None = None,
-                    image_size: int | None = None) -> torch.Tensor:
+                    image_size: int | None = None, temperature: float = 1.0) -> torch.Tensor:
     """sum_l w_l * D(adapter_l(S_l), T_l): a 1x1 adapter maps student channels to teacher channels,
     then the result is resized (bilinear) to the teacher map's size. D per position is the
     squared error (mse), the absolute error (l1: feature-importance preservation, sum_i
     |f_i^T - f_i^S| averaged) or 1 - cosine similarity over channels; averaged over positions,
     each weighted by the teacher's attention map when `importance` is "attention", or (detection)
-    by FGD's foreground/background split of the labels' `boxes` when it is "boxes" (`box_mask`)."""
+    by FGD's foreground/background split of the labels' `boxes` when it is "boxes" (`box_mask`).
+    "cwd" is channel-wise distillation of the maps instead (`channel_wise_kd_loss` at
+    `temperature`: each channel a distribution over positions; no position weighting)."""
     weights = weights or [1.0] * len(student_feats)
     total = student_feats[0].new_zeros(())
     for w, s, t, adapter in zip(weights, student_feats, teacher_feats, adapters):
         a = adapter(s)
         if a.shape[-2:] != t.shape[-2:]:
             a = F.interpolate(a, size=t.shape[-2:], mode="bilinear", align_corners=False)
+        if distance == "cwd":
+            if importance != "none":
+                raise ConfigError("the cwd feature distance weighs no positions: leave the feature importance at none")
+            total = total + w * channel_wise_kd_loss(a, t, temperature)
+            continue
         if distance == "mse":
             d = (a - t).pow(2).mean(1)  # (N, H, W)
         elif distance == "l1":
@@ -154,7 +161,7 @@ def feature_kd_loss(student_feats: list[torch.Tensor], teacher_feats: list[torch
         elif distance == "cosine":
             d = 1 - F.cosine_similarity(a, t, dim=1)
         else:
-            raise ConfigError(f"feature distance must be mse, l1 or cosine, not {distance!r}")
+            raise ConfigError(f"feature distance must be mse, l1, cosine or cwd, not {distance!r}")
         if importance == "attention":
             d = d * attention_map(t)
         elif importance == "boxes":
@@ -250,7 +257,7 @@ def response_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
 
 @KD_LOSSES.register("feature", needs=frozenset({"features"}))
 def feature_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
-    """FitNets-style hints: sum_l D(adapter_l(S_l), T_l), D = MSE or 1 - cosine, 1x1 adapters."""
+    """FitNets-style hints: sum_l D(adapter_l(S_l), T_l), D = MSE, L1, 1 - cosine or CWD, 1x1 adapters."""
     if b.adapters is None:
         raise ConfigError("the feature KD term needs adapters from the trainer")
     boxes = b.labels if s.feature_importance == "boxes" else None
@@ -260,7 +267,8 @@ def feature_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
 
         size = layout(b.student_logits.shape[1])
     return feature_kd_loss(b.student_feats, b.teacher_feats, b.adapters, distance=s.feature_distance,
-                           importance=s.feature_importance, boxes=boxes, image_size=size)
+                           importance=s.feature_importance, boxes=boxes, image_size=size,
+                           temperature=s.temperature)
 
 
 @KD_LOSSES.register("relation", needs=frozenset({"embedding"}))

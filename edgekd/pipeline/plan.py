@@ -286,6 +286,9 @@ def check_detection(cfg: RunConfig) -> None:
     if cfg.feature_importance == "boxes" and cfg.task != "detection":
         raise ConfigError("--feature-importance boxes weighs feature maps by the labels' boxes: use it with --task "
                           "detection (or none / attention)")
+    if cfg.feature_distance == "cwd" and cfg.feature_importance != "none":
+        raise ConfigError(f"--feature-distance cwd spreads each channel over the positions itself; leave "
+                          f"--feature-importance {cfg.feature_importance} out (or use mse, l1 or cosine)")
     if cfg.task != "detection":
         return
     if cfg.teacher_views != 1:

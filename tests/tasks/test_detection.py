@@ -11,6 +11,7 @@ import torch
 
 from edgekd.distill.detection import assign, detection_loss, head_kd_loss, pseudo_boxes, soft_map_kd
 from edgekd.distill.losses import KDInputs, KDSettings, combined_loss
+from edgekd.errors import ConfigError
 from edgekd.models.arch import ArchSpec
 from edgekd.models.detnet import decode, layout, locations, points
 from edgekd.models.sources import build_student
@@ -240,6 +241,25 @@ def test_fgd_weighting_splits_foreground_and_background_against_hand_values():
     adapter = torch.nn.ModuleList([torch.nn.Identity()])
     got = feature_kd_loss([s], [t], adapter, importance="boxes", boxes=boxes, image_size=4)  # type: ignore[arg-type]
     assert float(got) == pytest.approx(4 / 32)  # mean over both images' 16 positions
+
+
+def test_cwd_on_neck_levels_is_the_channel_wise_kl_through_the_adapters():
+    """--feature-distance cwd: per level, tau^2 x the mean over channels of KL(softmax over the
+    teacher's positions || the adapted student's), summed over the levels; 0 where they agree."""
+    from edgekd.distill.losses import channel_wise_kd_loss, feature_kd_loss
+
+    s = [torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]]), torch.zeros(1, 1, 1, 1)]
+    t = [torch.tensor([[[[3.0, 2.0], [1.0, 0.0]]]]), torch.zeros(1, 1, 1, 1)]
+    tau = 2.0
+    p_t, log_p_s = torch.softmax(t[0].flatten() / tau, 0), torch.log_softmax(s[0].flatten() / tau, 0)
+    hand = tau**2 * float((p_t * (p_t.log() - log_p_s)).sum())  # the second level: one position, KL 0
+    adapters = torch.nn.ModuleList([torch.nn.Identity(), torch.nn.Identity()])
+    got = feature_kd_loss(s, t, adapters, distance="cwd", temperature=tau)  # type: ignore[arg-type]
+    assert float(got) == pytest.approx(hand, rel=1e-6)
+    assert float(got) == pytest.approx(float(channel_wise_kd_loss(s[0], t[0], tau)), rel=1e-6)
+    assert float(feature_kd_loss(t, t, adapters, distance="cwd", temperature=tau)) == pytest.approx(0.0, abs=1e-7)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="weighs no positions"):
+        feature_kd_loss(s, t, adapters, distance="cwd", importance="attention")  # type: ignore[arg-type]
 
 
 def test_the_nms_graph_builds_a_tensorrt_engine_or_says_why_not(tmp_path):
