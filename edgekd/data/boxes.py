@@ -30,6 +30,7 @@ import torch
 
 from ..errors import DataError
 from .dataset import Dataset
+from .store import ImageArray, take
 
 MIN_VISIBLE = 0.5  # a box cut by a tile edge is kept when this share of it lies in the tile
 PAD_VALUE = 0.0  # letterbox padding (right and bottom)
@@ -275,6 +276,51 @@ def _read_image(path: Path) -> np.ndarray:
         raise DataError(f"image {path} cannot be read ({exc}); remove or replace it") from None
 
 
+def image_shape(path: Path) -> tuple[int, int, int]:
+    """(height, width, bands) of an image from its header, without decoding it."""
+    from PIL import Image
+
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import rasterio
+
+        with rasterio.open(path) as src:
+            return src.height, src.width, src.count
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width, 3
+    except (OSError, ValueError) as exc:
+        raise DataError(f"image {path} cannot be read ({exc}); remove or replace it") from None
+
+
+def _decode_windows(files: list[Path], wins: list[tuple[int, int, int, int]], image_size: int, tile: int | None,
+                    overlap: int) -> ImageArray:
+    """Every window of its file letterboxed to `image_size`, decoded once into the image cache
+    (edgekd.data.store: uint8 for ordinary images, float32 in [0, 1] for GeoTIFFs) and served
+    from it; the windows of one file follow each other, so it is read once."""
+    from .store import ImageArray, decode_folder
+
+    tiff = any(f.suffix.lower() in (".tif", ".tiff") for f in files)
+    bands = image_shape(files[0])[2] if tiff else 3
+    last: dict[Path, np.ndarray] = {}
+
+    def read_at(i: int, f: Path) -> np.ndarray:
+        if f not in last:
+            last.clear()
+            last[f] = _read_image(f)
+        img = last[f]
+        if img.shape[0] != bands:
+            raise DataError(f"image {f} has {img.shape[0]} bands and {files[0]} {bands}; give images of one band "
+                            "count")
+        left, top, ww, wh = wins[i]
+        crop = letterbox(img[:, top:top + wh, left:left + ww], image_size)[0]
+        return crop if tiff else np.rint(crop * 255.0).astype(np.uint8)
+
+    data, _ = decode_folder(files, lambda f: None, (bands, image_size, image_size), "float32" if tiff else "uint8",
+                            {"image_size": image_size, "resize": "letterbox", "reader": "boxes", "tile": tile,
+                             "overlap": overlap, "windows": [list(w) for w in wins]}, read_at=read_at)
+    return ImageArray(data, [1.0 if tiff else 255.0] * bands)
+
+
 def load_box_folder(root: Path, *, image_size: int, seed: int, val_fraction: float, max_images: int | None,
                     split_file: Path | None = None, tile: int | None = None, tile_overlap: int = 32) -> Dataset:
     """A detection data set from `root` (COCO or YOLO), split by image."""
@@ -294,28 +340,27 @@ def load_box_folder(root: Path, *, image_size: int, seed: int, val_fraction: flo
     order = np.arange(len(files))
     if max_images is not None and listed is None and len(files) > max_images:
         order = np.sort(np.random.default_rng(seed).permutation(len(files))[:max_images])
-    x, rows, image_of, sizes = [], [], [], []
+    rows, image_of, sizes, wins = [], [], [], []
     for i in order:
-        img = _read_image(files[i])
-        sizes.append(img.shape[1:])
-        for win in windows(img.shape[2], img.shape[1], tile, tile_overlap):
-            left, top, ww, wh = win
-            crop, scale = letterbox(img[:, top:top + wh, left:left + ww], image_size)
-            x.append(crop)
-            rows.append(window_boxes(boxes[i], win, scale))
+        h, w, _ = image_shape(files[i])
+        sizes.append((h, w))
+        for win in windows(w, h, tile, tile_overlap):
+            rows.append(window_boxes(boxes[i], win, image_size / max(win[2], win[3])))
             image_of.append(int(i))
+            wins.append(win)
     parts = _split(np.array(image_of), listed, files, val_fraction, seed)
-    xt, yt = torch.from_numpy(np.stack(x)), pad_labels(rows)
+    xt, yt = _decode_windows([files[i] for i in image_of], wins, image_size, tile, tile_overlap), pad_labels(rows)
     cut = f"; images cut into {tile} px tiles overlapping by {tile_overlap} px" if tile else ""
     how = (f"--split {split_file}" if listed else
            f"by image ({len(order)} images), val_fraction {val_fraction:g}") + cut
-    ds = Dataset(name=root.name, classes=names, bands=["R", "G", "B"] if x[0].shape[0] == 3 else
-                 [f"B{i + 1}" for i in range(x[0].shape[0])], x_train=xt[parts["train"]], y_train=yt[parts["train"]],
-                 x_val=xt[parts["val"]], y_val=yt[parts["val"]], synthetic=False, source=str(root.resolve()),
+    c = xt.shape[1]
+    ds = Dataset(name=root.name, classes=names, bands=["R", "G", "B"] if c == 3 else [f"B{i + 1}" for i in range(c)],
+                 x_train=take(xt, parts["train"]), y_train=yt[parts["train"]],
+                 x_val=take(xt, parts["val"]), y_val=yt[parts["val"]], synthetic=False, source=str(root.resolve()),
                  split=how, task="detection", band_note=f"{fmt.upper()} boxes: {note.text()}; images letterboxed to "
                  f"{image_size} px (scaled to fit, padded right and bottom)")
     if len(parts.get("test", [])):
-        ds.x_test, ds.y_test = xt[parts["test"]], yt[parts["test"]]
+        ds.x_test, ds.y_test = take(xt, parts["test"]), yt[parts["test"]]
     ds.frame_size = (int(np.median([s[1] for s in sizes])), int(np.median([s[0] for s in sizes])))
     _check_classes(ds, root)
     return ds

@@ -13,6 +13,7 @@ from PIL import Image
 
 from edgekd.data.boxes import load_box_folder, window_boxes, windows
 from edgekd.data.dataset import load_dataset
+from edgekd.data.store import ImageArray, as_tensor
 from edgekd.errors import DataError
 from tests.conftest import run_cli
 
@@ -51,7 +52,7 @@ def test_coco_boxes_are_letterboxed_with_their_images(tmp_path):
     assert ds.task == "detection" and ds.classes == ["ship", "plane"]  # category ids 3, 7 -> 0, 1 by id order
     assert len(ds.y_train) + len(ds.y_val) == 6  # the negative is kept
     y = torch.cat([ds.y_train, ds.y_val])
-    x = torch.cat([ds.x_train, ds.x_val])
+    x = torch.cat([as_tensor(ds.x_train), as_tensor(ds.x_val)])  # served from the image cache
     # 128 x 64 scaled by 0.5 to 64 x 32, padded at the bottom: rows 32.. are padding
     assert x.shape[-2:] == (64, 64) and float(x[:, :, 32:].abs().max()) == 0.0
     ships = y[y[..., 0] == 0]
@@ -60,6 +61,20 @@ def test_coco_boxes_are_letterboxed_with_their_images(tmp_path):
     assert (ships[:, 2] == 4).all() and (ships[:, 3] - ships[:, 1] == 10).all() and (ships[:, 4] == 9).all()
     assert int(((y[..., 0] >= 0).sum(1) == 0).sum()) == 1  # one image without boxes
     assert "every box inside" in ds.band_note
+
+
+def test_detection_images_are_decoded_once_into_the_image_cache(tmp_path):
+    """The letterboxed windows live in the image cache as uint8 and are served from it; loading
+    the same folder again reads them back instead of decoding, and a changed file decodes anew."""
+    root = make_coco(tmp_path / "d")
+    a = load_box_folder(root, image_size=64, seed=0, val_fraction=0.34, max_images=None)
+    assert isinstance(a.x_train, ImageArray) and a.x_train.data.dtype == np.uint8
+    b = load_box_folder(root, image_size=64, seed=0, val_fraction=0.34, max_images=None)
+    assert b.x_train.data.filename == a.x_train.data.filename
+    torch.testing.assert_close(as_tensor(b.x_train), as_tensor(a.x_train))
+    Image.fromarray(np.full((64, 128, 3), 200, np.uint8)).save(root / "images" / "im0.png")
+    c = load_box_folder(root, image_size=64, seed=0, val_fraction=0.34, max_images=None)
+    assert c.x_train.data.filename != a.x_train.data.filename
 
 
 def test_boxes_outside_are_clipped_or_dropped_and_counted(tmp_path):
