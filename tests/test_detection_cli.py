@@ -50,6 +50,10 @@ def test_detection_smoke_run_reports_map_and_exports_with_nms(det_run: Path):
     assert " 0 extra" in d["nms_agreement"]
     found, total = (int(v) for v in d["nms_agreement"].split(" PyTorch")[0].split(" of "))
     assert found == total
+    # the same graph as OpenVINO IR (the run exports openvino), checked against PyTorch alike
+    assert d["nms_openvino"].endswith(".nms.xml") and (det_run / d["nms_openvino"]).is_file()
+    assert d["nms_openvino_agreement"].startswith(f"{total} of {total} PyTorch") and " 0 extra" in \
+        d["nms_openvino_agreement"]
     st = d["stages"]
     assert st["source"].startswith("measured") and st["network_ms"] > 0 and st["postprocess_ms"] >= 0
     assert st["frame_ms"] == pytest.approx(st["preprocess_ms"] + st["network_ms"] + st["postprocess_ms"], abs=1e-3)
@@ -70,6 +74,7 @@ def test_a_detection_checkpoint_exports_with_nms_inside(det_run: Path, tmp_path:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "student.onnx").is_file() and (out / "student.nms.onnx").is_file()
     assert "onnx with NMS inside" in proc.stdout and " 0 extra" in proc.stdout
+    assert not (out / "student.nms.xml").exists()  # OpenVINO's NMS graph comes with --formats openvino
     assert json.loads((out / "export.json").read_text())["exports"][0]["parity"]["metric"] == "mAP50"
 
 

@@ -85,7 +85,7 @@ def export_cmd(
                 if r.device_parity is not None:
                     console.print(f"{r.format}: parity {r.device_parity.summary()}", highlight=False)
     if ds.task == "detection":  # the deployable graph: decoding and NMS inside
-        _with_nms(model, ds, out, checkpoint.stem, threads or default_threads(), console)
+        _with_nms(model, ds, out, checkpoint.stem, threads or default_threads(), console, "openvino" in names)
     _record(out, checkpoint, ds, results, failure.failed if failure else [])
     if failure is not None:
         raise failure
@@ -101,13 +101,17 @@ def _record(out: Path, checkpoint: Path, ds, results: list, failed: list) -> Non
                                                 indent=2))
 
 
-def _with_nms(model, ds, out: Path, stem: str, threads: int, console) -> None:  # noqa: ANN001
-    """A detector's deployable graph with decoding and NMS inside, checked against PyTorch."""
-    from ..export.detection import CHECKED_IMAGES, deployable
+def _with_nms(model, ds, out: Path, stem: str, threads: int, console, openvino: bool) -> None:  # noqa: ANN001
+    """A detector's deployable graph with decoding and NMS inside (and its OpenVINO IR), checked
+    against PyTorch."""
+    from ..export.detection import CHECKED_IMAGES, deployable, openvino_with_nms
 
     path, agreement = deployable(model, ds.x_val[:CHECKED_IMAGES], ds.classes, out, stem, {"arch": model.name},
                                  threads)
     console.print(f"onnx with NMS inside: {path} ({agreement.text()})", highlight=False)
+    if openvino:
+        xml, said = openvino_with_nms(model, path, ds.x_val[:CHECKED_IMAGES], threads)
+        console.print(f"openvino with NMS inside: {xml or 'none'} ({said})", highlight=False)
 
 
 def _device(device_url: str | None, token_file: Path | None, runtime: str | None):

@@ -81,13 +81,11 @@ class NMSAgreement:
 
 def check_nms_export(model: nn.Module, path: Path, x: torch.Tensor, score: float, iou: float,
                      max_detections: int, threads: int = 1) -> NMSAgreement:
-    """The graph's detections against PyTorch's (WithNMS of the same model) on images `x`."""
-    import onnxruntime as ort
+    """The graph's detections (ONNX Runtime for a .onnx, OpenVINO for a .xml) against PyTorch's
+    (WithNMS of the same model) on images `x`."""
     from torchvision.ops import box_iou
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    run = _runner(path, threads)
     ref = WithNMS(model.eval(), x.shape[-1], score, iou, max_detections).eval()
     total = matched = extra = 0
     ious: list[float] = []
@@ -95,8 +93,7 @@ def check_nms_export(model: nn.Module, path: Path, x: torch.Tensor, score: float
     for img in x:
         with torch.no_grad():
             rb, rs, rl = ref(img[None])
-        gb, gs, gl = (torch.from_numpy(np.asarray(a)) for a in sess.run(list(OUTPUT_NAMES),
-                                                                          {"input": img[None].numpy()}))
+        gb, gs, gl = (torch.from_numpy(np.asarray(a)) for a in run(img[None].numpy()))
         total += len(rb)
         if len(rb) and len(gb):
             m = box_iou(rb, gb.float()) * (rl[:, None] == gl[None, :].long())
@@ -110,6 +107,42 @@ def check_nms_export(model: nn.Module, path: Path, x: torch.Tensor, score: float
             extra += len(gb)
     return NMSAgreement(images=len(x), torch_boxes=total, matched=matched, extra=extra,
                         mean_iou=float(np.mean(ious)) if ious else 1.0, max_score_diff=float(max(diffs)))
+
+
+def _runner(path: Path, threads: int):  # noqa: ANN202  (a function of an image batch to boxes, scores, labels)
+    if path.suffix == ".xml":
+        import openvino as ov
+
+        # FP32 as exported: without the hint, CPUs with bf16/AMX units run it in bf16
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                             "INFERENCE_PRECISION_HINT": "f32"})
+        return lambda x: [compiled(x)[compiled.output(n)] for n in OUTPUT_NAMES]
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run(list(OUTPUT_NAMES), {"input": x})
+
+
+def openvino_with_nms(model: nn.Module, graph: Path, x: torch.Tensor, threads: int = 1) -> tuple[Path | None, str]:
+    """The ONNX graph with NMS inside as OpenVINO IR (FP32, `STEM.nms.xml` beside it; OpenVINO
+    runs its NonMaxSuppression as its own NMS operation), checked like the ONNX graph: (the IR,
+    its agreement with PyTorch), or (None, why not)."""
+    import openvino as ov
+
+    xml = graph.with_name(graph.name.removesuffix(".onnx") + ".xml")
+    try:
+        ov.save_model(ov.convert_model(str(graph)), str(xml), compress_to_fp16=False)
+    except Exception as exc:  # OpenVINO's converter raises its own types for graphs it cannot take
+        return None, f"OpenVINO could not convert the graph with NMS: {first_line(exc, 200)}"
+    agreement = check_nms_export(model, xml, x, float(_meta(graph, "score_threshold")),
+                                 float(_meta(graph, "iou_threshold")), int(_meta(graph, "max_detections")), threads)
+    return xml, agreement.text() + " (OpenVINO CPU, compiled with INFERENCE_PRECISION_HINT f32)"
+
+
+def _meta(graph: Path, key: str) -> str:
+    return {m.key: m.value for m in onnx.load(str(graph), load_external_data=False).metadata_props}[key]
 
 
 CHECKED_IMAGES = 16  # validation images the NMS graph is compared with PyTorch on

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..console import ConsoleObserver
 from ..data import Dataset
-from ..export.detection import CHECKED_IMAGES, deployable
+from ..export.detection import CHECKED_IMAGES, deployable, openvino_with_nms
 from ..models.io import load_checkpoint
 from ..report.model import DetectionFigures, DetectionModelMetrics, DetectionSummary, StageTimes
 from ..tasks.detection import EXPORT_SCORE, coco_metrics, detections
@@ -61,6 +61,10 @@ def detection_summary(plan: RunPlan, teacher: TeacherResult, choice: Selection, 
                                  plan.threads)
     summary.nms_export = str(path.relative_to(plan.run_dir))
     summary.nms_agreement = agreement.text()
+    if "openvino" in plan.export_formats:
+        xml, summary.nms_openvino_agreement = openvino_with_nms(student, path, ds.x_val[:CHECKED_IMAGES], plan.threads)
+        summary.nms_openvino = str(xml.relative_to(plan.run_dir)) if xml else None
+        observer.say(f"export openvino with NMS inside: {xml or 'none'} ({summary.nms_openvino_agreement})")
     if any(f.startswith("tensorrt") for f in plan.export_formats):  # the device's own NMS, where TensorRT runs
         from ..export.detection import nms_engine
 

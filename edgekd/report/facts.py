@@ -189,6 +189,8 @@ def detection_lines(r: Report) -> list[str]:
     if d.nms_export:
         out.append(f"Deployable graph with decoding and NMS inside: {d.nms_export} (outputs boxes, scores, labels); "
                    f"against PyTorch: {d.nms_agreement}.")
+    if d.nms_openvino_agreement:
+        out.append(f"OpenVINO IR of that graph: {d.nms_openvino or 'none'}; {d.nms_openvino_agreement}.")
     st = d.stages
     if st is not None:
         total = st.preprocess_ms + st.network_ms + st.postprocess_ms

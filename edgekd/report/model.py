@@ -247,6 +247,8 @@ class DetectionSummary(BaseModel):
     figures: list[DetectionModelMetrics] = []
     nms_export: str | None = None  # the ONNX graph with decoding and NMS inside (outputs boxes, scores, labels)
     nms_agreement: str = ""  # how its detections agree with PyTorch's decoding and NMS
+    nms_openvino: str | None = None  # the same graph as OpenVINO IR (with --formats openvino)
+    nms_openvino_agreement: str = ""  # its detections against PyTorch's, or why there is none
     stages: StageTimes | None = None
     drawings: list[str] = []  # PNGs: validation images with truth, teacher and student boxes
     calibration: str = ""  # how the INT8 calibration images were chosen (objects of every class)
