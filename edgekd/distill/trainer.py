@@ -414,7 +414,9 @@ def recalibrate_batchnorm(model: nn.Module, x: Images, batch_size: int = 256) ->
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
-    saved = [bn.momentum for bn in bns]
+    saved = [(bn.momentum, {k: v.clone() for k, v in bn.state_dict().items()}) for bn in bns]
+    reached: set[nn.Module] = set()
+    hooks = [bn.register_forward_pre_hook(lambda m, _: reached.add(m)) for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the batches below
@@ -422,11 +424,19 @@ def recalibrate_batchnorm(model: nn.Module, x: Images, batch_size: int = 256) ->
     # mixed batches: the averaged per-batch variance misses the between-batch part, so batches
     # must look like the data set (a class-sorted order would shrink the variance)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    forward = getattr(getattr(model, "inner", model), "calibration_forward", model)  # see own_loss
-    for i in range(0, len(x), batch_size):
-        forward(x[order[i:i + batch_size]])
-    for bn, mom in zip(bns, saved):
+    # a model that computes its own loss may give a forward of its BatchNorm layers (see own_loss)
+    forward = getattr(getattr(model, "inner", model), "calibration_forward", model)
+    try:
+        with torch.no_grad():  # statistics only: no graph to keep
+            for i in range(0, len(x), batch_size):
+                forward(x[order[i:i + batch_size]])
+    finally:
+        for h in hooks:
+            h.remove()
+    for bn, (mom, state) in zip(bns, saved):
         bn.momentum = mom
+        if bn not in reached:  # a layer that forward does not run keeps what training left it
+            bn.load_state_dict(state)
 
 
 @torch.no_grad()

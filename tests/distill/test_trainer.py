@@ -18,6 +18,27 @@ def test_bn_recalibration_estimates_whole_data_statistics_from_sorted_data():
     assert bn.momentum == 0.1  # restored
 
 
+def test_bn_recalibration_leaves_layers_its_forward_does_not_reach():
+    """A model's own calibration forward (torchvision's detectors: backbone and dense head only)
+    re-estimates the layers it runs; a layer it skips keeps the statistics training gave it."""
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.run, self.skipped = nn.BatchNorm2d(1), nn.BatchNorm2d(1)
+
+        def forward(self, x):
+            return self.skipped(self.run(x))
+
+        def calibration_forward(self, x):
+            self.run(x)
+
+    model = Two()
+    model.skipped.running_mean.fill_(7.0)
+    x = torch.full((40, 1, 2, 2), 2.0)
+    recalibrate_batchnorm(model, x, batch_size=20)
+    assert float(model.run.running_mean) == 2.0 and float(model.skipped.running_mean) == 7.0
+
+
 def test_kd_training_learns_and_cached_equals_live_targets():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(120, 3, 8, 8, generator=g)
