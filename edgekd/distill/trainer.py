@@ -193,8 +193,7 @@ def train(model: nn.Module, x: Images, y: LabelsArray, *, epochs: int, batch_siz
     each, the gradients averaged over the processes before each step -- the mean of the shards'
     KD losses, as one process training on the whole batch. `task` (edgekd.tasks; default `PerImage`)
     says what a label is: masks move with their images, KD terms see rows of valid pixels."""
-    if history is not None and teacher is not None and teacher.views != 1:
-        raise ValueError("the history term needs a teacher source with one view (the images as they are)")
+    _check_history(model, history, teacher)
     task = task or PerImage()
     gen = torch.Generator().manual_seed(seed)
     # data-parallel ranks must draw the same batches and views: those come from a generator of
@@ -247,6 +246,16 @@ def train(model: nn.Module, x: Images, y: LabelsArray, *, epochs: int, batch_siz
     recalibrate_batchnorm(model, x, batch_size)
     model.eval()
     return hist
+
+
+def _check_history(model: nn.Module, history: History | None, teacher: TeacherSource | None) -> None:
+    if history is None:
+        return
+    if own_loss(model) is not None:
+        raise ValueError("a model that computes its own loss (a torchvision detector) has no outputs for the "
+                         "history term to distil: update it without one")
+    if teacher is not None and teacher.views != 1:
+        raise ValueError("the history term needs a teacher source with one view (the images as they are)")
 
 
 def _cross_entropy(model: nn.Module, task: LabelOps, xi: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor,
@@ -397,7 +406,6 @@ def _history(history: History | None, logits: torch.Tensor, idx: torch.Tensor) -
     return history.weight * history_loss(logits, history.logits[idx], history.temperature)
 
 
-@torch.no_grad()
 def own_loss(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
     """The loss a model computes itself from images and labels (`own_loss`, on it or on the
     program inside edgekd's wrapper, which then must not normalise: it does so inside)."""
@@ -405,6 +413,7 @@ def own_loss(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.T
     return own if callable(own) else None
 
 
+@torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, x: Images, batch_size: int = 256) -> None:
     """Re-estimate BatchNorm running statistics as exact averages over `x` with the final weights.
 
@@ -427,9 +436,8 @@ def recalibrate_batchnorm(model: nn.Module, x: Images, batch_size: int = 256) ->
     # a model that computes its own loss may give a forward of its BatchNorm layers (see own_loss)
     forward = getattr(getattr(model, "inner", model), "calibration_forward", model)
     try:
-        with torch.no_grad():  # statistics only: no graph to keep
-            for i in range(0, len(x), batch_size):
-                forward(x[order[i:i + batch_size]])
+        for i in range(0, len(x), batch_size):
+            forward(x[order[i:i + batch_size]])
     finally:
         for h in hooks:
             h.remove()

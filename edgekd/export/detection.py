@@ -136,13 +136,10 @@ def openvino_with_nms(model: nn.Module, graph: Path, x: torch.Tensor, threads: i
         ov.save_model(ov.convert_model(str(graph)), str(xml), compress_to_fp16=False)
     except Exception as exc:  # OpenVINO's converter raises its own types for graphs it cannot take
         return None, f"OpenVINO could not convert the graph with NMS: {first_line(exc, 200)}"
-    agreement = check_nms_export(model, xml, x, float(_meta(graph, "score_threshold")),
-                                 float(_meta(graph, "iou_threshold")), int(_meta(graph, "max_detections")), threads)
+    meta = {m.key: m.value for m in onnx.load(str(graph), load_external_data=False).metadata_props}
+    agreement = check_nms_export(model, xml, x, float(meta["score_threshold"]), float(meta["iou_threshold"]),
+                                 int(meta["max_detections"]), threads)
     return xml, agreement.text() + " (OpenVINO CPU, compiled with INFERENCE_PRECISION_HINT f32)"
-
-
-def _meta(graph: Path, key: str) -> str:
-    return {m.key: m.value for m in onnx.load(str(graph), load_external_data=False).metadata_props}[key]
 
 
 CHECKED_IMAGES = 16  # validation images the NMS graph is compared with PyTorch on

@@ -109,7 +109,7 @@ def source_record(name: str, in_channels: int, num_classes: int, image_size: int
 def check_bands(name: str, in_channels: int) -> None:
     if in_channels != 3:
         raise ConfigError(f"torchvision:{name} takes RGB images and the data has {in_channels} bands; use a "
-                          "timm:NAME teacher (edgekd adapts its stem to the bands) or --bands with three bands")
+                          "timm:NAME teacher (edgekd adapts its stem to the bands)")
 
 
 class _Deployable(nn.Module):
@@ -132,6 +132,7 @@ def export_onnx(det: TorchvisionDetector, path: Path, input_shape: list[int]) ->
     import warnings
 
     from ..errors import ExportError
+    from ..files import first_line
 
     det.eval()
     try:
@@ -142,5 +143,5 @@ def export_onnx(det: TorchvisionDetector, path: Path, input_shape: list[int]) ->
                               output_names=["boxes", "scores", "labels"])
     except Exception as exc:  # the exporter raises many types for operators it cannot write
         raise ExportError(f"torchvision:{det.name} cannot be exported to ONNX ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:120]})") from None
+                          f"{first_line(exc, 120)})") from None
     return path

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -37,6 +38,25 @@ def test_bn_recalibration_leaves_layers_its_forward_does_not_reach():
     x = torch.full((40, 1, 2, 2), 2.0)
     recalibrate_batchnorm(model, x, batch_size=20)
     assert float(model.run.running_mean) == 2.0 and float(model.skipped.running_mean) == 7.0
+
+
+def test_a_model_with_its_own_loss_is_not_given_a_history_term():
+    from edgekd.distill.trainer import History
+
+    class Own(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def own_loss(self, x, y):
+            return (self.w - 1).pow(2).sum()
+
+    x, y = torch.rand(4, 1, 2, 2), torch.zeros(4)
+    model = Own()
+    train(model, x, y, epochs=3, batch_size=2, lr=0.1, seed=0)  # its own loss is what it minimises
+    assert float(model.w) > 0.1
+    with pytest.raises(ValueError, match="history term"):
+        train(model, x, y, epochs=1, batch_size=2, lr=0.1, seed=0, history=History(torch.zeros(4, 2), 1.0))
 
 
 def test_kd_training_learns_and_cached_equals_live_targets():
