@@ -109,6 +109,11 @@ class RunConfig(BaseModel):
                                                                  "its channels that meets the budget; a tpe/nsga2 "
                                                                  "search also drops some of its residual blocks); "
                                                                  "pretrained where weights are here")
+    det_head: Literal["fcos", "gfl"] = Field(
+        default="fcos", description="detection: the box head of the detectors edgekd builds (a timm: teacher, "
+                                    "EdgeDet and timm: students): fcos (each side's log distance) or gfl (each "
+                                    "side a distribution over 0..16 strides, its expectation the distance; what "
+                                    "--kd ld distils)")
     teacher_epochs: int = Field(default=10, ge=1, description="epochs to train the teacher")
     student_epochs: int = Field(default=8, ge=1, description="KD epochs per candidate student")
     batch_size: int = Field(default=64, ge=1)
@@ -160,7 +165,9 @@ class RunConfig(BaseModel):
                                                             "relation, multi-teacher, semi-supervised, robust; "
                                                             "segmentation: response (per pixel), cwd (channel-wise), "
                                                             "feature, robust, multi-teacher (default there: "
-                                                            "response,cwd:3)")
+                                                            "response,cwd:3); detection: head (default), "
+                                                            "pseudo-box, feature, ld (GFL-style heads: "
+                                                            "--det-head gfl)")
     teachers: list[str] = Field(default=[], description="more teachers for --kd multi-teacher (repeatable; "
                                                        "the same sources as --teacher)")
     teacher_weights: list[float] = []
@@ -340,6 +347,7 @@ class Overrides(BaseModel):
     teacher_views: int | None = None
     feature_distance: str | None = None
     feature_importance: str | None = None
+    det_head: str | None = None
     kd_weighting: str | None = None
     feature_pairs: list[tuple[int, int]] | list[tuple[str, str]] | None = None
     search: str | None = None

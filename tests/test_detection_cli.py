@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def det_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("det") / "run"
-    proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", "--image-size", "64", "--out", str(out))
+    proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", "--image-size", "64", "--det-head", "gfl",
+                   "--kd", "head,ld", "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
@@ -27,8 +28,10 @@ def test_detection_smoke_run_reports_map_and_exports_with_nms(det_run: Path):
     r = json.loads((det_run / "report.json").read_text())
     assert r["task"] == "detection" and r["metric"] == "mAP50" and r["dataset"]["task"] == "detection"
     assert r["per_class"] == [] and r["per_class_iou"] == []
-    terms = {t["name"] for t in r["objective"]["kd"]["terms"]}
-    assert terms == {"head"}  # the task's default KD term
+    kd = r["objective"]["kd"]
+    assert {t["name"] for t in kd["terms"]} == {"head", "ld"} and kd["det_head"] == "gfl"
+    assert "GFL-style box heads" in (det_run / "report.md").read_text()
+    assert json.loads(next((det_run / "teacher_cache").glob("*/meta.json")).read_text())["edges"]  # LD's targets
     d = r["detection"]
     teacher, student = d["figures"]
     assert teacher["model"] == "teacher" and student["model"] == r["selected"]
@@ -87,6 +90,11 @@ def test_detection_students_are_cut_from_the_detection_teacher(tmp_path: Path):
     best = next(c for c in r["candidates"] if c["name"] == r["selected"])
     assert r["selected"].startswith("teacher-k") and best["cut"]["layers_cut"] > 0
     assert best["params"] < r["teacher"]["params"] and (out / "exports" / f"student-{r['selected']}.nms.onnx").is_file()
+    assert [t["name"] for t in r["objective"]["kd"]["terms"]] == ["head"]  # the task's default KD term
+    # this teacher has FCOS's box head: LD, which distils GFL-style side distributions, is refused
+    proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", "--image-size", "64", "--teacher",
+                   str(out / "teacher.pt"), "--det-head", "gfl", "--kd", "head,ld", "--out", str(tmp_path / "ld"))
+    assert proc.returncode == 2 and "has no GFL-style box head" in proc.stderr and not (tmp_path / "ld").exists()
 
 
 def test_large_frames_train_on_tiles_and_are_timed_per_frame(tmp_path: Path):
@@ -131,7 +139,8 @@ def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
     for args, says in ((("--teacher-views", "4"), "leave --teacher-views at 1"),
                        (("--students", "torchvision:ssdlite320_mobilenet_v3_large"), "torchvision detectors"),
                        (("--teacher", "torchvision:ssdlite320_mobilenet_v3_large"), "takes RGB images and the data "
-                                                                                    "has 4 bands")):
+                                                                                    "has 4 bands"),
+                       (("--kd", "head,ld"), "add --det-head gfl")):
         proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", *args, "--out", str(out))
         assert proc.returncode == 2 and says in proc.stderr and not out.exists(), proc.stderr
     proc = run_cli("optimize", "--preset", "smoke", "--feature-importance", "boxes", "--out", str(out))

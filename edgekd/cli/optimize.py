@@ -66,6 +66,7 @@ def optimize(
     feature_distance: str | None = opt("feature_distance", "--feature-distance"),
     feature_importance: str | None = opt("feature_importance", "--feature-importance"),
     kd_weighting: str | None = opt("kd_weighting", "--kd-weighting"),
+    det_head: str | None = opt("det_head", "--det-head"),
     search: str | None = opt("search", "--search"),
     trials: int | None = opt("trials", "--trials"),
     max_minutes: float | None = opt("max_minutes", "--max-minutes"),
@@ -83,8 +84,8 @@ def optimize(
     device_token_file: Path | None = opt("device_token_file", "--device-token-file"),
     quiet: bool | None = opt("quiet", "--quiet", "-q"),
 ) -> None:
-    """Distil, measure, select, export and report: the whole loop for one target (classification
-    or segmentation: --task, or the data's layout)."""
+    """Distil, measure, select, export and report: the whole loop for one target (classification,
+    segmentation or detection: --task, or the data's layout)."""
     from ..config import build_config, parse_flags
 
     # every flag and the config file are validated before torch and the runtimes are imported

@@ -13,6 +13,10 @@ the N x A x (K + 5) rows of edgekd.models.detnet.
   student's class maps against the teacher's at temperature tau, each location weighted by the
   teacher's foreground score (its best class score), positives weighted 1; + GIoU of the
   student's boxes against the teacher's and BCE on centre-ness, on the same weights).
+- `ld` (localisation distillation, Zheng et al. CVPR 2022), for GFL-style heads on both sides:
+  tau^2 * KL of each box side's distribution over 0..R strides, the teacher's softened at tau
+  against the student's, on the same location weights as `head` (the teacher's foreground score,
+  the labels' positives 1) -- the distillation alone, added to `head` or `pseudo-box`.
 - `pseudo-box`: the teacher's detections (score >= PSEUDO_SCORE, after NMS) that no labelled box
   already covers (IoU < 0.5) join the labels as extra targets of the supervised loss: works for a
   teacher known only by its detections.
@@ -120,9 +124,8 @@ def head_kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Ten
                           f"{tuple(student.shape)}, teacher {tuple(teacher.shape)}); use --kd pseudo-box")
     k = student.shape[-1] - BOX_CHANNELS
     size = layout(student.shape[1])
-    _, _, pos = assign(labels.float(), size, k)
-    t_boxes, t_scores = decode(teacher.detach(), size)
-    w = torch.maximum(t_scores.max(-1).values, pos.float())
+    w = kd_weights(teacher, labels)
+    t_boxes, _ = decode(teacher.detach(), size)
     soft = soft_map_kd(student[..., :k], teacher[..., :k], w, temperature)
     s_boxes, _ = decode(student, size)
     fg = w > 0.05
@@ -131,6 +134,26 @@ def head_kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Ten
     ctr = (F.binary_cross_entropy_with_logits(student[..., k + 4].float(), torch.sigmoid(teacher[..., k + 4].float()),
                                               reduction="none") * w).sum() / w.sum().clamp_min(1e-6)
     return alpha * detection_loss(student, labels) + (1 - alpha) * (soft + box + ctr)
+
+
+def ld_loss(student_edges: torch.Tensor, teacher_edges: torch.Tensor, weights: torch.Tensor,
+            temperature: float) -> torch.Tensor:
+    """tau^2 * sum_a w_a * mean_sides KL(softmax(t_a,side / tau) || softmax(s_a,side / tau)) / sum_a w_a:
+    localisation distillation of side distributions N x A x 4 x (R + 1) (logits), weights N x A."""
+    log_s = F.log_softmax(student_edges.float() / temperature, dim=-1)
+    log_t = F.log_softmax(teacher_edges.float().detach() / temperature, dim=-1)
+    kl = F.kl_div(log_s, log_t, reduction="none", log_target=True).sum(-1).mean(-1)  # N x A
+    return temperature ** 2 * (weights * kl).sum() / weights.sum().clamp_min(1e-6)
+
+
+def kd_weights(teacher: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each location's weight in the dense KD terms (N x A): the teacher's foreground score (its
+    best class score), 1 where the labels make the location positive."""
+    k = teacher.shape[-1] - BOX_CHANNELS
+    size = layout(teacher.shape[1])
+    _, _, pos = assign(labels.float(), size, k)
+    _, t_scores = decode(teacher.detach(), size)
+    return torch.maximum(t_scores.max(-1).values, pos.float())
 
 
 @torch.no_grad()
@@ -159,6 +182,19 @@ def head_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
     """Dense head KD (detection): alpha * FCOS loss + (1 - alpha) * (tau^2 soft class maps + box and
     centre-ness imitation) on the teacher's foreground and the positives."""
     return head_kd_loss(b.student_logits, b.teacher_logits[0], b.labels, s.alpha, s.temperature)
+
+
+@KD_LOSSES.register("ld", needs=frozenset({"detection", "edges"}))
+def ld_term(b: KDInputs, s: KDSettings) -> torch.Tensor:
+    """LD (detection, GFL-style heads on both sides): L = tau^2 * sum_a w_a mean_sides KL(T_a/tau || S_a/tau)
+    / sum_a w_a over the box-side distributions, w the teacher's foreground score (positives 1)."""
+    if b.student_edges is None or b.teacher_edges is None:
+        raise ConfigError("the ld KD term distils the box-side distributions of GFL-style heads: give the student "
+                          "and the teacher --det-head gfl")
+    if b.student_edges.shape != b.teacher_edges.shape:
+        raise ConfigError(f"the ld KD term needs the student's and the teacher's side distributions on one layout "
+                          f"(student {tuple(b.student_edges.shape)}, teacher {tuple(b.teacher_edges.shape)})")
+    return ld_loss(b.student_edges, b.teacher_edges, kd_weights(b.teacher_logits[0], b.labels), s.temperature)
 
 
 @KD_LOSSES.register("pseudo-box", needs=frozenset({"detection"}))

@@ -229,6 +229,9 @@ class KDInputs:
     # dense tasks: the logit maps (N, K, h, w) before they become rows of valid pixels
     student_dense: torch.Tensor | None = None
     teacher_dense: torch.Tensor | None = None
+    # detection with GFL-style heads: each location's side distributions (N, A, 4, R + 1), as logits
+    student_edges: torch.Tensor | None = None
+    teacher_edges: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,8 @@ class KDSettings:
 
 
 KDTermFn = Callable[[KDInputs, KDSettings], torch.Tensor]
-# a term's metadata: needs = what its batch must carry ("features", "embedding", "unlabeled", "teachers")
+# a term's metadata: needs = what its batch must carry ("features", "embedding", "unlabeled", "teachers",
+# "dense", "edges"; "detection": a detection term)
 KD_LOSSES: Registry[KDTermFn] = Registry("KD loss")
 
 

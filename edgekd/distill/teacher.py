@@ -35,6 +35,7 @@ class TeacherBatch:
     logits: list[torch.Tensor]  # one per teacher
     feats: list[torch.Tensor] = field(default_factory=list)
     emb: torch.Tensor | None = None
+    edges: torch.Tensor | None = None  # a GFL-style detector head's side distributions (logits), for LD
 
 
 class TeacherSource(Protocol):
@@ -56,24 +57,39 @@ def _forward(teacher: nn.Module, xb: torch.Tensor, want_feats: bool, modules: li
     return teacher(xb), [], None
 
 
+def _forward_edges(teacher: nn.Module, xb: torch.Tensor, want_feats: bool, edges: bool,
+                   modules: list[str] | None = None) -> tuple[torch.Tensor, list, torch.Tensor | None,
+                                                             torch.Tensor | None]:
+    """`_forward` and, with `edges`, the GFL-style head's side logits of the same pass."""
+    if not edges:
+        return (*_forward(teacher, xb, want_feats, modules), None)
+    from ..models.detnet import capturing_edges
+
+    with capturing_edges(teacher) as cap:
+        logits, feats, emb = _forward(teacher, xb, want_feats, modules)
+        return logits, feats, emb, cap.edges()
+
+
 class LiveTeacher:
     """Runs the teacher(s) on every batch: the slow path the cache is measured against."""
 
     def __init__(self, teachers: list[nn.Module], views: int = 1, features: bool = False,
-                 modules: list[str] | None = None):
+                 modules: list[str] | None = None, edges: bool = False):
         self.teachers, self.views, self.features, self.modules = teachers, views, features, modules
+        self.edges = edges
         for t in teachers:
             t.eval()
 
     @torch.no_grad()
     def batch(self, idx: torch.Tensor, view: int, xb: torch.Tensor) -> TeacherBatch:
-        logits, feats, emb = _forward(self.teachers[0], xb, self.features, self.modules)
-        return TeacherBatch([logits] + [t(xb) for t in self.teachers[1:]], feats, emb)
+        logits, feats, emb, edges = _forward_edges(self.teachers[0], xb, self.features, self.edges, self.modules)
+        return TeacherBatch([logits] + [t(xb) for t in self.teachers[1:]], feats, emb, edges)
 
 
 class TeacherOutputs:
     """Memory-mapped teacher outputs: logits[t] of shape (views, N, classes), optional stage
-    features[l] of shape (views, N, C, H, W) and embedding (views, N, D) of the main teacher."""
+    features[l] of shape (views, N, C, H, W), embedding (views, N, D) and a GFL-style detector
+    head's side logits (views, N, A, 4, R + 1; float16) of the main teacher."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -82,6 +98,7 @@ class TeacherOutputs:
         self.logits = [np.load(folder / f"logits{t}.npy", mmap_mode="r") for t in range(self.meta["teachers"])]
         self.feats = [np.load(folder / f"features{i}.npy", mmap_mode="r") for i in range(self.meta["feature_maps"])]
         self.emb = np.load(folder / "embedding.npy", mmap_mode="r") if self.meta["embedding"] else None
+        self.edges = np.load(folder / "edges.npy", mmap_mode="r") if self.meta.get("edges") else None
 
     def __reduce__(self) -> tuple[type[TeacherOutputs], tuple[Path]]:
         # by reference, absolute: a task (another working directory) reopens the memory maps
@@ -91,14 +108,15 @@ class TeacherOutputs:
         i = idx.numpy()
         return TeacherBatch([torch.from_numpy(np.asarray(a[view][i])) for a in self.logits],
                             [torch.from_numpy(np.asarray(f[view][i])) for f in self.feats],
-                            None if self.emb is None else torch.from_numpy(np.asarray(self.emb[view][i])))
+                            None if self.emb is None else torch.from_numpy(np.asarray(self.emb[view][i])),
+                            None if self.edges is None else torch.from_numpy(np.asarray(self.edges[view][i])))
 
     def logits_view0(self) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.logits[0][0]))
 
     @staticmethod
     def key(teachers: list[nn.Module], x: Images, views: int, features: bool, embedding: bool,
-            modules: list[str] | None = None) -> str:
+            modules: list[str] | None = None, edges: bool = False) -> str:
         h = hashlib.sha256()
         for t in teachers:
             for k, v in t.state_dict().items():
@@ -107,19 +125,20 @@ class TeacherOutputs:
         chunk = rows_per_chunk(x)  # images served from the cache are never all in memory
         for i in range(0, len(x), chunk):
             h.update(x[i:i + chunk].numpy().tobytes())
-        h.update(f"{views}|{features}|{embedding}|{','.join(modules or [])}".encode())
+        h.update(f"{views}|{features}|{embedding}|{','.join(modules or [])}{'|edges' if edges else ''}".encode())
         return h.hexdigest()[:16]
 
     @classmethod
     @torch.no_grad()
     def build(cls, root: Path, teachers: list[nn.Module], x: Images, *, views: int = 1,
               features: bool = False, embedding: bool = False, modules: list[str] | None = None,
-              batch_size: int | None = None) -> TeacherOutputs:
+              batch_size: int | None = None, edges: bool = False) -> TeacherOutputs:
         """Compute (or reuse, when the same teachers, images and settings were cached before).
-        `modules`: the main teacher's feature maps are these named modules' outputs."""
+        `modules`: the main teacher's feature maps are these named modules' outputs. `edges`: the
+        main teacher's GFL-style side distributions too (localisation distillation)."""
         if not 1 <= views <= MAX_VIEWS:
             raise ValueError(f"views must be 1..{MAX_VIEWS}")
-        folder = root / cls.key(teachers, x, views, features, embedding, modules)
+        folder = root / cls.key(teachers, x, views, features, embedding, modules, edges)
         if (folder / "meta.json").exists():
             return cls(folder)
         tmp = folder.with_suffix(".tmp")
@@ -131,10 +150,11 @@ class TeacherOutputs:
         logits_arrays: list[np.ndarray] = []
         feat_arrays: list[np.ndarray] = []
         emb_array: np.ndarray | None = None
+        edge_array: np.ndarray | None = None
         for v in range(views):
             for start in range(0, n, batch_size):
                 xb = apply_view(x[start:start + batch_size], v)
-                main, feats, emb = _forward(teachers[0], xb, features or embedding, modules)
+                main, feats, emb, sides = _forward_edges(teachers[0], xb, features or embedding, edges, modules)
                 outs = [main] + [t(xb) for t in teachers[1:]]
                 if not logits_arrays:  # dense logits (N, K, h, w) at the teacher's output stride, in float16
                     logits_arrays = [np.lib.format.open_memmap(tmp / f"logits{i}.npy", "w+", _dtype(o),
@@ -145,16 +165,23 @@ class TeacherOutputs:
                     if embedding and emb is not None:
                         emb_array = np.lib.format.open_memmap(tmp / "embedding.npy", "w+", np.float32,
                                                               (views, n, emb.shape[1]))
+                    if sides is not None:
+                        edge_array = np.lib.format.open_memmap(tmp / "edges.npy", "w+", np.float16,
+                                                               (views, n, *sides.shape[1:]))
                 for arr, o in zip(logits_arrays, outs):
                     arr[v, start:start + len(xb)] = o.numpy()
                 for arr, f in zip(feat_arrays, feats):
                     arr[v, start:start + len(xb)] = f.numpy()
                 if emb_array is not None and emb is not None:
                     emb_array[v, start:start + len(xb)] = emb.numpy()
-        for arr in [*logits_arrays, *feat_arrays, *([emb_array] if emb_array is not None else [])]:
+                if edge_array is not None and sides is not None:
+                    edge_array[v, start:start + len(xb)] = sides.numpy()
+        extra = [a for a in (emb_array, edge_array) if a is not None]
+        for arr in [*logits_arrays, *feat_arrays, *extra]:
             arr.flush()  # type: ignore[attr-defined]  # np.memmap, typed by open_memmap as ndarray
         (tmp / "meta.json").write_text(json.dumps({"views": views, "teachers": len(teachers), "n": n,
-                                                   "feature_maps": len(feat_arrays), "embedding": embedding}))
+                                                   "feature_maps": len(feat_arrays), "embedding": embedding,
+                                                   "edges": edge_array is not None}))
         tmp.replace(folder)  # complete or absent: a killed build is recomputed, never half-read
         return cls(folder)
 
@@ -165,12 +192,15 @@ def _dtype(out: torch.Tensor) -> type:
     return np.float16 if out.dim() >= 3 else np.float32
 
 
-def cache_bytes(teacher: nn.Module, x: Images, views: int) -> int:
-    """Disk bytes of the teacher's logits for `views` views of every image of `x` (one probe forward)."""
+def cache_bytes(teacher: nn.Module, x: Images, views: int, edges: bool = False) -> int:
+    """Disk bytes of the teacher's logits (and, with `edges`, its GFL-style side distributions)
+    for `views` views of every image of `x` (one probe forward)."""
     teacher.eval()
     with torch.no_grad():
-        out = teacher(x[0:1])
-    return views * len(x) * int(np.prod(out.shape[1:])) * np.dtype(_dtype(out)).itemsize
+        out, _, _, sides = _forward_edges(teacher, x[0:1], False, edges)
+    per = int(np.prod(out.shape[1:])) * np.dtype(_dtype(out)).itemsize
+    per += 0 if sides is None else int(np.prod(sides.shape[1:])) * 2  # float16
+    return views * len(x) * per
 
 
 class InMemoryTeacher:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from torch import nn
 from ..data.store import LAZY, ImageArray, Images, StackedImages, inference_batch
 from ..data.store import Labels as LabelsArray
 from ..errors import ConfigError, TrainingError
+from ..models.detnet import capturing_edges
 from ..models.taps import resolve_modules, tapped_channels, tapped_features
 from .losses import KDInputs, KDSettings, combined_loss, history_loss, needs
 from .teacher import InMemoryTeacher, LiveTeacher, TeacherSource, apply_view
@@ -292,10 +294,12 @@ class _KDStep:
              gen: torch.Generator) -> torch.Tensor:
         xb, yb = apply_view(xi, view), self.task.view_labels(yb, view)
         tb = self.teacher.batch(idx, view, xb)
-        if self.want & {"features", "embedding"}:
-            s_logits, s_feats, s_emb = self.student_features(xb)
-        else:
-            s_logits, s_feats, s_emb = self.model(xb), [], None
+        with capturing_edges(self.model) if "edges" in self.want else contextlib.nullcontext() as cap:
+            if self.want & {"features", "embedding"}:
+                s_logits, s_feats, s_emb = self.student_features(xb)
+            else:
+                s_logits, s_feats, s_emb = self.model(xb), [], None
+            s_edges = cap.edges() if cap is not None else None
         paired = self.adapters is not None
         t_logits = [t.float() for t in tb.logits]  # dense teacher outputs are cached in float16
         rows, labels, t_rows = self.task.kd_rows(s_logits, yb, t_logits)
@@ -304,7 +308,8 @@ class _KDStep:
                          teacher_feats=[tb.feats[t] for _, t in self.pairs or []] if paired else [],
                          student_emb=s_emb, teacher_emb=tb.emb,
                          student_dense=s_logits if "dense" in self.want else None,
-                         teacher_dense=t_logits[0] if "dense" in self.want else None)
+                         teacher_dense=t_logits[0] if "dense" in self.want else None,
+                         student_edges=s_edges, teacher_edges=None if tb.edges is None else tb.edges.float())
         if self.unlabeled is not None and "unlabeled" in self.want:
             batch.unlabeled_student_logits, batch.unlabeled_teacher_logits = self.unlabeled.draw(
                 self.model, len(idx), gen)

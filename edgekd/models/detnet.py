@@ -7,7 +7,11 @@ centre-ness), and the decoding + NMS that turn its outputs into boxes.
       -> 1x1 laterals to D channels, top-down sum, 3x3 conv-BN-ReLU per level (FPN); D = 64, or
          64 x the width multiplier for EdgeDet (`neck_width`)
       -> a head shared by the levels: 3x3 conv-BN-ReLU, then 3x3 convolutions to K class logits,
-         4 side distances (log, in units of the level's stride) and 1 centre-ness logit
+         4 side distances (log, in units of the level's stride) and 1 centre-ness logit; or, with
+         the GFL-style box head (`bins` = R > 0, `--det-head gfl`), to 4 x (R + 1) logits: each
+         side a distribution over 0..R strides (Li et al., Generalized Focal Loss), its expected
+         value the side's distance -- the distributions are what localisation distillation (LD)
+         passes from a teacher to a student; the outputs keep the layout below either way
 
 The output contract (one tensor, so the loop -- teacher cache, KD, export, parity -- treats it as
 it treats dense logits): N x A x (K + 5), A = sum over the levels of (S / stride)^2 locations for a
@@ -18,7 +22,7 @@ sqrt(sigmoid(class) * sigmoid(centre-ness)), as FCOS ranks its detections."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,14 @@ NECK_CHANNELS = 64
 BOX_CHANNELS = 5  # 4 side distances + centre-ness after the K class logits
 MAX_LOG_DISTANCE = 10.0  # exp(10) strides: far beyond any image; keeps exp finite
 PRIOR = 0.01  # the class logits start at sigmoid = 1 %: the focal loss's prior (RetinaNet, FCOS)
+GFL_BINS = 16  # R of the GFL-style box head: sides of 0..16 strides (GFL's reg_max), 128 px at stride 8
+MIN_DISTANCE = 1e-3  # strides: the log of a GFL side distance stays finite
+HEADS = ("fcos", "gfl")
+
+
+def head_bins(head: str) -> int:
+    """The source record's `bins` of a box head named on the command line (--det-head)."""
+    return GFL_BINS if head == "gfl" else 0
 
 
 class DetNeck(nn.Module):
@@ -52,34 +64,91 @@ class DetNeck(nn.Module):
 
 class DetHead(nn.Module):
     """The FCOS head shared by every level (one tower conv), with a learnt scale per level for
-    the box distances."""
+    the box outputs. `bins` = R > 0: the GFL-style box head, 4 x (R + 1) logits a location, each
+    side's distance the expectation of its softmax over 0..R strides; its log takes the place of
+    FCOS's log distance in the outputs. While `capture` is set, the last forward's side logits
+    (N x A x 4 x (R + 1), level by level like the outputs) are kept in `edges` for LD
+    (`capturing_edges`)."""
 
-    def __init__(self, num_classes: int, width: int = NECK_CHANNELS, levels: int = len(STRIDES)):
+    def __init__(self, num_classes: int, width: int = NECK_CHANNELS, levels: int = len(STRIDES), bins: int = 0):
         super().__init__()
+        self.bins = bins
         self.tower = _conv_bn_relu(width, width, 3)
         self.cls = nn.Conv2d(width, num_classes, 3, padding=1)
-        self.box = nn.Conv2d(width, 4, 3, padding=1)
+        self.box = nn.Conv2d(width, 4 * (bins + 1) if bins else 4, 3, padding=1)
         self.ctr = nn.Conv2d(width, 1, 3, padding=1)
         self.scales = nn.Parameter(torch.ones(levels))
+        if bins:
+            self.register_buffer("project", torch.arange(bins + 1, dtype=torch.float32), persistent=False)
+        self.capture = False
+        self.edges: torch.Tensor | None = None
         assert self.cls.bias is not None and self.box.bias is not None
         nn.init.constant_(self.cls.bias, -math.log((1 - PRIOR) / PRIOR))
         nn.init.normal_(self.box.weight, std=0.01)
         nn.init.constant_(self.box.bias, 0.0)
 
+    def _sides(self, box: torch.Tensor, level: int, kept: list[torch.Tensor]) -> torch.Tensor:
+        """The 4 box channels of the outputs: FCOS's scaled log distances, or the log of each GFL
+        side distribution's expectation (its logits kept in `kept` while capturing)."""
+        box = box * self.scales[level]
+        if not self.bins:
+            return box
+        n, _, h, w = box.shape
+        logits = box.reshape(n, 4, self.bins + 1, h, w)
+        if self.capture:
+            kept.append(logits.permute(0, 3, 4, 1, 2).reshape(n, h * w, 4, self.bins + 1))
+        project = cast(torch.Tensor, self.project)  # 0..R
+        dist = (logits.softmax(2) * project.reshape(1, 1, -1, 1, 1)).sum(2)  # N x 4 x h x w, in strides
+        return torch.log(dist.clamp_min(MIN_DISTANCE))
+
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        out = []
+        out: list[torch.Tensor] = []
+        kept: list[torch.Tensor] = []
         for i, f in enumerate(feats):
             t = self.tower(f)
-            level = torch.cat([self.cls(t), self.box(t) * self.scales[i], self.ctr(t)], dim=1)
+            level = torch.cat([self.cls(t), self._sides(self.box(t), i, kept), self.ctr(t)], dim=1)
             out.append(level.flatten(2).transpose(1, 2))  # N x (h*w) x (K + 5)
+        if self.capture and kept:
+            self.edges = torch.cat(kept, dim=1)
         return torch.cat(out, dim=1)
+
+
+def edge_bins(model: nn.Module) -> int:
+    """R of the model's GFL-style box head (0: an FCOS head, or no edgekd detector)."""
+    return max((m.bins for m in model.modules() if isinstance(m, DetHead)), default=0)
+
+
+class capturing_edges:
+    """`with capturing_edges(model) as cap:` forward passes inside keep the GFL head's side
+    logits; `cap.edges()` is the last forward's (N x A x 4 x (R + 1)). Works through any wrapper
+    (edgekd's ExternalNet, a student cut from a teacher): it finds the head among the modules."""
+
+    def __init__(self, model: nn.Module):
+        self.heads = [m for m in model.modules() if isinstance(m, DetHead) and m.bins]
+        if not self.heads:
+            raise ValueError("the model has no GFL-style box head (edge distributions)")
+
+    def __enter__(self) -> capturing_edges:
+        for h in self.heads:
+            h.capture, h.edges = True, None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.heads:
+            h.capture, h.edges = False, None
+
+    def edges(self) -> torch.Tensor:
+        got = self.heads[0].edges
+        if got is None:
+            raise RuntimeError("no forward pass ran while capturing the edge distributions")
+        return got
 
 
 class DetModel(nn.Module):
     """An encoder's features at strides 8/16/32 under `DetNeck` and `DetHead`."""
 
     def __init__(self, encoder: nn.Module, channels: list[int], strides: list[int], num_classes: int,
-                 width: int = NECK_CHANNELS):
+                 width: int = NECK_CHANNELS, bins: int = 0):
         super().__init__()
         self.encoder = encoder
         self.keep = [strides.index(s) for s in STRIDES if s in strides]
@@ -94,7 +163,7 @@ class DetModel(nn.Module):
                                             nn.ReLU(inplace=True)))
             have.append(width)
         self.neck = DetNeck(have, width)
-        self.head = DetHead(num_classes, width)
+        self.head = DetHead(num_classes, width, bins=bins)
         self.num_classes = num_classes
         self.output_stride = STRIDES[0]
 
@@ -116,15 +185,16 @@ class DetModel(nn.Module):
 
 def build_detector(source: dict[str, Any], full: nn.Module | None = None) -> DetModel:
     """The structure of a detector from its source record (weights: `full` for a timm encoder's
-    pretrained start, or a checkpoint loaded afterwards)."""
-    c, k = int(source["in_channels"]), int(source["num_classes"])
+    pretrained start, or a checkpoint loaded afterwards); `bins` in the record: the GFL-style box
+    head's R (absent or 0: FCOS's)."""
+    c, k, bins = int(source["in_channels"]), int(source["num_classes"]), int(source.get("bins") or 0)
     if source["encoder"] == "edgenet":
         arch = ArchSpec.model_validate(source["arch"])
         enc = EdgeNetEncoder(arch, c)
-        return DetModel(enc, list(enc.channels), list(enc.strides), k, neck_width(arch.width))
+        return DetModel(enc, list(enc.channels), list(enc.strides), k, neck_width(arch.width), bins)
     if source["encoder"] == "timm":
         enc_t, channels, strides = timm_encoder(source["name"], c, full)
-        return DetModel(enc_t, channels, strides, k)
+        return DetModel(enc_t, channels, strides, k, bins=bins)
     raise CheckpointError(f"unknown detector encoder {source['encoder']!r}")
 
 

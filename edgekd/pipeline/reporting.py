@@ -50,7 +50,8 @@ def _objective(plan: RunPlan, search: SearchResult) -> ObjectiveSummary:
         weights={"latency": o.weights.latency, "memory": o.weights.memory, "energy": o.weights.energy},
         kd=KDSummary(terms=[KDTermWeight(name=n, weight=w) for n, w in plan.terms], alpha=cfg.kd_alpha,
                      temperature=cfg.kd_temperature, teacher_views=cfg.teacher_views, weighting=cfg.kd_weighting,
-                     feature_distance=cfg.feature_distance, feature_importance=cfg.feature_importance))
+                     feature_distance=cfg.feature_distance, feature_importance=cfg.feature_importance,
+                     det_head=cfg.det_head if cfg.task == "detection" else None))
 
 
 def _teacher(plan: RunPlan, teacher: TeacherResult) -> TeacherSummary:

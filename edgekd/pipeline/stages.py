@@ -155,7 +155,7 @@ def _teacher_model(plan: RunPlan, observer: ConsoleObserver) -> tuple[nn.Module,
         view = plan.teacher_view
         mean, std = view.channel_stats()
         teacher: nn.Module = build_student(plan.cfg.teacher_arch, view.in_channels, len(view.classes), mean, std,
-                                           task=view.task)[0]
+                                           task=view.task, det_head=plan.cfg.det_head)[0]
         return teacher, "trained by this run", _train_teacher(plan, observer, teacher,
                                                               f"training teacher {plan.cfg.teacher_arch.name}")
     if not given.needs_training:
@@ -202,16 +202,16 @@ def teacher_outputs(plan: RunPlan, teachers: list[nn.Module], observer: ConsoleO
     """The teachers' outputs on the training images, cached once on disk -- or, when the cache
     would pass --teacher-cache-max-gb (dense logits of a large data set), the teachers run live."""
     cfg, ds = plan.cfg, plan.teacher_view
-    features, embedding = "features" in plan.needs, "embedding" in plan.needs
-    need = cache_bytes(teachers[0], ds.x_train, cfg.teacher_views) * len(teachers)
+    features, embedding, edges = "features" in plan.needs, "embedding" in plan.needs, "edges" in plan.needs
+    need = cache_bytes(teachers[0], ds.x_train, cfg.teacher_views, edges) * len(teachers)
     if need > cfg.teacher_cache_max_gb * 2**30:
         observer.say(f"teacher outputs: the cache would take {need / 2**30:.1f} GB (> teacher_cache_max_gb "
                      f"{cfg.teacher_cache_max_gb:g}); the teacher runs live on every batch instead (slower training)",
                      style="yellow")
         return LiveTeacher(teachers, views=cfg.teacher_views, features=features or embedding,
-                           modules=plan.teacher_modules)
+                           modules=plan.teacher_modules, edges=edges)
     out = TeacherOutputs.build(plan.run_dir / "teacher_cache", teachers, ds.x_train, views=cfg.teacher_views,
-                               features=features, embedding=embedding, modules=plan.teacher_modules)
+                               features=features, embedding=embedding, modules=plan.teacher_modules, edges=edges)
     if ds.task == "segmentation":
         observer.say(f"teacher outputs: {need / 2**20:.1f} MB of dense logits cached (float16, at the teacher's output "
                      f"stride) for {len(ds.x_train)} tiles x {cfg.teacher_views} view(s)")
@@ -220,9 +220,10 @@ def teacher_outputs(plan: RunPlan, teachers: list[nn.Module], observer: ConsoleO
                      f"detections on {len(ds.x_train)} images cached as detector rows ({need / 2**20:.1f} MB, "
                      "float16); it teaches by pseudo-boxes alone (--kd pseudo-box)")
     elif ds.task == "detection":  # what the head and pseudo-box terms read: the teacher's rows, decoded when needed
-        observer.say(f"teacher outputs: {need / 2**20:.1f} MB of detector rows cached (float16: class logits, box "
-                     f"sides and centre-ness at strides 8/16/32) for {len(ds.x_train)} images; the head and pseudo-box "
-                     "terms read them (pseudo-boxes decoded per batch)")
+        sides = " and the GFL head's box-side distributions (for ld)" if edges else ""
+        observer.say(f"teacher outputs: {need / 2**20:.1f} MB of detector rows{sides} cached (float16: class logits, "
+                     f"box sides and centre-ness at strides 8/16/32) for {len(ds.x_train)} images; the head and "
+                     "pseudo-box terms read them (pseudo-boxes decoded per batch)")
     return out
 
 
@@ -271,7 +272,7 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         calibration_size=cfg.calibration_size, seed=cfg.seed, threads=plan.threads,
                         symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir,
                         qat_epochs=cfg.qat_epochs,
-                        cut_from=teacher.model if "from-teacher" in cfg.students else None)
+                        cut_from=teacher.model if "from-teacher" in cfg.students else None, det_head=cfg.det_head)
     objective = plan.objective(teacher.costs(cfg.delta))
     workers = ray_workers(cfg, plan.train_threads, observer)
     search = Search(SearchSettings.from_config(cfg, plan.deadline), objective, trainer, plan.measurer, plan.run_dir,

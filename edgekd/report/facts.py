@@ -52,6 +52,10 @@ def distillation(r: Report) -> str:
     extra = ""
     if kd.weighting != "none":
         extra += f"; soft-target losses weighted per sample by the teacher's {kd.weighting} (batch mean 1)"
+    if kd.det_head == "gfl":
+        extra += ("; the detectors edgekd built have GFL-style box heads (each side a distribution over 0..16 "
+                  "strides" + (", distilled by ld at the temperature" if any(t.name == "ld" for t in kd.terms)
+                               else "") + ")")
     if any(t.name == "feature" for t in kd.terms):
         extra += (f"; feature distance {kd.feature_distance}"
                   + (", weighted by the teacher's attention map" if kd.feature_importance == "attention" else ""))

@@ -76,6 +76,7 @@ class KDSummary(BaseModel):
     weighting: str = "none"  # dynamic distillation: per-sample lambda(x) of the soft-target terms
     feature_distance: str = "mse"
     feature_importance: str = "none"
+    det_head: str | None = None  # detection: the box head of the detectors edgekd built (fcos, gfl)
 
 
 class ObjectiveSummary(BaseModel):

@@ -92,6 +92,7 @@ class KDTrainer:
     qat_epochs: int = 2  # quantization-aware fine-tuning after the float training, at lr / 10
     weights_dir: Path | None = None  # --student-weights-dir: NAME.safetensors / .pth / .pt per timm student
     cut_from: nn.Module | None = None  # the teacher from-teacher students are cut from (None: none searched)
+    det_head: str = "fcos"  # detection: the students' box head (--det-head)
     _calib: list[np.ndarray] | None = field(default=None, repr=False)
 
     @property
@@ -101,11 +102,11 @@ class KDTrainer:
     def build(self, spec: StudentSpec) -> tuple[nn.Module, str]:
         return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std,
                              weights_dir=self.weights_dir, task=self.ds.task, teacher=self.cut_from,
-                             calib=self._cut_batch() if self.cut_from is not None else None)
+                             calib=self._cut_batch() if self.cut_from is not None else None, det_head=self.det_head)
 
     def bare(self, spec: StudentSpec) -> nn.Module:
         return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std, pretrained=False,
-                             task=self.ds.task, teacher=self.cut_from)[0]
+                             task=self.ds.task, teacher=self.cut_from, det_head=self.det_head)[0]
 
     def _cut_batch(self, n: int = 64) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """The training images a cut from the teacher ranks its channels on, and the task's loss

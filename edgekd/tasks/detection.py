@@ -174,7 +174,7 @@ def predict_frame(model: torch.nn.Module, image: torch.Tensor, input_size: int, 
 class DetectionTask:
     name = "detection"
     metric = "mAP50"
-    kd_terms = frozenset({"head", "pseudo-box", "feature"})
+    kd_terms = frozenset({"head", "pseudo-box", "feature", "ld"})
     default_kd: tuple[str, ...] = ("head",)
 
     def augment(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...]

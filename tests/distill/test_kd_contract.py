@@ -37,13 +37,15 @@ def batch_for(need: frozenset[str]) -> tuple[KDInputs, list[torch.Tensor]]:
         b.student_logits = leaf(2, 84, 8)
         b.teacher_logits = [torch.randn(2, 84, 8, generator=g) + torch.tensor([0.0, 0, 6, 0, 0, 0, 0, 6])]
         b.labels = torch.tensor([[[0.0, 8, 8, 40, 24], [2.0, 30, 30, 60, 50]], [[1.0, 0, 0, 20, 20], [-1.0] * 5]])
+    if "edges" in need:  # GFL-style heads: each location's 4 side distributions over 0..16 strides
+        b.student_edges, b.teacher_edges = leaf(2, 84, 4, 17), torch.randn(2, 84, 4, 17, generator=g)
     return b, leaves
 
 
 @pytest.mark.parametrize("name", KD_LOSSES.names())
 def test_every_term_is_a_finite_scalar_with_a_gradient(name):
     need = KD_LOSSES.meta(name)["needs"]
-    assert need <= {"features", "embedding", "unlabeled", "teachers", "dense", "detection"}
+    assert need <= {"features", "embedding", "unlabeled", "teachers", "dense", "detection", "edges"}
     b, leaves = batch_for(need)
     loss = KD_LOSSES.get(name)(b, KDSettings(teacher_weights=(1.0, 2.0)))
     assert loss.dim() == 0 and torch.isfinite(loss)
@@ -52,7 +54,8 @@ def test_every_term_is_a_finite_scalar_with_a_gradient(name):
     assert grads and all(torch.isfinite(g).all() for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
     # what a term says it needs is what it learns from
     read = {"features": b.student_feats[:1], "embedding": [b.student_emb], "unlabeled": [b.unlabeled_student_logits],
-            "dense": [b.student_dense], "detection": [b.student_logits]}
+            "dense": [b.student_dense], "edges": [b.student_edges],
+            "detection": [b.student_edges if "edges" in need else b.student_logits]}
     for key in need & read.keys():
         assert all(t.grad is not None for t in read[key]), key
 

@@ -103,3 +103,44 @@ def test_augmentations_are_label_preserving_draws_per_image():
     same = augment(x, torch.Generator().manual_seed(1), ("crop",))
     assert torch.equal(cropped, same)  # seeded: a resumed run draws the same
     assert torch.equal(augment(x, g, ()), x)
+
+
+def test_ld_training_pulls_the_students_sides_toward_the_teachers_cached_as_live(tmp_path):
+    """--kd ld with GFL-style heads: the teacher's side distributions cached beside its rows (or
+    read live) train the student alike, and LD alone brings the student's distributions to the
+    teacher's on the locations it weighs."""
+    from edgekd.distill.detection import kd_weights, ld_loss
+    from edgekd.distill.teacher import LiveTeacher, TeacherOutputs
+    from edgekd.models.detnet import capturing_edges
+    from edgekd.models.sources import build_student
+    from edgekd.tasks.detection import DetectionTask
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 64, 64, generator=g)
+    y = torch.tensor([[[0.0, 8.0, 8.0, 40.0, 24.0]], [[1.0, 20.0, 30.0, 60.0, 50.0]]]).repeat(8, 1, 1)
+    torch.manual_seed(0)
+    teacher = build_student(ArchSpec(width=0.5), 3, 2, [0.5] * 3, [0.25] * 3, task="detection", det_head="gfl")[0]
+    with torch.no_grad():  # a teacher whose sides are sure of something: sharper distributions than at init
+        teacher.inner.head.box.weight.mul_(50.0)  # type: ignore[union-attr,operator]
+    cached = TeacherOutputs.build(tmp_path, [teacher], x, edges=True)
+    assert cached.edges is not None and cached.edges.shape[-2:] == (4, 17)
+    assert TeacherOutputs.build(tmp_path, [teacher], x).edges is None  # its own cache entry
+
+    def gap(student: torch.nn.Module) -> float:
+        student.eval()
+        with torch.no_grad(), capturing_edges(student) as s_cap, capturing_edges(teacher) as t_cap:
+            student(x)
+            t_rows = teacher.eval()(x)
+            return float(ld_loss(s_cap.edges(), t_cap.edges(), kd_weights(t_rows, y), 1.0))
+
+    losses = []
+    for source in (cached, LiveTeacher([teacher], edges=True)):
+        torch.manual_seed(1)
+        student = build_student(ArchSpec(width=0.25), 3, 2, [0.5] * 3, [0.25] * 3, task="detection",
+                                det_head="gfl")[0]
+        before = gap(student)
+        hist = train(student, x, y, epochs=4, batch_size=8, lr=1e-2, seed=0, teacher=source, terms=[("ld", 1.0)],
+                     task=DetectionTask())
+        assert gap(student) < 0.5 * before
+        losses.append(hist.epoch_loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-2)  # float16 cache against the live float32

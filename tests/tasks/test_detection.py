@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from edgekd.distill.detection import assign, detection_loss, head_kd_loss, pseudo_boxes, soft_map_kd
+from edgekd.distill.detection import assign, detection_loss, head_kd_loss, ld_loss, pseudo_boxes, soft_map_kd
 from edgekd.distill.losses import KDInputs, KDSettings, combined_loss
 from edgekd.errors import ConfigError
 from edgekd.models.arch import ArchSpec
-from edgekd.models.detnet import decode, layout, locations, points
+from edgekd.models.detnet import GFL_BINS, capturing_edges, decode, edge_bins, layout, locations, points
 from edgekd.models.sources import build_student
 from edgekd.tasks.detection import DetectionTask, coco_metrics, merge, predict_frame
 
@@ -171,13 +171,14 @@ def test_an_object_cut_by_a_slice_edge_is_found_once():
     assert s.tolist() == pytest.approx([0.9, 0.8, 0.6])
 
 
-def test_the_graph_with_nms_inside_agrees_with_pytorch(tmp_path):
+@pytest.mark.parametrize("head", ["fcos", "gfl"])
+def test_the_graph_with_nms_inside_agrees_with_pytorch(tmp_path, head):
     import onnx
 
     from edgekd.export.detection import check_nms_export, export_with_nms, nms_metadata
 
     torch.manual_seed(0)
-    model, _ = build_student(ArchSpec(width=0.5), 3, 2, [0.5] * 3, [0.25] * 3, task="detection")
+    model, _ = build_student(ArchSpec(width=0.5), 3, 2, [0.5] * 3, [0.25] * 3, task="detection", det_head=head)
     path = export_with_nms(model, tmp_path / "d.onnx", 3, 64, nms_metadata(["car", "ship"], 64, 0.05, 0.6, 20),
                            0.05, 0.6, 20)
     agreement = check_nms_export(model, path, torch.rand(4, 3, 64, 64), 0.05, 0.6, 20)
@@ -276,3 +277,57 @@ def test_the_nms_graph_builds_a_tensorrt_engine_or_says_why_not(tmp_path):
         assert engine is None and "build it on the board" in note
     else:  # pragma: no cover - needs an NVIDIA GPU with TensorRT
         assert engine is not None and engine.stat().st_size > 0 and "TensorRT" in note
+
+
+def test_the_gfl_head_gives_each_side_the_expectation_of_its_distribution_and_reloads():
+    """--det-head gfl: each side 17 logits over 0..16 strides; the outputs keep FCOS's layout, the
+    box channels the log of each distribution's expected distance; the record rebuilds the head."""
+    from edgekd.models.sources import rebuild
+
+    torch.manual_seed(0)
+    model, _ = build_student(ArchSpec(width=0.5), 3, 2, [0.5] * 3, [0.25] * 3, task="detection", det_head="gfl")
+    model.eval()
+    x = torch.rand(2, 3, 64, 64)
+    with capturing_edges(model) as cap:
+        out = model(x)
+        edges = cap.edges()
+    assert edge_bins(model) == GFL_BINS and out.shape == (2, locations(64), 2 + 5)
+    assert edges.shape == (2, locations(64), 4, GFL_BINS + 1)
+    expected = (edges.softmax(-1) * torch.arange(GFL_BINS + 1.0)).sum(-1)
+    assert torch.allclose(out[..., 2:6], torch.log(expected), atol=1e-5)
+    again = rebuild(model.source, [0.5] * 3, [0.25] * 3)  # type: ignore[attr-defined]
+    again.load_state_dict(model.state_dict())
+    assert torch.allclose(again.eval()(x), out, atol=1e-6)
+    fcos, _ = build_student(ArchSpec(width=0.5), 3, 2, [0.5] * 3, [0.25] * 3, task="detection")
+    assert edge_bins(fcos) == 0
+    with pytest.raises(ValueError, match="no GFL-style box head"):
+        capturing_edges(fcos)
+
+
+def test_localisation_distillation_against_hand_values():
+    """LD: tau^2 * KL(softmax(t / tau) || softmax(s / tau)) per side, the sides' mean, weighted by location."""
+    t = torch.zeros(1, 2, 4, 2)
+    t[..., 0] = math.log(3.0)  # the teacher's sides: (3/4, 1/4)
+    s = torch.zeros(1, 2, 4, 2)  # the student's: (1/2, 1/2)
+    kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    w = torch.tensor([[1.0, 0.0]])
+    assert float(ld_loss(s, t, w, 1.0)) == pytest.approx(kl)
+    assert float(ld_loss(t, t, w, 1.0)) == pytest.approx(0.0, abs=1e-7)
+    # tau 2 softens both: the teacher's logits halve, (sqrt 3 : 1)
+    p = math.sqrt(3) / (math.sqrt(3) + 1)
+    soft = p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5)
+    assert float(ld_loss(s, t, w, 2.0)) == pytest.approx(4 * soft)
+    # the second location, weighted, averages in: it agrees, so the mean halves
+    assert float(ld_loss(s, torch.cat([t[:, :1], s[:, 1:]], 1), torch.ones(1, 2), 1.0)) == pytest.approx(kl / 2)
+
+
+def test_the_ld_term_needs_both_sides_distributions():
+    y = torch.tensor([[[0.0, 8.0, 8.0, 40.0, 24.0]]])
+    rows = raw_with(64, 2, [(0, [8.0, 8.0, 40.0, 24.0])])
+    b = KDInputs(student_logits=rows, labels=y, teacher_logits=[rows])
+    with pytest.raises(ConfigError, match="--det-head gfl"):
+        combined_loss([("ld", 1.0)], b, KDSettings())
+    edges = torch.zeros(1, locations(64), 4, GFL_BINS + 1)
+    b.student_edges, b.teacher_edges = edges, edges[:, :10]
+    with pytest.raises(ConfigError, match="one layout"):
+        combined_loss([("ld", 1.0)], b, KDSettings())
