@@ -190,14 +190,17 @@ def test_the_graph_with_nms_inside_agrees_with_pytorch(tmp_path, head):
     assert meta["score_threshold"] == "0.05" and meta["max_detections"] == "20"
 
 
-def test_a_detector_cut_from_the_teacher_keeps_its_outputs_and_reloads():
+@pytest.mark.parametrize("head", ["fcos", "gfl"])
+def test_a_detector_cut_from_the_teacher_keeps_its_outputs_and_reloads(head):
     """Encoder, neck and head cut to half their channels by Taylor importance on the FCOS loss;
-    the class, box and centre-ness convolutions and the level scales kept whole; the plan replays."""
+    the class, box and centre-ness convolutions and the level scales kept whole (a GFL-style
+    head's side distributions too: LD still applies); the plan replays."""
     from edgekd.models.shrink import cut_from_teacher
     from edgekd.models.sources import rebuild
 
     torch.manual_seed(0)
-    teacher, _ = build_student(ArchSpec(width=1.0, depth=2), 3, 3, [0.5] * 3, [0.2] * 3, task="detection")
+    teacher, _ = build_student(ArchSpec(width=1.0, depth=2), 3, 3, [0.5] * 3, [0.2] * 3, task="detection",
+                               det_head=head)
     x = torch.rand(8, 3, 64, 64)
     y = torch.tensor([[[0.0, 8.0, 8.0, 40.0, 24.0]]]).repeat(8, 1, 1)
     cut = cut_from_teacher(teacher, x, 3, keep=0.5, importance="taylor", loss=lambda out: detection_loss(out, y))
@@ -205,10 +208,12 @@ def test_a_detector_cut_from_the_teacher_keeps_its_outputs_and_reloads():
     assert sum(p.numel() for p in params.values()) < 0.4 * sum(p.numel() for p in teacher.parameters())
     assert cut.eval()(x).shape == teacher.eval()(x).shape == (8, locations(64), 3 + 5)
     assert params["inner.inner.head.scales"].shape == (3,)
-    assert params["inner.inner.head.box.weight"].shape[0] == 4 and params["inner.inner.head.ctr.weight"].shape[0] == 1
+    sides = 4 if head == "fcos" else 4 * (GFL_BINS + 1)
+    assert params["inner.inner.head.box.weight"].shape[0] == sides
+    assert params["inner.inner.head.ctr.weight"].shape[0] == 1
     again = rebuild(cut.source, [0.5] * 3, [0.2] * 3)  # type: ignore[attr-defined]
     again.load_state_dict(cut.state_dict())
-    assert torch.allclose(again.eval()(x), cut(x), atol=1e-5)
+    assert torch.allclose(again.eval()(x), cut(x), atol=1e-5) and edge_bins(again) == edge_bins(teacher)
 
 
 def test_a_torchvision_detector_from_a_factory_teaches_by_its_boxes():
