@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import onnx
 import torch
 
 from ..errors import ExportError
@@ -24,6 +23,8 @@ def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata
             simplify: bool = False) -> Path:
     """Write `model` as ONNX at `path`; the batch axis is dynamic. A model that cannot be
     exported (an operator ONNX has no equivalent for) raises ExportError naming the operator."""
+    import onnx  # on first export: a run refused at its start does not pay for it
+
     model.eval()
     inner = getattr(model, "inner", None)
     if isinstance(inner, torch.jit.ScriptModule) and hasattr(model, "normalize"):
@@ -65,6 +66,8 @@ def _script_behind_normalize(model: torch.nn.Module, inner: torch.jit.ScriptModu
     if getattr(model, "resolution", None):
         raise ExportError(f"ONNX export to {path} failed: a TorchScript model resized inside cannot be exported; "
                           "give the data at the size the program takes (--image-size)")
+    import onnx
+
     norm: Any = model.normalize
     to_onnx(inner, path, input_shape, simplify=simplify)
     proto = onnx.load(str(path))

@@ -55,9 +55,16 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, 
     return folded, n
 
 
+NNCF_COMPILE_S = "900"  # NNCF compiles its CPU extension on first use: minutes on a busy or small board
+
+
 def _quiet_nncf() -> None:
     """NNCF's info lines and the notices torch logs when NNCF loads its extension stay out of
-    edgekd's console."""
+    edgekd's console; the extension's compilation is given NNCF_COMPILE_S, not NNCF's 60 s, unless
+    NNCF_EXTENSION_LOAD_TIMEOUT says otherwise (on a busy 2-core machine it took over 60 s)."""
+    import os
+
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", NNCF_COMPILE_S)
     for name in ("nncf", "torch.utils.cpp_extension", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

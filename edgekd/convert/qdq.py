@@ -5,10 +5,12 @@ activations) all use it; a leaf that imports nothing of edgekd."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def calibration_batches(data: np.ndarray | None, shape: list[int], n: int = 32, seed: int = 0) -> list[np.ndarray]:
@@ -28,6 +30,7 @@ def has_qdq(model: onnx.ModelProto) -> bool:
 def quantize_qdq(onnx_path: Path, out_path: Path, batches: list[np.ndarray], symmetric: bool = False) -> Path:
     """Static INT8 quantization in QDQ form, per-channel weights. `symmetric` activations (S8S8)
     for TensorRT; asymmetric uint8 activations (U8S8) for ONNX Runtime on CPUs."""
+    import onnx  # here, not at start: a run that never quantizes does not pay for it
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
 from ..errors import ConfigError
 from ..models.detnet import BOX_CHANNELS, STRIDES, decode, layout, points, select
@@ -90,6 +89,9 @@ def centreness(box_t: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
 
 def detection_loss(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """FCOS's loss of raw outputs N x A x (K + 5) against padded boxes N x M x 5."""
+    from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss  # on first use: a run without
+    # detection does not pay torchvision's import (its operators pull in torch._dynamo)
+
     k = out.shape[-1] - BOX_CHANNELS
     size = layout(out.shape[1])
     cls_t, box_t, pos = assign(labels.float(), size, k)
@@ -122,6 +124,8 @@ def head_kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Ten
     if student.shape != teacher.shape:
         raise ConfigError(f"the head KD term needs the student's and the teacher's outputs on one layout (student "
                           f"{tuple(student.shape)}, teacher {tuple(teacher.shape)}); use --kd pseudo-box")
+    from torchvision.ops import generalized_box_iou_loss
+
     k = student.shape[-1] - BOX_CHANNELS
     size = layout(student.shape[1])
     w = kd_weights(teacher, labels)
@@ -161,6 +165,8 @@ def pseudo_boxes(teacher: torch.Tensor, labels: torch.Tensor, score: float = PSE
                  iou: float = PSEUDO_IOU, max_detections: int = 100) -> torch.Tensor:
     """The labels with the teacher's confident detections added that no labelled box covers
     (padded N x M' x 5)."""
+    from torchvision.ops import box_iou
+
     boxes, scores = decode(teacher.float())
     rows = []
     for i in range(len(labels)):
