@@ -137,7 +137,7 @@ def test_a_teacher_known_by_its_boxes_teaches_by_pseudo_boxes(det_run: Path, tmp
 def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
     out = tmp_path / "run"
     for args, says in ((("--teacher-views", "4"), "leave --teacher-views at 1"),
-                       (("--students", "torchvision:ssdlite320_mobilenet_v3_large"), "torchvision detectors"),
+                       (("--students", "edgenet,ssdlite"), "has 4 bands; use a timm:NAME student"),
                        (("--teacher", "torchvision:ssdlite320_mobilenet_v3_large"), "takes RGB images and the data "
                                                                                     "has 4 bands"),
                        (("--kd", "head,ld"), "add --det-head gfl")):
@@ -148,3 +148,32 @@ def test_detection_refuses_what_it_does_not_do(tmp_path: Path):
     proc = run_cli("optimize", "--task", "detection", "--preset", "smoke", "--kd", "head,feature", "--feature-distance",
                    "cwd", "--feature-importance", "boxes", "--out", str(out))
     assert proc.returncode == 2 and "leave --feature-importance boxes out" in proc.stderr and not out.exists()
+
+
+def test_an_ssdlite_student_is_searched_and_ships_its_own_graph(tmp_path: Path):
+    """torchvision's SSDLite as the one student on RGB boxes: distilled by pseudo-boxes whatever
+    --kd says, measured and shipped as its own graph with decoding and NMS inside (ONNX and
+    OpenVINO, checked against PyTorch); other formats are not built for it, and said so."""
+    from .data.test_boxes import make_coco
+
+    data = make_coco(tmp_path / "coco", n=12)
+    out = tmp_path / "run"
+    proc = run_cli("optimize", "--task", "detection", "--data", str(data), "--preset", "smoke", "--image-size", "64",
+                   "--students", "ssdlite", "--export-formats", "onnx,openvino,openvino-fp16", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "distilled by pseudo-boxes" in proc.stdout and "openvino-fp16 not built for it" in proc.stdout
+    r = json.loads((out / "report.json").read_text())
+    assert r["selected"] == "tv-ssdlite320_mobilenet_v3_large"
+    assert sorted(e["format"] for e in r["exports"]) == ["onnx", "openvino"]
+    for e in r["exports"]:
+        assert e["parity"]["metric"] == "mAP50" and e["parity"]["top1_agreement"] == 1.0
+    d = r["detection"]
+    meta = {m.key: m.value for m in onnx.load(str(out / d["nms_export"])).metadata_props}
+    assert meta["classes"] == "ship,plane" and float(meta["score_threshold"]) == 0.25
+    assert " 0 extra" in d["nms_agreement"] and " 0 extra" in d["nms_openvino_agreement"]
+    assert "own graph holds its decoding and NMS" in d["stages"]["source"] and d["stages"]["network_ms"] > 0
+    exp = tmp_path / "exp"
+    proc = run_cli("export", str(out / "candidates" / r["selected"] / "student.pt"), "--formats", "onnx", "--out",
+                   str(exp))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (exp / "student.onnx").is_file() and (exp / "student.nms.onnx").is_file() and " 0 extra" in proc.stdout

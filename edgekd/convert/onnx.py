@@ -27,6 +27,9 @@ def to_onnx(model: torch.nn.Module, path: Path, input_shape: list[int], metadata
 
     model.eval()
     inner = getattr(model, "inner", None)
+    own = getattr(inner, "deployable_onnx", None)
+    if callable(own):  # a detector exported as deployed, its own decoding and NMS inside (torchvision's)
+        return Path(own(path, input_shape, metadata))
     if isinstance(inner, torch.jit.ScriptModule) and hasattr(model, "normalize"):
         return _script_behind_normalize(model, inner, path, input_shape, metadata, simplify)
     tmp = path.with_suffix(".tmp.onnx")

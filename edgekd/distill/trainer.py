@@ -203,7 +203,9 @@ def train(model: nn.Module, x: Images, y: LabelsArray, *, epochs: int, batch_siz
     batch_gen = torch.Generator().manual_seed(seed + 7919) if shard is not None else gen
     terms = terms or [("response", 1.0)]
     kd = kd or KDSettings()
-    want = needs(terms) if teacher is not None else frozenset()
+    # a model that computes its own loss (a torchvision detector) learns from the teacher's boxes
+    # (_KDStep): the terms' other inputs (features, dense maps) are not read from it
+    want = needs(terms) if teacher is not None and own_loss(model) is None else frozenset()
     adapters = None
     params = list(model.parameters())
     student_features = _feature_reader(model, student_modules)
@@ -294,6 +296,11 @@ class _KDStep:
              gen: torch.Generator) -> torch.Tensor:
         xb, yb = apply_view(xi, view), self.task.view_labels(yb, view)
         tb = self.teacher.batch(idx, view, xb)
+        own = own_loss(self.model)
+        if own is not None:  # torchvision's detectors: their own losses on the labels + the teacher's sure boxes
+            from .detection import pseudo_boxes
+
+            return own(xb, pseudo_boxes(tb.logits[0].float(), yb))
         with capturing_edges(self.model) if "edges" in self.want else contextlib.nullcontext() as cap:
             if self.want & {"features", "embedding"}:
                 s_logits, s_feats, s_emb = self.student_features(xb)

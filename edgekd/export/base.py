@@ -94,6 +94,15 @@ QAT_FORMATS = ("onnx-int8-qat", "openvino-int8-qat")  # built from a fake-quanti
 BASE_FORMATS = ("onnx", "onnx-int8-qat")  # the ONNX graph the other formats are built from
 
 
+# what a detector that decodes and suppresses inside its own graph (a torchvision detector) is shipped as
+DETECTOR_GRAPH_FORMATS = ("onnx", "openvino")
+
+
+def detects_itself(model: torch.nn.Module) -> bool:
+    """A model whose export is its deployable detector graph (boxes, scores, labels out)."""
+    return callable(getattr(getattr(model, "inner", None), "deployable_onnx", None))
+
+
 def parse_formats(text: str) -> list[str]:
     """Formats in build order; `onnx` (for a quantization-aware model `onnx-int8-qat`) comes
     first whenever another format is built from it."""
@@ -124,6 +133,10 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
     if spec is None:
         raise ExportError(f"unknown export format {fmt!r}; {close_matches(fmt, FORMATS)}choose from: "
                           f"{', '.join(FORMATS)}")
+    boxes = detects_itself(model)
+    if boxes and fmt not in DETECTOR_GRAPH_FORMATS:
+        raise ExportError(f"{fmt}: {getattr(model, 'name', 'this detector')} ships as its FP32 graph with its own "
+                          f"decoding and NMS inside; export it as {' or '.join(DETECTOR_GRAPH_FORMATS)}")
     if fmt not in BASE_FORMATS and ctx.onnx_path is None:
         raise ExportError(f"the {fmt} export is built from the ONNX export; export 'onnx' first")
     if spec.needs_calibration and ctx.calibration is None:
@@ -137,15 +150,27 @@ def export_model(fmt: str, model: torch.nn.Module, out_dir: Path, stem: str, ctx
     tol = tol or default_tolerance(spec.precision)
     loaded = load_runtime(spec.runtime, path, threads, spec.precision, ctx.input_shape)
     try:
-        parity = check_parity(model, loaded.run, x_val, y_val, batch_size=ctx.input_shape[0] if spec.needs_gpu else 64,
-                              compare=ctx.compare)
+        if boxes:  # detections in, detections out: both sides encoded as detector rows, image by image
+            from .detection import detections_as_rows
+
+            ctx.notes.append("the graph holds the detector's own decoding and NMS (outputs boxes, scores, labels); "
+                             "parity compares its detections with PyTorch's, image by image"
+                             + (" (OpenVINO compiled with INFERENCE_PRECISION_HINT f32)" if spec.runtime == "openvino"
+                                else ""))
+            parity = check_parity(model, detections_as_rows(path, threads, int(ctx.input_shape[-1]),
+                                                            int(getattr(model.inner, "num_classes", 0))),
+                                  x_val, y_val, compare=ctx.compare)
+        else:
+            parity = check_parity(model, loaded.run, x_val, y_val,
+                                  batch_size=ctx.input_shape[0] if spec.needs_gpu else 64, compare=ctx.compare)
     finally:
         loaded.close()
     problems = parity.violations(tol)
     if problems:
         raise ExportError(f"{fmt} export {path} disagrees with the PyTorch model beyond the {spec.precision} "
                           f"tolerance: {'; '.join(problems)}")
-    default = _plugin_default_parity(spec, path, model, x_val, y_val, threads, loaded.execution, ctx)
+    default = None if boxes else _plugin_default_parity(spec, path, model, x_val, y_val, threads, loaded.execution,
+                                                        ctx)
     size = sum(p.stat().st_size for p in files_of(path)) / 2**20
     return ExportResult(format=fmt, path=str(path), runtime=spec.runtime, precision=spec.precision,
                         size_mb=round(size, 4), parity=parity, tolerance=tol, notes=list(ctx.notes),

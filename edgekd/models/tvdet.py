@@ -9,6 +9,8 @@ resize them (SSD and SSDLite keep their fixed input, 300 and 320 px: boxes are m
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,41 @@ class TorchvisionDetector(nn.Module):
         if head is not None:
             head(feats)
 
+    def deployable_onnx(self, path: Path, input_shape: list[int], metadata: dict[str, str] | None = None) -> Path:
+        """This detector as deployed (batch 1: its transform, network, decoding and NMS; outputs
+        boxes, scores, labels, the data's class indices): what edgekd measures and ships of a
+        torchvision detector. The metadata records its thresholds."""
+        score, iou, most = self.current_thresholds()
+        return export_onnx(self, path, input_shape, {
+            "outputs": "boxes D x 4 (x1 y1 x2 y2, input pixels), scores D, labels D (class index)",
+            **(metadata or {}), "score_threshold": f"{score:g}", "iou_threshold": f"{iou:g}",
+            "max_detections": str(most)})
+
+    def current_thresholds(self) -> tuple[float, float, int]:
+        """(score threshold, NMS IoU threshold, max detections) of its postprocessing."""
+        net: Any = self.net
+        heads = getattr(net, "roi_heads", net)  # Faster R-CNN keeps them in its box head
+        return float(heads.score_thresh), float(heads.nms_thresh), int(heads.detections_per_img)
+
+    @contextlib.contextmanager
+    def thresholds(self, score: float, iou: float, max_detections: int) -> Iterator[None]:
+        """Its postprocessing at these thresholds for the duration (a deployed detector reports
+        the sure ones; mAP is measured at torchvision's own low threshold)."""
+        heads: Any = getattr(self.net, "roi_heads", self.net)
+        saved = self.current_thresholds()
+        heads.score_thresh, heads.nms_thresh, heads.detections_per_img = score, iou, max_detections
+        try:
+            yield
+        finally:
+            heads.score_thresh, heads.nms_thresh, heads.detections_per_img = saved
+
+    @torch.no_grad()
+    def detect(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Boxes, scores and labels (the data's class indices) of one image (batch 1), as the
+        deployable graph gives them."""
+        self.net.eval()
+        return _Deployable(self.net)(x)
+
     def load_weights(self, path: Path) -> str:
         """Load a state dict of this detector (a torchvision checkpoint, e.g. COCO's): every tensor
         whose name and shape match; the class layers of another class count stay new. Returns
@@ -106,10 +143,11 @@ def source_record(name: str, in_channels: int, num_classes: int, image_size: int
             "image_size": image_size}
 
 
-def check_bands(name: str, in_channels: int) -> None:
+def check_bands(name: str, in_channels: int, role: str = "teacher") -> None:
     if in_channels != 3:
         raise ConfigError(f"torchvision:{name} takes RGB images and the data has {in_channels} bands; use a "
-                          "timm:NAME teacher (edgekd adapts its stem to the bands)")
+                          f"timm:NAME {role} (edgekd adapts its stem to the bands)"
+                          + (" or edgenet, or leave it out" if role == "student" else ""))
 
 
 class _Deployable(nn.Module):
@@ -125,23 +163,38 @@ class _Deployable(nn.Module):
         return d["boxes"], d["scores"], d["labels"] - 1
 
 
-def export_onnx(det: TorchvisionDetector, path: Path, input_shape: list[int]) -> Path:
-    """The detector's deployable graph (torchvision's own ONNX export: tracing, batch 1)."""
+def export_onnx(det: TorchvisionDetector, path: Path, input_shape: list[int],
+                metadata: dict[str, str] | None = None) -> Path:
+    """The detector's deployable graph (torchvision's own ONNX export: tracing, batch 1), with
+    `metadata` in its metadata_props; complete at `path` or absent."""
     import contextlib
     import io
     import warnings
+
+    import onnx
 
     from ..errors import ExportError
     from ..files import first_line
 
     det.eval()
+    tmp = path.with_suffix(".tmp.onnx")
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")  # tracing warnings of torchvision's data-dependent code
-            torch.onnx.export(_Deployable(det.net).eval(), (torch.zeros([1, *input_shape[1:]]),), str(path),
+            torch.onnx.export(_Deployable(det.net).eval(), (torch.zeros([1, *input_shape[1:]]),), str(tmp),
                               dynamo=False, opset_version=17, input_names=["input"],
-                              output_names=["boxes", "scores", "labels"])
+                              output_names=["boxes", "scores", "labels"],
+                              dynamic_axes={n: {0: "detections"} for n in ("boxes", "scores", "labels")})
+        if metadata:
+            proto = onnx.load(str(tmp))
+            for key, value in metadata.items():
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = key, value
+            onnx.save(proto, str(tmp))
+        tmp.replace(path)
     except Exception as exc:  # the exporter raises many types for operators it cannot write
         raise ExportError(f"torchvision:{det.name} cannot be exported to ONNX ({type(exc).__name__}: "
                           f"{first_line(exc, 120)})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..console import ConsoleObserver
 from ..data import Dataset
+from ..export.base import detects_itself
 from ..export.detection import CHECKED_IMAGES, deployable, openvino_with_nms
 from ..models.io import load_checkpoint
 from ..report.model import DetectionFigures, DetectionModelMetrics, DetectionSummary, StageTimes
@@ -72,17 +73,18 @@ def detection_summary(plan: RunPlan, teacher: TeacherResult, choice: Selection, 
         summary.nms_agreement += f"; {note}" + (f" ({engine.name})" if engine else "")
     observer.say(f"export onnx with NMS inside: {path} ({agreement.text()})",
                  style=None if agreement.agrees else "yellow")
-    summary.stages = stage_times(plan, path)
+    summary.stages = stage_times(plan, path, split=not detects_itself(student))
     summary.drawings = [draw(plan, vals["teacher"], vals[choice.best.name])]
     return summary
 
 
-def stage_times(plan: RunPlan, nms_graph: Path) -> StageTimes:
+def stage_times(plan: RunPlan, nms_graph: Path, split: bool = True) -> StageTimes:
     """p50 of each stage of one camera frame, measured here with ONNX Runtime at the run's threads,
     the stages interleaved run by run: the letterbox of each slice (a frame of the data's median
     source size, or of the input size for the demo set; cut into the loader's windows with --tile,
     else letterboxed whole), the network graph alone (the plain ONNX export), the NMS graph, and
-    with slices the merge of their detections."""
+    with slices the merge of their detections. `split=False`: the network is not timed apart
+    (a detector whose own graph holds its decoding and NMS)."""
     import onnxruntime as ort
 
     from ..data.boxes import letterbox, windows
@@ -93,7 +95,8 @@ def stage_times(plan: RunPlan, nms_graph: Path) -> StageTimes:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     nms = ort.InferenceSession(str(nms_graph), opts, providers=["CPUExecutionProvider"])
-    net = ort.InferenceSession(str(plain), opts, providers=["CPUExecutionProvider"]) if plain.is_file() else None
+    net = ort.InferenceSession(str(plain), opts, providers=["CPUExecutionProvider"]) \
+        if split and plain.is_file() else None
     w, h = ds.frame_size or (ds.image_size, ds.image_size)
     frame = np.random.default_rng(0).random((ds.in_channels, h, w)).astype(np.float32)
     wins = windows(w, h, cfg.tile, cfg.tile_overlap)
@@ -122,9 +125,10 @@ def stage_times(plan: RunPlan, nms_graph: Path) -> StageTimes:
     frame_ms = len(wins) * (pre + whole) + mrg
     how = (f"cut into {len(wins)} slices of {cfg.tile} px overlapping by {cfg.tile_overlap} px, each letterboxed"
            if len(wins) > 1 else "letterboxed whole")
-    split = "" if net is not None else ("; no plain network graph was exported, so decoding + NMS is inside the "
-                                        "network figure")
-    return StageTimes(source=f"measured on this machine, stages interleaved run by run, {runs} frames{split}",
+    apart = "" if net is not None else ("; no plain network graph was exported, so decoding + NMS is inside the "
+                                        "network figure") if split else \
+        "; the detector's own graph holds its decoding and NMS: they are inside the network figure"
+    return StageTimes(source=f"measured on this machine, stages interleaved run by run, {runs} frames{apart}",
                       runtime="onnxruntime (fp32)", threads=threads, runs=runs,
                       frame=f"{w}x{h} px, {how} to {ds.image_size} px", preprocess_ms=round(pre, 4),
                       network_ms=round(network, 4), postprocess_ms=round(max(whole - network, 0.0), 4),

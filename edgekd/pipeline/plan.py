@@ -27,7 +27,7 @@ from ..errors import CheckpointError, ConfigError, DataError, EdgeKDError, RunDi
 from ..files import atomic_write
 from ..host import default_threads, default_train_threads
 from ..measurers import LocalMeasurer, Measurer, measurer_for
-from ..models.arch import ArchSpec, ExternalSpec, TimmSpec, TorchvisionSpec, parse_students
+from ..models.arch import TORCHVISION_DET_STUDENTS, ArchSpec, ExternalSpec, TimmSpec, TorchvisionSpec, parse_students
 from ..models.sources import LoadedModel, SourceRequest, load_model
 from ..profilers import MeasurementCache, ProfileSettings
 from ..profilers.base import Reference
@@ -219,6 +219,7 @@ def resolve_run(cfg: RunConfig, resume: bool, timer: StageTimer) -> RunPlan:
     cfg, terms = boxes_only_terms(cfg, teachers, terms, kd_given)
     check_ld_teacher(teachers, terms)
     check_from_teacher(cfg, teachers, teacher_ds)
+    check_torchvision_bands(cfg, ds)
     check_feature_modules(cfg, ds, teachers, want, teacher_ds)
     check_stage_pairs(cfg, ds, teachers, want, teacher_ds)
     threads = cfg.threads or default_threads()
@@ -297,9 +298,27 @@ def check_detection(cfg: RunConfig, terms: list[tuple[str, float]] | None = None
                           "are; leave --teacher-views at 1")
     if cfg.teachers:
         raise ConfigError("--teacher-extra: detection distils from one teacher; leave the extra teachers out")
+    tv = [s for s in parse_students(cfg.students)[1] if isinstance(s, TorchvisionSpec)]
+    space = cfg.search_space.precisions if "precisions" in cfg.search_space.model_fields_set else []
+    lower = sorted((set(cfg.precisions) | set(space)) - {"fp32"})
+    if tv and lower:
+        raise ConfigError(f"--students torchvision:{tv[0].model}: a torchvision detector is searched at fp32 (its "
+                          f"graph holds its own NMS; edgekd quantizes only its own heads); leave --precisions "
+                          f"{','.join(lower)} out, or that student")
     if any(name == "ld" for name, _ in terms or []) and cfg.det_head != "gfl":
         raise ConfigError("--kd ld distils the box-side distributions of GFL-style heads; add --det-head gfl (the "
                           "teacher edgekd builds and the students get that head) or leave ld out")
+
+
+def check_torchvision_bands(cfg: RunConfig, ds: Dataset) -> None:
+    """torchvision's detectors take RGB images (their transform normalises three bands)."""
+    if cfg.task != "detection":
+        return
+    from ..models.tvdet import check_bands
+
+    for spec in parse_students(cfg.students)[1]:
+        if isinstance(spec, TorchvisionSpec):
+            check_bands(spec.model, ds.in_channels, "student")
 
 
 def check_ld_teacher(teachers: Teachers, terms: list[tuple[str, float]]) -> None:
@@ -336,20 +355,22 @@ def boxes_only_terms(cfg: RunConfig, teachers: Teachers, terms: list[tuple[str, 
 
 
 def check_students(students: list[str], task: str = "classification") -> None:
-    """Every --students entry is edgenet, a timm model that exists, or (segmentation) a torchvision segmenter."""
+    """Every --students entry is edgenet, a timm model that exists, or a torchvision segmenter
+    (segmentation) or detector (detection) edgekd builds."""
     _, others = parse_students(students)
     tv = [s for s in others if isinstance(s, TorchvisionSpec)]
-    if tv and task == "detection":
-        raise ConfigError(f"--students torchvision:{tv[0].model}: torchvision detectors are not built into edgekd yet; "
-                          "name edgenet (EdgeDet) or timm:NAME backbones")
-    if tv and task != "segmentation":
-        raise ConfigError(f"--students torchvision:{tv[0].model} is a segmentation student; use it with --task "
-                          "segmentation, or name timm:NAME classifiers")
     from ..models.segnet import TORCHVISION_SEGMENTERS
 
-    unknown = [s.model for s in tv if s.model not in TORCHVISION_SEGMENTERS]
+    if tv and task == "classification":
+        kind = "detection" if tv[0].model in TORCHVISION_DET_STUDENTS else "segmentation"
+        raise ConfigError(f"--students torchvision:{tv[0].model} is a {kind} student; use it with --task {kind}, or "
+                          "name timm:NAME classifiers")
+
+    known = TORCHVISION_DET_STUDENTS if task == "detection" else TORCHVISION_SEGMENTERS
+    unknown = [s.model for s in tv if s.model not in known]
     if unknown:
-        raise ConfigError(f"--students torchvision:{unknown[0]}: edgekd builds {', '.join(TORCHVISION_SEGMENTERS)}")
+        raise ConfigError(f"--students torchvision:{unknown[0]}: for --task {task} edgekd builds "
+                          f"{', '.join(known)}" + (" (--students ssdlite)" if task == "detection" else ""))
     timm_specs = [s for s in others if isinstance(s, TimmSpec)]
     if timm_specs:
         import timm
@@ -515,7 +536,7 @@ def _bare_students(cfg: RunConfig, ds: Dataset) -> Iterator[tuple[ArchSpec | Ext
             continue
         yield spec, build_student(spec, ds.in_channels, len(ds.classes), [0.0] * ds.in_channels,
                                   [1.0] * ds.in_channels, pretrained=False, task=ds.task,
-                                  det_head=cfg.det_head)[0]
+                                  det_head=cfg.det_head, image_size=ds.image_size)[0]
 
 
 def check_stage_pairs(cfg: RunConfig, ds: Dataset, teachers: Teachers, want: frozenset[str],

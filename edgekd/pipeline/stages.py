@@ -23,12 +23,14 @@ from ..distill.teacher import LiveTeacher, TeacherOutputs, cache_bytes
 from ..distill.trainer import Unlabeled, predict_logits, steps, train
 from ..errors import ConfigError
 from ..export import FORMATS, ExportResult
+from ..export.base import DETECTOR_GRAPH_FORMATS, detects_itself
 from ..export.device import check_on_device
 from ..export.run import export_formats, export_metadata
 from ..files import atomic_write
 from ..host import usable_cpus
 from ..measurers import AgentMeasurer
 from ..measurers.pool import BoardPool
+from ..models.arch import TorchvisionSpec, parse_students
 from ..models.detnet import boxes_only
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet
@@ -273,6 +275,10 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir,
                         qat_epochs=cfg.qat_epochs,
                         cut_from=teacher.model if "from-teacher" in cfg.students else None, det_head=cfg.det_head)
+    tv = [s for s in parse_students(cfg.students)[1] if isinstance(s, TorchvisionSpec)]
+    if tv and ds.task == "detection" and any(name != "pseudo-box" for name, _ in plan.terms):
+        observer.say(f"{', '.join(s.name for s in tv)}: distilled by pseudo-boxes (torchvision's own losses on the "
+                     "labels plus the teacher's sure detections); the other --kd terms read edgekd's heads")
     objective = plan.objective(teacher.costs(cfg.delta))
     workers = ray_workers(cfg, plan.train_threads, observer)
     search = Search(SearchSettings.from_config(cfg, plan.deadline), objective, trainer, plan.measurer, plan.run_dir,
@@ -380,7 +386,7 @@ def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, ti
                                  calibration_size=cfg.calibration_size, max_accuracy_drop=cfg.max_accuracy_drop,
                                  tolerances=cfg.parity, threads=plan.threads, seed=cfg.seed)
     device = plan.measurer.parity_board() if isinstance(plan.measurer, BoardPool) else plan.measurer
-    if isinstance(device, AgentMeasurer):  # parity where the model runs, too
+    if isinstance(device, AgentMeasurer) and not detects_itself(student):  # parity where the model runs, too
         with timer("device_parity"):
             task = task_of(plan.ds)
             exports = check_on_device(device, student, exports, plan.ds.x_val, plan.ds.y_val,
@@ -401,6 +407,12 @@ def _export_model_and_formats(plan: RunPlan, best: Candidate, observer: ConsoleO
     exported to the QAT formats in place of the float ones requested."""
     student, _ = load_checkpoint(finalize_checkpoint(plan.run_dir, best.arch, best.rung))
     formats = list(plan.export_formats)
+    if detects_itself(student):  # torchvision's detector: its own graph, decoding and NMS inside, at FP32
+        left = [f for f in formats if f not in DETECTOR_GRAPH_FORMATS]
+        formats = [f for f in formats if f in DETECTOR_GRAPH_FORMATS] or ["onnx"]
+        if left:
+            observer.say(f"the selected student {best.name} ships as its own FP32 graph with decoding and NMS inside "
+                         f"({', '.join(formats)}); {', '.join(left)} not built for it", style="yellow")
     if best.precision == "int8" and not any(FORMATS[f].precision == "int8" for f in formats if f in FORMATS):
         formats.append("onnx-int8")  # the selected student is its INT8 version: ship that
     if best.precision != QAT:

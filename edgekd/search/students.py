@@ -102,11 +102,13 @@ class KDTrainer:
     def build(self, spec: StudentSpec) -> tuple[nn.Module, str]:
         return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std,
                              weights_dir=self.weights_dir, task=self.ds.task, teacher=self.cut_from,
-                             calib=self._cut_batch() if self.cut_from is not None else None, det_head=self.det_head)
+                             calib=self._cut_batch() if self.cut_from is not None else None, det_head=self.det_head,
+                             image_size=self.ds.image_size)
 
     def bare(self, spec: StudentSpec) -> nn.Module:
         return build_student(spec, self.ds.in_channels, len(self.ds.classes), self.mean, self.std, pretrained=False,
-                             task=self.ds.task, teacher=self.cut_from, det_head=self.det_head)[0]
+                             task=self.ds.task, teacher=self.cut_from, det_head=self.det_head,
+                             image_size=self.ds.image_size)[0]
 
     def _cut_batch(self, n: int = 64) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """The training images a cut from the teacher ranks its channels on, and the task's loss

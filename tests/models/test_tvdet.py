@@ -130,3 +130,97 @@ def test_torchvision_detectors_are_refused_clearly(coco_like: Path, tmp_path: Pa
         load_model(f"torchvision:{NAME}", request(other))
     with pytest.raises(ValueError, match="teaches by its detections"):
         teacher_record(load_model(f"torchvision:{NAME}", request(coco_like)).model, 3, 2)
+
+
+# torchvision's SSDLite as a student (--students ssdlite): built for the data's classes (weights from
+# --student-weights-dir where given), distilled by pseudo-boxes through its own losses, shipped as its
+# own graph with decoding and NMS inside, refused where it cannot go
+
+def test_an_ssdlite_student_learns_from_the_labels_and_the_teachers_sure_boxes(coco_like: Path, tmp_path: Path):
+    from edgekd.distill.teacher import InMemoryTeacher
+    from edgekd.models.arch import TorchvisionSpec
+    from edgekd.models.detnet import encode
+    from edgekd.models.sources import build_student
+
+    spec = TorchvisionSpec(model=NAME)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / f"{NAME}.pth").write_bytes(coco_like.read_bytes())
+    student, origin = build_student(spec, 3, 2, [0.5] * 3, [0.25] * 3, task="detection", image_size=SIZE,
+                                    weights_dir=tmp_path / "w")
+    assert "tensors new for the data's classes" in origin and student.name == f"torchvision:{NAME}"
+    _, scratch = build_student(spec, 3, 2, [0.5] * 3, [0.25] * 3, task="detection", image_size=SIZE)
+    assert scratch.startswith("from scratch") and f"{NAME}.pth" in scratch
+    with pytest.raises(ConfigError, match="4 bands; use a timm:NAME student"):
+        build_student(spec, 4, 2, [0.5] * 4, [0.25] * 4, task="detection", image_size=SIZE)
+
+    x, y = squares(4)
+    extra = torch.tensor([[2.0, 2.0, 14.0, 14.0]])  # a sure teacher detection no label covers (class 1)
+    unsure = torch.tensor([[46.0, 46.0, 62.0, 62.0]])  # and one it is not sure of
+    rows = torch.stack([encode(torch.cat([extra, unsure]), torch.tensor([0.9, 0.3]), torch.tensor([1, 0]), SIZE, 2)
+                        for _ in range(4)])
+    seen: list[torch.Tensor] = []
+    own = student.inner.own_loss
+
+    def spy(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        seen.append(targets.clone())
+        return own(images, targets)
+
+    student.inner.own_loss = spy
+    hist = train(student, x, y, epochs=2, batch_size=4, lr=1e-3, seed=0, teacher=InMemoryTeacher(rows),
+                 terms=[("head", 1.0)], task=DetectionTask())  # head is edgekd's: a torchvision student takes boxes
+    assert np.isfinite(hist.epoch_loss).all() and len(seen) == 2
+    for targets in seen[0]:  # the batch in the trainer's order: each image's label, then the teacher's sure box
+        real = targets[targets[:, 0] >= 0]
+        assert len(real) == 2  # not the unsure one
+        assert any(torch.equal(real[0], label) for label in y[:, 0])
+        assert real[1, 0] == 1 and box_iou(real[1:, 1:5], extra)[0, 0] > 0.95
+
+
+def test_an_ssdlite_student_ships_as_its_own_graph_with_nms(tuned, tmp_path: Path):
+    """ONNX and OpenVINO of the detector as deployed, checked against PyTorch in mAP50 and matched
+    boxes; the deployable graph at edgekd's export thresholds, recorded in its metadata; INT8 and
+    the other formats refused with the fix."""
+    import onnx
+
+    from edgekd.errors import ExportError
+    from edgekd.export.base import ExportContext, export_model
+    from edgekd.export.detection import check_nms_export, deployable
+    from edgekd.tasks.detection import EXPORT_SCORE, MAX_DETECTIONS, NMS_IOU
+
+    net = tuned[0]
+    x, y = squares(8)
+    ctx = ExportContext(input_shape=[1, 3, SIZE, SIZE], metadata={"arch": "tv"}, compare=DetectionTask().compare)
+    for fmt in ("onnx", "openvino"):
+        res = export_model(fmt, net, tmp_path, "s", ctx, x, y)
+        assert res.parity.metric == "mAP50" and res.parity.accuracy_delta == pytest.approx(0.0, abs=1e-6)
+        assert res.parity.top1_agreement == 1.0 and any("own decoding and NMS" in n for n in res.notes)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "s.onnx")).metadata_props}
+    assert meta["arch"] == "tv" and float(meta["score_threshold"]) < EXPORT_SCORE  # torchvision's own, for mAP
+    with pytest.raises(ExportError, match="ships as its FP32 graph .* export it as onnx or openvino"):
+        export_model("onnx-int8", net, tmp_path, "s", ctx, x, y)
+
+    path, agreement = deployable(net, x, ["light", "dark"], tmp_path, "s", {"run_id": "r"})
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert (float(meta["score_threshold"]), float(meta["iou_threshold"]), int(meta["max_detections"])) == \
+        (EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS)
+    assert meta["classes"] == "light,dark" and agreement.agrees and agreement.torch_boxes > 0
+    assert net.inner.current_thresholds()[0] < EXPORT_SCORE  # the thresholds are set back after the export
+    again = check_nms_export(net, path, x, EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS)
+    assert again.agrees and again.torch_boxes == agreement.torch_boxes
+
+
+def test_ssdlite_students_are_refused_where_they_cannot_go():
+    from edgekd.config import RunConfig
+    from edgekd.pipeline.plan import check_detection, check_students
+
+    with pytest.raises(ConfigError, match="is a detection student; use it with --task detection"):
+        check_students(["ssdlite"], "classification")
+    with pytest.raises(ConfigError, match="for --task detection edgekd builds ssdlite320_mobilenet_v3_large"):
+        check_students(["torchvision:fcos_resnet50_fpn"], "detection")
+    with pytest.raises(ConfigError, match="for --task segmentation edgekd builds lraspp"):
+        check_students(["ssdlite"], "segmentation")
+    check_students(["edgenet", "ssdlite"], "detection")
+    cfg = RunConfig(task="detection", students=["edgenet", "ssdlite"], precisions=["fp32", "int8"])
+    with pytest.raises(ConfigError, match="searched at fp32 .* leave --precisions int8 out"):
+        check_detection(cfg, [("head", 1.0)])
+    check_detection(cfg.model_copy(update={"precisions": ["fp32"]}), [("head", 1.0)])
