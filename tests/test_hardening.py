@@ -168,3 +168,30 @@ def test_a_benchmark_row_labels_each_figure_with_its_own_source():
     md = render_markdown([row])
     assert "15.0000 (predicted)" in md and "30.0 |" in md and "30.0 (remote)" not in md
     assert "1.200 (contended)" in md
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one, on purpose
+def test_a_ctrl_c_dropped_in_a_finaliser_is_raised_again_at_the_next_check():
+    """Python prints and drops an exception raised in a __del__ (e.g. a DataLoader iterator shutting
+    its workers down): with the CLI's guard the Ctrl-C is remembered and the trainer's batch loop
+    raises it again."""
+    import signal
+
+    from edgekd import interrupts
+
+    saved = signal.getsignal(signal.SIGINT)
+    try:
+        interrupts.guard_interrupts()
+
+        class Finaliser:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands while a finaliser runs
+                sum(range(10_000))  # Python runs the handler here: its KeyboardInterrupt is dropped
+
+        Finaliser()  # dropped at once, and with it the KeyboardInterrupt: the program would go on
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check_interrupted()
+    finally:
+        signal.signal(signal.SIGINT, saved)
+        interrupts._pending = False
+    interrupts.check_interrupted()  # nothing pending: nothing raised

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import EdgeKDError
+from ..interrupts import guard_interrupts
 
 app = typer.Typer(
     help="Hardware-aware knowledge distillation and edge deployment: distil a teacher into "
@@ -27,6 +28,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        guard_interrupts()
         try:
             return fn(*args, **kwargs)
         except EdgeKDError as exc:

@@ -16,6 +16,7 @@ from torch import nn
 from ..data.store import LAZY, ImageArray, Images, StackedImages, inference_batch
 from ..data.store import Labels as LabelsArray
 from ..errors import ConfigError, TrainingError
+from ..interrupts import check_interrupted
 from ..models.detnet import capturing_edges
 from ..models.taps import resolve_modules, tapped_channels, tapped_features
 from .losses import KDInputs, KDSettings, combined_loss, history_loss, needs
@@ -408,7 +409,10 @@ def batches(x: Images, order: torch.Tensor, batch_size: int, shard: Shard | None
     workers = data_workers() if len(chunks) > 1 else 0
     loader = torch.utils.data.DataLoader(_Chunks(x, chunks), batch_size=None, shuffle=False, num_workers=workers,
                                          prefetch_factor=2 if workers else None)
-    yield from loader
+    for batch in loader:
+        check_interrupted()
+        yield batch
+    check_interrupted()  # a Ctrl-C dropped while the loader's iterator shut its workers down
 
 
 def _history(history: History | None, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | float:
