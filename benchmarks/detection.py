@@ -9,6 +9,8 @@ Records, in benchmarks/results/detection.{json,md}:
    and without KD (alpha 1: the FCOS loss alone; the same trainer, data order and optimiser), over
    the given seeds: EdgeDet (EdgeNet w1-d2 from scratch), a pretrained EfficientNet-Lite0 backbone,
    a MobileNetV3-large backbone from scratch (no weights for it here).
+   `--students ssdlite`: torchvision's SSDLite-MobileNetV3 from scratch, KD by pseudo-boxes through its own
+   losses, no-KD its own losses on the labels alone.
 3. End-to-end p50 at batch 1 of every model's deployable graph (decoding and NMS inside) beside the
    teacher's, ONNX Runtime, 2 threads, interleaved run by run in this process; plus the letterbox of
    a 512 px frame (measured once, the same for every model).
@@ -40,13 +42,12 @@ from edgekd.data import load_dataset
 from edgekd.distill.losses import KDSettings
 from edgekd.distill.teacher import TeacherOutputs
 from edgekd.distill.trainer import predict_logits, train
-from edgekd.export.detection import export_with_nms, nms_metadata
-from edgekd.models.arch import ArchSpec, FromTeacherSpec, TimmSpec
+from edgekd.export.detection import deployable
+from edgekd.models.arch import ArchSpec, FromTeacherSpec, TimmSpec, TorchvisionSpec
 from edgekd.models.io import load_checkpoint, save_checkpoint
 from edgekd.models.sources import SourceRequest, build_student, load_model
 from edgekd.models.stats import count_params
 from edgekd.tasks import task_of
-from edgekd.tasks.detection import EXPORT_SCORE, MAX_DETECTIONS, NMS_IOU
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nwpu-vhr10-512"
@@ -57,6 +58,9 @@ STUDENTS = {
     # cut from the fine-tuned teacher: 30 % of its residual blocks dropped, 40 % of its channels kept
     # (Taylor importance on 64 training images), neck and head included (~1/6 of its MACs)
     "cut": FromTeacherSpec(keep=0.4, drop=0.3),
+    # torchvision's SSDLite-MobileNetV3 from scratch (no weights for it here): KD is pseudo-box through its own
+    # losses (the labels plus the teacher's sure detections); no-KD its own losses on the labels alone
+    "ssdlite": TorchvisionSpec(model="ssdlite320_mobilenet_v3_large"),
 }
 AUG = ("flip", "rot90")
 
@@ -75,10 +79,8 @@ def e2e_p50(models: dict[str, torch.nn.Module], ds, work: Path, rounds: int = 30
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = {}
-    for name, m in models.items():
-        path = export_with_nms(m, work / f"{name}.nms.onnx", ds.in_channels, ds.image_size,
-                               nms_metadata(ds.classes, ds.image_size, EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS),
-                               EXPORT_SCORE, NMS_IOU, MAX_DETECTIONS)
+    for name, m in models.items():  # edgekd's deployable graphs (a torchvision detector's own, same thresholds)
+        path, _ = deployable(m, ds.x_val[:4], ds.classes, work, name, {})
         sess[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = ds.x_val[:1].numpy()
     frame = np.random.default_rng(0).random((3, 384, 512)).astype(np.float32)
@@ -193,11 +195,14 @@ def run_students(args, ds, task, cache, work: Path, teacher: torch.nn.Module
                 torch.manual_seed(seed)
                 calib = cut_batch(ds, task) if isinstance(spec, FromTeacherSpec) else None
                 model, start = build_student(spec, ds.in_channels, len(ds.classes), mean, std, task="detection",
-                                             teacher=teacher, calib=calib)
+                                             teacher=teacher, calib=calib, image_size=ds.image_size)
+                # a torchvision student takes the teacher's boxes whatever the terms: no-KD trains it without one
+                # (its own losses on the labels, no augmentation, as the KD step)
+                tv = isinstance(spec, TorchvisionSpec)
                 t0 = time.perf_counter()
                 train(model, ds.x_train, ds.y_train, epochs=args.student_epochs, batch_size=8, lr=args.lr, seed=seed,
-                      teacher=cache, terms=[("head", 1.0)], task=task,
-                      kd=KDSettings(alpha=alpha, temperature=args.temperature))
+                      teacher=None if tv and label == "no_kd" else cache, terms=[("head", 1.0)], task=task,
+                      kd=KDSettings(alpha=alpha, temperature=args.temperature), augmentations=())
                 ev = task.evaluate(predict_logits(model, ds.x_val), ds.y_val, classes=ds.classes)
                 done[tag] = {label: round(ev["map50"], 4), f"{label}_map": round(ev["map"], 4),
                              f"{label}_seconds": round(time.perf_counter() - t0, 1)}

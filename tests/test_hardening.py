@@ -170,6 +170,7 @@ def test_a_benchmark_row_labels_each_figure_with_its_own_source():
     assert "1.200 (contended)" in md
 
 
+@pytest.mark.serial
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one, on purpose
 def test_a_ctrl_c_dropped_in_a_finaliser_is_raised_again_at_the_next_check():
     """Python prints and drops an exception raised in a __del__ (e.g. a DataLoader iterator shutting

@@ -188,6 +188,7 @@ def _killed_when(args: list[str], progress: Path, stage: str, ctrl_c: bool = Fal
     return ""
 
 
+@pytest.mark.serial
 def test_a_killed_update_resumes_without_training_again(first_run, tmp_path):
     new = image_folder(tmp_path / "new", ["water", "sand"], 24, seed=1)
     out = tmp_path / "run2"
