@@ -20,8 +20,9 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
 
 
 def guard_interrupts() -> None:
-    """Ctrl-C raises KeyboardInterrupt as before and is remembered (main thread, default handler
-    only: a program that set its own keeps it)."""
+    """Ctrl-C raises KeyboardInterrupt as before and is remembered (main thread, Python's default
+    handler only: a program that set its own keeps it, and a process started with SIGINT ignored,
+    e.g. in the background with nohup, keeps ignoring it)."""
     if threading.current_thread() is threading.main_thread() and \
             signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)

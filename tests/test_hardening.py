@@ -182,6 +182,7 @@ def test_a_ctrl_c_dropped_in_a_finaliser_is_raised_again_at_the_next_check():
 
     saved = signal.getsignal(signal.SIGINT)
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background run ignores it)
         interrupts.guard_interrupts()
 
         class Finaliser:

@@ -166,8 +166,11 @@ def test_update_errors_name_the_problem(first_run, tmp_path):
 def _killed_when(args: list[str], progress: Path, stage: str, ctrl_c: bool = False) -> str:
     """Run `edgekd update ARGS` and SIGKILL it (or Ctrl-C it: SIGINT) as soon as
     OUT/update_progress.json records `stage`; returns what it printed on stderr."""
+    # Ctrl-C as a terminal delivers it: a test run started in the background (which ignores SIGINT, and
+    # children inherit that) must not make the update deaf to it
     proc = subprocess.Popen([sys.executable, "-m", "edgekd.cli", "update", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 600  # a bound on the wait, not a speed check
         while time.monotonic() < deadline and proc.poll() is None:
