@@ -197,3 +197,27 @@ def test_a_ctrl_c_dropped_in_a_finaliser_is_raised_again_at_the_next_check():
         signal.signal(signal.SIGINT, saved)
         interrupts._pending = False
     interrupts.check_interrupted()  # nothing pending: nothing raised
+
+
+def test_the_batch_loop_raises_a_remembered_ctrl_c():
+    """Images read through the data loader (the image cache): a Ctrl-C remembered by the guard stops
+    the batch loop at its next batch, and after the loader has shut down."""
+    from edgekd import interrupts
+    from edgekd.data.store import ImageArray
+    from edgekd.distill.trainer import batches
+
+    images = ImageArray(np.zeros((8, 3, 4, 4), dtype=np.uint8), [255.0] * 3)
+    loop = batches(images, torch.arange(8), 4)
+    next(loop)
+    try:
+        interrupts._pending = True
+        with pytest.raises(KeyboardInterrupt):
+            next(loop)
+        interrupts._pending = False
+        one = batches(images, torch.arange(4), 4)  # one batch: the check after the loader is done
+        next(one)
+        interrupts._pending = True
+        with pytest.raises(KeyboardInterrupt):
+            next(one)
+    finally:
+        interrupts._pending = False

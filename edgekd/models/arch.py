@@ -162,6 +162,11 @@ def expand_students(items: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def torchvision_students(items: list[str]) -> list[TorchvisionSpec]:
+    """The torchvision models among `--students` (segmenters or detectors)."""
+    return [s for s in parse_students(items)[1] if isinstance(s, TorchvisionSpec)]
+
+
 def parse_students(items: list[str]) -> tuple[bool, list[ExternalSpec]]:
     """`--students edgenet,from-teacher,FAMILY,timm:NAME,lraspp,ssdlite,...` -> (EdgeNet in the search?, the others)."""
     students = expand_students(items)

@@ -27,7 +27,14 @@ from ..errors import CheckpointError, ConfigError, DataError, EdgeKDError, RunDi
 from ..files import atomic_write
 from ..host import default_threads, default_train_threads
 from ..measurers import LocalMeasurer, Measurer, measurer_for
-from ..models.arch import TORCHVISION_DET_STUDENTS, ArchSpec, ExternalSpec, TimmSpec, TorchvisionSpec, parse_students
+from ..models.arch import (
+    TORCHVISION_DET_STUDENTS,
+    ArchSpec,
+    ExternalSpec,
+    TimmSpec,
+    parse_students,
+    torchvision_students,
+)
 from ..models.sources import LoadedModel, SourceRequest, load_model
 from ..profilers import MeasurementCache, ProfileSettings
 from ..profilers.base import Reference
@@ -298,7 +305,7 @@ def check_detection(cfg: RunConfig, terms: list[tuple[str, float]] | None = None
                           "are; leave --teacher-views at 1")
     if cfg.teachers:
         raise ConfigError("--teacher-extra: detection distils from one teacher; leave the extra teachers out")
-    tv = [s for s in parse_students(cfg.students)[1] if isinstance(s, TorchvisionSpec)]
+    tv = torchvision_students(cfg.students)
     space = cfg.search_space.precisions if "precisions" in cfg.search_space.model_fields_set else []
     lower = sorted((set(cfg.precisions) | set(space)) - {"fp32"})
     if tv and lower:
@@ -316,9 +323,8 @@ def check_torchvision_bands(cfg: RunConfig, ds: Dataset) -> None:
         return
     from ..models.tvdet import check_bands
 
-    for spec in parse_students(cfg.students)[1]:
-        if isinstance(spec, TorchvisionSpec):
-            check_bands(spec.model, ds.in_channels, "student")
+    for spec in torchvision_students(cfg.students):
+        check_bands(spec.model, ds.in_channels, "student")
 
 
 def check_ld_teacher(teachers: Teachers, terms: list[tuple[str, float]]) -> None:
@@ -358,7 +364,7 @@ def check_students(students: list[str], task: str = "classification") -> None:
     """Every --students entry is edgenet, a timm model that exists, or a torchvision segmenter
     (segmentation) or detector (detection) edgekd builds."""
     _, others = parse_students(students)
-    tv = [s for s in others if isinstance(s, TorchvisionSpec)]
+    tv = torchvision_students(students)
     from ..models.segnet import TORCHVISION_SEGMENTERS
 
     if tv and task == "classification":

@@ -30,7 +30,7 @@ from ..files import atomic_write
 from ..host import usable_cpus
 from ..measurers import AgentMeasurer
 from ..measurers.pool import BoardPool
-from ..models.arch import TorchvisionSpec, parse_students
+from ..models.arch import torchvision_students
 from ..models.detnet import boxes_only
 from ..models.external import ExternalNet
 from ..models.family import EdgeNet
@@ -275,7 +275,7 @@ def search_stage(plan: RunPlan, teacher: TeacherResult, observer: ConsoleObserve
                         symmetric_int8=plan.measurer.runtime == "tensorrt", weights_dir=cfg.student_weights_dir,
                         qat_epochs=cfg.qat_epochs,
                         cut_from=teacher.model if "from-teacher" in cfg.students else None, det_head=cfg.det_head)
-    tv = [s for s in parse_students(cfg.students)[1] if isinstance(s, TorchvisionSpec)]
+    tv = torchvision_students(cfg.students)
     if tv and ds.task == "detection" and any(name != "pseudo-box" for name, _ in plan.terms):
         observer.say(f"{', '.join(s.name for s in tv)}: distilled by pseudo-boxes (torchvision's own losses on the "
                      "labels plus the teacher's sure detections); the other --kd terms read edgekd's heads")
@@ -386,7 +386,10 @@ def export_stage(plan: RunPlan, choice: Selection, observer: ConsoleObserver, ti
                                  calibration_size=cfg.calibration_size, max_accuracy_drop=cfg.max_accuracy_drop,
                                  tolerances=cfg.parity, threads=plan.threads, seed=cfg.seed)
     device = plan.measurer.parity_board() if isinstance(plan.measurer, BoardPool) else plan.measurer
-    if isinstance(device, AgentMeasurer) and not detects_itself(student):  # parity where the model runs, too
+    if isinstance(device, AgentMeasurer) and detects_itself(student):
+        observer.say(f"{best.name}: its graph holds its own NMS (outputs boxes, scores, labels); the device parity "
+                     "check compares dense outputs, so it was checked on this machine only", style="yellow")
+    elif isinstance(device, AgentMeasurer):  # parity where the model runs, too
         with timer("device_parity"):
             task = task_of(plan.ds)
             exports = check_on_device(device, student, exports, plan.ds.x_val, plan.ds.y_val,
